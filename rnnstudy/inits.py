@@ -1,0 +1,155 @@
+"""Initialisation schemes for recurrent layers, in registries keyed by scheme name.
+
+Recurrent and input schemes act on one gate block (``H x H`` or ``H x in``) at a time, so an
+orthogonal or identity LSTM is orthogonal/identity per gate. Bias schemes see the whole layer
+because PyTorch splits each bias in two (``bias_ih`` + ``bias_hh``) and orders gates i, f, g, o
+(LSTM) and r, z, n (GRU): a target bias is written to ``bias_ih`` and ``bias_hh`` is zeroed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from rnnstudy.config import InitConfig
+
+GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+LSTM_INPUT, LSTM_FORGET = 0, 1
+GRU_UPDATE = 1
+
+BlockInit = Callable[[torch.Tensor, "InitConfig"], None]
+BiasInit = Callable[[nn.RNNBase, str, "InitConfig", int], None]
+
+RECURRENT: dict[str, BlockInit] = {}
+INPUT: dict[str, BlockInit] = {}
+BIAS: dict[str, BiasInit] = {}
+#: Cells a bias scheme applies to (schemes absent here apply to every cell).
+BIAS_CELLS: dict[str, tuple[str, ...]] = {"forget": ("lstm",), "chrono": ("lstm", "gru")}
+
+
+def _register(registry: dict, *names: str) -> Callable:
+    def wrap(fn: Callable) -> Callable:
+        for name in names:
+            registry[name] = fn
+        return fn
+
+    return wrap
+
+
+@_register(RECURRENT, "default")
+@_register(INPUT, "default")
+def keep_default(w: torch.Tensor, cfg: InitConfig) -> None:
+    """PyTorch's own U(-1/sqrt(H), 1/sqrt(H)), already in place."""
+
+
+@_register(RECURRENT, "orthogonal")
+def orthogonal(w: torch.Tensor, cfg: InitConfig) -> None:
+    """Orthogonal (QR of a Gaussian, sign-corrected) times ``gain``."""
+    nn.init.orthogonal_(w, gain=cfg.gain)
+
+
+@_register(RECURRENT, "identity")
+def identity(w: torch.Tensor, cfg: InitConfig) -> None:
+    """``scale`` times the identity (IRNN, Le et al. 2015)."""
+    with torch.no_grad():
+        w.copy_(cfg.scale * torch.eye(w.shape[0], dtype=w.dtype))
+
+
+@_register(RECURRENT, "spectral")
+def spectral(w: torch.Tensor, cfg: InitConfig) -> None:
+    """Gaussian N(0, 1/H) rescaled so its spectral radius is ``rho``."""
+    with torch.no_grad():
+        g = torch.randn(w.shape, dtype=torch.float64) / math.sqrt(w.shape[0])
+        radius = torch.linalg.eigvals(g).abs().max()
+        w.copy_((cfg.rho * g / radius).to(w.dtype))
+
+
+@_register(RECURRENT, "xavier")
+def xavier(w: torch.Tensor, cfg: InitConfig) -> None:
+    """Glorot uniform with ``gain``."""
+    nn.init.xavier_uniform_(w, gain=cfg.gain)
+
+
+@_register(RECURRENT, "kaiming")
+def kaiming(w: torch.Tensor, cfg: InitConfig) -> None:
+    """He normal (fan-in, ReLU gain) times ``gain``."""
+    nn.init.kaiming_normal_(w, nonlinearity="relu")
+    with torch.no_grad():
+        w.mul_(cfg.gain)
+
+
+@_register(INPUT, "xavier")
+def input_xavier(w: torch.Tensor, cfg: InitConfig) -> None:
+    """Glorot uniform with ``input_gain``."""
+    nn.init.xavier_uniform_(w, gain=cfg.input_gain)
+
+
+@_register(INPUT, "orthogonal")
+def input_orthogonal(w: torch.Tensor, cfg: InitConfig) -> None:
+    """(Semi-)orthogonal times ``input_gain``."""
+    nn.init.orthogonal_(w, gain=cfg.input_gain)
+
+
+@_register(INPUT, "normal")
+def input_normal(w: torch.Tensor, cfg: InitConfig) -> None:
+    """N(0, input_gain^2); IRNN's small input weights are ``input_gain=0.001``."""
+    nn.init.normal_(w, std=cfg.input_gain)
+
+
+@_register(BIAS, "default")
+def bias_default(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
+    """PyTorch's own U(-1/sqrt(H), 1/sqrt(H)) on both bias vectors, already in place."""
+
+
+@_register(BIAS, "zero")
+def bias_zero(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
+    """All biases 0."""
+    with torch.no_grad():
+        layer.bias_ih_l0.zero_()
+        layer.bias_hh_l0.zero_()
+
+
+def _gate(bias: torch.Tensor, index: int, hidden: int) -> torch.Tensor:
+    return bias[index * hidden : (index + 1) * hidden]
+
+
+@_register(BIAS, "forget")
+def bias_forget(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
+    """LSTM forget-gate bias ``forget_bias``, other biases 0 (Gers et al.; Jozefowicz et al.)."""
+    bias_zero(layer, cell, cfg, t_max)
+    with torch.no_grad():
+        _gate(layer.bias_ih_l0, LSTM_FORGET, layer.hidden_size).fill_(cfg.forget_bias)
+
+
+@_register(BIAS, "chrono")
+def bias_chrono(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
+    """Chrono (Tallec & Ollivier 2018): keep-gate bias log U(1, T_max-1), others 0.
+
+    LSTM: b_f = log U(1, T_max-1), b_i = -b_f. GRU: the update gate z keeps the state
+    (h' = (1-z) n + z h), so b_z = +log U(1, T_max-1).
+    """
+    bias_zero(layer, cell, cfg, t_max)
+    hidden = layer.hidden_size
+    with torch.no_grad():
+        keep = torch.log(torch.empty(hidden).uniform_(1.0, t_max - 1.0))
+        if cell == "lstm":
+            _gate(layer.bias_ih_l0, LSTM_FORGET, hidden).copy_(keep)
+            _gate(layer.bias_ih_l0, LSTM_INPUT, hidden).copy_(-keep)
+        else:
+            _gate(layer.bias_ih_l0, GRU_UPDATE, hidden).copy_(keep)
+
+
+def initialise(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
+    """Apply the configured input, recurrent and bias schemes to one single-layer module."""
+    gates = GATES[cell]
+    hidden = layer.hidden_size
+    for k in range(gates):
+        rows = slice(k * hidden, (k + 1) * hidden)
+        RECURRENT[cfg.recurrent](layer.weight_hh_l0.data[rows], cfg)
+        INPUT[cfg.input](layer.weight_ih_l0.data[rows], cfg)
+    BIAS[cfg.bias](layer, cell, cfg, t_max)

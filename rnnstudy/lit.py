@@ -1,0 +1,203 @@
+"""Lightning pieces: the training module, the on-device data stream, and a step progress bar."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
+from torch.utils.data import DataLoader, IterableDataset
+
+from rnnstudy.config import RunConfig
+from rnnstudy.models import RecurrentNet
+from rnnstudy.tasks import Batch, Task, make_task
+
+SEED_STREAM = 0x5EED  # offsets the data seed from the weight-init seed
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+class Sink(Protocol):
+    """Where a run's numbers go (results store, W&B)."""
+
+    def metrics(self, step: int, split: str, values: dict[str, float]) -> None: ...
+
+    def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float], prof: Any) -> None: ...
+
+
+def build_task(cfg: RunConfig) -> Task:
+    """The configured task."""
+    return make_task(cfg.task.name, cfg.task.T, cfg.task.solved_threshold)
+
+
+class _Stream(IterableDataset):
+    def __init__(self, task: Task, batch_size: int, generator: torch.Generator) -> None:
+        self.task, self.batch_size, self.generator = task, batch_size, generator
+
+    def __iter__(self) -> Iterator[Batch]:
+        while True:
+            yield self.task.sample(self.batch_size, self.generator)
+
+
+class _Fixed(IterableDataset):
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+
+    def __iter__(self) -> Iterator[Batch]:
+        yield self.batch
+
+
+class TaskData(pl.LightningDataModule):
+    """An endless stream of training batches and one fixed validation batch, both on the device.
+
+    Training batches come from a generator seeded by the run seed; the validation set depends
+    only on the task, ``T``, ``val_size`` and ``val_seed``, so every run sees the same one.
+    """
+
+    def __init__(self, cfg: RunConfig, task: Task) -> None:
+        super().__init__()
+        self.cfg, self.task = cfg, task
+
+    def setup(self, stage: str) -> None:
+        device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
+        self.train_gen = torch.Generator(device=device).manual_seed(self.cfg.seed + SEED_STREAM)
+        val_gen = torch.Generator(device=device).manual_seed(self.cfg.task.val_seed)
+        self.val_batch = self.task.sample(self.cfg.task.val_size, val_gen)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(_Stream(self.task, self.cfg.train.batch_size, self.train_gen), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(_Fixed(self.val_batch), batch_size=None)
+
+
+class RecurrentModule(pl.LightningModule):
+    """Trains a :class:`RecurrentNet` on a task; numbers go to ``sinks``, not ``self.log``.
+
+    The store and W&B need every logged step at full precision, so metrics are emitted to sinks
+    directly; ``self.log`` only feeds the progress bar and Optuna's pruning callback.
+    """
+
+    def __init__(self, cfg: RunConfig, task: Task) -> None:
+        super().__init__()
+        self.cfg, self.task = cfg, task
+        self.net = RecurrentNet(cfg.model, task.input_size, task.output_size)
+        self.net.initialise(cfg.init, int(cfg.chrono_tmax))
+        self.sinks: list[Sink] = []
+        self.trace_chunk: int | None = None
+        self.traces = None
+        self.traced_batch: Batch | None = None
+        self.solved_at: int | None = None
+        self.best: dict[str, float] = {}
+        self.last_val: dict[str, float] = {}
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        t = self.cfg.train
+        if t.optimizer == "rmsprop":
+            return torch.optim.RMSprop(self.parameters(), lr=t.lr, alpha=t.alpha, momentum=t.momentum)
+        if t.optimizer == "adam":
+            return torch.optim.Adam(self.parameters(), lr=t.lr)
+        return torch.optim.SGD(self.parameters(), lr=t.lr, momentum=t.momentum)
+
+    def emit(self, step: int, split: str, values: dict[str, float]) -> None:
+        """Send scalar metrics to every sink."""
+        for sink in self.sinks:
+            sink.metrics(step, split, values)
+
+    def emit_profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float], prof: Any) -> None:
+        """Send one gradient-flow profile to every sink."""
+        for sink in self.sinks:
+            sink.profile(step, frame, scalars, prof)
+
+    def _scalars(self, out: torch.Tensor, batch: Batch, loss: torch.Tensor) -> dict[str, float]:
+        values = {k: float(v) for k, v in self.task.metrics(out, batch).items()}
+        values["loss"] = float(loss)
+        values["norm_loss"] = values["loss"] / self.task.baseline
+        return values
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        x = batch.x.to(self.dtype)
+        if self.trace_chunk:
+            out, self.traces = self.net.forward_traced(x, self.trace_chunk)
+            self.traced_batch = batch
+        else:
+            out = self.net(x)
+        loss = self.task.loss(out, batch)
+        step = self.global_step
+        if step % self.cfg.train.log_every == 0 or step == self.trainer.max_steps - 1:
+            with torch.no_grad():
+                values = self._scalars(out, batch, loss)
+            if not math.isfinite(values["loss"]):
+                raise Diverged(f"training loss became {values['loss']} at step {step}")
+            values["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+            self.emit(step, "train", values)
+            self.log("norm_loss", values["norm_loss"], prog_bar=True, logger=False, batch_size=x.shape[1])
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        step = self.global_step
+        if step % self.cfg.train.log_every == 0:
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            norm = float(torch.nn.utils.get_total_norm(grads))
+            if not math.isfinite(norm):
+                raise Diverged(f"gradient norm became {norm} at step {step}")
+            self.emit(step, "train", {"grad_norm": norm})
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        out = self.net(batch.x.to(self.dtype))
+        values = self._scalars(out, batch, self.task.loss(out, batch))
+        step = self.global_step
+        values["solved"] = float(self.task.solved(values))
+        if values["solved"] and self.solved_at is None:
+            self.solved_at = step
+        self.last_val = values
+        if math.isfinite(values["norm_loss"]) and values["norm_loss"] < self.best.get("norm_loss", math.inf):
+            self.best = {"norm_loss": values["norm_loss"], "step": step}
+        self.emit(step, "val", values)
+        self.log("val/norm_loss", values["norm_loss"], prog_bar=True, logger=False, batch_size=batch.x.shape[1])
+        if values["solved"] and self.cfg.train.early_stop:
+            self.trainer.should_stop = True
+
+
+class StepProgressBar(TQDMProgressBar):
+    """One bar over the whole step budget (the run's 'epochs' are only validation periods)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__()
+        self.description = description
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        if trainer.current_epoch == 0:
+            self.train_progress_bar.reset(total=trainer.max_steps)
+            self.train_progress_bar.set_description(self.description)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        n = trainer.global_step
+        if self._should_update(n, self.train_progress_bar.total):
+            _update_n(self.train_progress_bar, n)
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_validation_start(self, *_: Any) -> None:
+        pass
+
+    def on_validation_batch_start(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def on_validation_batch_end(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def on_train_end(self, *_: Any) -> None:
+        self.train_progress_bar.close()

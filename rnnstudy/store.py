@@ -1,0 +1,132 @@
+"""Local results store: one folder per run, written atomically, read back as pandas frames.
+
+Layout: ``<out>/<experiment>/<run_id>/`` holding ``run.json`` (config, status, final metrics,
+timings, versions), ``metrics.parquet`` (tidy: step, split, metric, value) and
+``gradflow.parquet`` (step, layer, state, t, norm [, pNN percentiles]). Each run writes only its
+own folder, so parallel workers never contend; every file is written to a temporary name and
+renamed, so a killed run leaves whole files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.parquet"
+GRADFLOW_FILE = "gradflow.parquet"
+STATUSES = ("running", "complete", "pruned", "diverged", "failed")
+
+
+def _atomic(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, default=str, allow_nan=True)
+
+    _atomic(path, write)
+
+
+def write_frame(path: Path, frame: pd.DataFrame) -> None:
+    """Write a parquet file atomically."""
+    _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+class RunWriter:
+    """Accumulates one run's rows in memory and flushes them to its folder atomically."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.info: dict[str, Any] = {}
+        self.metrics: list[tuple[int, str, str, float]] = []
+        self.gradflow: list[pd.DataFrame] = []
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def add_metrics(self, step: int, split: str, values: dict[str, float]) -> None:
+        """Record scalar metrics of one split at one step."""
+        self.metrics.extend((step, split, name, float(v)) for name, v in values.items())
+
+    def add_gradflow(self, frame: pd.DataFrame) -> None:
+        """Record one probe's profile rows."""
+        self.gradflow.append(frame)
+
+    def flush(self, **info: Any) -> None:
+        """Merge ``info`` into run.json and rewrite every file."""
+        self.info.update(info)
+        if self.metrics:
+            frame = pd.DataFrame(self.metrics, columns=["step", "split", "metric", "value"])
+            write_frame(self.folder / METRICS_FILE, frame)
+        if self.gradflow:
+            write_frame(self.folder / GRADFLOW_FILE, pd.concat(self.gradflow, ignore_index=True))
+        write_json(self.folder / RUN_FILE, self.info)
+
+
+@dataclass
+class Results:
+    """A results store read into frames: one row per run, and the tidy metric/profile rows."""
+
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    gradflow: pd.DataFrame
+
+    def wide_metrics(self, split: str) -> pd.DataFrame:
+        """Metrics of one split as columns, one row per (run, step)."""
+        rows = self.metrics[self.metrics["split"] == split]
+        return rows.pivot_table(index=["run_id", "step"], columns="metric", values="value").reset_index()
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = json.dumps(value)
+        else:
+            flat[name] = value
+    return flat
+
+
+def run_folders(path: str | Path) -> list[Path]:
+    """Every run folder at or under ``path`` (a results root, an experiment, or one run)."""
+    path = Path(path)
+    return sorted(p.parent for p in path.rglob(RUN_FILE) if "wandb" not in p.parts)
+
+
+def load(path: str | Path) -> Results:
+    """Read every run under ``path`` into frames keyed by ``run_id``."""
+    runs, metrics, gradflow = [], [], []
+    for folder in run_folders(path):
+        info = json.loads((folder / RUN_FILE).read_text())
+        run_id = info.get("run_id", folder.name)
+        runs.append({**_flatten(info), "run_id": run_id, "path": str(folder)})
+        for name, bucket in ((METRICS_FILE, metrics), (GRADFLOW_FILE, gradflow)):
+            if (folder / name).exists():
+                bucket.append(pd.read_parquet(folder / name).assign(run_id=run_id))
+    empty_metrics = pd.DataFrame(columns=["step", "split", "metric", "value", "run_id"])
+    empty_gradflow = pd.DataFrame(columns=["step", "layer", "state", "t", "norm", "run_id"])
+    return Results(
+        runs=pd.DataFrame(runs),
+        metrics=pd.concat(metrics, ignore_index=True) if metrics else empty_metrics,
+        gradflow=pd.concat(gradflow, ignore_index=True) if gradflow else empty_gradflow,
+    )

@@ -1,0 +1,185 @@
+"""Synthetic long-memory tasks (copy, adding), generated on the device from a seeded generator.
+
+Tensors are time-major: inputs ``(L, B, input_size)``; a task's targets keep the shape its
+loss needs. A new task is one subclass of :class:`Task` decorated with :func:`register_task`.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+TASKS: dict[str, type[Task]] = {}
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Add a task class to the registry under its ``name``."""
+    TASKS[cls.name] = cls
+    return cls
+
+
+def make_task(name: str, T: int, solved_threshold: float | None = None) -> Task:
+    """Build a registered task for delay/length ``T``."""
+    return TASKS[name](T, solved_threshold)
+
+
+class Batch(NamedTuple):
+    """One batch: inputs ``x`` (L, B, C), targets ``y``, and the informative steps ``(L, B)``."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    informative: torch.Tensor
+
+
+class Task(ABC):
+    """A sequence task: how to sample it, score it, and what a memoryless model achieves."""
+
+    name: ClassVar[str]
+    input_size: ClassVar[int]
+    output_size: ClassVar[int]
+    min_T: ClassVar[int] = 1
+    default_threshold: ClassVar[float]
+    #: Name of the metric ``solved`` compares with the threshold and whether higher is better.
+    solved_metric: ClassVar[str]
+    solved_higher_is_better: ClassVar[bool]
+
+    def __init__(self, T: int, solved_threshold: float | None = None) -> None:
+        if T < self.min_T:
+            raise ValueError(f"task.T = {T}: the {self.name} task needs T >= {self.min_T}")
+        self.T = T
+        self.threshold = self.default_threshold if solved_threshold is None else solved_threshold
+
+    @property
+    @abstractmethod
+    def seq_len(self) -> int:
+        """Number of time steps in one input sequence."""
+
+    @property
+    @abstractmethod
+    def baseline(self) -> float:
+        """Loss of the best memoryless predictor (normalised loss 1.0)."""
+
+    @abstractmethod
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        """Draw a batch on the generator's device."""
+
+    @abstractmethod
+    def per_sample_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Loss of each sample ``(B,)``; the training loss is its mean."""
+
+    @abstractmethod
+    def metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        """Scalar metrics beyond the loss (accuracies); tensors so nothing syncs."""
+
+    def loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Batch-mean loss."""
+        return self.per_sample_loss(out, batch).mean()
+
+    def solved(self, metrics: dict[str, float]) -> bool:
+        """Whether validation metrics meet the task's success criterion."""
+        value = metrics.get(self.solved_metric, math.nan)
+        if self.solved_higher_is_better:
+            return value >= self.threshold
+        return value <= self.threshold
+
+
+@register_task
+class CopyTask(Task):
+    """Copying memory (Arjovsky, Shah & Bengio 2016): recall 10 symbols after a delay T.
+
+    Symbols 0-7 are data, 8 is blank, 9 is the delimiter. Input length T+20: 10 data
+    symbols, T-1 blanks, the delimiter, 10 blanks. Target: T+10 blanks, then the symbols.
+    """
+
+    name = "copy"
+    n_data = 8
+    n_recall = 10
+    blank = 8
+    delimiter = 9
+    input_size = 10
+    output_size = 9
+    default_threshold = 0.99
+    solved_metric = "recall_accuracy"
+    solved_higher_is_better = True
+
+    @property
+    def seq_len(self) -> int:
+        return self.T + 2 * self.n_recall
+
+    @property
+    def baseline(self) -> float:
+        return self.n_recall * math.log(self.n_data) / self.seq_len
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        device = generator.device
+        L, n = self.seq_len, self.n_recall
+        data = torch.randint(0, self.n_data, (n, batch_size), generator=generator, device=device)
+        symbols = torch.full((L, batch_size), self.blank, dtype=torch.long, device=device)
+        symbols[:n] = data
+        symbols[self.T + n - 1] = self.delimiter
+        y = torch.full((L, batch_size), self.blank, dtype=torch.long, device=device)
+        y[L - n :] = data
+        informative = torch.zeros(L, batch_size, dtype=torch.bool, device=device)
+        informative[:n] = True
+        x = F.one_hot(symbols, self.input_size).float()
+        return Batch(x, y, informative)
+
+    def per_sample_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        ce = F.cross_entropy(out.permute(1, 2, 0), batch.y.T, reduction="none")
+        return ce.mean(dim=1)
+
+    def metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        correct = (out.argmax(-1) == batch.y).float()
+        return {
+            "accuracy": correct.mean(),
+            "recall_accuracy": correct[-self.n_recall :].mean(),
+        }
+
+
+@register_task
+class AddingTask(Task):
+    """Adding problem (Le et al. 2015; Arjovsky et al. 2016): sum the two marked values.
+
+    Channel 0 holds U[0,1] values, channel 1 two markers, one in [0, T/2) and one in
+    [T/2, T). The loss is the MSE of the last output against the marked sum.
+    """
+
+    name = "adding"
+    input_size = 2
+    output_size = 1
+    min_T = 2
+    default_threshold = 0.01
+    solved_metric = "mse"
+    solved_higher_is_better = False
+
+    @property
+    def seq_len(self) -> int:
+        return self.T
+
+    @property
+    def baseline(self) -> float:
+        return 1.0 / 6.0
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        device = generator.device
+        T, half = self.T, self.T // 2
+        values = torch.rand(T, batch_size, generator=generator, device=device)
+        first = torch.randint(0, half, (batch_size,), generator=generator, device=device)
+        second = torch.randint(half, T, (batch_size,), generator=generator, device=device)
+        markers = torch.zeros(T, batch_size, device=device)
+        cols = torch.arange(batch_size, device=device)
+        markers[first, cols] = 1.0
+        markers[second, cols] = 1.0
+        y = values[first, cols] + values[second, cols]
+        x = torch.stack([values, markers], dim=-1)
+        return Batch(x, y, markers.bool())
+
+    def per_sample_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return (out[-1, :, 0] - batch.y) ** 2
+
+    def metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"mse": self.per_sample_loss(out, batch).mean()}

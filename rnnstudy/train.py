@@ -1,0 +1,184 @@
+"""The training core: ``train(config) -> RunResult``, called by the CLI, the tests and the sweep."""
+
+from __future__ import annotations
+
+import math
+import platform
+import secrets
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning
+import lightning.pytorch as pl
+import optuna
+import pandas as pd
+import torch
+
+from rnnstudy.config import RunConfig
+from rnnstudy.gradflow import GradFlowProbe
+from rnnstudy.lit import Diverged, RecurrentModule, StepProgressBar, TaskData, build_task
+from rnnstudy.store import RunWriter
+from rnnstudy.tracking import run_name
+
+for pattern in (".*does not have many workers.*", ".*IterableDataset.*__len__.*", ".*LeafSpec.*", ".*Trainer.fit` stopped.*"):
+    warnings.filterwarnings("ignore", pattern)
+
+
+@dataclass
+class RunResult:
+    """What one run ended with; the same numbers are in its ``run.json``."""
+
+    run_id: str
+    path: Path
+    status: str
+    reason: str | None
+    final: dict[str, float]
+    best: dict[str, float]
+    steps: int
+    steps_to_solve: int | None
+    wall_s: float
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def solved(self) -> bool:
+        """Whether any validation met the task's criterion."""
+        return self.steps_to_solve is not None
+
+
+class StoreSink:
+    """Sends a run's numbers to its results-store folder; flushes at every validation."""
+
+    def __init__(self, writer: RunWriter) -> None:
+        self.writer = writer
+        self.last_profile: dict[str, float] = {}
+
+    def metrics(self, step: int, split: str, values: dict[str, float]) -> None:
+        self.writer.add_metrics(step, split, values)
+        if split == "val":
+            self.writer.flush()
+
+    def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float], prof: Any) -> None:
+        self.writer.add_gradflow(frame)
+        self.writer.add_metrics(step, "probe", scalars)
+        self.last_profile = scalars
+
+
+def new_run_id(cfg: RunConfig, tag: str = "") -> str:
+    """A unique, sortable, readable run id."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{run_name(cfg)}{tag}-{secrets.token_hex(3)}"
+
+
+def _device_name(trainer: pl.Trainer) -> str:
+    device = trainer.strategy.root_device
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def versions() -> dict[str, str]:
+    """Library versions recorded with every run."""
+    import wandb
+
+    from rnnstudy import __version__
+
+    return {
+        "rnnstudy": __version__, "python": platform.python_version(), "torch": torch.__version__,
+        "lightning": lightning.__version__, "optuna": optuna.__version__, "wandb": wandb.__version__,
+    }
+
+
+class _StopAtBudget(pl.Callback):
+    """Stops at ``max_steps`` through ``should_stop`` so a last validation always runs."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
+        if trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
+def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
+    """A Trainer whose 'epochs' are validation periods of ``val_every`` steps."""
+    t = cfg.train
+    progress = [StepProgressBar(run_name(cfg))] if t.progress else []
+    probe = [GradFlowProbe(cfg.probe.every, cfg.probe.eps, cfg.probe.chunk, cfg.probe.percentiles)] if cfg.probe.enabled else []
+    return pl.Trainer(
+        accelerator=t.accelerator, devices=1, max_steps=t.steps, max_epochs=-1,
+        limit_train_batches=t.val_every, limit_val_batches=1, num_sanity_val_steps=0,
+        gradient_clip_val=t.clip, gradient_clip_algorithm="norm",
+        precision="64-true" if t.precision == "64" else "32-true",
+        logger=logger or False, enable_checkpointing=False, enable_model_summary=False,
+        enable_progress_bar=t.progress, log_every_n_steps=t.log_every, callbacks=[*probe, _StopAtBudget(), *progress, *callbacks],
+    )
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    callbacks: list[pl.Callback] | None = None,
+    meta: dict[str, Any] | None = None,
+    group: str | None = None,
+    tag: str = "",
+) -> RunResult:
+    """Train one run, write it to the results store (and W&B), and return how it ended.
+
+    Divergence ends the run with status ``diverged``; an Optuna prune with ``pruned``; any
+    other exception is recorded as ``failed`` and re-raised. Files are complete either way.
+    """
+    pl.seed_everything(cfg.seed, verbose=False)
+    task = build_task(cfg)
+    module = RecurrentModule(cfg, task)
+    run_id = new_run_id(cfg, tag)
+    folder = cfg.out / cfg.experiment / run_id
+    writer = RunWriter(folder)
+    store = StoreSink(writer)
+    started = time.time()
+    writer.flush(
+        run_id=run_id, experiment=cfg.experiment, name=run_name(cfg), status="running",
+        config=cfg.model_dump(mode="json"), meta=meta or {}, baseline=task.baseline,
+        seq_len=task.seq_len, versions=versions(), command=" ".join(sys.argv),
+        started=datetime.now(timezone.utc).isoformat(),
+    )
+    tracker = None
+    if cfg.wandb.mode != "disabled":
+        from rnnstudy.tracking import WandbSink
+
+        tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id})
+    module.sinks = [store] + ([tracker] if tracker else [])
+    trainer = make_trainer(cfg, list(callbacks or []), tracker.logger if tracker else None)
+    status, reason, error = "complete", None, None
+    try:
+        trainer.fit(module, datamodule=TaskData(cfg, task))
+    except Diverged as err:
+        status, reason = "diverged", str(err)
+    except optuna.TrialPruned as err:
+        status, reason, error = "pruned", str(err), err
+    except BaseException as err:
+        status, reason, error = "failed", f"{type(err).__name__}: {err}", err
+    wall = time.time() - started
+    result = RunResult(
+        run_id=run_id, path=folder, status=status, reason=reason, final=module.last_val,
+        best=module.best, steps=trainer.global_step, steps_to_solve=module.solved_at, wall_s=wall,
+    )
+    result.summary = {
+        "status": status, "reason": reason, "steps": result.steps, "solved": result.solved,
+        "steps_to_solve": result.steps_to_solve, "final_norm_loss": module.last_val.get("norm_loss", math.nan),
+        "best_norm_loss": module.best.get("norm_loss", math.nan), **store.last_profile,
+    }
+    try:
+        writer.flush(
+            status=status, reason=reason, final=result.final, best=result.best, steps=result.steps,
+            steps_to_solve=result.steps_to_solve, summary=result.summary, device=_device_name(trainer),
+            wall_s=wall, steps_per_s=result.steps / wall if wall > 0 else math.nan,
+            ended=datetime.now(timezone.utc).isoformat(),
+        )
+    finally:
+        if tracker:
+            tracker.finish(result.summary, exit_code=0 if status in ("complete", "pruned") else 1)
+    if error is not None:
+        raise error
+    return result
