@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -207,11 +207,11 @@ class CategoricalParam(Strict):
     """A categorical search dimension."""
 
     type: Literal["categorical"]
-    choices: list[Union[str, int, float, bool, None]] = Field(min_length=1)
+    choices: list[str | int | float | bool | None] = Field(min_length=1)
     when: dict[str, Any] = {}
 
 
-Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
 
 
 class StudyConfig(Strict):
@@ -279,8 +279,8 @@ class Experiment(Strict):
         return self
 
 
-def _check_path(dotted: str) -> None:
-    model: type[BaseModel] = RunConfig
+def _check_path(dotted: str, root: type[BaseModel] | None = None) -> None:
+    model: type[BaseModel] = root or RunConfig
     parts = dotted.split(".")
     for i, part in enumerate(parts):
         if part not in model.model_fields:
@@ -359,7 +359,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         raise ConfigError(format_validation_error(err, RunConfig)) from None
 
 
-def parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_overrides(items: list[str], root: type[BaseModel] | None = None) -> dict[str, Any]:
     """Parse ``key=value`` strings; values are read as YAML scalars (``1e-3``, ``true``, ``[1,2]``)."""
     out = {}
     for item in items:
@@ -367,7 +367,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"{item!r}: overrides are key=value, e.g. model.hidden_size=64")
         try:
-            _check_path(key)
+            _check_path(key, root)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         out[key] = _yaml_scalar(raw)
@@ -375,19 +375,22 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def _yaml_scalar(raw: str) -> Any:
-    value = yaml.safe_load(raw) if raw else ""
-    # YAML 1.1 reads "1e-3" as a string; accept it as the number it is.
-    if isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return value
-        return number if math.isfinite(number) else value
-    return value
+    return _as_number(yaml.safe_load(raw)) if raw else ""
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment YAML."""
+def _as_number(value: Any) -> Any:
+    """YAML 1.1 reads ``1e-3`` as a string; take such strings as the numbers they are."""
+    if not isinstance(value, str):
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return number if math.isfinite(number) else value
+
+
+def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
+    """Read and validate an experiment YAML, with dotted overrides (``study.trials=50``)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"experiment file {str(path)!r} not found")
@@ -399,6 +402,7 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(f"{path}: an experiment file is a mapping of keys")
     data.setdefault("name", path.stem)
     _fix_yaml_floats(data)
+    data = _merge(data, _nest(parse_overrides(list(overrides), Experiment)))
     try:
         return Experiment.model_validate(data)
     except ValidationError as err:
@@ -408,11 +412,11 @@ def load_experiment(path: str | Path) -> Experiment:
 def _fix_yaml_floats(node: Any) -> None:
     if isinstance(node, dict):
         for k, v in node.items():
-            node[k] = _yaml_scalar(v) if isinstance(v, str) and k != "name" else v
+            node[k] = v if k in ("name", "description") else _as_number(v)
             _fix_yaml_floats(node[k])
     elif isinstance(node, list):
         for i, v in enumerate(node):
-            node[i] = _yaml_scalar(v) if isinstance(v, str) else v
+            node[i] = _as_number(v)
             _fix_yaml_floats(node[i])
 
 

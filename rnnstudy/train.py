@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 import secrets
@@ -25,6 +26,9 @@ from rnnstudy.lit import Diverged, RecurrentModule, StepProgressBar, TaskData, b
 from rnnstudy.store import RunWriter
 from rnnstudy.tracking import run_name
 
+# The harness prints its own progress; Lightning's start-up notes would repeat in every worker.
+for name in ("lightning.pytorch", "lightning.fabric"):
+    logging.getLogger(name).setLevel(logging.WARNING)
 for pattern in (".*does not have many workers.*", ".*IterableDataset.*__len__.*", ".*LeafSpec.*", ".*Trainer.fit` stopped.*"):
     warnings.filterwarnings("ignore", pattern)
 

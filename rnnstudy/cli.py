@@ -1,0 +1,103 @@
+"""Command line: ``rnnstudy train|sweep|status|report``; a thin shell around the library."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from rnnstudy.config import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Run one training run and print where its results are."""
+    from rnnstudy.config import load_run_config
+    from rnnstudy.train import train
+
+    experiment, overrides = args.experiment, list(args.overrides)
+    if experiment and "=" in experiment and not os.path.exists(experiment):
+        experiment, overrides = None, [experiment, *overrides]
+    cfg = load_run_config(experiment, overrides)
+    result = train(cfg)
+    final = result.final.get("norm_loss", float("nan"))
+    print(
+        f"{result.status}: {result.steps} steps in {result.wall_s:.1f}s, final normalised loss {final:.4f}, "
+        f"solved {'at step ' + str(result.steps_to_solve) if result.solved else 'no'}\nresults: {result.path}"
+    )
+    return 0 if result.status == "complete" else 1
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run the experiment's Optuna studies with worker processes."""
+    from rnnstudy.sweep import run_sweep
+
+    return run_sweep(args.experiment, workers=args.workers, gpus=args.gpus, storage=args.storage, overrides=args.overrides)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the experiment's studies, trial counts and best parameters."""
+    from rnnstudy.sweep import print_status
+
+    return print_status(args.experiment, storage=args.storage, overrides=args.overrides)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Build the figures and the written report from a results folder."""
+    from reports.build import build_report
+
+    return build_report(args.results, out=args.out, storage=args.storage)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and docs)."""
+    p = argparse.ArgumentParser(prog="rnnstudy", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one run: rnnstudy train [EXPERIMENT.yaml] [key=value ...]")
+    t.add_argument("experiment", nargs="?", help="experiment YAML (its run defaults are used)")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.cell=gru task.T=200")
+    t.set_defaults(fn=cmd_train)
+
+    for name, fn, text in (
+        ("sweep", cmd_sweep, "run the experiment's initialisation studies"),
+        ("status", cmd_status, "show the experiment's studies and best parameters"),
+    ):
+        s = sub.add_parser(name, help=text)
+        s.add_argument("experiment", help="experiment YAML")
+        s.add_argument("overrides", nargs="*", help="dotted overrides applied to every trial")
+        s.add_argument("--storage", help="Optuna storage URL (default: journal file under the results root)")
+        if name == "sweep":
+            s.add_argument("--workers", type=int, default=1, help="worker processes (per GPU when --gpus is given)")
+            s.add_argument("--gpus", default="", help="comma-separated GPU indices, e.g. 0,1 ('' = CPU or default device)")
+        s.set_defaults(fn=fn)
+
+    r = sub.add_parser("report", help="figures and report from a results folder")
+    r.add_argument("results", help="results folder of one experiment, e.g. runs/demo")
+    r.add_argument("--out", help="output folder (default: reports/<experiment>)")
+    r.add_argument("--storage", help="Optuna storage URL for the search figures (default: the experiment's)")
+    r.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``rnnstudy`` console script."""
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    unknown = [e for e in extra if e.startswith("-") or not hasattr(args, "overrides")]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    fn: Callable[[argparse.Namespace], int] = args.fn
+    try:
+        return fn(args)
+    except ConfigError as err:
+        print(f"rnnstudy {args.command}: configuration error\n{err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

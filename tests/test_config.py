@@ -1,0 +1,86 @@
+"""Configuration: overrides, experiment files, and bad input failing early with a clear message."""
+
+import subprocess
+import sys
+
+import pytest
+
+from rnnstudy.cli import main
+from rnnstudy.config import ConfigError, RunConfig, apply_overrides, load_experiment, load_run_config, parse_overrides
+
+
+def test_overrides_parse_yaml_scalars():
+    o = parse_overrides(["train.lr=1e-3", "model.num_layers=2", "train.early_stop=true", "probe.percentiles=[10,90]"])
+    assert o == {"train.lr": 1e-3, "model.num_layers": 2, "train.early_stop": True, "probe.percentiles": [10, 90]}
+    cfg = apply_overrides(RunConfig(), o)
+    assert cfg.train.lr == 1e-3 and cfg.model.num_layers == 2 and cfg.probe.percentiles == [10.0, 90.0]
+
+
+def test_experiment_defaults_then_overrides():
+    cfg = load_run_config("experiments/demo.yaml", ["task.T=40"])
+    assert cfg.experiment == "demo" and cfg.task.name == "adding" and cfg.task.T == 40
+    assert cfg.model.hidden_size == 32
+
+
+@pytest.mark.parametrize(
+    "override,pieces",
+    [
+        ("model.cell=lstn", ["model.cell", "'lstn'", "'rnn_tanh', 'rnn_relu', 'lstm' or 'gru'"]),
+        ("task.name=parity", ["task.name", "'parity'", "adding, copy"]),
+        ("init.recurrent=unitary", ["init.recurrent", "'unitary'", "identity", "orthogonal", "spectral"]),
+        ("train.optimizer=adagrad", ["train.optimizer", "'adagrad'", "'rmsprop', 'adam' or 'sgd'"]),
+        ("task.T=0", ["task.T", "0", "greater than 0"]),
+        ("task.T=-5", ["task.T", "-5", "greater than 0"]),
+        ("model.hidden_size=0", ["model.hidden_size", "greater than 0"]),
+        ("train.steps=0", ["train.steps", "greater than 0"]),
+        ("model.hidden_size=big", ["model.hidden_size", "'big'", "integer"]),
+        ("model.hiden_size=3", ["model.hiden_size", "cell, hidden_size, num_layers"]),
+        ("optimiser=adam", ["optimiser", "allowed"]),
+    ],
+)
+def test_bad_values_name_key_value_and_allowed(override, pieces, tmp_path, capsys):
+    code = main(["train", "experiments/demo.yaml", override, f"out={tmp_path}/runs"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    for piece in pieces:
+        assert piece in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bias_scheme_must_fit_cell(tmp_path, capsys):
+    code = main(["train", "experiments/demo.yaml", "model.cell=rnn_tanh", "init.bias=forget", f"out={tmp_path}/r"])
+    assert code == 2
+    assert "init.bias = 'forget' needs model.cell in lstm" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_file_and_unknown_experiment_key(tmp_path, capsys):
+    assert main(["train", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml' not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nmodel: {cell: gru, depth: 3}\n")
+    with pytest.raises(ConfigError, match="model.depth = 3: unknown key; allowed: cell, hidden_size, num_layers"):
+        load_experiment(bad)
+
+
+def test_search_space_errors(tmp_path):
+    cases = {
+        "init.gain: {type: float, low: 2.0, high: 1.0}": "low = 2.0 must be below high = 1.0",
+        "init.gain: {type: float, low: 0.0, high: 1.0, log: true}": "a log range needs low > 0",
+        "init.recurrent: {type: categorical, choices: [orthogonal, unitary]}": "unknown recurrent init 'unitary'",
+        "init.gian: {type: float, low: 0.5, high: 1.0}": "unknown key 'init.gian'",
+    }
+    for line, message in cases.items():
+        path = tmp_path / "e.yaml"
+        path.write_text(f"name: e\nsearch:\n  {line}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_experiment(path)
+
+
+def test_console_script_exit_status(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnstudy.cli", "train", "model.cell=lstn", f"out={tmp_path}/runs"],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2 and "model.cell = 'lstn'" in proc.stderr
+    assert not (tmp_path / "runs").exists()

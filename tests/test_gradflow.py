@@ -1,0 +1,148 @@
+"""The probe's g_t against an independent unrolled computation, and its known behaviour."""
+
+import numpy as np
+import pytest
+import torch
+
+from rnnstudy.config import InitConfig, ModelConfig
+from rnnstudy.gradflow import decay_rate, horizon, profile
+from rnnstudy.models import RecurrentNet
+from rnnstudy.tasks import make_task
+
+
+def unrolled_norms(net, batch, task):
+    """Per-sample ||d loss_b / d h_t|| (and c_t) from an explicit per-step loop of the gate equations."""
+    x = batch.x.double()
+    L, B, _ = x.shape
+    states = {}
+    for index, layer in enumerate(net.layers):
+        w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+        H = layer.hidden_size
+        h = torch.zeros(B, H, dtype=torch.float64)
+        c = torch.zeros(B, H, dtype=torch.float64)
+        hs, cs = [], []
+        for t in range(L):
+            gi, gh = x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh
+            if net.cell == "lstm":
+                i, f, g, o = (gi + gh).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                c.retain_grad()
+                cs.append(c)
+            elif net.cell == "gru":
+                ir, iz, in_ = gi.chunk(3, dim=1)
+                hr, hz, hn = gh.chunk(3, dim=1)
+                r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
+                h = (1 - z) * torch.tanh(in_ + r * hn) + z * h
+            else:
+                act = torch.tanh if net.cell == "rnn_tanh" else torch.relu
+                h = act(gi + gh)
+            h.retain_grad()
+            hs.append(h)
+        states[(index, "h")] = hs
+        if cs:
+            states[(index, "c")] = cs
+        x = torch.stack(hs)
+    out = net.readout(x)
+    task.loss(out, batch).backward()
+    return {k: torch.stack([v.grad.norm(dim=1) * B for v in vs]) for k, vs in states.items()}
+
+
+def make_net(cell, layers, task, seed=0, hidden=6):
+    torch.manual_seed(seed)
+    net = RecurrentNet(ModelConfig(cell=cell, hidden_size=hidden, num_layers=layers), task.input_size, task.output_size)
+    return net.double()
+
+
+@pytest.mark.parametrize("task_name,T", [("adding", 9), ("copy", 4)])
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_probe_equals_unrolled_float64(cell, layers, task_name, T):
+    task = make_task(task_name, T)
+    batch = task.sample(5, torch.Generator().manual_seed(1))
+    net = make_net(cell, layers, task)
+    prof = profile(net, batch._replace(x=batch.x.double()), task)
+    net.zero_grad()
+    ref = unrolled_norms(net, batch, task)
+    assert set(prof.norms) == set(ref)
+    for key, expected in ref.items():
+        got = prof.norms[key]
+        assert got.shape == expected.shape
+        assert torch.allclose(got, expected, rtol=1e-10, atol=1e-300), key
+    assert prof.t == list(range(task.seq_len))
+
+
+@pytest.mark.parametrize("chunk", [3, 4])
+def test_chunked_probe_exact_at_boundaries(chunk):
+    task = make_task("adding", 10)
+    batch = task.sample(4, torch.Generator().manual_seed(2))
+    net = make_net("lstm", 2, task)
+    prof = profile(net, batch._replace(x=batch.x.double()), task, chunk=chunk)
+    net.zero_grad()
+    ref = unrolled_norms(net, batch, task)
+    assert prof.t == [t for t in range(10) if (t + 1) % chunk == 0 or t == 9]
+    for key in ref:
+        assert torch.allclose(prof.norms[key], ref[key][prof.t], rtol=1e-10)
+
+
+def test_fused_output_retain_grad_misses_the_recurrence():
+    """The trap the probe avoids: a fused module's output sees only the direct readout gradient."""
+    task = make_task("adding", 9)
+    batch = task.sample(5, torch.Generator().manual_seed(1))
+    net = make_net("lstm", 1, task)
+    output, _ = net.layers[0](batch.x.double())
+    output.retain_grad()
+    task.loss(net.readout(output), batch).backward()
+    naive = output.grad.norm(dim=-1) * 5
+    net.zero_grad()
+    ref = unrolled_norms(net, batch, task)[(0, "h")]
+    assert torch.all(naive[:-1] == 0) and torch.all(ref[:-1] > 0)
+    assert not torch.allclose(naive, ref)
+    assert torch.allclose(naive[-1], ref[-1], rtol=1e-10)
+
+
+def test_per_sample_norms_averaged_over_batch():
+    """g_t is the mean of per-sample norms: equal to the mean of single-sample profiles."""
+    task = make_task("copy", 5)
+    batch = task.sample(4, torch.Generator().manual_seed(3))
+    net = make_net("gru", 1, task)
+    x = batch.x.double()
+    together = profile(net, batch._replace(x=x), task).mean((0, "h"))
+    alone = []
+    for b in range(4):
+        one = batch._replace(x=x[:, b : b + 1], y=batch.y[:, b : b + 1], informative=batch.informative[:, b : b + 1])
+        net.zero_grad()
+        alone.append(profile(net, one, task).mean((0, "h")))
+    assert np.allclose(together, np.mean(alone, axis=0), rtol=1e-10)
+    assert not np.allclose(alone[0], alone[1])
+
+
+def decay_at_init(recurrent, cell, **init):
+    task = make_task("adding", 60)
+    batch = task.sample(32, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    net = RecurrentNet(ModelConfig(cell=cell, hidden_size=64), 2, 1).double()
+    net.initialise(InitConfig(recurrent=recurrent, **init), 60)
+    prof = profile(net, batch._replace(x=batch.x.double()), task)
+    return prof.summary(1e-3)["decay_rate/l0/h"]
+
+
+def test_spectral_half_decays_geometrically():
+    assert decay_at_init("spectral", "rnn_tanh", rho=0.5) <= -0.3
+
+
+def test_identity_and_orthogonal_decay_far_slower():
+    irnn = decay_at_init("identity", "rnn_relu", input="normal", input_gain=1e-3, bias="zero")
+    ortho = decay_at_init("orthogonal", "rnn_tanh", gain=1.0)
+    assert -0.02 < irnn <= 0.02
+    assert -0.1 < ortho < 0
+    assert ortho > decay_at_init("spectral", "rnn_tanh", rho=0.5) / 5
+
+
+def test_decay_rate_and_horizon_formulas():
+    lags = np.arange(10, dtype=float)[::-1]  # t = 0..9 -> lag 9..0
+    g = 10.0 ** (-0.5 * lags)
+    assert decay_rate(lags, g) == pytest.approx(-0.5)
+    assert horizon(lags, g, 1e-3) == 6.0  # 10^-3 reached at lag 6
+    g[:3] = 0.0  # underflowed steps are left out of the fit
+    assert decay_rate(lags, g) == pytest.approx(-0.5)

@@ -1,0 +1,101 @@
+"""Task generators against the definitions in DESIGN.md, and the memoryless baselines."""
+
+import math
+
+import pytest
+import torch
+
+from rnnstudy.tasks import TASKS, AddingTask, CopyTask, make_task
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("T", [1, 5, 200])
+def test_copy_layout(T):
+    task = CopyTask(T)
+    b = task.sample(256, gen())
+    L = T + 20
+    assert b.x.shape == (L, 256, 10) and b.y.shape == (L, 256)
+    symbols = b.x.argmax(-1)
+    assert torch.equal(b.x.sum(-1), torch.ones(L, 256))
+    assert symbols[:10].max() <= 7 and symbols[:10].min() >= 0
+    assert (symbols[10 : T + 9] == 8).all() and (symbols[10 : T + 9].shape[0] == T - 1)
+    assert (symbols[T + 9] == 9).all()
+    assert (symbols[T + 10 :] == 8).all() and symbols[T + 10 :].shape[0] == 10
+    assert (b.y[: T + 10] == 8).all()
+    assert torch.equal(b.y[T + 10 :], symbols[:10])
+    assert b.informative[:10].all() and not b.informative[10:].any()
+
+
+def test_copy_symbols_uniform():
+    data = CopyTask(10).sample(20000, gen()).x.argmax(-1)[:10]
+    freq = torch.bincount(data.flatten(), minlength=8).float() / data.numel()
+    assert torch.allclose(freq, torch.full((8,), 1 / 8), atol=0.005)
+
+
+@pytest.mark.parametrize("T", [2, 7, 100])
+def test_adding_layout(T):
+    task = AddingTask(T)
+    b = task.sample(4096, gen(1))
+    assert b.x.shape == (T, 4096, 2) and b.y.shape == (4096,)
+    values, markers = b.x[..., 0], b.x[..., 1]
+    assert ((values >= 0) & (values <= 1)).all()
+    assert torch.equal(markers.sum(0), torch.full((4096,), 2.0))
+    half = T // 2
+    assert torch.equal(markers[:half].sum(0), torch.ones(4096))
+    assert torch.equal(markers[half:].sum(0), torch.ones(4096))
+    assert torch.allclose(b.y, (values * markers).sum(0))
+    assert torch.equal(b.informative, markers.bool())
+
+
+def test_adding_marker_positions_cover_halves():
+    b = AddingTask(20).sample(20000, gen(2))
+    pos = b.x[..., 1].nonzero()[:, 0]
+    counts = torch.bincount(pos, minlength=20).float()
+    assert (counts > 0).all()
+    assert torch.allclose(counts / counts.sum(), torch.full((20,), 1 / 20), atol=0.01)
+
+
+@pytest.mark.parametrize("T", [200, 500, 1000])
+def test_copy_baseline_matches_memoryless_predictor(T):
+    task = CopyTask(T)
+    b = task.sample(512, gen(3))
+    # The best memoryless model: certain blank before recall, uniform over 8 data symbols during it.
+    logits = torch.full((T + 20, 512, 9), -1e9)
+    logits[: T + 10, :, 8] = 0
+    logits[T + 10 :, :, :8] = 0
+    assert task.loss(logits, b).item() == pytest.approx(10 * math.log(8) / (T + 20), rel=1e-6)
+    assert task.baseline == pytest.approx({200: 0.0945, 500: 0.0400, 1000: 0.0204}[T], abs=5e-5)
+
+
+def test_adding_baseline_matches_predict_one():
+    task = AddingTask(50)
+    b = task.sample(200_000, gen(4))
+    out = torch.ones(50, 200_000, 1)
+    mse = task.loss(out, b).item()
+    # D = S - 1 is triangular on [-1, 1]: E[D^2] = 1/6, E[D^4] = 1/15, so Var(D^2) = 1/15 - 1/36 = 7/180.
+    stderr = math.sqrt(7 / 180) / math.sqrt(200_000)
+    assert abs(mse - 1 / 6) < 4 * stderr
+    assert task.baseline == pytest.approx(1 / 6)
+
+
+def test_copy_metrics_recall_only():
+    task = CopyTask(20)
+    b = task.sample(64, gen(5))
+    logits = torch.nn.functional.one_hot(torch.full_like(b.y, 8), 9).float()  # always blank
+    m = task.metrics(logits, b)
+    assert m["recall_accuracy"].item() == 0.0
+    assert m["accuracy"].item() == pytest.approx(30 / 40)
+    assert not task.solved({k: float(v) for k, v in m.items()})
+    assert task.solved({"recall_accuracy": 0.995})
+
+
+def test_same_seed_same_batch_and_registry():
+    a = make_task("adding", 30).sample(8, gen(9))
+    b = make_task("adding", 30).sample(8, gen(9))
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert set(TASKS) >= {"copy", "adding"}
+    with pytest.raises(ValueError, match="needs T >= 2"):
+        AddingTask(1)

@@ -1,0 +1,78 @@
+"""The training core end to end on a tiny config: store contents, statuses, reproducibility."""
+
+import json
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+
+from rnnstudy.store import load
+from rnnstudy.train import train
+
+
+def test_run_writes_store_that_loads_back(tiny):
+    cfg = tiny(task__name="copy", task__T=5, train__steps=25, probe__percentiles=[10, 90])
+    result = train(cfg)
+    assert result.status == "complete" and result.steps == 25
+    info = json.loads((result.path / "run.json").read_text())
+    assert info["status"] == "complete" and info["config"]["task"]["T"] == 5
+    assert info["config"] == cfg.model_dump(mode="json")
+    assert info["baseline"] == pytest.approx(10 * np.log(8) / 25)
+    assert info["versions"]["torch"] and info["device"].startswith("cpu")
+    res = load(cfg.out)
+    assert list(res.runs["run_id"]) == [result.run_id]
+    val = res.wide_metrics("val")
+    assert list(val["step"]) == [10, 20, 25]  # every val_every steps, and the end of the budget
+    assert np.allclose(val["norm_loss"], val["loss"] / info["baseline"])
+    assert {"accuracy", "recall_accuracy", "solved"} <= set(val.columns)
+    train_rows = res.wide_metrics("train")
+    assert {"loss", "norm_loss", "grad_norm", "lr"} <= set(train_rows.columns) and len(train_rows) == 25
+    probed = sorted(res.gradflow["step"].unique())
+    assert probed == [0, 10, 20, 24]
+    one = res.gradflow[(res.gradflow["step"] == 0) & (res.gradflow["state"] == "h")]
+    assert list(one["t"]) == list(range(25)) and (one["p90"] >= one["p10"]).all()
+    assert "decay_rate/l0/h" in set(res.metrics[res.metrics["split"] == "probe"]["metric"])
+    assert not list(result.path.glob(".*.tmp"))
+
+
+def test_same_seed_same_curve_probe_on_or_off(tiny):
+    curves = []
+    for enabled, every in ((False, 10), (True, 1)):
+        r = train(tiny(model__cell="lstm", probe__enabled=enabled, probe__every=every, seed=3))
+        m = load(r.path).wide_metrics("train")
+        curves.append(m["loss"].to_numpy())
+    assert len(curves[0]) == 20
+    assert np.allclose(curves[0], curves[1], rtol=1e-5, atol=1e-7)
+    other = load(train(tiny(seed=4)).path).wide_metrics("train")["loss"].to_numpy()
+    assert not np.allclose(curves[0], other)
+
+
+def test_divergence_is_a_status_not_a_crash(tiny):
+    r = train(tiny(model__cell="rnn_relu", init__recurrent="identity", init__scale=50.0, train__optimizer="sgd",
+                   train__lr=1e30, train__clip=None, task__T=30))
+    assert r.status == "diverged" and "became" in r.reason
+    assert json.loads((r.path / "run.json").read_text())["status"] == "diverged"
+
+
+class Boom(pl.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == 12:
+            raise RuntimeError("boom")
+
+
+def test_exception_recorded_as_failed_and_reraised(tiny):
+    with pytest.raises(RuntimeError, match="boom"):
+        train(tiny(), callbacks=[Boom()])
+    runs = load(tiny().out).runs
+    assert list(runs["status"]) == ["failed"] and "boom" in runs["reason"].iloc[0]
+    assert load(tiny().out).wide_metrics("val")["step"].tolist() == [10]  # flushed before the failure
+
+
+def test_early_stop_when_solved(tiny):
+    r = train(tiny(task__solved_threshold=10.0, train__early_stop=True, train__steps=100))
+    assert r.status == "complete" and r.steps_to_solve == 10 and r.steps == 10 and r.solved
+
+
+def test_float64_runs(tiny):
+    r = train(tiny(train__precision="64", model__cell="gru"))
+    assert r.status == "complete" and np.isfinite(r.final["loss"])
