@@ -1,0 +1,122 @@
+"""The sweep end to end: worker processes, resumption, top-up, a killed worker, bad storage."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from rnnstudy.cli import main
+from rnnstudy.config import load_experiment
+from rnnstudy.store import load
+from rnnstudy.sweep import cells, mask
+
+SHRINK = ["train.steps=20", "train.val_every=10", "task.val_size=64", "model.hidden_size=8", "train.batch_size=16",
+          "wandb.mode=disabled"]
+
+
+def study_states(db, names):
+    url = f"sqlite:///{db}"
+    return {n: [t.state for t in optuna.load_study(study_name=n, storage=url).trials] for n in names}
+
+
+def finished(states):
+    return sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
+
+
+def test_demo_sweep_resumes_and_tops_up(tmp_path, capsys):
+    out = tmp_path / "runs"
+    args = ["sweep", "experiments/demo.yaml", "--workers", "2", f"out={out}", *SHRINK, "study.trials=2"]
+    assert main(args) == 0
+    exp = load_experiment("experiments/demo.yaml", [f"out={out}"])
+    names = [c.study for c in cells(exp)]
+    assert names[0] == "demo/rnn_tanh/adding/T=10" and len(names) == 6
+    db = out / "demo" / "optuna.db"
+    first = study_states(db, names)
+    assert all(finished(s) >= 2 for s in first.values())
+    runs = load(out / "demo").runs
+    n_trials = sum(len(s) for s in first.values())
+    assert len(runs) == n_trials  # one seed: one run per trial
+    assert set(runs["meta.study"]) == set(names)
+    assert set(runs["status"]) <= {"complete", "pruned"}
+    assert main(args) == 0  # rerun: nothing to do
+    assert study_states(db, names) == first
+    assert main([*args[:-1], "study.trials=3"]) == 0  # raise the target: top up
+    assert all(finished(s) >= 3 for s in study_states(db, names).values())
+    table = capsys.readouterr().out
+    assert "demo/gru/adding/T=30" in table and "best parameters" in table
+
+
+def test_killed_worker_trial_is_failed_and_retried(tmp_path):
+    exp = tmp_path / "kill.yaml"
+    exp.write_text(
+        "name: kill\nmodel: {hidden_size: 16, cell: gru}\ntask: {name: adding, T: 30, val_size: 64}\n"
+        "train: {steps: 400, batch_size: 32, val_every: 100, progress: false}\nwandb: {mode: disabled}\n"
+        "search:\n  init.gain: {type: float, low: 0.5, high: 1.5}\n  init.recurrent: {type: categorical, choices: [orthogonal]}\n"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 3, heartbeat_s: 1, pruner: none}}\n"
+    )
+    db = tmp_path / "runs" / "kill" / "optuna.db"
+    name = "kill/gru/adding/T=30"
+    cmd = [sys.executable, "-m", "rnnstudy.cli", "sweep", str(exp), "--workers", "1"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # poll read-only: never race the sweep creating the schema
+        time.sleep(0.3)
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                states = [row[0] for row in con.execute("select state from trials")]
+        except sqlite3.Error:
+            continue
+        if states.count("COMPLETE") == 1 and "RUNNING" in states:
+            break
+    else:
+        pytest.fail("sweep never reached a running second trial")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(2.5)  # past the heartbeat grace period (2 x heartbeat_s)
+    assert subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
+    trials = study.trials
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(failed) == 1 and len(done) == 3
+    retry = [t for t in done if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].params == failed[0].params
+
+    runs = load(tmp_path / "runs" / "kill").runs
+    by_trial = runs.groupby("meta.trial")["status"].apply(list).to_dict()
+    assert by_trial[failed[0].number] == ["failed"]
+    assert "heartbeat" in runs.loc[runs["meta.trial"] == failed[0].number, "reason"].iloc[0]
+    assert sorted(t.number for t in done) == sorted(k for k, v in by_trial.items() if v == ["complete"])
+    for t in done:  # the store holds the same final value Optuna does
+        run = runs[runs["meta.trial"] == t.number].iloc[0]
+        assert run["final.norm_loss"] == pytest.approx(t.value)
+
+
+def test_unreachable_storage_is_masked_exit_2(capsys):
+    code = main(["sweep", "experiments/demo.yaml", "--storage", "postgresql+psycopg2://bob:s3cret@127.0.0.1:9/db"])
+    err = capsys.readouterr().err
+    assert code == 2 and "postgresql+psycopg2://bob:***@127.0.0.1:9/db" in err and "s3cret" not in err
+    assert mask("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
+def test_diverging_trial_is_pruned_with_reason(tmp_path):
+    exp = tmp_path / "div.yaml"
+    exp.write_text(
+        "name: div\nmodel: {hidden_size: 8, cell: rnn_relu}\ntask: {name: adding, T: 30, val_size: 64}\n"
+        "train: {steps: 20, batch_size: 16, val_every: 10, progress: false, optimizer: sgd, lr: 1.0e+30, clip: null}\n"
+        "init: {recurrent: identity, scale: 50.0}\nwandb: {mode: disabled}\n"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 1}}\n"
+    )
+    assert main(["sweep", str(exp)]) == 0
+    study = optuna.load_study(study_name="div/rnn_relu/adding/T=30", storage=f"sqlite:///{tmp_path}/runs/div/optuna.db")
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["reason"].startswith("diverged")
+    info = json.loads(next((tmp_path / "runs" / "div").glob("*/run.json")).read_text())
+    assert info["status"] == "diverged" and info["meta"]["trial"] == 0
