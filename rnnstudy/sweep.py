@@ -359,7 +359,9 @@ def _summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.S
             continue
         importances = {}
         try:
-            importances = optuna.importance.get_param_importances(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                importances = optuna.importance.get_param_importances(study)
         except (ValueError, RuntimeError):
             pass
         run = wandb.init(

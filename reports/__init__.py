@@ -1,0 +1,1 @@
+"""Report builders: results store -> pandas frames -> seaborn figures and a written report."""

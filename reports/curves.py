@@ -1,0 +1,40 @@
+"""Figure 4: learning curves, validation normalised loss against step, best init per cell and T."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+
+from reports import frames, style
+from rnnstudy.figures import CELL_COLOURS
+from rnnstudy.store import Results
+
+
+def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
+    """Validation curves of the best-init runs of every cell/task/T."""
+    best = frames.best_configs(runs, ["cell", "task", "T"])
+    if best.empty:
+        return best
+    curves = frames.validation_curves(res, best)
+    return curves.assign(panel=curves["task"] + ", T=" + curves["T"].astype(str))
+
+
+def draw(data: pd.DataFrame, out: Path) -> Path | None:
+    """One panel per task/T; the memoryless baseline at 1."""
+    if data.empty:
+        return None
+    cells = style.cells_present(data["cell"].unique())
+    grid = sns.relplot(
+        data=data, kind="line", x="step", y="norm_loss", hue="cell", hue_order=cells, palette=CELL_COLOURS,
+        col="panel", col_wrap=min(4, data["panel"].nunique()), errorbar=("pi", 100), height=2.8, aspect=1.3,
+        facet_kws={"sharey": False},
+    )
+    for ax in grid.axes.flat:
+        ax.axhline(1.0, color="grey", ls="--", lw=1)
+        ax.set_yscale("log")
+    grid.set_axis_labels("training step", "val loss / baseline (log)")
+    grid.set_titles("{col_name}")
+    grid.figure.suptitle("Learning curves, best initialisation per cell (band: range over seeds)", y=1.02)
+    return style.save(grid.figure, out)

@@ -1,0 +1,95 @@
+"""Tidy frames behind the figures: one row per run, per profile point, per validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from rnnstudy.store import Results
+
+PARAMS = {"orthogonal": "gain", "xavier": "gain", "kaiming": "gain", "identity": "scale", "spectral": "rho"}
+BIAS_PARAMS = {"forget": "forget_bias", "chrono": "chrono_tmax"}
+
+
+def _col(runs: pd.DataFrame, name: str, default=np.nan) -> pd.Series:
+    return runs[name] if name in runs else pd.Series(default, index=runs.index)
+
+
+def init_family(row: pd.Series) -> str:
+    """The initialisation scheme without its numbers: ``orthogonal``, ``identity+zero``, ``default+chrono``."""
+    family = row["config.init.recurrent"]
+    if row["config.init.bias"] != "default":
+        family += f"+{row['config.init.bias']}"
+    if row.get("config.init.input", "default") != "default":
+        family += f" (input {row['config.init.input']})"
+    return family
+
+
+def init_label(row: pd.Series) -> str:
+    """The scheme with the numbers that matter to it, e.g. ``orthogonal(gain=1.14)``."""
+    parts = []
+    recurrent = row["config.init.recurrent"]
+    if recurrent in PARAMS:
+        parts.append(f"{PARAMS[recurrent]}={row[f'config.init.{PARAMS[recurrent]}']:.3g}")
+    bias = row["config.init.bias"]
+    if bias in BIAS_PARAMS and pd.notna(row.get(f"config.init.{BIAS_PARAMS[bias]}")):
+        parts.append(f"{BIAS_PARAMS[bias]}={row[f'config.init.{BIAS_PARAMS[bias]}']:.3g}")
+    return init_family(row) + (f"({', '.join(parts)})" if parts else "")
+
+
+def run_table(res: Results) -> pd.DataFrame:
+    """One row per run with the columns the figures use."""
+    r = res.runs
+    if r.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame({
+        "run_id": r["run_id"], "experiment": _col(r, "experiment", ""), "status": r["status"],
+        "reason": _col(r, "reason", None), "cell": r["config.model.cell"], "hidden": r["config.model.hidden_size"],
+        "task": r["config.task.name"], "T": r["config.task.T"].astype(int), "seed": r["config.seed"],
+        "study": _col(r, "meta.study", None), "trial": _col(r, "meta.trial"),
+        "final_norm_loss": pd.to_numeric(_col(r, "final.norm_loss"), errors="coerce"),
+        "best_norm_loss": pd.to_numeric(_col(r, "best.norm_loss"), errors="coerce"),
+        "steps": _col(r, "steps"), "steps_to_solve": _col(r, "steps_to_solve"),
+        "wall_s": pd.to_numeric(_col(r, "wall_s"), errors="coerce"), "device": _col(r, "device", ""),
+        "seq_len": _col(r, "seq_len"), "baseline": _col(r, "baseline"), "optimizer": r["config.train.optimizer"], "budget": r["config.train.steps"],
+    })
+    out["family"] = r.apply(init_family, axis=1)
+    out["init"] = r.apply(init_label, axis=1)
+    out["solved"] = out["steps_to_solve"].notna()
+    for key in [c for c in r.columns if c.startswith("meta.params.")]:
+        out[key.removeprefix("meta.params.")] = r[key]
+    return out
+
+
+def finished(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that trained to their budget (or solved early): the ones a comparison may use."""
+    return runs[runs["status"] == "complete"] if not runs.empty else runs
+
+
+def best_configs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """For each group in ``by``, the runs of the init label with the lowest mean final loss."""
+    done = finished(runs).dropna(subset=["final_norm_loss"])
+    if done.empty:
+        return done
+    means = done.groupby([*by, "init"], dropna=False)["final_norm_loss"].mean().reset_index()
+    best = means.loc[means.groupby(by, dropna=False)["final_norm_loss"].idxmin(), [*by, "init"]]
+    return done.merge(best, on=[*by, "init"])
+
+
+def profiles(res: Results, runs: pd.DataFrame, layer: int = 0, state: str = "h") -> pd.DataFrame:
+    """Gradient profile points with lag, phase (init / end) and the run's labels."""
+    g = res.gradflow
+    if g.empty or runs.empty:
+        return pd.DataFrame()
+    g = g[(g["layer"] == layer) & (g["state"] == state)]
+    g = g.merge(runs[["run_id", "cell", "task", "T", "seed", "family", "init", "seq_len"]], on="run_id")
+    last = g.groupby("run_id")["step"].transform("max")
+    g = g.assign(lag=g["seq_len"] - 1 - g["t"], phase=np.where(g["step"] == 0, "at init", np.where(g["step"] == last, "end", "")))
+    g = g.assign(log10_g=np.log10(g["norm"].where(g["norm"] > 0)))
+    return g
+
+
+def validation_curves(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
+    """Validation normalised loss against step with the run's labels."""
+    val = res.metrics[(res.metrics["split"] == "val") & (res.metrics["metric"] == "norm_loss")]
+    return val.merge(runs[["run_id", "cell", "task", "T", "seed", "family", "init"]], on="run_id").rename(columns={"value": "norm_loss"})

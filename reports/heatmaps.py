@@ -1,0 +1,42 @@
+"""Figure 2: gradient-flow heatmaps (training step x t, log colour) for selected runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from reports import frames, style
+from rnnstudy.figures import profile_heatmap
+from rnnstudy.store import Results
+
+MAX_PANELS = 12
+
+
+def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
+    """Profiles of the best run (first seed) per cell/task/T, at most MAX_PANELS runs."""
+    best = frames.best_configs(runs, ["cell", "task", "T"])
+    if best.empty:
+        return pd.DataFrame()
+    best = best.sort_values(["task", "T", "cell", "seed"]).groupby(["cell", "task", "T"]).head(1).head(MAX_PANELS)
+    return frames.profiles(res, best)
+
+
+def draw(data: pd.DataFrame, out: Path) -> Path | None:
+    """One panel per run."""
+    if data.empty:
+        return None
+    runs = data[["run_id", "cell", "task", "T", "init"]].drop_duplicates("run_id")
+    cols = min(3, len(runs))
+    rows = int(np.ceil(len(runs) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.0 * rows), squeeze=False)
+    for ax, (_, run) in zip(axes.flat, runs.iterrows()):
+        title = f"{style.CELL_LABELS[run['cell']]} {run['task']} T={run['T']}\n{run['init']}"
+        profile_heatmap(data[data["run_id"] == run["run_id"]], title=title, ax=ax)
+    for ax in list(axes.flat)[len(runs) :]:
+        ax.axis("off")
+    fig.suptitle("||dL/dh_t|| over training (layer 1; colour on a log scale)")
+    fig.tight_layout()
+    return style.save(fig, out)

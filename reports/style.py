@@ -1,0 +1,31 @@
+"""Shared figure style: one fixed colour per cell type, readable labels, saving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import seaborn as sns
+
+from rnnstudy.figures import CELL_COLOURS
+
+CELL_ORDER = list(CELL_COLOURS)
+CELL_LABELS = {"rnn_tanh": "tanh RNN", "rnn_relu": "ReLU RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def apply() -> None:
+    """Seaborn theme used by every figure."""
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95)
+
+
+def cells_present(cells: list[str] | set[str]) -> list[str]:
+    """Cell types in their fixed order."""
+    return [c for c in CELL_ORDER if c in set(cells)]
+
+
+def save(fig: plt.Figure, path: Path) -> Path:
+    """Write a PNG and close the figure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
