@@ -56,6 +56,8 @@ def run_table(res: Results) -> pd.DataFrame:
     out["family"] = r.apply(init_family, axis=1)
     out["init"] = r.apply(init_label, axis=1)
     out["solved"] = out["steps_to_solve"].notna()
+    # One configuration = one trial of a study (its seeds), or one init label outside sweeps.
+    out["config"] = np.where(out["study"].notna(), out["study"].astype(str) + "#" + out["trial"].astype(str), out["init"])
     for key in [c for c in r.columns if c.startswith("meta.params.")]:
         out[key.removeprefix("meta.params.")] = r[key]
     return out
@@ -67,13 +69,13 @@ def finished(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_configs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """For each group in ``by``, the runs of the init label with the lowest mean final loss."""
+    """For each group in ``by``, the runs (seeds) of the configuration with the lowest mean final loss."""
     done = finished(runs).dropna(subset=["final_norm_loss"])
     if done.empty:
         return done
-    means = done.groupby([*by, "init"], dropna=False)["final_norm_loss"].mean().reset_index()
-    best = means.loc[means.groupby(by, dropna=False)["final_norm_loss"].idxmin(), [*by, "init"]]
-    return done.merge(best, on=[*by, "init"])
+    means = done.groupby([*by, "config"], dropna=False)["final_norm_loss"].mean().reset_index()
+    best = means.loc[means.groupby(by, dropna=False)["final_norm_loss"].idxmin(), [*by, "config"]]
+    return done.merge(best, on=[*by, "config"])
 
 
 def profiles(res: Results, runs: pd.DataFrame, layer: int = 0, state: str = "h") -> pd.DataFrame:

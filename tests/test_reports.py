@@ -1,0 +1,114 @@
+"""Reports built from a store that a real tiny sweep produced, and the edge cases."""
+
+import json
+import shutil
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports import frames, frontier, gradient_lag, reproduction
+from reports.build import build_report
+from rnnstudy.cli import main
+from rnnstudy.store import load
+
+FIGURES = ["gradient_lag.png", "heatmaps.png", "frontier.png", "curves.png", "search.png"]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sweep")
+    exp = root / "tiny.yaml"
+    exp.write_text(
+        "name: tiny\nmodel: {hidden_size: 8}\ntask: {name: adding, val_size: 64}\n"
+        "train: {steps: 30, batch_size: 16, val_every: 10, progress: false}\nprobe: {every: 10}\nwandb: {mode: disabled}\n"
+        "grid:\n  model.cell: [rnn_tanh, lstm]\n  task.T: [6, 12]\nseeds: [0, 1]\n"
+        "search:\n  init.recurrent: {type: categorical, choices: [default, orthogonal]}\n"
+        "  init.gain: {type: float, low: 0.5, high: 1.5, when: {init.recurrent: orthogonal}}\n"
+        f"out: {root / 'runs'}\nstudy: {{trials: 3, pruner: none}}\n"
+    )
+    assert main(["sweep", str(exp), "--workers", "2"]) == 0
+    return root / "runs" / "tiny"
+
+
+def test_every_figure_and_the_report(store, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert build_report(store, out=out) == 0
+    printed = capsys.readouterr().out
+    assert "[1/6] gradient flow against lag" in printed and f"report: {out / 'report.md'}" in printed
+    for name in FIGURES:
+        path = out / name
+        assert path.stat().st_size > 10_000, name
+        image = mpimg.imread(path)
+        assert image[..., :3].std() > 0.05, f"{name} looks blank"
+    md = (out / "report.md").read_text()
+    for name in FIGURES:
+        assert f"]({name})" in md
+    assert "## Memory-length frontier" in md and "tiny/lstm/adding/T=12" in md and "memoryless-adding" in md
+    html = (out / "report.html").read_text()
+    assert all(f'src="{name}"' in html for name in FIGURES) and "<table" in html
+
+
+def test_frames_behind_the_figures(store):
+    res = load(store)
+    runs = frames.run_table(res)
+    assert len(runs) == 2 * 2 * 3 * 2  # cells x T x trials x seeds
+    front = frontier.frame(runs)
+    per_point = front.groupby(["cell", "family", "task", "T", "seed"]).size()
+    assert (per_point == 1).all()
+    combos = front.groupby(["cell", "family", "task", "T"]).ngroups
+    assert len(front) == combos * 2  # one point per cell x init x T x seed
+    lag = gradient_lag.frame(res, runs)
+    assert set(lag["phase"]) == {"at init", "end"} and (lag["lag"] >= 0).all()
+    assert set(lag.groupby("run_id")["T"].first()) <= {6, 12}
+
+
+def test_empty_store_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no runs under" in capsys.readouterr().err
+
+
+def test_only_failed_runs_say_so(store, tmp_path):
+    root = tmp_path / "failed"
+    src = sorted(store.glob("*/run.json"))[0].parent
+    shutil.copytree(src, root / src.name)
+    info = json.loads((root / src.name / "run.json").read_text())
+    info.update(status="failed", reason="RuntimeError: out of memory")
+    (root / src.name / "run.json").write_text(json.dumps(info))
+    assert build_report(root, out=tmp_path / "r") == 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "No run finished" in md and "out of memory" in md
+
+
+def test_nan_values_and_in_progress_runs_do_not_crash(store, tmp_path):
+    root = tmp_path / "nan"
+    shutil.copytree(store, root, ignore=shutil.ignore_patterns("optuna.db*"))
+    folders = sorted(p.parent for p in root.glob("*/run.json"))
+    g = pd.read_parquet(folders[0] / "gradflow.parquet")
+    g["norm"] = np.nan
+    g.to_parquet(folders[0] / "gradflow.parquet")
+    m = pd.read_parquet(folders[1] / "metrics.parquet")
+    m["value"] = np.nan
+    m.to_parquet(folders[1] / "metrics.parquet")
+    info = json.loads((folders[2] / "run.json").read_text())
+    info["status"], info["final"] = "running", {}
+    (folders[2] / "run.json").write_text(json.dumps(info))
+    assert build_report(root, out=tmp_path / "r") == 0
+    assert "**In progress:** 1 runs" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_reference_verdicts():
+    runs = pd.DataFrame({
+        "study": ["p/lstm/adding/T=100/lstm128-adding"] * 2 + ["p/rnn_tanh/adding/T=100/tanh128-adding"] * 2,
+        "status": "complete", "task": "adding", "T": 100, "final_norm_loss": [0.05, 0.1, 0.98, 1.01],
+        "solved": [True, True, False, False], "budget": 2000, "device": "cpu", "baseline": 1 / 6,
+    })
+    table = reproduction.comparison(runs).set_index("reference")
+    assert table.loc["lstm128-adding", "verdict"] == "agree"
+    assert table.loc["tanh128-adding", "verdict"] == "agree"
+    assert table.loc["memoryless-adding", "verdict"] == "agree"
+    assert table.loc["chrono-lstm128-copy", "ours"].startswith("not run here")
+    runs.loc[2, "final_norm_loss"] = 0.5
+    assert reproduction.comparison(runs).set_index("reference").loc["tanh128-adding", "verdict"].startswith("disagree")
