@@ -14,6 +14,11 @@ import pandas as pd
 from reports import curves, frames, frontier, gradient_lag, heatmaps, reproduction, search, style, tables
 from rnnstudy.store import Results, load
 
+CSS = (
+    "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
+)
+
 
 @dataclass
 class Section:
@@ -58,26 +63,32 @@ def _overview(runs: pd.DataFrame, results: Path) -> Section:
 
 def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[str]:
     lines = []
-    probe = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == "decay_rate/l0/h") & (res.metrics["step"] == 0)]
+    probe = res.metrics[
+        (res.metrics["split"] == "probe") & (res.metrics["metric"] == "decay_rate/l0/h") & (res.metrics["step"] == 0)
+    ]
     at_init = probe.merge(runs[["run_id", "cell", "family"]], on="run_id").dropna(subset=["value"])
     if not at_init.empty:
         med = at_init.groupby("cell")["value"].median().sort_values()
         parts = [f"{style.CELL_LABELS[c]} {v:+.3f}" for c, v in med.items()]
         lines.append(
             "Median log10 decay of the gradient per step back in time at initialisation (all inits): "
-            + ", ".join(parts) + " (a slope of -0.1 loses a factor 10 every 10 steps)."
+            + ", ".join(parts)
+            + " (a slope of -0.1 loses a factor 10 every 10 steps)."
         )
     if not memory.empty:
         col = "memory length (largest T solved)"
         solved = memory[memory[col].apply(lambda v: isinstance(v, int))]
         for task, d in solved.groupby("task"):
             top = d.sort_values(col, ascending=False).iloc[0]
-            lines.append(f"{task}: the longest memory is {style.CELL_LABELS[top['cell']]} with {top['init']} init (T = {top[col]}).")
+            lines.append(
+                f"{task}: the longest memory is {style.CELL_LABELS[top['cell']]} with {top['init']} init (T = {top[col]})."
+            )
         unsolved = memory[~memory.index.isin(solved.index)]
         if not unsolved.empty:
             lines.append(
                 "Never solved within the budget: "
-                + "; ".join(f"{style.CELL_LABELS[r['cell']]} {r['init']} on {r['task']}" for _, r in unsolved.iterrows()) + "."
+                + "; ".join(f"{style.CELL_LABELS[r['cell']]} {r['init']} on {r['task']}" for _, r in unsolved.iterrows())
+                + "."
             )
     return lines
 
@@ -99,8 +110,7 @@ def _render_html(name: str, sections: list[Section], out: Path) -> str:
         body += [f"<p>{html.escape(t).replace('**', '')}</p>" for t in s.text]
         body += [f'<img src="{img.relative_to(out)}" alt="{html.escape(s.title)}">' for img in s.images]
         body += [t.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}") for t in s.tables]
-    css = "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
-    return f"<!doctype html><meta charset=utf-8><title>{html.escape(name)}</title><style>{css}</style>" + "\n".join(body)
+    return f"<!doctype html><meta charset=utf-8><title>{html.escape(name)}</title><style>{CSS}</style>" + "\n".join(body)
 
 
 def build_report(results: str | Path, out: str | Path | None = None, storage: str | None = None) -> int:
@@ -120,29 +130,65 @@ def build_report(results: str | Path, out: str | Path | None = None, storage: st
     front = frontier.frame(runs)
     memory = tables.memory_length(front, res, runs)
     steps: list[tuple[str, Callable[[], Section]]] = [
-        ("gradient flow against lag", lambda: Section(
-            "Gradient flow against lag",
-            ["log10 of the mean per-sample ||dL/dh_t|| against how far back t lies from the end of the sequence, at "
-             "initialisation and at the end of training, for the best and the default initialisation of each cell. "
-             "A flat line reaches far back; a falling one vanishes."],
-            [p for p in [gradient_lag.draw(gradient_lag.frame(res, runs), out / "gradient_lag.png")] if p])),
-        ("gradient-flow heatmaps", lambda: Section(
-            "Gradient-flow heatmaps",
-            ["Each panel: one run (best initialisation, first seed); rows are probed training steps, columns time steps t."],
-            [p for p in [heatmaps.draw(heatmaps.frame(res, runs), out / "heatmaps.png")] if p])),
-        ("memory-length frontier", lambda: Section(
-            "Memory-length frontier",
-            ["Final normalised validation loss (top) and fraction of seeds solved (bottom) against T, per cell and "
-             "initialisation family (each family at its best searched parameters)."],
-            [p for p in [frontier.draw(front, out / "frontier.png")] if p], [memory])),
-        ("learning curves", lambda: Section(
-            "Learning curves", ["Validation loss / baseline against training step, best initialisation per cell."],
-            [p for p in [curves.draw(curves.frame(res, runs), out / "curves.png")] if p])),
-        ("initialisation search", lambda: Section(
-            "Initialisation search",
-            ["Which initialisation parameters mattered (Optuna parameter importances) and the objective against each."],
-            [p for p in [search.draw(search.objective_frame(runs), search.importance_frame(storage, sorted(runs["study"].dropna().unique())), out / "search.png")] if p],
-            [tables.best_parameters(runs)])),
+        (
+            "gradient flow against lag",
+            lambda: Section(
+                "Gradient flow against lag",
+                [
+                    "log10 of the mean per-sample ||dL/dh_t|| against how far back t lies from the end of the sequence, at "
+                    "initialisation and at the end of training, for the best and the default initialisation of each cell. "
+                    "A flat line reaches far back; a falling one vanishes."
+                ],
+                [p for p in [gradient_lag.draw(gradient_lag.frame(res, runs), out / "gradient_lag.png")] if p],
+            ),
+        ),
+        (
+            "gradient-flow heatmaps",
+            lambda: Section(
+                "Gradient-flow heatmaps",
+                ["Each panel: one run (best initialisation, first seed); rows are probed training steps, columns time steps t."],
+                [p for p in [heatmaps.draw(heatmaps.frame(res, runs), out / "heatmaps.png")] if p],
+            ),
+        ),
+        (
+            "memory-length frontier",
+            lambda: Section(
+                "Memory-length frontier",
+                [
+                    "Final normalised validation loss (top) and fraction of seeds solved (bottom) against T, per cell and "
+                    "initialisation family (each family at its best searched parameters)."
+                ],
+                [p for p in [frontier.draw(front, out / "frontier.png")] if p],
+                [memory],
+            ),
+        ),
+        (
+            "learning curves",
+            lambda: Section(
+                "Learning curves",
+                ["Validation loss / baseline against training step, best initialisation per cell."],
+                [p for p in [curves.draw(curves.frame(res, runs), out / "curves.png")] if p],
+            ),
+        ),
+        (
+            "initialisation search",
+            lambda: Section(
+                "Initialisation search",
+                ["Which initialisation parameters mattered (Optuna parameter importances) and the objective against each."],
+                [
+                    p
+                    for p in [
+                        search.draw(
+                            search.objective_frame(runs),
+                            search.importance_frame(storage, sorted(runs["study"].dropna().unique())),
+                            out / "search.png",
+                        )
+                    ]
+                    if p
+                ],
+                [tables.best_parameters(runs)],
+            ),
+        ),
         ("reference results", lambda: reproduction.section(runs, out)),
     ]
     sections = [_overview(runs, results)]

@@ -27,8 +27,18 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
         return None
     cells = style.cells_present(data["cell"].unique())
     grid = sns.relplot(
-        data=data, kind="line", x="step", y="norm_loss", hue="cell", hue_order=cells, palette=CELL_COLOURS,
-        col="panel", col_wrap=min(4, data["panel"].nunique()), errorbar=("pi", 100), height=2.8, aspect=1.3,
+        data=data,
+        kind="line",
+        x="step",
+        y="norm_loss",
+        hue="cell",
+        hue_order=cells,
+        palette=CELL_COLOURS,
+        col="panel",
+        col_wrap=min(4, data["panel"].nunique()),
+        errorbar=("pi", 100),
+        height=2.8,
+        aspect=1.3,
         facet_kws={"sharey": False},
     )
     for ax in grid.axes.flat:

@@ -42,17 +42,31 @@ def run_table(res: Results) -> pd.DataFrame:
     r = res.runs
     if r.empty:
         return pd.DataFrame()
-    out = pd.DataFrame({
-        "run_id": r["run_id"], "experiment": _col(r, "experiment", ""), "status": r["status"],
-        "reason": _col(r, "reason", None), "cell": r["config.model.cell"], "hidden": r["config.model.hidden_size"],
-        "task": r["config.task.name"], "T": r["config.task.T"].astype(int), "seed": r["config.seed"],
-        "study": _col(r, "meta.study", None), "trial": _col(r, "meta.trial"),
-        "final_norm_loss": pd.to_numeric(_col(r, "final.norm_loss"), errors="coerce"),
-        "best_norm_loss": pd.to_numeric(_col(r, "best.norm_loss"), errors="coerce"),
-        "steps": _col(r, "steps"), "steps_to_solve": _col(r, "steps_to_solve"),
-        "wall_s": pd.to_numeric(_col(r, "wall_s"), errors="coerce"), "device": _col(r, "device", ""),
-        "seq_len": _col(r, "seq_len"), "baseline": _col(r, "baseline"), "optimizer": r["config.train.optimizer"], "budget": r["config.train.steps"],
-    })
+    out = pd.DataFrame(
+        {
+            "run_id": r["run_id"],
+            "experiment": _col(r, "experiment", ""),
+            "status": r["status"],
+            "reason": _col(r, "reason", None),
+            "cell": r["config.model.cell"],
+            "hidden": r["config.model.hidden_size"],
+            "task": r["config.task.name"],
+            "T": r["config.task.T"].astype(int),
+            "seed": r["config.seed"],
+            "study": _col(r, "meta.study", None),
+            "trial": _col(r, "meta.trial"),
+            "final_norm_loss": pd.to_numeric(_col(r, "final.norm_loss"), errors="coerce"),
+            "best_norm_loss": pd.to_numeric(_col(r, "best.norm_loss"), errors="coerce"),
+            "steps": _col(r, "steps"),
+            "steps_to_solve": _col(r, "steps_to_solve"),
+            "wall_s": pd.to_numeric(_col(r, "wall_s"), errors="coerce"),
+            "device": _col(r, "device", ""),
+            "seq_len": _col(r, "seq_len"),
+            "baseline": _col(r, "baseline"),
+            "optimizer": r["config.train.optimizer"],
+            "budget": r["config.train.steps"],
+        }
+    )
     out["family"] = r.apply(init_family, axis=1)
     out["init"] = r.apply(init_label, axis=1)
     out["solved"] = out["steps_to_solve"].notna()
@@ -94,4 +108,6 @@ def profiles(res: Results, runs: pd.DataFrame, layer: int = 0, state: str = "h")
 def validation_curves(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """Validation normalised loss against step with the run's labels."""
     val = res.metrics[(res.metrics["split"] == "val") & (res.metrics["metric"] == "norm_loss")]
-    return val.merge(runs[["run_id", "cell", "task", "T", "seed", "family", "init"]], on="run_id").rename(columns={"value": "norm_loss"})
+    return val.merge(runs[["run_id", "cell", "task", "T", "seed", "family", "init"]], on="run_id").rename(
+        columns={"value": "norm_loss"}
+    )

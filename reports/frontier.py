@@ -30,14 +30,35 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     for j, task in enumerate(tasks):
         d = data[data["task"] == task].assign(solved=lambda x: x["solved"].astype(float))
         top, bottom = axes[0, j], axes[1, j]
-        sns.lineplot(data=d, x="T", y="final_norm_loss", hue="cell", hue_order=cells, palette=CELL_COLOURS,
-                     style="family", markers=True, errorbar=("pi", 100), ax=top)
+        sns.lineplot(
+            data=d,
+            x="T",
+            y="final_norm_loss",
+            hue="cell",
+            hue_order=cells,
+            palette=CELL_COLOURS,
+            style="family",
+            markers=True,
+            errorbar=("pi", 100),
+            ax=top,
+        )
         top.axhline(1.0, color="grey", ls="--", lw=1, label="memoryless baseline")
         top.set_yscale("log")
         top.set_title(f"{task}: final validation loss / memoryless baseline")
         top.set_ylabel("normalised loss (log)")
-        sns.lineplot(data=d, x="T", y="solved", hue="cell", hue_order=cells, palette=CELL_COLOURS,
-                     style="family", markers=True, errorbar=None, ax=bottom, legend=False)
+        sns.lineplot(
+            data=d,
+            x="T",
+            y="solved",
+            hue="cell",
+            hue_order=cells,
+            palette=CELL_COLOURS,
+            style="family",
+            markers=True,
+            errorbar=None,
+            ax=bottom,
+            legend=False,
+        )
         bottom.set_ylim(-0.05, 1.05)
         bottom.set_ylabel("fraction of seeds solved")
         bottom.set_xlabel("T (copy: delay; adding: length)")

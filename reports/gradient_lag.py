@@ -31,9 +31,22 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
         return None
     cells = style.cells_present(data["cell"].unique())
     grid = sns.relplot(
-        data=data, kind="line", x="lag", y="log10_g", hue="cell", hue_order=cells, palette=CELL_COLOURS,
-        style="which", style_order=["best init", "default init"], row="panel", col="phase", col_order=["at init", "end"],
-        errorbar="sd", height=2.6, aspect=1.6, facet_kws={"sharey": False, "sharex": "row"},
+        data=data,
+        kind="line",
+        x="lag",
+        y="log10_g",
+        hue="cell",
+        hue_order=cells,
+        palette=CELL_COLOURS,
+        style="which",
+        style_order=["best init", "default init"],
+        row="panel",
+        col="phase",
+        col_order=["at init", "end"],
+        errorbar="sd",
+        height=2.6,
+        aspect=1.6,
+        facet_kws={"sharey": False, "sharex": "row"},
     )
     grid.set_axis_labels("lag T - t (steps back from the end)", "log10 mean ||dL/dh_t||")
     grid.set_titles("{row_name} | {col_name}")

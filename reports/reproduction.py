@@ -32,15 +32,30 @@ SOURCES = {"A": "Arjovsky et al. 2016", "L": "Le et al. 2015", "TO": "Tallec & O
 REFERENCE = [
     Reference("memoryless-copy", "any, memoryless", "copy", "T", "CE = 10 ln8/(T+20)", SOURCES["A"], "formula"),
     Reference("memoryless-adding", "any, predict 1", "adding", "T", "MSE = 1/6 = 0.167", SOURCES["A"], "formula"),
-    Reference("lstm40-copy100", "LSTM 40, RMSprop 1e-3, clip 1", "copy", "100", "beats baseline after a plateau", SOURCES["A"], "beats", 0.9),
+    Reference(
+        "lstm40-copy100",
+        "LSTM 40, RMSprop 1e-3, clip 1",
+        "copy",
+        "100",
+        "beats baseline after a plateau",
+        SOURCES["A"],
+        "beats",
+        0.9,
+    ),
     Reference("lstm40-copy200", "LSTM 40, RMSprop 1e-3", "copy", "200-500", "stuck at baseline", SOURCES["A"], "baseline", 0.9),
-    Reference("tanh80-copy200", "tanh RNN 80, RMSprop 1e-3", "copy", "200-500", "stuck at baseline", SOURCES["A"], "baseline", 0.9),
-    Reference("lstm128-adding", "LSTM 128, RMSprop 1e-3", "adding", "100, 200, 400", "well below 0.167", SOURCES["A"], "beats", 0.2),
+    Reference(
+        "tanh80-copy200", "tanh RNN 80, RMSprop 1e-3", "copy", "200-500", "stuck at baseline", SOURCES["A"], "baseline", 0.9
+    ),
+    Reference(
+        "lstm128-adding", "LSTM 128, RMSprop 1e-3", "adding", "100, 200, 400", "well below 0.167", SOURCES["A"], "beats", 0.2
+    ),
     Reference("tanh128-adding", "tanh RNN 128, RMSprop", "adding", "100-750", "never beats 0.167", SOURCES["A"], "baseline", 0.9),
     Reference("irnn128-adding", "IRNN 128, RMSprop", "adding", "100-750", "never beats 0.167", SOURCES["A"], "baseline", 0.9),
     Reference("rnn-sgd-adding", "tanh RNN / IRNN, SGD, >1M iterations", "adding", "150 / 300", "solved", SOURCES["L"], "solved"),
     Reference("chrono-lstm128-copy", "chrono-initialised LSTM 128", "copy", "500, 2000", "solved", SOURCES["TO"], "solved"),
-    Reference("default-lstm128-copy", "default LSTM 128", "copy", "500, 2000", "stuck at baseline", SOURCES["TO"], "baseline", 0.9),
+    Reference(
+        "default-lstm128-copy", "default LSTM 128", "copy", "500, 2000", "stuck at baseline", SOURCES["TO"], "baseline", 0.9
+    ),
 ]
 GPU_COMMAND = "make sweep EXP=experiments/paper_reproduction.yaml  (GPU; or python benchmarks/gpu_reproduction.py)"
 
@@ -56,12 +71,20 @@ def _judge(ref: Reference, d: pd.DataFrame) -> tuple[str, str]:
     budget = f"{int(d['budget'].max())} steps"
     if ref.expect == "beats":
         mean = losses.mean()
-        return ("agree", "") if mean < ref.threshold else ("disagree", f"mean {mean:.3f} x baseline is not below {ref.threshold} within {budget}")
+        return (
+            ("agree", "")
+            if mean < ref.threshold
+            else ("disagree", f"mean {mean:.3f} x baseline is not below {ref.threshold} within {budget}")
+        )
     if ref.expect == "baseline":
         low = losses.min()
         return ("agree", "") if low >= ref.threshold else ("disagree", f"a seed reached {low:.3f} x baseline within {budget}")
     frac = d["solved"].mean()
-    return ("agree", "") if frac >= 0.5 else ("disagree", f"solved by {frac:.0%} of seeds within {budget} (the paper trained far longer)")
+    return (
+        ("agree", "")
+        if frac >= 0.5
+        else ("disagree", f"solved by {frac:.0%} of seeds within {budget} (the paper trained far longer)")
+    )
 
 
 def comparison(runs: pd.DataFrame) -> pd.DataFrame:
@@ -76,9 +99,18 @@ def comparison(runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             formula = (lambda T: 10 * math.log(8) / (T + 20)) if ref.task == "copy" else (lambda T: 1 / 6)
             ok = all(np.isclose(b, formula(t), rtol=1e-12) for b, t in zip(d["baseline"], d["T"]))
-            rows.append({"reference": ref.id, "model": ref.model, "task": ref.task, "T": ref.T, "paper": ref.paper,
-                         "ours": "baseline used for every run equals the closed form" if ok else "baseline differs",
-                         "verdict": "agree" if ok else "disagree", "source": ref.source})
+            rows.append(
+                {
+                    "reference": ref.id,
+                    "model": ref.model,
+                    "task": ref.task,
+                    "T": ref.T,
+                    "paper": ref.paper,
+                    "ours": "baseline used for every run equals the closed form" if ok else "baseline differs",
+                    "verdict": "agree" if ok else "disagree",
+                    "source": ref.source,
+                }
+            )
             continue
         d = runs[(labels.str.startswith(ref.id)) & (runs["status"] == "complete")]
         if d.empty and not covers_any:
@@ -89,14 +121,26 @@ def comparison(runs: pd.DataFrame) -> pd.DataFrame:
             parts = []
             for T, g in d.groupby("T"):
                 m, s = g["final_norm_loss"].mean(), g["final_norm_loss"].std(ddof=0)
-                parts.append(f"T={T}: {m:.3f} +- {s:.3f} x baseline, solved {g['solved'].mean():.0%} "
-                             f"({len(g)} seeds, {int(g['budget'].max())} steps)")
+                parts.append(
+                    f"T={T}: {m:.3f} +- {s:.3f} x baseline, solved {g['solved'].mean():.0%} "
+                    f"({len(g)} seeds, {int(g['budget'].max())} steps)"
+                )
             device = ", ".join(sorted(set(map(str, d["device"]))))
             verdict, reason = _judge(ref, d)
             ours = "; ".join(parts) + f" on {device}"
             verdict = verdict + (f": {reason}" if reason else "")
-        rows.append({"reference": ref.id, "model": ref.model, "task": ref.task, "T": ref.T, "paper": ref.paper,
-                     "ours": ours, "verdict": verdict, "source": ref.source})
+        rows.append(
+            {
+                "reference": ref.id,
+                "model": ref.model,
+                "task": ref.task,
+                "T": ref.T,
+                "paper": ref.paper,
+                "ours": ours,
+                "verdict": verdict,
+                "source": ref.source,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -107,8 +151,10 @@ def section(runs: pd.DataFrame, out: Path):
     table = comparison(runs)
     text = ["The reference results of the literature (shared/DESIGN.md) that this experiment covers, with ours beside them."]
     if not table.empty and (table["verdict"] != "-").sum() > 2:
-        intro = ("# Reproducing the literature\n\nGenerated by `rnnstudy report` from a real run. "
-                 "ours: final validation loss / memoryless baseline, mean +- sd over seeds.\n\n")
+        intro = (
+            "# Reproducing the literature\n\nGenerated by `rnnstudy report` from a real run. "
+            "ours: final validation loss / memoryless baseline, mean +- sd over seeds.\n\n"
+        )
         (out / "reproduction.md").write_text(intro + tables.markdown(table) + "\n")
         text.append(f"Also written to `{out / 'reproduction.md'}`.")
     return Section("Reference results", text, tables=[table])

@@ -61,15 +61,24 @@ def draw(objective: pd.DataFrame, importance: pd.DataFrame, out: Path) -> Path |
     axes = list(axes.flat)
     if not importance.empty:
         cells = style.cells_present(importance["cell"].unique())
-        sns.barplot(data=importance, x="importance", y="param", hue="cell", hue_order=cells, palette=CELL_COLOURS,
-                    errorbar=None, ax=axes[0])
+        sns.barplot(
+            data=importance,
+            x="importance",
+            y="param",
+            hue="cell",
+            hue_order=cells,
+            palette=CELL_COLOURS,
+            errorbar=None,
+            ax=axes[0],
+        )
         axes[0].set_title("parameter importance (Optuna default evaluator)")
         axes = axes[1:]
     for ax, param in zip(axes, params):
         d = objective[objective["param"] == param]
         cells = style.cells_present(d["cell"].unique())
-        sns.scatterplot(data=d, x="value", y="final_norm_loss", hue="cell", hue_order=cells, palette=CELL_COLOURS,
-                        style="status", ax=ax, s=30)
+        sns.scatterplot(
+            data=d, x="value", y="final_norm_loss", hue="cell", hue_order=cells, palette=CELL_COLOURS, style="status", ax=ax, s=30
+        )
         ax.axhline(1.0, color="grey", ls="--", lw=1)
         ax.set_yscale("log")
         ax.set_xlabel(param)

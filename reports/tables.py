@@ -19,14 +19,20 @@ def memory_length(frontier: pd.DataFrame, res: Results, runs: pd.DataFrame) -> p
     for (task, cell, family), d in solved.groupby(["task", "cell", "family"]):
         ok = d[d["solved"] >= 0.5]["T"]
         largest = int(d["T"].max())
-        ids = frontier[(frontier["task"] == task) & (frontier["cell"] == cell) & (frontier["family"] == family) & (frontier["T"] == largest)]["run_id"]
+        ids = frontier[
+            (frontier["task"] == task) & (frontier["cell"] == cell) & (frontier["family"] == family) & (frontier["T"] == largest)
+        ]["run_id"]
         at_init = probe[(probe["run_id"].isin(ids)) & (probe["step"] == 0)]["value"]
-        rows.append({
-            "task": task, "cell": cell, "init": family,
-            "memory length (largest T solved)": int(ok.max()) if len(ok) else f"none of T <= {largest}",
-            "T tried": ", ".join(str(int(t)) for t in sorted(d["T"])),
-            "gradient horizon at init (steps, at the largest T)": float(np.median(at_init)) if len(at_init) else np.nan,
-        })
+        rows.append(
+            {
+                "task": task,
+                "cell": cell,
+                "init": family,
+                "memory length (largest T solved)": int(ok.max()) if len(ok) else f"none of T <= {largest}",
+                "T tried": ", ".join(str(int(t)) for t in sorted(d["T"])),
+                "gradient horizon at init (steps, at the largest T)": float(np.median(at_init)) if len(at_init) else np.nan,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -42,11 +48,16 @@ def best_parameters(runs: pd.DataFrame) -> pd.DataFrame:
         trial = per_trial.idxmin()
         first = d[d["trial"] == trial].iloc[0]
         chosen = {p: first[p] for p in params if pd.notna(first.get(p))}
-        rows.append({
-            "study": study, "trials finished": int(d["trial"].nunique()), "best trial": int(trial),
-            "best loss / baseline": per_trial.min(), "init": first["init"],
-            "parameters": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items()),
-        })
+        rows.append(
+            {
+                "study": study,
+                "trials finished": int(d["trial"].nunique()),
+                "best trial": int(trial),
+                "best loss / baseline": per_trial.min(),
+                "init": first["init"],
+                "parameters": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items()),
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -160,10 +160,7 @@ class RunConfig(Strict):
     def _bias_fits_cell(self) -> RunConfig:
         cells = inits.BIAS_CELLS.get(self.init.bias)
         if cells and self.model.cell not in cells:
-            raise ValueError(
-                f"init.bias = {self.init.bias!r} needs model.cell in {', '.join(cells)}, "
-                f"got {self.model.cell!r}"
-            )
+            raise ValueError(f"init.bias = {self.init.bias!r} needs model.cell in {', '.join(cells)}, got {self.model.cell!r}")
         if self.init.bias == "chrono" and self.chrono_tmax <= 2:
             raise ValueError(f"init.chrono_tmax = {self.chrono_tmax}: chrono needs T_max > 2")
         return self
@@ -263,20 +260,44 @@ class Experiment(Strict):
 
     @model_validator(mode="after")
     def _cells_valid(self) -> Experiment:
-        for key in itertools.chain(self.grid, self.search):
+        for key in itertools.chain(self.grid, map(param_path, self.search)):
             _check_path(key)
         for row in self.rows:
             for key in row:
                 if key != "name":
                     _check_path(key)
+        searched = {param_path(k) for k in self.search}
         base = self.base()
         for _, overrides in self.cells():
             cell = apply_overrides(base, overrides)
             for key, spec in self.search.items():
+                if not _may_apply(spec.when, cell, searched):
+                    continue
                 values = spec.choices if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
                 for value in values:
-                    _try_override(cell, {key: value}, f"search.{key}")
+                    _try_override(cell, {param_path(key): value}, f"search.{key}")
         return self
+
+
+def param_path(key: str) -> str:
+    """The config path of a search key: ``init.bias@lstm`` -> ``init.bias``.
+
+    A suffix lets one experiment give a parameter different choices per cell (with ``when``).
+    """
+    return key.split("@", 1)[0]
+
+
+def _may_apply(when: dict[str, Any], cfg: RunConfig, searched: set[str]) -> bool:
+    """Whether a conditional parameter can apply to a grid cell (conditions on searched keys may)."""
+    for key, wanted in when.items():
+        if key in searched:
+            continue
+        value = cfg
+        for part in key.split("."):
+            value = getattr(value, part)
+        if not (value in wanted if isinstance(wanted, list) else value == wanted):
+            return False
+    return True
 
 
 def _check_path(dotted: str, root: type[BaseModel] | None = None) -> None:

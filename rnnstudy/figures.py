@@ -24,7 +24,11 @@ def profile_heatmap(rows: pd.DataFrame, title: str, ax: plt.Axes | None = None) 
     if positive.size:
         norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-12), vmax=positive.max())
         image = ax.imshow(
-            np.where(values > 0, values, np.nan), aspect="auto", origin="lower", norm=norm, cmap="viridis",
+            np.where(values > 0, values, np.nan),
+            aspect="auto",
+            origin="lower",
+            norm=norm,
+            cmap="viridis",
             extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, -0.5, len(grid) - 0.5),
             interpolation="nearest",
         )

@@ -8,12 +8,15 @@ call over the whole sequence.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from rnnstudy.config import InitConfig, ModelConfig
 from rnnstudy.inits import initialise
+
+if TYPE_CHECKING:  # configs are only read; the benchmarks pass plain namespaces (no pydantic on bare GPU boxes)
+    from rnnstudy.config import InitConfig, ModelConfig
 
 
 def _layer(cell: str, input_size: int, hidden_size: int) -> nn.RNNBase:

@@ -27,7 +27,16 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from rnnstudy.config import CategoricalParam, ConfigError, Experiment, IntParam, RunConfig, apply_overrides, load_experiment
+from rnnstudy.config import (
+    CategoricalParam,
+    ConfigError,
+    Experiment,
+    IntParam,
+    RunConfig,
+    apply_overrides,
+    load_experiment,
+    param_path,
+)
 from rnnstudy.store import RUN_FILE, run_folders, write_json
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -96,7 +105,10 @@ def open_storage(url: str | None, exp: Experiment, cfg: RunConfig) -> tuple[RDBS
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         storage = RDBStorage(
-            url, engine_kwargs=kwargs, heartbeat_interval=heartbeat, grace_period=2 * heartbeat,
+            url,
+            engine_kwargs=kwargs,
+            heartbeat_interval=heartbeat,
+            grace_period=2 * heartbeat,
             heartbeat_stale_trial_callback=_RetryAndMark(cfg.out / cfg.experiment),
         )
     except Exception as err:
@@ -134,8 +146,12 @@ def _pruner(exp: Experiment, cfg: RunConfig) -> optuna.pruners.BasePruner:
 def load_study(name: str, storage: RDBStorage, exp: Experiment, cfg: RunConfig) -> optuna.Study:
     """Create or open one study with the experiment's sampler and pruner."""
     return optuna.create_study(
-        study_name=name, storage=storage, direction="minimize", load_if_exists=True,
-        sampler=_sampler(exp), pruner=_pruner(exp, cfg),
+        study_name=name,
+        storage=storage,
+        direction="minimize",
+        load_if_exists=True,
+        sampler=_sampler(exp),
+        pruner=_pruner(exp, cfg),
     )
 
 
@@ -150,6 +166,7 @@ def suggest(trial: optuna.Trial, exp: Experiment, cfg: RunConfig) -> dict[str, A
     """Sample the search space; a parameter with ``when`` is sampled only where it applies."""
     chosen: dict[str, Any] = {}
     for key, spec in exp.search.items():
+        path = param_path(key)
         applies = True
         for cond_key, wanted in spec.when.items():
             value = chosen.get(cond_key, _current(cfg, cond_key))
@@ -157,11 +174,11 @@ def suggest(trial: optuna.Trial, exp: Experiment, cfg: RunConfig) -> dict[str, A
         if not applies:
             continue
         if isinstance(spec, CategoricalParam):
-            chosen[key] = trial.suggest_categorical(key, spec.choices)
+            chosen[path] = trial.suggest_categorical(path, spec.choices)
         elif isinstance(spec, IntParam):
-            chosen[key] = trial.suggest_int(key, spec.low, spec.high, log=spec.log)
+            chosen[path] = trial.suggest_int(path, spec.low, spec.high, log=spec.log)
         else:
-            chosen[key] = trial.suggest_float(key, spec.low, spec.high, log=spec.log)
+            chosen[path] = trial.suggest_float(path, spec.low, spec.high, log=spec.log)
     return chosen
 
 
@@ -332,7 +349,9 @@ def _print_table(studies: list[optuna.Study], target: int) -> None:
         except ValueError:
             best, params = "-", ""
         done = c["complete"] + c["pruned"]
-        print(f"{study.study_name:<44} {done:>2}/{target:<2} {c['pruned']:>6} {c['fail']:>6} {c['running']:>4} {best:>9}  {params}")
+        print(
+            f"{study.study_name:<44} {done:>2}/{target:<2} {c['pruned']:>6} {c['fail']:>6} {c['running']:>4} {best:>9}  {params}"
+        )
 
 
 def print_status(path: str, storage: str | None = None, overrides: list[str] | None = None) -> int:
@@ -365,16 +384,25 @@ def _summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.S
         except (ValueError, RuntimeError):
             pass
         run = wandb.init(
-            project=base.wandb.project or exp.name, entity=base.wandb.entity, group=study.study_name,
-            job_type="study-summary", name=f"summary {study.study_name}", dir=str(folder), mode=base.wandb.mode,
-            config={"best_params": study.best_params, "study": study.study_name}, settings=wandb.Settings(**SETTINGS),
+            project=base.wandb.project or exp.name,
+            entity=base.wandb.entity,
+            group=study.study_name,
+            job_type="study-summary",
+            name=f"summary {study.study_name}",
+            dir=str(folder),
+            mode=base.wandb.mode,
+            config={"best_params": study.best_params, "study": study.study_name},
+            settings=wandb.Settings(**SETTINGS),
             reinit="create_new",
         )
         try:
-            run.summary.update({
-                "best_value": study.best_value, "complete_trials": len(finished),
-                **{f"importance/{k}": v for k, v in importances.items()},
-            })
+            run.summary.update(
+                {
+                    "best_value": study.best_value,
+                    "complete_trials": len(finished),
+                    **{f"importance/{k}": v for k, v in importances.items()},
+                }
+            )
         finally:
             run.finish()
 

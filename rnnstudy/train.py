@@ -92,8 +92,12 @@ def versions() -> dict[str, str]:
     from rnnstudy import __version__
 
     return {
-        "rnnstudy": __version__, "python": platform.python_version(), "torch": torch.__version__,
-        "lightning": lightning.__version__, "optuna": optuna.__version__, "wandb": wandb.__version__,
+        "rnnstudy": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "optuna": optuna.__version__,
+        "wandb": wandb.__version__,
     }
 
 
@@ -111,12 +115,22 @@ def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback], logger: Any) -> p
     progress = [StepProgressBar(run_name(cfg))] if t.progress else []
     probe = [GradFlowProbe(cfg.probe.every, cfg.probe.eps, cfg.probe.chunk, cfg.probe.percentiles)] if cfg.probe.enabled else []
     return pl.Trainer(
-        accelerator=t.accelerator, devices=1, max_steps=t.steps, max_epochs=-1,
-        limit_train_batches=t.val_every, limit_val_batches=1, num_sanity_val_steps=0,
-        gradient_clip_val=t.clip, gradient_clip_algorithm="norm",
+        accelerator=t.accelerator,
+        devices=1,
+        max_steps=t.steps,
+        max_epochs=-1,
+        limit_train_batches=t.val_every,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        gradient_clip_val=t.clip,
+        gradient_clip_algorithm="norm",
         precision="64-true" if t.precision == "64" else "32-true",
-        logger=logger or False, enable_checkpointing=False, enable_model_summary=False,
-        enable_progress_bar=t.progress, log_every_n_steps=t.log_every, callbacks=[*probe, _StopAtBudget(), *progress, *callbacks],
+        logger=logger or False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=t.progress,
+        log_every_n_steps=t.log_every,
+        callbacks=[*probe, _StopAtBudget(), *progress, *callbacks],
     )
 
 
@@ -142,9 +156,16 @@ def train(
     store = StoreSink(writer)
     started = time.time()
     writer.flush(
-        run_id=run_id, experiment=cfg.experiment, name=run_name(cfg), status="running",
-        config=cfg.model_dump(mode="json"), meta=meta or {}, baseline=task.baseline,
-        seq_len=task.seq_len, versions=versions(), command=" ".join(sys.argv),
+        run_id=run_id,
+        experiment=cfg.experiment,
+        name=run_name(cfg),
+        status="running",
+        config=cfg.model_dump(mode="json"),
+        meta=meta or {},
+        baseline=task.baseline,
+        seq_len=task.seq_len,
+        versions=versions(),
+        command=" ".join(sys.argv),
         started=datetime.now(timezone.utc).isoformat(),
     )
     tracker = None
@@ -165,19 +186,38 @@ def train(
         status, reason, error = "failed", f"{type(err).__name__}: {err}", err
     wall = time.time() - started
     result = RunResult(
-        run_id=run_id, path=folder, status=status, reason=reason, final=module.last_val,
-        best=module.best, steps=trainer.global_step, steps_to_solve=module.solved_at, wall_s=wall,
+        run_id=run_id,
+        path=folder,
+        status=status,
+        reason=reason,
+        final=module.last_val,
+        best=module.best,
+        steps=trainer.global_step,
+        steps_to_solve=module.solved_at,
+        wall_s=wall,
     )
     result.summary = {
-        "status": status, "reason": reason, "steps": result.steps, "solved": result.solved,
-        "steps_to_solve": result.steps_to_solve, "final_norm_loss": module.last_val.get("norm_loss", math.nan),
-        "best_norm_loss": module.best.get("norm_loss", math.nan), **store.last_profile,
+        "status": status,
+        "reason": reason,
+        "steps": result.steps,
+        "solved": result.solved,
+        "steps_to_solve": result.steps_to_solve,
+        "final_norm_loss": module.last_val.get("norm_loss", math.nan),
+        "best_norm_loss": module.best.get("norm_loss", math.nan),
+        **store.last_profile,
     }
     try:
         writer.flush(
-            status=status, reason=reason, final=result.final, best=result.best, steps=result.steps,
-            steps_to_solve=result.steps_to_solve, summary=result.summary, device=_device_name(trainer),
-            wall_s=wall, steps_per_s=result.steps / wall if wall > 0 else math.nan,
+            status=status,
+            reason=reason,
+            final=result.final,
+            best=result.best,
+            steps=result.steps,
+            steps_to_solve=result.steps_to_solve,
+            summary=result.summary,
+            device=_device_name(trainer),
+            wall_s=wall,
+            steps_per_s=result.steps / wall if wall > 0 else math.nan,
             ended=datetime.now(timezone.utc).isoformat(),
         )
     finally:

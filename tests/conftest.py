@@ -18,10 +18,19 @@ def tiny(tmp_path):
 
     def make(**overrides):
         base = {
-            "experiment": "t", "out": str(tmp_path / "runs"), "model.hidden_size": 8,
-            "task.name": "adding", "task.T": 12, "task.val_size": 64, "train.steps": 20,
-            "train.batch_size": 16, "train.val_every": 10, "train.log_every": 1,
-            "train.progress": False, "probe.every": 10, "wandb.mode": "disabled",
+            "experiment": "t",
+            "out": str(tmp_path / "runs"),
+            "model.hidden_size": 8,
+            "task.name": "adding",
+            "task.T": 12,
+            "task.val_size": 64,
+            "train.steps": 20,
+            "train.batch_size": 16,
+            "train.val_every": 10,
+            "train.log_every": 1,
+            "train.progress": False,
+            "probe.every": 10,
+            "wandb.mode": "disabled",
             "train.accelerator": "cpu",
         }
         base.update({k.replace("__", "."): v for k, v in overrides.items()})

@@ -80,7 +80,8 @@ def test_search_space_errors(tmp_path):
 def test_console_script_exit_status(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "rnnstudy.cli", "train", "model.cell=lstn", f"out={tmp_path}/runs"],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2 and "model.cell = 'lstn'" in proc.stderr
     assert not (tmp_path / "runs").exists()

@@ -100,11 +100,19 @@ def test_nan_values_and_in_progress_runs_do_not_crash(store, tmp_path):
 
 
 def test_reference_verdicts():
-    runs = pd.DataFrame({
-        "study": ["p/lstm/adding/T=100/lstm128-adding"] * 2 + ["p/rnn_tanh/adding/T=100/tanh128-adding"] * 2,
-        "status": "complete", "task": "adding", "T": 100, "final_norm_loss": [0.05, 0.1, 0.98, 1.01],
-        "solved": [True, True, False, False], "budget": 2000, "device": "cpu", "baseline": 1 / 6,
-    })
+    runs = pd.DataFrame(
+        {
+            "study": ["p/lstm/adding/T=100/lstm128-adding"] * 2 + ["p/rnn_tanh/adding/T=100/tanh128-adding"] * 2,
+            "status": "complete",
+            "task": "adding",
+            "T": 100,
+            "final_norm_loss": [0.05, 0.1, 0.98, 1.01],
+            "solved": [True, True, False, False],
+            "budget": 2000,
+            "device": "cpu",
+            "baseline": 1 / 6,
+        }
+    )
     table = reproduction.comparison(runs).set_index("reference")
     assert table.loc["lstm128-adding", "verdict"] == "agree"
     assert table.loc["tanh128-adding", "verdict"] == "agree"

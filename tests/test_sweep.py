@@ -16,8 +16,14 @@ from rnnstudy.config import load_experiment
 from rnnstudy.store import load
 from rnnstudy.sweep import cells, mask
 
-SHRINK = ["train.steps=20", "train.val_every=10", "task.val_size=64", "model.hidden_size=8", "train.batch_size=16",
-          "wandb.mode=disabled"]
+SHRINK = [
+    "train.steps=20",
+    "train.val_every=10",
+    "task.val_size=64",
+    "model.hidden_size=8",
+    "train.batch_size=16",
+    "wandb.mode=disabled",
+]
 
 
 def study_states(db, names):
@@ -120,3 +126,35 @@ def test_diverging_trial_is_pruned_with_reason(tmp_path):
     assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["reason"].startswith("diverged")
     info = json.loads(next((tmp_path / "runs" / "div").glob("*/run.json")).read_text())
     assert info["status"] == "diverged" and info["meta"]["trial"] == 0
+
+
+def test_conditional_and_per_cell_parameters(tmp_path):
+    from rnnstudy.sweep import suggest
+
+    exp = load_experiment("experiments/memory_length.yaml")
+    by_cell = {c.cfg.model.cell: c.cfg for c in cells(exp) if c.cfg.task.name == "adding" and c.cfg.task.T == 100}
+    space = {"init.recurrent": "identity", "init.scale": 0.9, "init.bias": "chrono", "train.lr": 1e-3}
+    lstm = suggest(optuna.trial.FixedTrial(space), exp, by_cell["lstm"])
+    assert lstm == {"init.recurrent": "identity", "init.scale": 0.9, "init.bias": "chrono", "train.lr": 1e-3}
+    rnn = suggest(optuna.trial.FixedTrial({**space, "init.bias": "zero"}), exp, by_cell["rnn_tanh"])
+    assert rnn["init.bias"] == "zero" and "init.gain" not in rnn and "init.forget_bias" not in rnn
+    forget = suggest(optuna.trial.FixedTrial({**space, "init.bias": "forget", "init.forget_bias": 2.0}), exp, by_cell["lstm"])
+    assert forget["init.forget_bias"] == 2.0
+
+
+def test_study_summary_run_in_wandb(tmp_path):
+    from wandb_records import OfflineRun
+
+    from rnnstudy.sweep import _summarise_to_wandb
+
+    exp = load_experiment("experiments/demo.yaml", [f"out={tmp_path}", "wandb.mode=offline"])
+    study = optuna.create_study(study_name="demo/lstm/adding/T=10")
+    for gain, value in ((0.5, 0.3), (1.0, 0.1), (1.5, 0.2)):
+        study.enqueue_trial({"init.gain": gain})
+        study.optimize(lambda t, v=value: (t.suggest_float("init.gain", 0.1, 2.0), v)[1], n_trials=1)
+    _summarise_to_wandb(exp, exp.base(), [study])
+    (run_dir,) = (tmp_path / "demo" / "studies" / "wandb").glob("offline-run-*")
+    run = OfflineRun(run_dir)
+    assert run.job_type == "study-summary" and run.group == "demo/lstm/adding/T=10" and run.project == "demo"
+    assert run.config["best_params"] == {"init.gain": 1.0}
+    assert run.summary["best_value"] == pytest.approx(0.1) and run.summary["complete_trials"] == 3

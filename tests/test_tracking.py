@@ -56,10 +56,23 @@ def test_failed_run_still_finishes_offline_run(tiny):
 
 def test_default_mode_no_key_no_network_never_prompts(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9",
-               WANDB_BASE_URL="http://127.0.0.1:9")
-    cmd = [sys.executable, "-m", "rnnstudy.cli", "train", "task.name=adding", "task.T=10", "model.hidden_size=8",
-           "train.steps=10", "train.val_every=5", "task.val_size=32", "train.progress=false", f"out={tmp_path}/runs"]
+    env.update(
+        HOME=str(tmp_path), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", WANDB_BASE_URL="http://127.0.0.1:9"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "rnnstudy.cli",
+        "train",
+        "task.name=adding",
+        "task.T=10",
+        "model.hidden_size=8",
+        "train.steps=10",
+        "train.val_every=5",
+        "task.val_size=32",
+        "train.progress=false",
+        f"out={tmp_path}/runs",
+    ]
     started = time.time()
     proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

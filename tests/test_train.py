@@ -48,8 +48,17 @@ def test_same_seed_same_curve_probe_on_or_off(tiny):
 
 
 def test_divergence_is_a_status_not_a_crash(tiny):
-    r = train(tiny(model__cell="rnn_relu", init__recurrent="identity", init__scale=50.0, train__optimizer="sgd",
-                   train__lr=1e30, train__clip=None, task__T=30))
+    r = train(
+        tiny(
+            model__cell="rnn_relu",
+            init__recurrent="identity",
+            init__scale=50.0,
+            train__optimizer="sgd",
+            train__lr=1e30,
+            train__clip=None,
+            task__T=30,
+        )
+    )
     assert r.status == "diverged" and "became" in r.reason
     assert json.loads((r.path / "run.json").read_text())["status"] == "diverged"
 

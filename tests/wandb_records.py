@@ -54,7 +54,11 @@ class OfflineRun:
             by_type.setdefault(r.WhichOneof("record_type"), []).append(r)
         run = by_type["run"][0].run
         self.group, self.job_type, self.tags, self.name, self.project = (
-            run.run_group, run.job_type, list(run.tags), run.display_name, run.project,
+            run.run_group,
+            run.job_type,
+            list(run.tags),
+            run.display_name,
+            run.project,
         )
         self.config = {}
         for r in by_type.get("config", []) + by_type["run"]:

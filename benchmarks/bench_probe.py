@@ -1,0 +1,125 @@
+"""Cost of the exact gradient-flow probe against a plain PyTorch training step, in the same run.
+
+For each cell and T: a plain step (nn.LSTM/GRU/RNN + Linear + loss + backward + RMSprop, written
+directly in PyTorch), the harness's fused step (RecurrentNet), and the harness's probed step (chunked
+forward with every handed-on state visible, plus reading the profile). Reported as ratios to the
+plain step, and the probe's amortised cost at a cadence of one probe every ``--every`` steps.
+Needs only torch, Lightning and pandas, so it runs on a bare GPU box:
+
+    python benchmarks/bench_probe.py                 # CPU or the default CUDA device
+    python benchmarks/bench_probe.py --quick         # T=100 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnnstudy.gradflow import read_profile  # noqa: E402
+from rnnstudy.models import RecurrentNet  # noqa: E402
+from rnnstudy.tasks import make_task  # noqa: E402
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+
+
+def plain_model(cell: str, inp: int, hidden: int, out: int) -> nn.Module:
+    """The baseline a researcher would write by hand."""
+    kind = {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell)
+    rnn = kind(inp, hidden) if kind else nn.RNN(inp, hidden, nonlinearity=cell.removeprefix("rnn_"))
+    return nn.ModuleDict({"rnn": rnn, "head": nn.Linear(hidden, out)})
+
+
+def timed(steps: dict, device: torch.device, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each variant, interleaved so load changes hit all alike."""
+    for step in steps.values():
+        step()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+
+def bench(cell: str, T: int, batch: int, hidden: int, device: torch.device, repeats: int) -> dict[str, float]:
+    """Seconds per step of the three variants on the same batch."""
+    task = make_task("adding", T)
+    data = task.sample(batch, torch.Generator(device=device).manual_seed(0))
+    plain = plain_model(cell, task.input_size, hidden, task.output_size).to(device)
+    net = RecurrentNet(SimpleNamespace(cell=cell, hidden_size=hidden, num_layers=1), task.input_size, task.output_size).to(device)
+    opt_plain = torch.optim.RMSprop(plain.parameters(), lr=1e-5)
+    opt_net = torch.optim.RMSprop(net.parameters(), lr=1e-5)
+
+    def plain_step() -> None:
+        opt_plain.zero_grad()
+        out, _ = plain["rnn"](data.x)
+        task.loss(plain["head"](out), data).backward()
+        opt_plain.step()
+
+    def fused_step() -> None:
+        opt_net.zero_grad()
+        task.loss(net(data.x), data).backward()
+        opt_net.step()
+
+    def probed_step() -> None:
+        opt_net.zero_grad()
+        out, traces = net.forward_traced(data.x)
+        task.loss(out, data).backward()
+        read_profile(net, traces, data, loss_scale=batch).mean((0, "h"))
+        opt_net.step()
+
+    return timed({"plain": plain_step, "fused": fused_step, "probed": probed_step}, device, repeats)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--T", type=int, nargs="+", default=[100, 500, 1000])
+    p.add_argument("--cells", nargs="+", default=list(CELLS))
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--every", type=int, default=100, help="probe cadence for the amortised cost (probe.every)")
+    p.add_argument("--quick", action="store_true", help="T=100 only, 3 repeats")
+    args = p.parse_args()
+    if args.quick:
+        args.T, args.repeats = [100], 3
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"# probe benchmark on {name}; torch {torch.__version__}; batch {args.batch}, hidden {args.hidden}, 1 layer, adding task"
+    )
+    print(
+        f"| cell | T | plain step (ms) | fused / plain | probed / plain | probed / fused | amortised cost at every {args.every} |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for T in args.T:
+        for cell in args.cells:
+            t = bench(cell, T, args.batch, args.hidden, device, args.repeats)
+            amortised = (t["probed"] - t["fused"]) / (args.every * t["fused"])
+            print(
+                f"| {cell} | {T} | {1e3 * t['plain']:.1f} | {t['fused'] / t['plain']:.2f} | {t['probed'] / t['plain']:.2f} | "
+                f"{t['probed'] / t['fused']:.2f} | {100 * amortised:.2f}% |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()

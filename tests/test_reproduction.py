@@ -1,0 +1,61 @@
+"""The reproduction experiments: fast checks of the paper settings, slow CPU reproductions."""
+
+import pytest
+
+from reports.reproduction import REFERENCE
+from rnnstudy.config import apply_overrides, load_experiment
+from rnnstudy.sweep import cells
+from rnnstudy.train import train
+
+
+def rows(path):
+    return {c.study.split("/")[-1]: c.cfg for c in cells(load_experiment(path))}
+
+
+def test_paper_rows_use_the_papers_settings():
+    r = rows("experiments/paper_reproduction.yaml")
+    for name, cfg in r.items():
+        assert any(name.startswith(ref.id) for ref in REFERENCE), name
+        assert (cfg.train.optimizer, cfg.train.lr, cfg.train.alpha, cfg.train.clip) == ("rmsprop", 1e-3, 0.9, 1.0)
+        assert len(load_experiment("experiments/paper_reproduction.yaml").seeds) >= 3
+    assert (r["lstm40-copy100"].model.cell, r["lstm40-copy100"].model.hidden_size, r["lstm40-copy100"].task.T) == (
+        "lstm",
+        40,
+        100,
+    )
+    assert (r["tanh80-copy200"].model.cell, r["tanh80-copy200"].model.hidden_size) == ("rnn_tanh", 80)
+    for T in (100, 200, 400):
+        cfg = r[f"lstm128-adding-T{T}"]
+        assert (cfg.model.cell, cfg.model.hidden_size, cfg.task.name, cfg.task.T) == ("lstm", 128, "adding", T)
+    irnn = r["irnn128-adding-T100"].init
+    assert (irnn.recurrent, irnn.scale, irnn.input, irnn.input_gain, irnn.bias) == ("identity", 1.0, "normal", 0.001, "zero")
+    assert r["irnn128-adding-T100"].model.cell == "rnn_relu"
+    assert r["chrono-lstm128-copy-T500"].init.bias == "chrono" and r["default-lstm128-copy-T500"].init.bias == "default"
+
+
+def test_cpu_rows_are_scaled_versions_of_paper_rows():
+    paper = rows("experiments/paper_reproduction.yaml")
+    for name, cfg in rows("experiments/reproduction_cpu.yaml").items():
+        assert any(name.startswith(ref.id) for ref in REFERENCE), name
+        assert cfg.train.optimizer == "rmsprop" and cfg.train.clip == 1.0
+        same_cell = [p for p in paper.values() if p.model.cell == cfg.model.cell and p.task.name == cfg.task.name]
+        assert same_cell, name
+
+
+def cpu_row(name, tmp_path):
+    cfg = rows("experiments/reproduction_cpu.yaml")[name]
+    return apply_overrides(cfg, {"out": str(tmp_path), "wandb.mode": "disabled"})
+
+
+@pytest.mark.slow
+def test_lstm_beats_adding_baseline_tanh_does_not(tmp_path):
+    lstm = train(cpu_row("lstm128-adding-T100", tmp_path))
+    tanh = train(cpu_row("tanh128-adding-T100", tmp_path))
+    assert lstm.final["norm_loss"] < 0.2
+    assert tanh.final["norm_loss"] >= 0.9
+
+
+@pytest.mark.slow
+def test_copy_lstm_beats_baseline_at_100_not_at_200(tmp_path):
+    assert train(cpu_row("lstm40-copy100", tmp_path)).final["norm_loss"] < 0.9
+    assert train(cpu_row("lstm40-copy200", tmp_path)).final["norm_loss"] >= 0.9
