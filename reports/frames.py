@@ -74,6 +74,13 @@ def run_table(res: Results) -> pd.DataFrame:
     out["config"] = np.where(out["study"].notna(), out["study"].astype(str) + "#" + out["trial"].astype(str), out["init"])
     for key in [c for c in r.columns if c.startswith("meta.params.")]:
         out[key.removeprefix("meta.params.")] = r[key]
+    decay = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == "decay_rate/l0/h")]
+    if not decay.empty:
+        first = decay.loc[decay.groupby("run_id")["step"].idxmin(), ["run_id", "value"]].rename(columns={"value": "decay_init"})
+        last = decay.loc[decay.groupby("run_id")["step"].idxmax(), ["run_id", "value"]].rename(columns={"value": "decay_end"})
+        out = out.merge(first, on="run_id", how="left").merge(last, on="run_id", how="left")
+    else:
+        out = out.assign(decay_init=np.nan, decay_end=np.nan)
     return out
 
 

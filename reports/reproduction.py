@@ -23,7 +23,8 @@ class Reference:
     paper: str
     source: str
     #: "formula" (baseline closed form), "beats" (mean normalised loss < threshold),
-    #: "baseline" (every seed >= threshold), "solved" (at least half the seeds solved)
+    #: "baseline" (every seed >= threshold), "solved" (at least half the seeds solved),
+    #: "decays" (median log10 decay per step below -0.01 both at init and at the end)
     expect: str
     threshold: float = math.nan
 
@@ -52,6 +53,33 @@ REFERENCE = [
     Reference("tanh128-adding", "tanh RNN 128, RMSprop", "adding", "100-750", "never beats 0.167", SOURCES["A"], "baseline", 0.9),
     Reference("irnn128-adding", "IRNN 128, RMSprop", "adding", "100-750", "never beats 0.167", SOURCES["A"], "baseline", 0.9),
     Reference("rnn-sgd-adding", "tanh RNN / IRNN, SGD, >1M iterations", "adding", "150 / 300", "solved", SOURCES["L"], "solved"),
+    Reference(
+        "gradflow-tanh128",
+        "tanh RNN 128, RMSprop 1e-3",
+        "adding",
+        "100",
+        "gradient vanishes with lag, at init and after 100 iterations",
+        SOURCES["A"],
+        "decays",
+    ),
+    Reference(
+        "gradflow-irnn128",
+        "IRNN 128, RMSprop 1e-3",
+        "adding",
+        "100",
+        "gradient vanishes with lag, at init and after 100 iterations",
+        SOURCES["A"],
+        "decays",
+    ),
+    Reference(
+        "gradflow-lstm128",
+        "LSTM 128, RMSprop 1e-3",
+        "adding",
+        "100",
+        "gradient vanishes with lag, at init and after 100 iterations",
+        SOURCES["A"],
+        "decays",
+    ),
     Reference("chrono-lstm128-copy", "chrono-initialised LSTM 128", "copy", "500, 2000", "solved", SOURCES["TO"], "solved"),
     Reference(
         "default-lstm128-copy", "default LSTM 128", "copy", "500, 2000", "stuck at baseline", SOURCES["TO"], "baseline", 0.9
@@ -79,6 +107,11 @@ def _judge(ref: Reference, d: pd.DataFrame) -> tuple[str, str]:
     if ref.expect == "baseline":
         low = losses.min()
         return ("agree", "") if low >= ref.threshold else ("disagree", f"a seed reached {low:.3f} x baseline within {budget}")
+    if ref.expect == "decays":
+        start, end = d["decay_init"].median(), d["decay_end"].median()
+        if start < -0.01 and end < -0.01:
+            return "agree", ""
+        return "disagree", f"median log10 decay per step {start:+.4f} at init, {end:+.4f} after {budget}"
     frac = d["solved"].mean()
     return (
         ("agree", "")
@@ -119,6 +152,10 @@ def comparison(runs: pd.DataFrame) -> pd.DataFrame:
             ours, verdict = f"not run here: {GPU_COMMAND}", "-"
         else:
             parts = []
+            if ref.expect == "decays":
+                parts.append(
+                    f"log10 g per step back: {d['decay_init'].median():+.4f} at init, {d['decay_end'].median():+.4f} at the end"
+                )
             for T, g in d.groupby("T"):
                 m, s = g["final_norm_loss"].mean(), g["final_norm_loss"].std(ddof=0)
                 parts.append(

@@ -110,7 +110,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def run_folders(path: str | Path) -> list[Path]:
     """Every run folder at or under ``path`` (a results root, an experiment, or one run)."""
     path = Path(path)
-    return sorted(p.parent for p in path.rglob(RUN_FILE) if "wandb" not in p.parts)
+    return sorted(p.parent for p in path.rglob(RUN_FILE) if "wandb" not in p.relative_to(path).parts)
 
 
 def load(path: str | Path) -> Results:

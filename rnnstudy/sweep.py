@@ -43,6 +43,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 MONITOR = "val/norm_loss"
 STORAGE_ENV = "RNNSTUDY_STORAGE"
+PROGRESS_EVERY_S = 15
 
 
 @dataclass
@@ -317,10 +318,12 @@ def run_sweep(path: str, workers: int = 1, gpus: str = "", storage: str | None =
         cmd = [sys.executable, "-m", "rnnstudy.sweep", path, *(overrides or []), "--threads", str(threads)]
         procs.append(subprocess.Popen(cmd, env=env))
     started, code = time.time(), 0
+    next_line = started + PROGRESS_EVERY_S
     try:
         while any(p.poll() is None for p in procs):
             time.sleep(1)
-            if int(time.time() - started) % 15 == 0:
+            if time.time() >= next_line:
+                next_line += PROGRESS_EVERY_S
                 print(_progress_line(summary(studies, exp.study.trials), started), flush=True)
     except KeyboardInterrupt:
         print("stopping workers (their running trials end as failed) ...", file=sys.stderr, flush=True)

@@ -39,9 +39,9 @@ class WandbSink:
         import wandb
 
         tags = [cfg.model.cell, cfg.task.name, f"T={cfg.task.T}", f"init={cfg.init.recurrent}", f"bias={cfg.init.bias}"]
-        self.logger = WandbLogger(
+        self.run = wandb.init(
             name=run_name(cfg),
-            save_dir=str(folder),
+            dir=str(folder),
             id=run_id,
             project=cfg.wandb.project or cfg.experiment,
             entity=cfg.wandb.entity,
@@ -51,9 +51,10 @@ class WandbSink:
             config={**cfg.model_dump(mode="json"), **extra},
             mode=cfg.wandb.mode,
             settings=wandb.Settings(**SETTINGS),
+            reinit="create_new",
         )
+        self.logger = WandbLogger(experiment=self.run)
         self.profiles: list[pd.DataFrame] = []
-        self.run = self.logger.experiment
 
     def metrics(self, step: int, split: str, values: dict[str, float]) -> None:
         """Log scalars as ``<split>/<name>``."""

@@ -129,7 +129,7 @@ def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback], logger: Any) -> p
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=t.progress,
-        log_every_n_steps=t.log_every,
+        log_every_n_steps=1,  # the module logs to its sinks itself
         callbacks=[*probe, _StopAtBudget(), *progress, *callbacks],
     )
 

@@ -1,0 +1,59 @@
+"""The GPU rows of experiments/paper_reproduction.yaml that fit in about 10 minutes, tracking off.
+
+Runs each selected row for its seeds with W&B disabled, writes the runs under
+runs/paper_reproduction_gpu/, and prints the reference comparison table (the same one
+`rnnstudy report` writes). Needs the package installed (`make setup` with a CUDA torch).
+
+    python benchmarks/gpu_reproduction.py                    # the default rows, 3 seeds
+    python benchmarks/gpu_reproduction.py --rows lstm128-adding-T200 --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from reports import tables
+from reports.frames import run_table
+from reports.reproduction import comparison
+from rnnstudy.config import apply_overrides, load_experiment
+from rnnstudy.store import load
+from rnnstudy.sweep import cells
+from rnnstudy.train import train
+
+DEFAULT_ROWS = ["lstm128-adding-T200", "tanh128-adding-T400", "chrono-lstm128-copy-T500", "default-lstm128-copy-T500"]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=None, help="override every row's step budget")
+    p.add_argument("--out", default="runs")
+    args = p.parse_args()
+    exp = load_experiment("experiments/paper_reproduction.yaml", [f"out={args.out}"])
+    by_row = {c.study.split("/")[-1]: c for c in cells(exp)}
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
+    print(f"# paper reproduction on {device}")
+    started = time.time()
+    for row in args.rows:
+        cell = by_row[row]
+        overrides = {"experiment": "paper_reproduction_gpu", "wandb.mode": "disabled", "train.progress": False}
+        if args.steps:
+            overrides["train.steps"] = args.steps
+        cfg = apply_overrides(cell.cfg, overrides)
+        for seed in args.seeds:
+            result = train(cfg.model_copy(update={"seed": seed}), meta={"study": cell.study, "trial": 0, "params": {}, "seed": seed})
+            print(
+                f"{row} seed {seed}: {result.status}, {result.final.get('norm_loss', float('nan')):.3f} x baseline, "
+                f"solved {result.solved}, {result.wall_s:.0f}s (total {time.time() - started:.0f}s)",
+                flush=True,
+            )
+    runs = run_table(load(f"{args.out}/paper_reproduction_gpu"))
+    print(tables.markdown(comparison(runs)))
+
+
+if __name__ == "__main__":
+    main()
