@@ -12,7 +12,7 @@ STORAGE     ?=
 RESULTS     ?= runs
 NAME         = $(basename $(notdir $(EXP)))
 
-.PHONY: setup test test-slow demo train sweep status report bench sync lint clean
+.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction
 
 $(BIN)/rnnstudy: pyproject.toml
 	@echo "setting up $(VENV) (first time: about a minute)"
@@ -57,3 +57,11 @@ lint: setup
 
 clean:
 	rm -rf $(RESULTS) reports/*/ .pytest_cache
+
+# Reproduce the literature on this CPU (about an hour on 2 cores) and record reports/reproduction.md.
+reproduction: setup
+	$(BIN)/rnnstudy sweep experiments/gradient_flow.yaml --workers 2
+	$(BIN)/rnnstudy sweep experiments/reproduction_cpu.yaml --workers 2
+	$(BIN)/rnnstudy report $(RESULTS)/reproduction_cpu $(RESULTS)/gradient_flow --out reports/reproduction
+	cp reports/reproduction/reproduction.md reports/reproduction.md
+	cp reports/reproduction/gradient_lag.png reports/reproduction_gradient_lag.png

@@ -45,7 +45,8 @@ def main() -> None:
             overrides["train.steps"] = args.steps
         cfg = apply_overrides(cell.cfg, overrides)
         for seed in args.seeds:
-            result = train(cfg.model_copy(update={"seed": seed}), meta={"study": cell.study, "trial": 0, "params": {}, "seed": seed})
+            meta = {"study": cell.study, "trial": 0, "params": {}, "seed": seed}
+            result = train(cfg.model_copy(update={"seed": seed}), meta=meta)
             print(
                 f"{row} seed {seed}: {result.status}, {result.final.get('norm_loss', float('nan')):.3f} x baseline, "
                 f"solved {result.solved}, {result.wall_s:.0f}s (total {time.time() - started:.0f}s)",

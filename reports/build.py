@@ -30,20 +30,21 @@ class Section:
     tables: list[pd.DataFrame] = field(default_factory=list)
 
 
-def _storage(results: Path, storage: str | None) -> str | None:
+def _storage(results: list[Path], storage: str | None) -> str | None:
     if storage:
         return storage
-    db = results / "optuna.db"
-    return f"sqlite:///{db.resolve()}" if db.exists() else None
+    dbs = [r / "optuna.db" for r in results if (r / "optuna.db").exists()]
+    return f"sqlite:///{dbs[0].resolve()}" if len(dbs) == 1 else None
 
 
-def _overview(runs: pd.DataFrame, results: Path) -> Section:
+def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
     counts = runs["status"].value_counts().to_dict()
     done = frames.finished(runs)
     devices = ", ".join(sorted(str(d) for d in runs["device"].dropna().unique() if d)) or "unknown"
     hours = np.nansum(runs["wall_s"]) / 3600
     text = [
-        f"Results folder `{results}`: {len(runs)} runs ({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}), "
+        f"Results {', '.join(f'`{r}`' for r in results)}: {len(runs)} runs "
+        f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}), "
         f"cells {', '.join(style.CELL_LABELS[c] for c in style.cells_present(runs['cell'].unique()))}, "
         f"tasks {', '.join(sorted(runs['task'].unique()))}, T in {{{', '.join(str(t) for t in sorted(runs['T'].unique()))}}}.",
         f"Hardware: {devices}. Training time {hours:.2f} device-hours in total.",
@@ -113,16 +114,20 @@ def _render_html(name: str, sections: list[Section], out: Path) -> str:
     return f"<!doctype html><meta charset=utf-8><title>{html.escape(name)}</title><style>{CSS}</style>" + "\n".join(body)
 
 
-def build_report(results: str | Path, out: str | Path | None = None, storage: str | None = None) -> int:
-    """``rnnstudy report``: figures + report.md + report.html; exit 2 when there is nothing to report."""
-    results = Path(results)
-    res = load(results) if results.exists() else None
-    if res is None or res.runs.empty:
-        print(f"rnnstudy report: no runs under {results} (run `rnnstudy train` or `rnnstudy sweep` first)", file=sys.stderr)
+def build_report(results: str | Path | list[str | Path], out: str | Path | None = None, storage: str | None = None) -> int:
+    """``rnnstudy report``: figures + report.md + report.html; exit 2 when there is nothing to report.
+
+    Several results folders (other boxes, other experiments) are read as one store.
+    """
+    results = [Path(r) for r in (results if isinstance(results, list) else [results])]
+    res = load(*[r for r in results if r.exists()])
+    if res.runs.empty:
+        where = ", ".join(map(str, results))
+        print(f"rnnstudy report: no runs under {where} (run `rnnstudy train` or `rnnstudy sweep` first)", file=sys.stderr)
         return 2
     style.apply()
     runs = frames.run_table(res)
-    name = results.resolve().name
+    name = "+".join(r.resolve().name for r in results)
     out = Path(out) if out else Path("reports") / name
     out.mkdir(parents=True, exist_ok=True)
     storage = _storage(results, storage)

@@ -75,8 +75,8 @@ def parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
 
     r = sub.add_parser("report", help="figures and report from a results folder")
-    r.add_argument("results", help="results folder of one experiment, e.g. runs/demo")
-    r.add_argument("--out", help="output folder (default: reports/<experiment>)")
+    r.add_argument("results", nargs="+", help="results folder(s), e.g. runs/demo; several are read as one store")
+    r.add_argument("--out", help="output folder (default: reports/<folder name>)")
     r.add_argument("--storage", help="Optuna storage URL for the search figures (default: the experiment's)")
     r.set_defaults(fn=cmd_report)
     return p

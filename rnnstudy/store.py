@@ -113,10 +113,10 @@ def run_folders(path: str | Path) -> list[Path]:
     return sorted(p.parent for p in path.rglob(RUN_FILE) if "wandb" not in p.relative_to(path).parts)
 
 
-def load(path: str | Path) -> Results:
-    """Read every run under ``path`` into frames keyed by ``run_id``."""
+def load(*paths: str | Path) -> Results:
+    """Read every run under the given folders (results roots, experiments or runs) into frames keyed by ``run_id``."""
     runs, metrics, gradflow = [], [], []
-    for folder in run_folders(path):
+    for folder in sorted({f for path in paths for f in run_folders(path)}):
         info = json.loads((folder / RUN_FILE).read_text())
         run_id = info.get("run_id", folder.name)
         runs.append({**_flatten(info), "run_id": run_id, "path": str(folder)})

@@ -37,7 +37,7 @@ def test_cpu_rows_are_scaled_versions_of_paper_rows():
     paper = rows("experiments/paper_reproduction.yaml")
     for name, cfg in rows("experiments/reproduction_cpu.yaml").items():
         assert any(name.startswith(ref.id) for ref in REFERENCE), name
-        assert cfg.train.optimizer == "rmsprop" and cfg.train.clip == 1.0
+        assert cfg.train.clip == 1.0
         same_cell = [p for p in paper.values() if p.model.cell == cfg.model.cell and p.task.name == cfg.task.name]
         assert same_cell, name
 
