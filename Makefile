@@ -47,7 +47,9 @@ report: setup
 	$(BIN)/rnnstudy report $(RESULTS)/$(NAME) $(if $(STORAGE),--storage $(STORAGE))
 
 bench: setup
+	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_probe.py
+	$(BIN)/python benchmarks/bench_sweep.py --workers $(WORKERS)
 
 sync: setup
 	$(BIN)/wandb sync --include-offline $(RESULTS)/*/*/wandb/offline-run-*

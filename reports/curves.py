@@ -8,7 +8,6 @@ import pandas as pd
 import seaborn as sns
 
 from reports import frames, style
-from rnnstudy.figures import CELL_COLOURS
 from rnnstudy.store import Results
 
 
@@ -25,15 +24,12 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     """One panel per task/T; the memoryless baseline at 1."""
     if data.empty:
         return None
-    cells = style.cells_present(data["cell"].unique())
     grid = sns.relplot(
         data=data,
         kind="line",
         x="step",
         y="norm_loss",
-        hue="cell",
-        hue_order=cells,
-        palette=CELL_COLOURS,
+        **style.by_cell(data),
         col="panel",
         col_wrap=min(4, data["panel"].nunique()),
         errorbar=("pi", 100),

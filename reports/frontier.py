@@ -9,7 +9,6 @@ import pandas as pd
 import seaborn as sns
 
 from reports import frames, style
-from rnnstudy.figures import CELL_COLOURS
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -25,7 +24,6 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     if data.empty:
         return None
     tasks = sorted(data["task"].unique())
-    cells = style.cells_present(data["cell"].unique())
     fig, axes = plt.subplots(2, len(tasks), figsize=(6.5 * len(tasks), 7), squeeze=False, sharex="col")
     for j, task in enumerate(tasks):
         d = data[data["task"] == task].assign(solved=lambda x: x["solved"].astype(float))
@@ -34,9 +32,7 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
             data=d,
             x="T",
             y="final_norm_loss",
-            hue="cell",
-            hue_order=cells,
-            palette=CELL_COLOURS,
+            **style.by_cell(d),
             style="family",
             markers=True,
             errorbar=("pi", 100),
@@ -50,9 +46,7 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
             data=d,
             x="T",
             y="solved",
-            hue="cell",
-            hue_order=cells,
-            palette=CELL_COLOURS,
+            **style.by_cell(d),
             style="family",
             markers=True,
             errorbar=None,

@@ -8,7 +8,6 @@ import pandas as pd
 import seaborn as sns
 
 from reports import frames, style
-from rnnstudy.figures import CELL_COLOURS
 from rnnstudy.store import Results
 
 
@@ -29,15 +28,12 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     """Facets task/T x phase; spread is one standard deviation over seeds."""
     if data.empty:
         return None
-    cells = style.cells_present(data["cell"].unique())
     grid = sns.relplot(
         data=data,
         kind="line",
         x="lag",
         y="log10_g",
-        hue="cell",
-        hue_order=cells,
-        palette=CELL_COLOURS,
+        **style.by_cell(data),
         style="which",
         style_order=["best init", "default init"],
         row="panel",

@@ -29,6 +29,7 @@ class Reference:
     threshold: float = math.nan
 
 
+GRADFLOW_PAPER = "gradient vanishes with lag, at init and after 100 iterations"
 SOURCES = {"A": "Arjovsky et al. 2016", "L": "Le et al. 2015", "TO": "Tallec & Ollivier 2018"}
 REFERENCE = [
     Reference("memoryless-copy", "any, memoryless", "copy", "T", "CE = 10 ln8/(T+20)", SOURCES["A"], "formula"),
@@ -53,32 +54,9 @@ REFERENCE = [
     Reference("tanh128-adding", "tanh RNN 128, RMSprop", "adding", "100-750", "never beats 0.167", SOURCES["A"], "baseline", 0.9),
     Reference("irnn128-adding", "IRNN 128, RMSprop", "adding", "100-750", "never beats 0.167", SOURCES["A"], "baseline", 0.9),
     Reference("rnn-sgd-adding", "tanh RNN / IRNN, SGD, >1M iterations", "adding", "150 / 300", "solved", SOURCES["L"], "solved"),
-    Reference(
-        "gradflow-tanh128",
-        "tanh RNN 128, RMSprop 1e-3",
-        "adding",
-        "100",
-        "gradient vanishes with lag, at init and after 100 iterations",
-        SOURCES["A"],
-        "decays",
-    ),
-    Reference(
-        "gradflow-irnn128",
-        "IRNN 128, RMSprop 1e-3",
-        "adding",
-        "100",
-        "gradient vanishes with lag, at init and after 100 iterations",
-        SOURCES["A"],
-        "decays",
-    ),
-    Reference(
-        "gradflow-lstm128",
-        "LSTM 128, RMSprop 1e-3",
-        "adding",
-        "100",
-        "gradient vanishes with lag, at init and after 100 iterations",
-        SOURCES["A"],
-        "decays",
+    *(
+        Reference(f"gradflow-{key}", f"{model}, RMSprop 1e-3", "adding", "100", GRADFLOW_PAPER, SOURCES["A"], "decays")
+        for key, model in (("tanh128", "tanh RNN 128"), ("irnn128", "IRNN 128"), ("lstm128", "LSTM 128"))
     ),
     Reference("chrono-lstm128-copy", "chrono-initialised LSTM 128", "copy", "500, 2000", "solved", SOURCES["TO"], "solved"),
     Reference(

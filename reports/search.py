@@ -11,7 +11,6 @@ import pandas as pd
 import seaborn as sns
 
 from reports import style
-from rnnstudy.figures import CELL_COLOURS
 
 PARAM_PREFIXES = ("init.", "train.")
 
@@ -60,14 +59,11 @@ def draw(objective: pd.DataFrame, importance: pd.DataFrame, out: Path) -> Path |
     fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.8), squeeze=False)
     axes = list(axes.flat)
     if not importance.empty:
-        cells = style.cells_present(importance["cell"].unique())
         sns.barplot(
             data=importance,
             x="importance",
             y="param",
-            hue="cell",
-            hue_order=cells,
-            palette=CELL_COLOURS,
+            **style.by_cell(importance),
             errorbar=None,
             ax=axes[0],
         )
@@ -75,10 +71,7 @@ def draw(objective: pd.DataFrame, importance: pd.DataFrame, out: Path) -> Path |
         axes = axes[1:]
     for ax, param in zip(axes, params):
         d = objective[objective["param"] == param]
-        cells = style.cells_present(d["cell"].unique())
-        sns.scatterplot(
-            data=d, x="value", y="final_norm_loss", hue="cell", hue_order=cells, palette=CELL_COLOURS, style="status", ax=ax, s=30
-        )
+        sns.scatterplot(data=d, x="value", y="final_norm_loss", **style.by_cell(d), style="status", ax=ax, s=30)
         ax.axhline(1.0, color="grey", ls="--", lw=1)
         ax.set_yscale("log")
         ax.set_xlabel(param)

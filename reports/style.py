@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pandas as pd
 import seaborn as sns
 
 from rnnstudy.figures import CELL_COLOURS
@@ -21,6 +22,11 @@ def apply() -> None:
 def cells_present(cells: list[str] | set[str]) -> list[str]:
     """Cell types in their fixed order."""
     return [c for c in CELL_ORDER if c in set(cells)]
+
+
+def by_cell(data: pd.DataFrame) -> dict:
+    """Seaborn keyword arguments that colour by cell type, in the fixed order and colours."""
+    return {"hue": "cell", "hue_order": cells_present(data["cell"].unique()), "palette": CELL_COLOURS}
 
 
 def save(fig: plt.Figure, path: Path) -> Path:

@@ -9,7 +9,7 @@ import secrets
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -208,15 +208,8 @@ def train(
     }
     try:
         writer.flush(
-            status=status,
-            reason=reason,
-            final=result.final,
-            best=result.best,
-            steps=result.steps,
-            steps_to_solve=result.steps_to_solve,
-            summary=result.summary,
+            **{k: v for k, v in asdict(result).items() if k != "path"},
             device=_device_name(trainer),
-            wall_s=wall,
             steps_per_s=result.steps / wall if wall > 0 else math.nan,
             ended=datetime.now(timezone.utc).isoformat(),
         )

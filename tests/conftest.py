@@ -37,3 +37,40 @@ def tiny(tmp_path):
         return apply_overrides(RunConfig(), base)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on 127.0.0.1, stopped at the end (skipped where none is installed)."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    bindir = (
+        next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"))), None)
+        if Path("/usr/lib/postgresql").exists()
+        else None
+    )
+    initdb = shutil.which("initdb") or (str(bindir / "initdb") if bindir else None)
+    if not initdb:
+        pytest.skip("PostgreSQL server binaries not installed (.ci/run installs them)")
+    pg_ctl = str(Path(initdb).with_name("pg_ctl"))
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="rnnstudy-pg-"))
+    if as_postgres:
+        shutil.chown(root, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    subprocess.run([*as_postgres, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+    start = [*as_postgres, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
+    subprocess.run(start, check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_postgres, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)

@@ -57,6 +57,24 @@ def test_forget_bias_in_one_vector_only():
     assert torch.equal(layer.bias_hh_l0.detach(), torch.zeros(64))
 
 
+@pytest.mark.parametrize("cell,bias", [("lstm", "forget"), ("lstm", "chrono"), ("gru", "chrono")])
+def test_effective_bias_is_the_target(cell, bias):
+    """PyTorch adds bias_ih and bias_hh; the scheme's bias must be their sum, not half of it."""
+    n = net(cell, hidden=8, bias=bias, forget_bias=2.5)
+    layer = n.layers[0]
+    x, h = torch.randn(4, 3), torch.zeros(4, 8)
+    gates = x @ layer.weight_ih_l0.T + layer.bias_ih_l0 + h @ layer.weight_hh_l0.T + layer.bias_hh_l0
+    no_bias = x @ layer.weight_ih_l0.T
+    effective = (gates - no_bias)[0].detach()
+    keep = 1  # the keep gate is the second block in both orders: forget in i,f,g,o; update in r,z,n
+    assert torch.allclose(effective, layer.bias_ih_l0.detach() + layer.bias_hh_l0.detach())
+    target = effective[keep * 8 : (keep + 1) * 8]
+    if bias == "forget":
+        assert torch.allclose(target, torch.full((8,), 2.5))
+    else:
+        assert (target >= 0).all() and target.max() > 0.5
+
+
 def test_chrono_lstm():
     n = net("lstm", hidden=512, bias="chrono")
     layer = n.layers[0]

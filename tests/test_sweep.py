@@ -14,7 +14,7 @@ import pytest
 from rnnstudy.cli import main
 from rnnstudy.config import load_experiment
 from rnnstudy.store import load
-from rnnstudy.sweep import cells, mask
+from rnnstudy.sweep import cells, load_study, mask, open_storage
 
 SHRINK = [
     "train.steps=20",
@@ -158,3 +158,39 @@ def test_study_summary_run_in_wandb(tmp_path):
     assert run.job_type == "study-summary" and run.group == "demo/lstm/adding/T=10" and run.project == "demo"
     assert run.config["best_params"] == {"init.gain": 1.0}
     assert run.summary["best_value"] == pytest.approx(0.1) and run.summary["complete_trials"] == 3
+
+
+WORKER = """
+import sys
+from rnnstudy.config import load_experiment
+from rnnstudy.sweep import load_study, open_storage
+exp = load_experiment("experiments/demo.yaml", ["out=" + sys.argv[1]])
+storage, _ = open_storage(sys.argv[2] or None, exp, exp.base())
+study = load_study("concurrency", storage, exp, exp.base())
+study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=25)
+"""
+
+
+def run_four_workers(out, url):
+    exp = load_experiment("experiments/demo.yaml", [f"out={out}"])
+    storage, _ = open_storage(url, exp, exp.base())
+    load_study("concurrency", storage, exp, exp.base())  # created before the workers start, as the sweep does
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(out), url or ""], stderr=subprocess.PIPE, text=True) for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    assert not any("locked" in e.lower() or "error" in e.lower() for e in errors), errors
+    trials = optuna.load_study(study_name="concurrency", storage=storage).trials
+    assert len(trials) == 100
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert sorted(t.number for t in trials) == list(range(100))
+
+
+def test_four_workers_on_default_storage(tmp_path):
+    run_four_workers(tmp_path, None)
+    assert (tmp_path / "demo" / "optuna.db").exists()
+
+
+def test_four_workers_on_postgresql(tmp_path, postgres_url):
+    run_four_workers(tmp_path, postgres_url)

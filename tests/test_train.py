@@ -85,3 +85,27 @@ def test_early_stop_when_solved(tiny):
 def test_float64_runs(tiny):
     r = train(tiny(train__precision="64", model__cell="gru"))
     assert r.status == "complete" and np.isfinite(r.final["loss"])
+
+
+def test_lstm_learns_adding_t30_well_below_baseline(tiny):
+    cfg = tiny(
+        model__cell="lstm",
+        model__hidden_size=32,
+        task__T=30,
+        task__val_size=256,
+        train__steps=400,
+        train__batch_size=64,
+        train__optimizer="adam",
+        train__lr=0.01,
+        train__val_every=100,
+        train__log_every=50,
+        probe__enabled=False,
+    )
+    result = train(cfg)
+    assert result.final["norm_loss"] < 0.2 and result.solved
+
+
+def test_same_seed_same_config_identical_metrics(tiny):
+    a = load(train(tiny(model__cell="gru", seed=7)).path).metrics
+    b = load(train(tiny(model__cell="gru", seed=7)).path).metrics
+    assert a.drop(columns="run_id").equals(b.drop(columns="run_id"))

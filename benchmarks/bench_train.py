@@ -1,0 +1,108 @@
+"""Harness training step (Lightning, sinks, clipping, logging) against a plain PyTorch loop.
+
+Both train the same fused module on the same task with RMSprop and gradient clipping; the
+harness's per-step time is the difference between two budgets, so set-up and the final
+validation cancel out. Probes and W&B are off here (bench_probe.py measures the probe).
+
+    python benchmarks/bench_train.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from rnnstudy.config import RunConfig, apply_overrides  # noqa: E402
+from rnnstudy.models import RecurrentNet  # noqa: E402
+from rnnstudy.tasks import make_task  # noqa: E402
+from rnnstudy.train import train  # noqa: E402
+
+CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
+
+
+def harness_step(cfg: RunConfig, steps: int) -> float:
+    """Seconds per step of ``train()``: (wall(10 + steps) - wall(10)) / steps."""
+    short = train(apply_overrides(cfg, {"train.steps": 10, "train.val_every": 10})).wall_s
+    long = train(apply_overrides(cfg, {"train.steps": 10 + steps, "train.val_every": 10 + steps})).wall_s
+    return (long - short) / steps
+
+
+def plain_step(cfg: RunConfig, steps: int) -> float:
+    """Seconds per step of the loop a researcher would write."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    task = make_task(cfg.task.name, cfg.task.T)
+    net = RecurrentNet(cfg.model, task.input_size, task.output_size).to(device)
+    opt = torch.optim.RMSprop(net.parameters(), lr=cfg.train.lr, alpha=cfg.train.alpha)
+    gen = torch.Generator(device=device).manual_seed(0)
+
+    def one(i: int) -> None:
+        batch = task.sample(cfg.train.batch_size, gen)
+        opt.zero_grad()
+        loss = task.loss(net(batch.x), batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.clip)
+        opt.step()
+        if i % cfg.train.log_every == 0:
+            loss.item()
+
+    for i in range(3):
+        one(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for i in range(steps):
+        one(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--T", type=int, nargs="+", default=[100, 500])
+    p.add_argument("--cells", nargs="+", default=list(CELLS))
+    p.add_argument("--quick", action="store_true", help="T=100 only")
+    args = p.parse_args()
+    if args.quick:
+        args.T = [100]
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
+    )
+    print(f"# harness vs plain PyTorch training step on {device}; torch {torch.__version__}; batch 128, hidden 128, adding task")
+    print("| cell | T | plain step (ms) | harness step (ms) | harness / plain |")
+    print("|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as out:
+        for T in args.T:
+            steps = max(10, 4000 // T)
+            for cell in args.cells:
+                cfg = apply_overrides(
+                    RunConfig(),
+                    {
+                        "model.cell": cell,
+                        "model.hidden_size": 128,
+                        "task.name": "adding",
+                        "task.T": T,
+                        "task.val_size": 128,
+                        "train.batch_size": 128,
+                        "probe.enabled": False,
+                        "wandb.mode": "disabled",
+                        "train.progress": False,
+                        "out": out,
+                    },
+                )
+                plain, harness = plain_step(cfg, steps), harness_step(cfg, steps)
+                print(f"| {cell} | {T} | {1e3 * plain:.1f} | {1e3 * harness:.1f} | {harness / plain:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
