@@ -182,6 +182,9 @@ def train(
         status, reason = "diverged", str(err)
     except optuna.TrialPruned as err:
         status, reason, error = "pruned", str(err), err
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning turns Ctrl-C into sys.exit(1); hand callers (Optuna marks the trial failed) the interrupt back.
+        status, reason, error = "failed", "interrupted (Ctrl-C)", KeyboardInterrupt()
     except BaseException as err:
         status, reason, error = "failed", f"{type(err).__name__}: {err}", err
     wall = time.time() - started

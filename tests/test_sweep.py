@@ -58,7 +58,8 @@ def test_demo_sweep_resumes_and_tops_up(tmp_path, capsys):
     assert "demo/gru/adding/T=30" in table and "best parameters" in table
 
 
-def test_killed_worker_trial_is_failed_and_retried(tmp_path):
+def start_sweep_until_second_trial_runs(tmp_path):
+    """Start a 1-worker sweep as its own process group; return it once trial 1 completed and trial 2 runs."""
     exp = tmp_path / "kill.yaml"
     exp.write_text(
         "name: kill\nmodel: {hidden_size: 16, cell: gru}\ntask: {name: adding, T: 30, val_size: 64}\n"
@@ -67,10 +68,9 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
         f"out: {tmp_path / 'runs'}\nstudy: {{trials: 3, heartbeat_s: 1, pruner: none}}\n"
     )
     db = tmp_path / "runs" / "kill" / "optuna.db"
-    name = "kill/gru/adding/T=30"
     cmd = [sys.executable, "-m", "rnnstudy.cli", "sweep", str(exp), "--workers", "1"]
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while time.time() < deadline:  # poll read-only: never race the sweep creating the schema
         time.sleep(0.3)
         try:
@@ -79,9 +79,14 @@ def test_killed_worker_trial_is_failed_and_retried(tmp_path):
         except sqlite3.Error:
             continue
         if states.count("COMPLETE") == 1 and "RUNNING" in states:
-            break
-    else:
-        pytest.fail("sweep never reached a running second trial")
+            return proc, cmd, db
+    proc.kill()
+    pytest.fail("sweep never reached a running second trial")
+
+
+def test_killed_worker_trial_is_failed_and_retried(tmp_path):
+    name = "kill/gru/adding/T=30"
+    proc, cmd, db = start_sweep_until_second_trial_runs(tmp_path)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(2.5)  # past the heartbeat grace period (2 x heartbeat_s)
@@ -194,3 +199,14 @@ def test_four_workers_on_default_storage(tmp_path):
 
 def test_four_workers_on_postgresql(tmp_path, postgres_url):
     run_four_workers(tmp_path, postgres_url)
+
+
+def test_ctrl_c_fails_running_trial_and_finishes_cleanly(tmp_path):
+    proc, _, db = start_sweep_until_second_trial_runs(tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    assert proc.wait(timeout=120) == 130
+    study = optuna.load_study(study_name="kill/gru/adding/T=30", storage=f"sqlite:///{db}")
+    states = [t.state for t in study.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
+    runs = load(tmp_path / "runs" / "kill").runs.sort_values("meta.trial")
+    assert list(runs["status"]) == ["complete", "failed"] and runs["reason"].iloc[1] == "interrupted (Ctrl-C)"
