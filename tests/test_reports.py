@@ -53,7 +53,9 @@ def test_every_figure_and_the_report(store, tmp_path, capsys):
 def test_frames_behind_the_figures(store):
     res = load(store)
     runs = frames.run_table(res)
-    assert len(runs) == 2 * 2 * 3 * 2  # cells x T x trials x seeds
+    per_trial = runs.groupby(["study", "trial"])["seed"].apply(sorted)
+    assert all(seeds == [0, 1] for seeds in per_trial)  # every trial trained both seeds
+    assert runs["study"].nunique() == 4 and (runs.groupby("study")["trial"].nunique() >= 3).all()
     front = frontier.frame(runs)
     per_point = front.groupby(["cell", "family", "task", "T", "seed"]).size()
     assert (per_point == 1).all()
