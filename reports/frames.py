@@ -64,6 +64,7 @@ def run_table(res: Results) -> pd.DataFrame:
             "seq_len": _col(r, "seq_len"),
             "baseline": _col(r, "baseline"),
             "optimizer": r["config.train.optimizer"],
+            "lr": r["config.train.lr"],
             "budget": r["config.train.steps"],
         }
     )

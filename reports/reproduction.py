@@ -136,9 +136,10 @@ def comparison(runs: pd.DataFrame) -> pd.DataFrame:
                 )
             for T, g in d.groupby("T"):
                 m, s = g["final_norm_loss"].mean(), g["final_norm_loss"].std(ddof=0)
+                setting = f"{g['cell'].iloc[0]} {int(g['hidden'].iloc[0])}, {g['optimizer'].iloc[0]} {g['lr'].iloc[0]:g}"
                 parts.append(
                     f"T={T}: {m:.3f} +- {s:.3f} x baseline, solved {g['solved'].mean():.0%} "
-                    f"({len(g)} seeds, {int(g['budget'].max())} steps)"
+                    f"({setting}; {len(g)} seeds, {int(g['budget'].max())} steps)"
                 )
             device = ", ".join(sorted(set(map(str, d["device"]))))
             verdict, reason = _judge(ref, d)
