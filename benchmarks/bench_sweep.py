@@ -1,6 +1,6 @@
 """Sweep throughput: finished trials per hour with 1 worker and with K workers, same machine.
 
-A fixed tiny experiment (2 studies x 6 trials, adding T=20, 200 steps) runs through
+A fixed tiny experiment (2 studies x 8 trials, adding T=20, 600 steps) runs through
 `rnnstudy sweep` into a fresh folder for each worker count.
 
     python benchmarks/bench_sweep.py [--workers 2] [--gpus 0]
@@ -18,14 +18,14 @@ from pathlib import Path
 EXPERIMENT = """name: bench
 model: {hidden_size: 32}
 task: {name: adding, T: 20, val_size: 256}
-train: {steps: 200, batch_size: 64, val_every: 100, optimizer: adam, lr: 0.01, progress: false}
-probe: {every: 100}
+train: {steps: 600, batch_size: 64, val_every: 200, optimizer: adam, lr: 0.01, progress: false}
+probe: {every: 200}
 wandb: {mode: disabled}
 grid: {model.cell: [rnn_tanh, gru]}
 search: {init.gain: {type: float, low: 0.5, high: 1.5}, init.recurrent: {type: categorical, choices: [orthogonal]}}
-study: {trials: 6, pruner: none}
+study: {trials: 8, pruner: none}
 """
-TRIALS = 12
+TRIALS = 16
 
 
 def trials_per_hour(workers: int, gpus: str, root: Path) -> float:

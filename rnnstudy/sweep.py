@@ -344,17 +344,16 @@ def run_sweep(path: str, workers: int = 1, gpus: str = "", storage: str | None =
 
 
 def _print_table(studies: list[optuna.Study], target: int) -> None:
-    print(f"{'study':<44} {'done':>5} {'pruned':>6} {'failed':>6} {'run':>4} {'best':>9}  best parameters")
+    width = max([len("study"), *(len(s.study_name) for s in studies)])
+    print(f"{'study':<{width}} {'done':>5} {'pruned':>6} {'failed':>6} {'run':>4} {'best':>9}  best parameters")
     for study in studies:
         c = _counts(study)
         try:
             best, params = f"{study.best_value:.4f}", json.dumps(study.best_params)
         except ValueError:
             best, params = "-", ""
-        done = c["complete"] + c["pruned"]
-        print(
-            f"{study.study_name:<44} {done:>2}/{target:<2} {c['pruned']:>6} {c['fail']:>6} {c['running']:>4} {best:>9}  {params}"
-        )
+        done = f"{c['complete'] + c['pruned']}/{target}"
+        print(f"{study.study_name:<{width}} {done:>5} {c['pruned']:>6} {c['fail']:>6} {c['running']:>4} {best:>9}  {params}")
 
 
 def print_status(path: str, storage: str | None = None, overrides: list[str] | None = None) -> int:
