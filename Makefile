@@ -65,5 +65,5 @@ reproduction: setup
 	$(BIN)/rnnstudy sweep experiments/gradient_flow.yaml --workers 2
 	$(BIN)/rnnstudy sweep experiments/reproduction_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/reproduction_cpu $(RESULTS)/gradient_flow --out reports/reproduction
-	cp reports/reproduction/reproduction.md reports/reproduction.md
+	sed 's/(gradient_lag.png)/(reproduction_gradient_lag.png)/' reports/reproduction/reproduction.md > reports/reproduction.md
 	cp reports/reproduction/gradient_lag.png reports/reproduction_gradient_lag.png
