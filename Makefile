@@ -66,4 +66,5 @@ reproduction: setup
 	$(BIN)/rnnstudy sweep experiments/reproduction_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/reproduction_cpu $(RESULTS)/gradient_flow --out reports/reproduction
 	sed 's/(gradient_lag.png)/(reproduction_gradient_lag.png)/' reports/reproduction/reproduction.md > reports/reproduction.md
-	cp reports/reproduction/gradient_lag.png reports/reproduction_gradient_lag.png
+	$(BIN)/rnnstudy report $(RESULTS)/gradient_flow --out reports/gradient_flow
+	cp reports/gradient_flow/gradient_lag.png reports/reproduction_gradient_lag.png

@@ -172,7 +172,12 @@ def section(runs: pd.DataFrame, out: Path):
             "loss / memoryless baseline, mean +- sd over seeds, with the model, optimiser, seeds and budget we ran; "
             "where they differ from the paper's, the experiment file says why.\n\n"
         )
-        figure = "\n![gradient norm against lag](gradient_lag.png)\n" if (out / "gradient_lag.png").exists() else ""
+        figure = (
+            "\nGradient norm against lag at initialisation and at the end of training:\n\n"
+            "![gradient norm against lag](gradient_lag.png)\n"
+            if (out / "gradient_lag.png").exists()
+            else ""
+        )
         (out / "reproduction.md").write_text(intro + tables.markdown(table) + "\n" + figure)
         text.append(f"Also written to `{out / 'reproduction.md'}`.")
     return Section("Reference results", text, tables=[table])
