@@ -98,6 +98,41 @@ def _judge(ref: Reference, d: pd.DataFrame) -> tuple[str, str]:
     )
 
 
+def _row(ref: Reference, ours: str, verdict: str) -> dict[str, str]:
+    return {
+        "reference": ref.id,
+        "model": ref.model,
+        "task": ref.task,
+        "T": ref.T,
+        "paper": ref.paper,
+        "ours": ours,
+        "verdict": verdict,
+        "source": ref.source,
+    }
+
+
+def _formula(ref: Reference, d: pd.DataFrame) -> tuple[str, str]:
+    formula = (lambda T: 10 * math.log(8) / (T + 20)) if ref.task == "copy" else (lambda T: 1 / 6)
+    ok = all(np.isclose(b, formula(t), rtol=1e-12) for b, t in zip(d["baseline"], d["T"]))
+    return ("baseline used for every run equals the closed form", "agree") if ok else ("baseline differs", "disagree")
+
+
+def _measured(ref: Reference, d: pd.DataFrame) -> tuple[str, str]:
+    parts = []
+    if ref.expect == "decays":
+        parts.append(f"log10 g per step back: {d['decay_init'].median():+.4f} at init, {d['decay_end'].median():+.4f} at the end")
+    for T, g in d.groupby("T"):
+        m, s = g["final_norm_loss"].mean(), g["final_norm_loss"].std(ddof=0)
+        setting = f"{g['cell'].iloc[0]} {int(g['hidden'].iloc[0])}, {g['optimizer'].iloc[0]} {g['lr'].iloc[0]:g}"
+        parts.append(
+            f"T={T}: {m:.3f} +- {s:.3f} x baseline, solved {g['solved'].mean():.0%} "
+            f"({setting}; {len(g)} seeds, {int(g['budget'].max())} steps)"
+        )
+    device = ", ".join(sorted(set(map(str, d["device"]))))
+    verdict, reason = _judge(ref, d)
+    return "; ".join(parts) + f" on {device}", verdict + (f": {reason}" if reason else "")
+
+
 def comparison(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per reference result the runs cover (formula rows: wherever the task was run)."""
     labels = runs["study"].map(row_label) if "study" in runs else pd.Series("", index=runs.index)
@@ -106,57 +141,14 @@ def comparison(runs: pd.DataFrame) -> pd.DataFrame:
     for ref in REFERENCE:
         if ref.expect == "formula":
             d = runs[runs["task"] == ref.task]
-            if d.empty:
-                continue
-            formula = (lambda T: 10 * math.log(8) / (T + 20)) if ref.task == "copy" else (lambda T: 1 / 6)
-            ok = all(np.isclose(b, formula(t), rtol=1e-12) for b, t in zip(d["baseline"], d["T"]))
-            rows.append(
-                {
-                    "reference": ref.id,
-                    "model": ref.model,
-                    "task": ref.task,
-                    "T": ref.T,
-                    "paper": ref.paper,
-                    "ours": "baseline used for every run equals the closed form" if ok else "baseline differs",
-                    "verdict": "agree" if ok else "disagree",
-                    "source": ref.source,
-                }
-            )
+            if not d.empty:
+                rows.append(_row(ref, *_formula(ref, d)))
             continue
         d = runs[(labels.str.startswith(ref.id)) & (runs["status"] == "complete")]
-        if d.empty and not covers_any:
-            continue
-        if d.empty:
-            ours, verdict = f"not run here: {GPU_COMMAND}", "-"
-        else:
-            parts = []
-            if ref.expect == "decays":
-                parts.append(
-                    f"log10 g per step back: {d['decay_init'].median():+.4f} at init, {d['decay_end'].median():+.4f} at the end"
-                )
-            for T, g in d.groupby("T"):
-                m, s = g["final_norm_loss"].mean(), g["final_norm_loss"].std(ddof=0)
-                setting = f"{g['cell'].iloc[0]} {int(g['hidden'].iloc[0])}, {g['optimizer'].iloc[0]} {g['lr'].iloc[0]:g}"
-                parts.append(
-                    f"T={T}: {m:.3f} +- {s:.3f} x baseline, solved {g['solved'].mean():.0%} "
-                    f"({setting}; {len(g)} seeds, {int(g['budget'].max())} steps)"
-                )
-            device = ", ".join(sorted(set(map(str, d["device"]))))
-            verdict, reason = _judge(ref, d)
-            ours = "; ".join(parts) + f" on {device}"
-            verdict = verdict + (f": {reason}" if reason else "")
-        rows.append(
-            {
-                "reference": ref.id,
-                "model": ref.model,
-                "task": ref.task,
-                "T": ref.T,
-                "paper": ref.paper,
-                "ours": ours,
-                "verdict": verdict,
-                "source": ref.source,
-            }
-        )
+        if not d.empty:
+            rows.append(_row(ref, *_measured(ref, d)))
+        elif covers_any:
+            rows.append(_row(ref, f"not run here: {GPU_COMMAND}", "-"))
     return pd.DataFrame(rows)
 
 
