@@ -96,17 +96,20 @@ def informative_ratio(norms: torch.Tensor, mask: torch.Tensor) -> float:
     return float(ratio[counts > 0].double().mean())
 
 
-def _grad(t: torch.Tensor) -> torch.Tensor:
-    return t.grad if t.grad is not None else torch.zeros_like(t)
+def _stacked_grads(tensors: list[torch.Tensor], row: int) -> torch.Tensor:
+    """Row ``row`` of each tensor's gradient (zeros where none flowed), stacked over chunks."""
+    return torch.stack([t.grad[row] if t.grad is not None else torch.zeros_like(t[row]) for t in tensors])
 
 
 def _lstm_output_gate(layer: torch.nn.LSTM, trace: LayerTrace, ends: list[int]) -> torch.Tensor:
     hidden = layer.hidden_size
     outputs = torch.cat(trace.outputs).detach()
-    previous = torch.cat([torch.zeros_like(outputs[:1]), outputs[:-1]])[ends]
+    previous = torch.cat([torch.zeros_like(outputs[:1]), outputs[:-1]])[ends].flatten(0, 1)
+    inputs = trace.inputs[ends].detach().flatten(0, 1)
     w_ih, w_hh = layer.weight_ih_l0[3 * hidden :], layer.weight_hh_l0[3 * hidden :]
     b = layer.bias_ih_l0[3 * hidden :] + layer.bias_hh_l0[3 * hidden :]
-    return torch.sigmoid(trace.inputs[ends].detach() @ w_ih.T + previous @ w_hh.T + b)
+    gates = torch.addmm(b, inputs, w_ih.T).addmm_(previous, w_hh.T)
+    return gates.sigmoid_().view(len(ends), -1, hidden)
 
 
 @torch.no_grad()
@@ -115,12 +118,12 @@ def read_profile(net: RecurrentNet, traces: list[LayerTrace], batch: Batch, loss
     norms = {}
     ends = traces[0].ends
     for layer_index, (layer, trace) in enumerate(zip(net.layers, traces)):
-        dh = torch.stack([_grad(o)[-1] + _grad(h)[0] for o, h in zip(trace.outputs, trace.h)]) * loss_scale
+        dh = _stacked_grads(trace.outputs, -1).add_(_stacked_grads(trace.h, 0)).mul_(loss_scale)
         norms[(layer_index, "h")] = torch.linalg.vector_norm(dh, dim=-1)
         if trace.c:
             c = torch.stack([c[0] for c in trace.c]).detach()
-            dc_next = torch.stack([_grad(c)[0] for c in trace.c]) * loss_scale
-            dc = dc_next + dh * _lstm_output_gate(layer, trace, ends) * (1 - torch.tanh(c) ** 2)
+            through_h = torch.tanh(c).square_().neg_().add_(1).mul_(_lstm_output_gate(layer, trace, ends)).mul_(dh)
+            dc = _stacked_grads(trace.c, 0).mul_(loss_scale).add_(through_h)
             norms[(layer_index, "c")] = torch.linalg.vector_norm(dc, dim=-1)
     return Profile(t=ends, length=batch.x.shape[0], norms=norms, informative=batch.informative)
 
