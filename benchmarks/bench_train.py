@@ -83,7 +83,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as out:
         for T in args.T:
-            steps = max(10, 4000 // T)
+            steps = max(30, 8000 // T)
             for cell in args.cells:
                 cfg = apply_overrides(
                     RunConfig(),
