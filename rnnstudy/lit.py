@@ -138,7 +138,9 @@ class RecurrentModule(pl.LightningModule):
                 raise Diverged(f"training loss became {values['loss']} at step {step}")
             values["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.emit(step, "train", values)
-            self.log("norm_loss", values["norm_loss"], prog_bar=True, logger=False, batch_size=x.shape[1])
+            self.log_dict(
+                {"loss": values["loss"], "norm_loss": values["norm_loss"]}, prog_bar=True, logger=False, batch_size=x.shape[1]
+            )
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:

@@ -1,7 +1,9 @@
 """Configuration: overrides, experiment files, and bad input failing early with a clear message."""
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -85,3 +87,24 @@ def test_console_script_exit_status(tmp_path):
     )
     assert proc.returncode == 2 and "model.cell = 'lstn'" in proc.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_train_command_writes_a_complete_run(tmp_path):
+    cmd = [
+        sys.executable,
+        "-m",
+        "rnnstudy.cli",
+        "train",
+        "task.name=adding",
+        "task.T=50",
+        "model.cell=lstm",
+        "train.steps=300",
+        f"out={tmp_path}/runs",
+        "wandb.mode=offline",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    folder = proc.stdout.strip().splitlines()[-1].removeprefix("results: ")
+    info = json.loads((Path(folder) / "run.json").read_text())
+    assert info["status"] == "complete" and info["steps"] == 300 and info["config"]["task"]["T"] == 50
+    assert "300/300" in proc.stderr + proc.stdout  # the progress bar counted the whole budget
