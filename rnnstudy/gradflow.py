@@ -129,11 +129,19 @@ def read_profile(net: RecurrentNet, traces: list[LayerTrace], batch: Batch, loss
 
 
 def profile(net: RecurrentNet, batch: Batch, task: Task, chunk: int = 1) -> Profile:
-    """Gradient-flow profile of ``net`` on one batch, outside training (leaves .grad set)."""
-    x = batch.x.to(next(net.parameters()).dtype)
-    out, traces = net.forward_traced(x, chunk)
-    task.loss(out, batch).backward()
-    return read_profile(net, traces, batch, loss_scale=x.shape[1])
+    """Gradient-flow profile of ``net`` on one batch, outside training (leaves .grad set).
+
+    The network runs in training mode for the call (cuDNN's RNN backward requires it) and is put back.
+    """
+    was_training = net.training
+    net.train()
+    try:
+        x = batch.x.to(next(net.parameters()).dtype)
+        out, traces = net.forward_traced(x, chunk)
+        task.loss(out, batch).backward()
+        return read_profile(net, traces, batch, loss_scale=x.shape[1])
+    finally:
+        net.train(was_training)
 
 
 class GradFlowProbe(pl.Callback):

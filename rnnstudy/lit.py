@@ -146,8 +146,8 @@ class RecurrentModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         step = self.global_step
         if step % self.cfg.train.log_every == 0:
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            norm = float(torch.nn.utils.get_total_norm(grads))
+            grads = [torch.linalg.vector_norm(p.grad) for p in self.parameters() if p.grad is not None]
+            norm = float(torch.linalg.vector_norm(torch.stack(grads)))
             if not math.isfinite(norm):
                 raise Diverged(f"gradient norm became {norm} at step {step}")
             self.emit(step, "train", {"grad_norm": norm})
