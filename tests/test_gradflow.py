@@ -105,9 +105,10 @@ def test_per_sample_norms_averaged_over_batch():
     """g_t is the mean of per-sample norms: equal to the mean of single-sample profiles."""
     task = make_task("copy", 5)
     batch = task.sample(4, torch.Generator().manual_seed(3))
-    net = make_net("gru", 1, task)
+    net = make_net("gru", 1, task).eval()
     x = batch.x.double()
     together = profile(net, batch._replace(x=x), task).mean((0, "h"))
+    assert not net.training  # profile() trains only for its own call
     alone = []
     for b in range(4):
         one = batch._replace(x=x[:, b : b + 1], y=batch.y[:, b : b + 1], informative=batch.informative[:, b : b + 1])
