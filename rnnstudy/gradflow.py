@@ -169,4 +169,4 @@ class GradFlowProbe(pl.Callback):
         batch = pl_module.traced_batch
         prof = read_profile(pl_module.net, traces, batch, loss_scale=batch.x.shape[1])
         step = trainer.global_step
-        pl_module.emit_profile(step, prof.frame(step, self.percentiles), prof.summary(self.eps), prof)
+        pl_module.emit_profile(step, prof.frame(step, self.percentiles), prof.summary(self.eps))

@@ -10,7 +10,6 @@ import lightning.pytorch as pl
 import pandas as pd
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import _update_n
 from torch.utils.data import DataLoader, IterableDataset
 
 from rnnstudy.config import RunConfig
@@ -29,7 +28,7 @@ class Sink(Protocol):
 
     def metrics(self, step: int, split: str, values: dict[str, float]) -> None: ...
 
-    def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float], prof: Any) -> None: ...
+    def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None: ...
 
 
 def build_task(cfg: RunConfig) -> Task:
@@ -111,10 +110,10 @@ class RecurrentModule(pl.LightningModule):
         for sink in self.sinks:
             sink.metrics(step, split, values)
 
-    def emit_profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float], prof: Any) -> None:
+    def emit_profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
         """Send one gradient-flow profile to every sink."""
         for sink in self.sinks:
-            sink.profile(step, frame, scalars, prof)
+            sink.profile(step, frame, scalars)
 
     def _scalars(self, out: torch.Tensor, batch: Batch, loss: torch.Tensor) -> dict[str, float]:
         values = {k: float(v) for k, v in self.task.metrics(out, batch).items()}
@@ -181,10 +180,10 @@ class StepProgressBar(TQDMProgressBar):
             self.train_progress_bar.set_description(self.description)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
-        n = trainer.global_step
-        if self._should_update(n, self.train_progress_bar.total):
-            _update_n(self.train_progress_bar, n)
-            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+        bar, n = self.train_progress_bar, trainer.global_step
+        if self._should_update(n, bar.total) and not bar.disable:
+            bar.n = n
+            bar.set_postfix(self.get_metrics(trainer, pl_module))  # also refreshes the bar
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))

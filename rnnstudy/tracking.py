@@ -60,7 +60,7 @@ class WandbSink:
         """Log scalars as ``<split>/<name>``."""
         self.logger.log_metrics({f"{split}/{k}": v for k, v in values.items()}, step=step)
 
-    def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float], prof: Any) -> None:
+    def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
         """Log the probe's scalars and redraw the profile charts with this probe added."""
         import wandb
 

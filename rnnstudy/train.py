@@ -66,7 +66,7 @@ class StoreSink:
         if split == "val":
             self.writer.flush()
 
-    def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float], prof: Any) -> None:
+    def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
         self.writer.add_gradflow(frame)
         self.writer.add_metrics(step, "probe", scalars)
         self.last_profile = scalars
