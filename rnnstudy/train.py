@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 import torch
 
-from rnnstudy.config import RunConfig
+from rnnstudy.config import ConfigError, RunConfig
 from rnnstudy.gradflow import GradFlowProbe
 from rnnstudy.lit import Diverged, RecurrentModule, StepProgressBar, TaskData, build_task
 from rnnstudy.store import RunWriter
@@ -147,6 +147,8 @@ def train(
     Divergence ends the run with status ``diverged``; an Optuna prune with ``pruned``; any
     other exception is recorded as ``failed`` and re-raised. Files are complete either way.
     """
+    if cfg.train.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("train.accelerator = 'gpu': no CUDA device is visible here; allowed: auto, cpu")
     pl.seed_everything(cfg.seed, verbose=False)
     task = build_task(cfg)
     module = RecurrentModule(cfg, task)
@@ -174,9 +176,10 @@ def train(
 
         tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id})
     module.sinks = [store] + ([tracker] if tracker else [])
-    trainer = make_trainer(cfg, list(callbacks or []), tracker.logger if tracker else None)
+    trainer = None
     status, reason, error = "complete", None, None
     try:
+        trainer = make_trainer(cfg, list(callbacks or []), tracker.logger if tracker else None)
         trainer.fit(module, datamodule=TaskData(cfg, task))
     except Diverged as err:
         status, reason = "diverged", str(err)
@@ -195,7 +198,7 @@ def train(
         reason=reason,
         final=module.last_val,
         best=module.best,
-        steps=trainer.global_step,
+        steps=trainer.global_step if trainer else 0,
         steps_to_solve=module.solved_at,
         wall_s=wall,
     )
@@ -212,7 +215,7 @@ def train(
     try:
         writer.flush(
             **{k: v for k, v in asdict(result).items() if k != "path"},
-            device=_device_name(trainer),
+            device=_device_name(trainer) if trainer else "unknown",
             steps_per_s=result.steps / wall if wall > 0 else math.nan,
             ended=datetime.now(timezone.utc).isoformat(),
         )

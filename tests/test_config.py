@@ -108,3 +108,10 @@ def test_train_command_writes_a_complete_run(tmp_path):
     info = json.loads((Path(folder) / "run.json").read_text())
     assert info["status"] == "complete" and info["steps"] == 300 and info["config"]["task"]["T"] == 50
     assert "300/300" in proc.stderr + proc.stdout  # the progress bar counted the whole budget
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without a GPU")
+def test_gpu_accelerator_without_gpu_exit_2(tmp_path, capsys):
+    assert main(["train", "train.accelerator=gpu", f"out={tmp_path}/runs"]) == 2
+    assert "train.accelerator = 'gpu': no CUDA device is visible here; allowed: auto, cpu" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
