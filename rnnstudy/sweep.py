@@ -327,20 +327,24 @@ def run_sweep(path: str, workers: int = 1, gpus: str = "", storage: str | None =
                 print(_progress_line(summary(studies, exp.study.trials), started), flush=True)
     except KeyboardInterrupt:
         print("stopping workers (their running trials end as failed) ...", file=sys.stderr, flush=True)
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        _stop(procs)
         code = 130
     failed = [p.returncode for p in procs if p.returncode not in (0, None)]
     print(_progress_line(summary(studies, exp.study.trials), started), flush=True)
     _print_table(studies, exp.study.trials)
     _summarise_to_wandb(exp, base, studies)
     return code or (1 if failed else 0)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    """Let workers that got Ctrl-C with us finish; interrupt the others, then kill what still hangs."""
+    for signal_to_send, grace in ((None, 15), (signal.SIGINT, 60), (signal.SIGKILL, 5)):
+        deadline = time.time() + grace
+        for p in procs:
+            if signal_to_send is not None and p.poll() is None:
+                p.send_signal(signal_to_send)
+        while time.time() < deadline and any(p.poll() is None for p in procs):
+            time.sleep(0.2)
 
 
 def _print_table(studies: list[optuna.Study], target: int) -> None:

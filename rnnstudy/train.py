@@ -6,9 +6,13 @@ import logging
 import math
 import platform
 import secrets
+import signal
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -212,6 +216,27 @@ def train(
         "best_norm_loss": module.best.get("norm_loss", math.nan),
         **store.last_profile,
     }
+    with _no_interrupts():
+        _finish(writer, tracker, result, trainer, wall)
+    if error is not None:
+        raise error
+    return result
+
+
+@contextmanager
+def _no_interrupts() -> Iterator[None]:
+    """Hold off Ctrl-C while a run writes its final state (a second Ctrl-C must not leave it half done)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _finish(writer: RunWriter, tracker: Any, result: RunResult, trainer: pl.Trainer | None, wall: float) -> None:
     try:
         writer.flush(
             **{k: v for k, v in asdict(result).items() if k != "path"},
@@ -221,7 +246,4 @@ def train(
         )
     finally:
         if tracker:
-            tracker.finish(result.summary, exit_code=0 if status in ("complete", "pruned") else 1)
-    if error is not None:
-        raise error
-    return result
+            tracker.finish(result.summary, exit_code=0 if result.status in ("complete", "pruned") else 1)

@@ -58,8 +58,13 @@ def test_demo_sweep_resumes_and_tops_up(tmp_path, capsys):
     assert "demo/gru/adding/T=30" in table and "best parameters" in table
 
 
+def _second_run_training(tmp_path):
+    """Whether trial 1's run has flushed its first validation (it is inside Lightning's training loop)."""
+    return any((f / "metrics.parquet").exists() for f in (tmp_path / "runs" / "kill").glob("*-t1-*"))
+
+
 def start_sweep_until_second_trial_runs(tmp_path):
-    """Start a 1-worker sweep as its own process group; return it once trial 1 completed and trial 2 runs."""
+    """Start a 1-worker sweep as its own process group; return it once trial 1 completed and trial 2 trains."""
     exp = tmp_path / "kill.yaml"
     exp.write_text(
         "name: kill\nmodel: {hidden_size: 16, cell: gru}\ntask: {name: adding, T: 30, val_size: 64}\n"
@@ -78,7 +83,7 @@ def start_sweep_until_second_trial_runs(tmp_path):
                 states = [row[0] for row in con.execute("select state from trials")]
         except sqlite3.Error:
             continue
-        if states.count("COMPLETE") == 1 and "RUNNING" in states:
+        if states.count("COMPLETE") == 1 and "RUNNING" in states and _second_run_training(tmp_path):
             return proc, cmd, db
     proc.kill()
     pytest.fail("sweep never reached a running second trial")
