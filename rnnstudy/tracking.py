@@ -81,13 +81,15 @@ class WandbSink:
 
         images = {}
         if self.profiles:
+            import matplotlib.pyplot as plt
+
             from rnnstudy.figures import profile_heatmap
 
             profiles = pd.concat(self.profiles, ignore_index=True)
             for (layer, state), rows in profiles.groupby(["layer", "state"]):
                 fig = profile_heatmap(rows, title=f"log10 |dL/d{state}_t|, layer {layer}")
                 images[f"grad/heatmap_l{layer}_{state}"] = wandb.Image(fig)
-                fig.clf()
+                plt.close(fig)
         if images:
             self.run.log(images)
         self.run.summary.update(summary)

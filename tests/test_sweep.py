@@ -153,7 +153,7 @@ def test_conditional_and_per_cell_parameters(tmp_path):
 
 
 def test_study_summary_run_in_wandb(tmp_path):
-    from wandb_records import OfflineRun
+    from wandb_records import finished_run
 
     from rnnstudy.sweep import _summarise_to_wandb
 
@@ -164,7 +164,7 @@ def test_study_summary_run_in_wandb(tmp_path):
         study.optimize(lambda t, v=value: (t.suggest_float("init.gain", 0.1, 2.0), v)[1], n_trials=1)
     _summarise_to_wandb(exp, exp.base(), [study])
     (run_dir,) = (tmp_path / "demo" / "studies" / "wandb").glob("offline-run-*")
-    run = OfflineRun(run_dir)
+    run = finished_run(run_dir)
     assert run.job_type == "study-summary" and run.group == "demo/lstm/adding/T=10" and run.project == "demo"
     assert run.config["best_params"] == {"init.gain": 1.0}
     assert run.summary["best_value"] == pytest.approx(0.1) and run.summary["complete_trials"] == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
 from wandb.proto import wandb_internal_pb2 as pb
@@ -74,7 +75,21 @@ class OfflineRun:
         return {k for row in self.history for k in row}
 
 
+def finished_run(run_dir: Path, timeout: float = 30.0) -> OfflineRun:
+    """An offline run read once wandb has written all of it.
+
+    wandb's service process can still be appending the last records just after ``run.finish()``
+    returns on a loaded machine, so this waits for the run's exit record.
+    """
+    deadline = time.time() + timeout
+    while True:
+        run = OfflineRun(run_dir)
+        if run.exit_code is not None or time.time() > deadline:
+            return run
+        time.sleep(0.2)
+
+
 def offline_run(run_folder: Path) -> OfflineRun:
     """The single offline W&B run written under a results-store run folder."""
     (run_dir,) = (run_folder / "wandb").glob("offline-run-*")
-    return OfflineRun(run_dir)
+    return finished_run(run_dir)
