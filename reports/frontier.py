@@ -28,31 +28,13 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     for j, task in enumerate(tasks):
         d = data[data["task"] == task].assign(solved=lambda x: x["solved"].astype(float))
         top, bottom = axes[0, j], axes[1, j]
-        sns.lineplot(
-            data=d,
-            x="T",
-            y="final_norm_loss",
-            **style.by_cell(d),
-            style="family",
-            markers=True,
-            errorbar=("pi", 100),
-            ax=top,
-        )
+        lines = {"data": d, "x": "T", **style.by_cell(d), "style": "family", "markers": True}
+        sns.lineplot(**lines, y="final_norm_loss", errorbar=("pi", 100), ax=top)
         top.axhline(1.0, color="grey", ls="--", lw=1, label="memoryless baseline")
         top.set_yscale("log")
         top.set_title(f"{task}: final validation loss / memoryless baseline")
         top.set_ylabel("normalised loss (log)")
-        sns.lineplot(
-            data=d,
-            x="T",
-            y="solved",
-            **style.by_cell(d),
-            style="family",
-            markers=True,
-            errorbar=None,
-            ax=bottom,
-            legend=False,
-        )
+        sns.lineplot(**lines, y="solved", errorbar=None, ax=bottom, legend=False)
         bottom.set_ylim(-0.05, 1.05)
         bottom.set_ylabel("fraction of seeds solved")
         bottom.set_xlabel("T (copy: delay; adding: length)")

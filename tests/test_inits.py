@@ -59,20 +59,19 @@ def test_forget_bias_in_one_vector_only():
 
 @pytest.mark.parametrize("cell,bias", [("lstm", "forget"), ("lstm", "chrono"), ("gru", "chrono")])
 def test_effective_bias_is_the_target(cell, bias):
-    """PyTorch adds bias_ih and bias_hh; the scheme's bias must be their sum, not half of it."""
-    n = net(cell, hidden=8, bias=bias, forget_bias=2.5)
-    layer = n.layers[0]
-    x, h = torch.randn(4, 3), torch.zeros(4, 8)
-    gates = x @ layer.weight_ih_l0.T + layer.bias_ih_l0 + h @ layer.weight_hh_l0.T + layer.bias_hh_l0
-    no_bias = x @ layer.weight_ih_l0.T
-    effective = (gates - no_bias)[0].detach()
-    keep = 1  # the keep gate is the second block in both orders: forget in i,f,g,o; update in r,z,n
-    assert torch.allclose(effective, layer.bias_ih_l0.detach() + layer.bias_hh_l0.detach())
-    target = effective[keep * 8 : (keep + 1) * 8]
+    """PyTorch adds bias_ih and bias_hh: their sum, the bias the gate sees, must be the scheme's bias."""
+    layer = net(cell, hidden=8, bias=bias, forget_bias=2.5).layers[0]
+    effective = (layer.bias_ih_l0 + layer.bias_hh_l0).detach()
+    keep = effective[8:16]  # the keep gate is the second block in both orders: forget in i,f,g,o; update in r,z,n
+    others = torch.cat([effective[:8], effective[16:]])
     if bias == "forget":
-        assert torch.allclose(target, torch.full((8,), 2.5))
+        assert torch.allclose(keep, torch.full((8,), 2.5)) and not others.any()
     else:
-        assert (target >= 0).all() and target.max() > 0.5
+        assert (keep >= 0).all() and keep.max() > 0.5 and (keep <= math.log(199)).all()
+        if cell == "lstm":  # b_i = -b_f, g and o gates 0
+            assert torch.equal(effective[:8], -keep) and not effective[16:].any()
+        else:  # r and n gates 0
+            assert not others.any()
 
 
 def test_chrono_lstm():
