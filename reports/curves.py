@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
 
 from reports import frames, style
 from rnnstudy.store import Results
@@ -24,18 +23,15 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     """One panel per task/T; the memoryless baseline at 1."""
     if data.empty:
         return None
-    grid = sns.relplot(
-        data=data,
-        kind="line",
-        x="step",
-        y="norm_loss",
-        **style.by_cell(data),
+    grid = style.cell_lines(
+        data,
+        "step",
+        "norm_loss",
         col="panel",
         col_wrap=min(4, data["panel"].nunique()),
         errorbar=("pi", 100),
         height=2.8,
         aspect=1.3,
-        facet_kws={"sharey": False},
     )
     for ax in grid.axes.flat:
         ax.axhline(1.0, color="grey", ls="--", lw=1)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
 
 from reports import frames, style
 from rnnstudy.store import Results
@@ -28,12 +27,10 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     """Facets task/T x phase; spread is one standard deviation over seeds."""
     if data.empty:
         return None
-    grid = sns.relplot(
-        data=data,
-        kind="line",
-        x="lag",
-        y="log10_g",
-        **style.by_cell(data),
+    grid = style.cell_lines(
+        data,
+        "lag",
+        "log10_g",
         style="which",
         style_order=["best init", "default init"],
         row="panel",

@@ -29,6 +29,12 @@ def by_cell(data: pd.DataFrame) -> dict:
     return {"hue": "cell", "hue_order": cells_present(data["cell"].unique()), "palette": CELL_COLOURS}
 
 
+def cell_lines(data: pd.DataFrame, x: str, y: str, **facets: object) -> sns.FacetGrid:
+    """Faceted line plot coloured by cell type; panels keep their own y range."""
+    facets.setdefault("facet_kws", {"sharey": False})
+    return sns.relplot(data=data, kind="line", x=x, y=y, **by_cell(data), **facets)
+
+
 def save(fig: plt.Figure, path: Path) -> Path:
     """Write a PNG and close the figure."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -188,14 +188,12 @@ class StepProgressBar(TQDMProgressBar):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
 
-    def on_validation_start(self, *_: Any) -> None:
-        pass
+    # Validation is a single fixed batch: no second bar for it, only the postfix update below.
+    def on_validation_start(self, *_: Any) -> None: ...
 
-    def on_validation_batch_start(self, *_: Any, **__: Any) -> None:
-        pass
+    def on_validation_batch_start(self, *_: Any, **__: Any) -> None: ...
 
-    def on_validation_batch_end(self, *_: Any, **__: Any) -> None:
-        pass
+    def on_validation_batch_end(self, *_: Any, **__: Any) -> None: ...
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))

@@ -12,6 +12,13 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def cli(*args: str) -> list[str]:
+    """The command line that runs ``rnnstudy ARGS`` with this interpreter (no console script needed)."""
+    import sys
+
+    return [sys.executable, "-m", "rnnstudy.cli", *args]
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """Build a tiny run config under a temp results root, with extra dotted overrides."""

@@ -2,10 +2,10 @@
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from rnnstudy.cli import main
 from rnnstudy.config import ConfigError, RunConfig, apply_overrides, load_experiment, load_run_config, parse_overrides
@@ -81,7 +81,7 @@ def test_search_space_errors(tmp_path):
 
 def test_console_script_exit_status(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "rnnstudy.cli", "train", "model.cell=lstn", f"out={tmp_path}/runs"],
+        cli("train", "model.cell=lstn", f"out={tmp_path}/runs"),
         capture_output=True,
         text=True,
     )
@@ -90,10 +90,7 @@ def test_console_script_exit_status(tmp_path):
 
 
 def test_train_command_writes_a_complete_run(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "rnnstudy.cli",
+    cmd = cli(
         "train",
         "task.name=adding",
         "task.T=50",
@@ -101,7 +98,7 @@ def test_train_command_writes_a_complete_run(tmp_path):
         "train.steps=300",
         f"out={tmp_path}/runs",
         "wandb.mode=offline",
-    ]
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     folder = proc.stdout.strip().splitlines()[-1].removeprefix("results: ")

@@ -10,6 +10,7 @@ import time
 
 import optuna
 import pytest
+from conftest import cli
 
 from rnnstudy.cli import main
 from rnnstudy.config import load_experiment
@@ -73,7 +74,7 @@ def start_sweep_until_second_trial_runs(tmp_path):
         f"out: {tmp_path / 'runs'}\nstudy: {{trials: 3, heartbeat_s: 1, pruner: none}}\n"
     )
     db = tmp_path / "runs" / "kill" / "optuna.db"
-    cmd = [sys.executable, "-m", "rnnstudy.cli", "sweep", str(exp), "--workers", "1"]
+    cmd = cli("sweep", str(exp), "--workers", "1")
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline:  # poll read-only: never race the sweep creating the schema

@@ -3,11 +3,11 @@
 import json
 import os
 import subprocess
-import sys
 import time
 
 import lightning.pytorch as pl
 import pytest
+from conftest import cli
 from wandb_records import offline_run
 
 from rnnstudy.train import train
@@ -59,10 +59,7 @@ def test_default_mode_no_key_no_network_never_prompts(tmp_path):
     env.update(
         HOME=str(tmp_path), HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9", WANDB_BASE_URL="http://127.0.0.1:9"
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "rnnstudy.cli",
+    cmd = cli(
         "train",
         "task.name=adding",
         "task.T=10",
@@ -72,7 +69,7 @@ def test_default_mode_no_key_no_network_never_prompts(tmp_path):
         "task.val_size=32",
         "train.progress=false",
         f"out={tmp_path}/runs",
-    ]
+    )
     started = time.time()
     proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
