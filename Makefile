@@ -8,11 +8,10 @@ TORCH_INDEX ?=
 EXP         ?= experiments/memory_length.yaml
 WORKERS     ?= 2
 GPUS        ?= $(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, -)
-STORAGE     ?=
 RESULTS     ?= runs
 NAME         = $(basename $(notdir $(EXP)))
 
-.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction
+.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction frontier-cpu
 
 $(BIN)/rnnstudy: pyproject.toml
 	@echo "setting up $(VENV) (first time: about a minute)"
@@ -37,14 +36,15 @@ demo: setup
 train: setup
 	$(BIN)/rnnstudy train $(EXP) $(ARGS)
 
+# A shared storage (PostgreSQL) comes from the environment, never the command line: export RNNSTUDY_STORAGE=...
 sweep: setup
-	$(BIN)/rnnstudy sweep $(EXP) --workers $(WORKERS) $(if $(GPUS),--gpus $(GPUS)) $(if $(STORAGE),--storage $(STORAGE))
+	$(BIN)/rnnstudy sweep $(EXP) --workers $(WORKERS) $(if $(GPUS),--gpus $(GPUS))
 
 status: setup
-	$(BIN)/rnnstudy status $(EXP) $(if $(STORAGE),--storage $(STORAGE))
+	$(BIN)/rnnstudy status $(EXP)
 
 report: setup
-	$(BIN)/rnnstudy report $(RESULTS)/$(NAME) $(if $(STORAGE),--storage $(STORAGE))
+	$(BIN)/rnnstudy report $(RESULTS)/$(NAME)
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
@@ -52,19 +52,25 @@ bench: setup
 	$(BIN)/python benchmarks/bench_sweep.py --workers $(WORKERS)
 
 sync: setup
-	$(BIN)/wandb sync --include-offline $(RESULTS)/*/*/wandb/offline-run-*
+	$(BIN)/rnnstudy sync $(RESULTS)
 
 lint: setup
-	$(BIN)/ruff check rnnstudy reports tests benchmarks
+	$(BIN)/ruff check rnnstudy tests benchmarks
 
+# Generated outputs only: the results store and the reports folder (no source lives in either).
 clean:
-	rm -rf $(RESULTS) reports/*/ .pytest_cache
+	rm -rf $(RESULTS) reports .pytest_cache
 
-# Reproduce the literature on this CPU (about an hour on 2 cores) and record reports/reproduction.md.
+# Reproduce the literature on this CPU (about an hour on 2 cores): docs/results/reproduction/.
 reproduction: setup
 	$(BIN)/rnnstudy sweep experiments/gradient_flow.yaml --workers 2
 	$(BIN)/rnnstudy sweep experiments/reproduction_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/reproduction_cpu $(RESULTS)/gradient_flow --out reports/reproduction
-	sed 's/(gradient_lag.png)/(reproduction_gradient_lag.png)/' reports/reproduction/reproduction.md > reports/reproduction.md
 	$(BIN)/rnnstudy report $(RESULTS)/gradient_flow --out reports/gradient_flow
-	cp reports/gradient_flow/gradient_lag.png reports/reproduction_gradient_lag.png
+	mkdir -p docs/results/reproduction
+	cp reports/reproduction/reproduction.md reports/gradient_flow/gradient_lag.png docs/results/reproduction/
+
+# The CPU memory-length frontier (about 35 minutes with 2 workers on 2 cores): docs/results/frontier_cpu/.
+frontier-cpu: setup
+	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2
+	$(BIN)/rnnstudy report $(RESULTS)/frontier_cpu --out docs/results/frontier_cpu

@@ -15,12 +15,11 @@ import time
 
 import torch
 
-from reports import tables
-from reports.frames import run_table
-from reports.reproduction import comparison
 from rnnstudy.config import apply_overrides, load_experiment
+from rnnstudy.report import tables
+from rnnstudy.report.frames import run_table
+from rnnstudy.report.reproduction import comparison
 from rnnstudy.store import load
-from rnnstudy.sweep import cells
 from rnnstudy.train import train
 
 DEFAULT_ROWS = ["lstm128-adding-T200", "tanh128-adding-T400", "chrono-lstm128-copy-T500", "default-lstm128-copy-T500"]
@@ -34,18 +33,18 @@ def main() -> None:
     p.add_argument("--out", default="runs")
     args = p.parse_args()
     exp = load_experiment("experiments/paper_reproduction.yaml", [f"out={args.out}"])
-    by_row = {c.study.split("/")[-1]: c for c in cells(exp)}
+    by_row = {p.row: p for p in exp.points()}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
     print(f"# paper reproduction on {device}")
     started = time.time()
     for row in args.rows:
-        cell = by_row[row]
+        point = by_row[row]
         overrides = {"experiment": "paper_reproduction_gpu", "wandb.mode": "disabled", "train.progress": False}
         if args.steps:
             overrides["train.steps"] = args.steps
-        cfg = apply_overrides(cell.cfg, overrides)
+        cfg = apply_overrides(point.cfg, overrides)
         for seed in args.seeds:
-            meta = {"study": cell.study, "trial": 0, "params": {}, "seed": seed}
+            meta = {**point.facts(), "trial": 0, "params": {}, "seed": seed}
             result = train(cfg.model_copy(update={"seed": seed}), meta=meta)
             print(
                 f"{row} seed {seed}: {result.status}, {result.final.get('norm_loss', float('nan')):.3f} x baseline, "

@@ -32,23 +32,44 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the experiment's Optuna studies with worker processes."""
-    from rnnstudy.sweep import run_sweep
+    from rnnstudy.sweep import run_sweep, storage_url
 
-    return run_sweep(args.experiment, workers=args.workers, gpus=args.gpus, storage=args.storage, overrides=args.overrides)
+    url = storage_url(args.storage, args.storage_file)
+    return run_sweep(args.experiment, workers=args.workers, gpus=args.gpus, storage=url, overrides=args.overrides)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the experiment's studies, trial counts and best parameters."""
-    from rnnstudy.sweep import print_status
+    from rnnstudy.sweep import print_status, storage_url
 
-    return print_status(args.experiment, storage=args.storage, overrides=args.overrides)
+    return print_status(args.experiment, storage=storage_url(args.storage, args.storage_file), overrides=args.overrides)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Build the figures and the written report from a results folder."""
-    from reports.build import build_report
+    from rnnstudy.report.build import build_report
+    from rnnstudy.sweep import storage_url
 
-    return build_report(args.results, out=args.out, storage=args.storage)
+    return build_report(args.results, out=args.out, storage=storage_url(args.storage, args.storage_file))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload the offline W&B runs of a results folder."""
+    from pathlib import Path
+
+    from rnnstudy.sync import sync
+
+    return sync(Path(args.results))
+
+
+def _storage_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL without a password (default: $RNNSTUDY_STORAGE, else a SQLite file under the results root)",
+    )
+    p.add_argument(
+        "--storage-file", help="file holding the storage URL (use this, or $RNNSTUDY_STORAGE, for a URL with a password)"
+    )
 
 
 def parser() -> argparse.ArgumentParser:
@@ -68,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         s.add_argument("experiment", help="experiment YAML")
         s.add_argument("overrides", nargs="*", help="dotted overrides applied to every trial")
-        s.add_argument("--storage", help="Optuna storage URL (default: journal file under the results root)")
+        _storage_options(s)
         if name == "sweep":
             s.add_argument("--workers", type=int, default=1, help="worker processes (per GPU when --gpus is given)")
             s.add_argument("--gpus", default="", help="comma-separated GPU indices, e.g. 0,1 ('' = CPU or default device)")
@@ -77,8 +98,12 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="figures and report from a results folder")
     r.add_argument("results", nargs="+", help="results folder(s), e.g. runs/demo; several are read as one store")
     r.add_argument("--out", help="output folder (default: reports/<folder name>)")
-    r.add_argument("--storage", help="Optuna storage URL for the search figures (default: the experiment's)")
+    _storage_options(r)
     r.set_defaults(fn=cmd_report)
+
+    y = sub.add_parser("sync", help="upload the offline W&B runs of a results folder (needs a key and a network)")
+    y.add_argument("results", nargs="?", default="runs", help="results folder (default: runs)")
+    y.set_defaults(fn=cmd_sync)
     return p
 
 
@@ -92,11 +117,18 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     fn: Callable[[argparse.Namespace], int] = args.fn
+    from rnnstudy.quiet import quiet_libraries
+
+    quiet_libraries()
     try:
         return fn(args)
     except ConfigError as err:
-        print(f"rnnstudy {args.command}: configuration error\n{err}", file=sys.stderr)
+        print(f"rnnstudy {args.command}: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except OSError as err:  # a full disk, a folder that vanished: one line, not a traceback
+        where = f": {err.filename}" if err.filename else ""
+        print(f"rnnstudy {args.command}: {err.strerror or type(err).__name__}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ An experiment YAML holds the run defaults (``model``, ``task``, ``init``, ``trai
 from __future__ import annotations
 
 import itertools
-import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -36,9 +38,17 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    """Base for config sections: unknown keys are errors."""
+    """Base for config sections: unknown keys and non-finite numbers are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+#: Seeds Lightning and torch accept: Lightning's seed_everything takes 0 .. 2**32-1.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: Experiment names become folder names under the results root: no path separators, no leading dot.
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+#: The largest activation memory one batch may need; beyond it a run could only end in an allocator error.
+MAX_BATCH_BYTES = 64 * 2**30
 
 
 def _choice(value: str, allowed: dict | tuple, what: str) -> str:
@@ -61,7 +71,7 @@ class TaskConfig(Strict):
     name: str = "copy"
     T: PositiveInt = 100
     val_size: PositiveInt = 1024
-    val_seed: int = 2_718_281
+    val_seed: Annotated[int, Field(ge=0, le=2**64 - 1)] = 2_718_281
     solved_threshold: float | None = None
 
     @field_validator("name")
@@ -120,7 +130,7 @@ class TrainConfig(Strict):
     log_every: PositiveInt = 10
     early_stop: bool = False
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    precision: Literal["32", "64"] = "32"
+    precision: Literal[32, 64] = 32
     progress: bool = True
 
 
@@ -129,6 +139,7 @@ class ProbeConfig(Strict):
 
     enabled: bool = True
     every: PositiveInt = 100
+    loss: Literal["answer", "training"] = "answer"
     eps: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     chunk: PositiveInt = 1
     percentiles: list[Annotated[float, Field(ge=0, le=100)]] = []
@@ -146,8 +157,8 @@ class WandbConfig(Strict):
 class RunConfig(Strict):
     """Everything one training run needs."""
 
-    experiment: str = "default"
-    seed: int = 0
+    experiment: Name = "default"
+    seed: Seed = 0
     out: Path = Path("runs")
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -157,12 +168,26 @@ class RunConfig(Strict):
     wandb: WandbConfig = WandbConfig()
 
     @model_validator(mode="after")
-    def _bias_fits_cell(self) -> RunConfig:
-        cells = inits.BIAS_CELLS.get(self.init.bias)
-        if cells and self.model.cell not in cells:
-            raise ValueError(f"init.bias = {self.init.bias!r} needs model.cell in {', '.join(cells)}, got {self.model.cell!r}")
+    def _consistent(self) -> RunConfig:
+        for kind, registry in inits.KINDS.items():
+            name = getattr(self.init, kind)
+            cells = registry[name].cells
+            if cells and self.model.cell not in cells:
+                raise ValueError(f"init.{kind} = {name!r} needs model.cell in {', '.join(cells)}, got {self.model.cell!r}")
         if self.init.bias == "chrono" and self.chrono_tmax <= 2:
             raise ValueError(f"init.chrono_tmax = {self.chrono_tmax}: chrono needs T_max > 2")
+        seq_len = TASKS[self.task.name](self.task.T).seq_len
+        if self.probe.chunk > seq_len:
+            raise ValueError(
+                f"probe.chunk = {self.probe.chunk}: larger than the sequence ({seq_len} steps); allowed: 1 .. {seq_len}"
+            )
+        batch = max(self.train.batch_size, self.task.val_size)
+        need = seq_len * batch * self.model.hidden_size * self.model.num_layers * 4 * (self.train.precision // 8) * 2
+        if need > MAX_BATCH_BYTES:
+            raise ValueError(
+                f"task.T = {self.task.T}: one batch would need about {need / 2**30:.3g} GiB of activations "
+                f"(sequence x batch x hidden x layers); allowed: up to {MAX_BATCH_BYTES // 2**30} GiB"
+            )
         return self
 
     @property
@@ -222,11 +247,40 @@ class StudyConfig(Strict):
     heartbeat_s: PositiveInt = 30
 
 
+@dataclass(frozen=True)
+class GridPoint:
+    """One study of an experiment: its place on the grid (the facts) and its run config before the trial's parameters."""
+
+    experiment: str
+    cfg: RunConfig
+    family: str = ""
+    row: str = ""
+
+    @property
+    def study(self) -> str:
+        """The study's name, for people (programs read :meth:`facts`)."""
+        parts = [self.experiment, self.cfg.model.cell, self.cfg.task.name, f"T={self.cfg.task.T}", self.family, self.row]
+        return "/".join(p for p in parts if p)
+
+    def facts(self) -> dict[str, Any]:
+        """What identifies the study, stored with the study and with every run of it."""
+        c = self.cfg
+        return {
+            "experiment": self.experiment,
+            "study": self.study,
+            "cell": c.model.cell,
+            "task": c.task.name,
+            "T": c.task.T,
+            "family": self.family,
+            "row": self.row,
+        }
+
+
 class Experiment(Strict):
     """An experiment file: run defaults, the grid of studies, the search space, the budget."""
 
-    name: str
-    seed: int = 0
+    name: Name
+    seed: Seed = 0
     out: Path = Path("runs")
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
@@ -235,9 +289,10 @@ class Experiment(Strict):
     probe: ProbeConfig = ProbeConfig()
     wandb: WandbConfig = WandbConfig()
     description: str = ""
-    grid: dict[str, list[Any]] = {}
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
+    families: dict[Name, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
-    seeds: list[int] = Field(default=[0], min_length=1)
+    seeds: list[Seed] = Field(default=[0], min_length=1)
     search: dict[str, Param] = {}
     study: StudyConfig = StudyConfig()
 
@@ -246,36 +301,54 @@ class Experiment(Strict):
         fields = {k: getattr(self, k) for k in RunConfig.model_fields if k != "experiment"}
         return RunConfig(experiment=self.name, **fields)
 
-    def cells(self) -> list[tuple[str, dict[str, Any]]]:
-        """The grid cells: (row label, dotted overrides) for every row x grid point."""
-        rows = self.rows or [{}]
+    def points(self) -> list[GridPoint]:
+        """Every study: each row x grid point x initialisation family (a family only on the cells it names)."""
+        base = self.base()
         keys = list(self.grid)
+        families = self.families or {"": {}}
         out = []
-        for row in rows:
+        for row in self.rows or [{}]:
             row = dict(row)
             label = row.pop("name", "")
             for values in itertools.product(*(self.grid[k] for k in keys)):
-                out.append((label, {**row, **dict(zip(keys, values))}))
+                cfg = apply_overrides(base, {**row, **dict(zip(keys, values))})
+                for family, spec in families.items():
+                    spec = dict(spec)
+                    cells = spec.pop("cells", None)
+                    if cells is None or cfg.model.cell in cells:
+                        out.append(GridPoint(self.name, apply_overrides(cfg, spec), family, label))
         return out
 
     @model_validator(mode="after")
-    def _cells_valid(self) -> Experiment:
+    def _points_valid(self) -> Experiment:
         for key in itertools.chain(self.grid, map(param_path, self.search)):
             _check_path(key)
         for row in self.rows:
             for key in row:
                 if key != "name":
                     _check_path(key)
-        searched = {param_path(k) for k in self.search}
-        base = self.base()
-        for _, overrides in self.cells():
-            cell = apply_overrides(base, overrides)
+        for name, spec in self.families.items():
+            for key in spec:
+                if key != "cells" and not key.startswith("init."):
+                    raise ValueError(f"families.{name}.{key}: a family sets init.* keys (and `cells`), nothing else")
+                if key != "cells":
+                    _check_path(key)
+        searched = {param_path(k): spec for k, spec in self.search.items()}
+        for key, spec in self.search.items():
+            for cond, wanted in spec.when.items():
+                _check_when(f"search.{key}.when.{cond}", cond, wanted, searched.get(cond))
+        points = self.points()
+        if not points:
+            raise ValueError("grid, families and rows select no study at all (check the families' `cells`)")
+        if len({p.study for p in points}) != len(points):
+            raise ValueError("two grid points map to the same study; give rows distinct `name`s")
+        for point in points:
             for key, spec in self.search.items():
-                if not _may_apply(spec.when, cell, searched):
+                if not param_applies(key, spec, lambda k, cfg=point.cfg: ANY if k in searched else current(cfg, k)):
                     continue
                 values = spec.choices if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
                 for value in values:
-                    _try_override(cell, {param_path(key): value}, f"search.{key}")
+                    _try_override(point.cfg, {param_path(key): value}, f"search.{key}")
         return self
 
 
@@ -287,20 +360,53 @@ def param_path(key: str) -> str:
     return key.split("@", 1)[0]
 
 
-def _may_apply(when: dict[str, Any], cfg: RunConfig, searched: set[str]) -> bool:
-    """Whether a conditional parameter can apply to a grid cell (conditions on searched keys may)."""
-    for key, wanted in when.items():
-        if key in searched:
-            continue
-        value = cfg
-        for part in key.split("."):
-            value = getattr(value, part)
-        if not (value in wanted if isinstance(wanted, list) else value == wanted):
-            return False
-    return True
+#: Stands for a value the search has not chosen yet: it may match anything.
+ANY = object()
 
 
-def _check_path(dotted: str, root: type[BaseModel] | None = None) -> None:
+def current(cfg: RunConfig, dotted: str) -> Any:
+    """The value at a dotted key of a run config."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def _matches(value: Any, wanted: Any) -> bool:
+    return value is ANY or (value in wanted if isinstance(wanted, list) else value == wanted)
+
+
+def param_applies(key: str, spec: FloatParam | CategoricalParam, value_of: Callable[[str], Any]) -> bool:
+    """Whether a search parameter is sampled: its ``when`` holds and, for an ``init.*`` parameter, a chosen scheme reads it.
+
+    ``value_of(dotted)`` gives the value so far (the trial's choice or the study's config, or ``ANY``).
+    """
+    if not all(_matches(value_of(k), wanted) for k, wanted in spec.when.items()):
+        return False
+    name = param_path(key).removeprefix("init.")
+    if not param_path(key).startswith("init.") or name not in inits.tunable_params():
+        return True
+    schemes = {kind: value_of(f"init.{kind}") for kind in inits.KINDS}
+    return any(s is ANY or name in registry[s].params for s, registry in zip(schemes.values(), inits.KINDS.values()))
+
+
+def _check_when(where: str, key: str, wanted: Any, searched: FloatParam | CategoricalParam | None) -> None:
+    try:
+        _check_path(key)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    values = wanted if isinstance(wanted, list) else [wanted]
+    if isinstance(searched, CategoricalParam):
+        unknown = [v for v in values if v not in searched.choices]
+        if unknown:
+            allowed = ", ".join(map(str, searched.choices))
+            raise ValueError(f"{where} = {unknown[0]!r}: never sampled; allowed: {allowed}")
+        return
+    for value in values:
+        _try_override(RunConfig(), {key: value}, where)
+
+
+def _check_path(dotted: str, root: type[BaseModel] | None = None, leaf: bool = True) -> None:
     model: type[BaseModel] = root or RunConfig
     parts = dotted.split(".")
     for i, part in enumerate(parts):
@@ -308,10 +414,15 @@ def _check_path(dotted: str, root: type[BaseModel] | None = None) -> None:
             allowed = ", ".join(model.model_fields)
             raise ValueError(f"unknown key {dotted!r}; allowed at this level: {allowed}")
         annotation = model.model_fields[part].annotation
+        section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
         if i < len(parts) - 1:
-            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            if not section:
                 raise ValueError(f"unknown key {dotted!r}: {'.'.join(parts[: i + 1])} has no sub-keys")
             model = annotation
+        elif section and leaf:
+            raise ValueError(
+                f"{dotted!r} is a section, not a key; allowed: {', '.join(f'{dotted}.{k}' for k in annotation.model_fields)}"
+            )
 
 
 def _try_override(cfg: RunConfig, overrides: dict[str, Any], where: str) -> RunConfig:
@@ -380,6 +491,26 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
         raise ConfigError(format_validation_error(err, RunConfig)) from None
 
 
+class YamlLoader(yaml.SafeLoader):
+    """Safe YAML with YAML 1.2's numbers: ``1e-3`` is a float, a quoted ``"2024"`` stays a string."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:float"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML text with :class:`YamlLoader`."""
+    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def parse_overrides(items: list[str], root: type[BaseModel] | None = None) -> dict[str, Any]:
     """Parse ``key=value`` strings; values are read as YAML scalars (``1e-3``, ``true``, ``[1,2]``)."""
     out = {}
@@ -388,7 +519,7 @@ def parse_overrides(items: list[str], root: type[BaseModel] | None = None) -> di
         if not sep or not key:
             raise ConfigError(f"{item!r}: overrides are key=value, e.g. model.hidden_size=64")
         try:
-            _check_path(key, root)
+            _check_path(key, root, leaf=False)
         except ValueError as err:
             raise ConfigError(str(err)) from None
         out[key] = _yaml_scalar(raw)
@@ -396,49 +527,33 @@ def parse_overrides(items: list[str], root: type[BaseModel] | None = None) -> di
 
 
 def _yaml_scalar(raw: str) -> Any:
-    return _as_number(yaml.safe_load(raw)) if raw else ""
-
-
-def _as_number(value: Any) -> Any:
-    """YAML 1.1 reads ``1e-3`` as a string; take such strings as the numbers they are."""
-    if not isinstance(value, str):
-        return value
     try:
-        number = float(value)
-    except ValueError:
-        return value
-    return number if math.isfinite(number) else value
+        return read_yaml(raw) if raw else ""
+    except yaml.YAMLError:
+        return raw
 
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
     """Read and validate an experiment YAML, with dotted overrides (``study.trials=50``)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"experiment file {str(path)!r} is a directory; give a .yaml file")
     if not path.is_file():
         raise ConfigError(f"experiment file {str(path)!r} not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: an experiment file is a mapping of keys")
     data.setdefault("name", path.stem)
-    _fix_yaml_floats(data)
     data = _merge(data, _nest(parse_overrides(list(overrides), Experiment)))
     try:
         return Experiment.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"{path}:\n" + format_validation_error(err, Experiment)) from None
-
-
-def _fix_yaml_floats(node: Any) -> None:
-    if isinstance(node, dict):
-        for k, v in node.items():
-            node[k] = v if k in ("name", "description") else _as_number(v)
-            _fix_yaml_floats(node[k])
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            node[i] = _as_number(v)
-            _fix_yaml_floats(node[i])
+        raise ConfigError(f"{path}: " + format_validation_error(err, Experiment)) from None
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -1,4 +1,4 @@
-"""Figure primitives shared by W&B tracking and the reports: fixed cell colours, heatmaps."""
+"""Figure primitives shared by W&B tracking and the reports: fixed cell colours, gradient heatmaps."""
 
 from __future__ import annotations
 
@@ -12,17 +12,26 @@ import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 CELL_COLOURS = {"rnn_tanh": "#d62728", "rnn_relu": "#ff7f0e", "lstm": "#1f77b4", "gru": "#2ca02c"}
+#: The colour scale spans at most this many decades below the largest value.
+DECADES = 12
 
 
-def profile_heatmap(rows: pd.DataFrame, title: str, ax: plt.Axes | None = None) -> plt.Figure:
-    """Training step x time step image of g_t on a log colour scale."""
-    grid = rows.pivot_table(index="step", columns="t", values="norm")
-    values = grid.to_numpy(dtype=float)
+def log_scale(values: np.ndarray) -> LogNorm | None:
+    """One log colour scale for the given gradient norms (shared by every panel drawn with it)."""
     positive = values[np.isfinite(values) & (values > 0)]
+    if not positive.size:
+        return None
+    return LogNorm(vmin=max(positive.min(), positive.max() * 10.0**-DECADES), vmax=positive.max())
+
+
+def profile_heatmap(rows: pd.DataFrame, title: str, ax: plt.Axes | None = None, norm: LogNorm | None = None) -> plt.Figure:
+    """Training step x lag (steps back from the end of the sequence) image of g_t on a log colour scale."""
+    grid = rows.assign(lag=rows["t"].max() - rows["t"]).pivot_table(index="step", columns="lag", values="norm")
+    values = grid.to_numpy(dtype=float)
+    norm = norm or log_scale(values)
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
-    if positive.size:
-        norm = LogNorm(vmin=max(positive.min(), positive.max() * 1e-12), vmax=positive.max())
+        _, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    if norm is not None:
         image = ax.imshow(
             np.where(values > 0, values, np.nan),
             aspect="auto",
@@ -32,11 +41,11 @@ def profile_heatmap(rows: pd.DataFrame, title: str, ax: plt.Axes | None = None) 
             extent=(grid.columns.min() - 0.5, grid.columns.max() + 0.5, -0.5, len(grid) - 0.5),
             interpolation="nearest",
         )
-        ax.figure.colorbar(image, ax=ax, label="g_t (log scale)")
+        ax.figure.colorbar(image, ax=ax, label="g_t (log colour scale)")
         ticks = np.linspace(0, len(grid) - 1, min(len(grid), 6)).round().astype(int)
         ax.set_yticks(ticks, [str(grid.index[i]) for i in ticks])
     ax.grid(False)
-    ax.set_xlabel("time step t")
+    ax.set_xlabel("lag: steps back from the end of the sequence")
     ax.set_ylabel("training step")
     ax.set_title(title)
     return ax.figure

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -25,20 +26,39 @@ GRU_UPDATE = 1
 BlockInit = Callable[[torch.Tensor, "InitConfig"], None]
 BiasInit = Callable[[nn.RNNBase, str, "InitConfig", int], None]
 
-RECURRENT: dict[str, BlockInit] = {}
-INPUT: dict[str, BlockInit] = {}
-BIAS: dict[str, BiasInit] = {}
-#: Cells a bias scheme applies to (schemes absent here apply to every cell).
-BIAS_CELLS: dict[str, tuple[str, ...]] = {"forget": ("lstm",), "chrono": ("lstm", "gru")}
+
+@dataclass(frozen=True)
+class Scheme:
+    """A registered scheme: what it does, the ``init.*`` parameters it reads, the cells it fits."""
+
+    apply: Callable
+    params: tuple[str, ...] = ()
+    cells: tuple[str, ...] = ()  # empty: every cell
 
 
-def _register(registry: dict, *names: str) -> Callable:
+RECURRENT: dict[str, Scheme] = {}
+INPUT: dict[str, Scheme] = {}
+BIAS: dict[str, Scheme] = {}
+KINDS = {"recurrent": RECURRENT, "input": INPUT, "bias": BIAS}
+
+
+def _register(registry: dict, *names: str, params: tuple[str, ...] = (), cells: tuple[str, ...] = ()) -> Callable:
     def wrap(fn: Callable) -> Callable:
         for name in names:
-            registry[name] = fn
+            registry[name] = Scheme(fn, params, cells)
         return fn
 
     return wrap
+
+
+def scheme_params(cfg: InitConfig) -> set[str]:
+    """The ``init.*`` parameters the configured schemes read (the others have no effect)."""
+    return {p for kind, registry in KINDS.items() for p in registry[getattr(cfg, kind)].params}
+
+
+def tunable_params() -> set[str]:
+    """Every parameter some registered scheme reads."""
+    return {p for registry in KINDS.values() for scheme in registry.values() for p in scheme.params}
 
 
 @_register(RECURRENT, "default")
@@ -47,20 +67,20 @@ def keep_default(w: torch.Tensor, cfg: InitConfig) -> None:
     """PyTorch's own U(-1/sqrt(H), 1/sqrt(H)), already in place."""
 
 
-@_register(RECURRENT, "orthogonal")
+@_register(RECURRENT, "orthogonal", params=("gain",))
 def orthogonal(w: torch.Tensor, cfg: InitConfig) -> None:
     """Orthogonal (QR of a Gaussian, sign-corrected) times ``gain``."""
     nn.init.orthogonal_(w, gain=cfg.gain)
 
 
-@_register(RECURRENT, "identity")
+@_register(RECURRENT, "identity", params=("scale",))
 def identity(w: torch.Tensor, cfg: InitConfig) -> None:
     """``scale`` times the identity (IRNN, Le et al. 2015)."""
     with torch.no_grad():
         w.copy_(cfg.scale * torch.eye(w.shape[0], dtype=w.dtype))
 
 
-@_register(RECURRENT, "spectral")
+@_register(RECURRENT, "spectral", params=("rho",))
 def spectral(w: torch.Tensor, cfg: InitConfig) -> None:
     """Gaussian N(0, 1/H) rescaled so its spectral radius is ``rho``."""
     with torch.no_grad():
@@ -69,13 +89,13 @@ def spectral(w: torch.Tensor, cfg: InitConfig) -> None:
         w.copy_((cfg.rho * g / radius).to(w.dtype))
 
 
-@_register(RECURRENT, "xavier")
+@_register(RECURRENT, "xavier", params=("gain",))
 def xavier(w: torch.Tensor, cfg: InitConfig) -> None:
     """Glorot uniform with ``gain``."""
     nn.init.xavier_uniform_(w, gain=cfg.gain)
 
 
-@_register(RECURRENT, "kaiming")
+@_register(RECURRENT, "kaiming", params=("gain",))
 def kaiming(w: torch.Tensor, cfg: InitConfig) -> None:
     """He normal (fan-in, ReLU gain) times ``gain``."""
     nn.init.kaiming_normal_(w, nonlinearity="relu")
@@ -83,19 +103,19 @@ def kaiming(w: torch.Tensor, cfg: InitConfig) -> None:
         w.mul_(cfg.gain)
 
 
-@_register(INPUT, "xavier")
+@_register(INPUT, "xavier", params=("input_gain",))
 def input_xavier(w: torch.Tensor, cfg: InitConfig) -> None:
     """Glorot uniform with ``input_gain``."""
     nn.init.xavier_uniform_(w, gain=cfg.input_gain)
 
 
-@_register(INPUT, "orthogonal")
+@_register(INPUT, "orthogonal", params=("input_gain",))
 def input_orthogonal(w: torch.Tensor, cfg: InitConfig) -> None:
     """(Semi-)orthogonal times ``input_gain``."""
     nn.init.orthogonal_(w, gain=cfg.input_gain)
 
 
-@_register(INPUT, "normal")
+@_register(INPUT, "normal", params=("input_gain",))
 def input_normal(w: torch.Tensor, cfg: InitConfig) -> None:
     """N(0, input_gain^2); IRNN's small input weights are ``input_gain=0.001``."""
     nn.init.normal_(w, std=cfg.input_gain)
@@ -118,7 +138,7 @@ def _gate(bias: torch.Tensor, index: int, hidden: int) -> torch.Tensor:
     return bias[index * hidden : (index + 1) * hidden]
 
 
-@_register(BIAS, "forget")
+@_register(BIAS, "forget", params=("forget_bias",), cells=("lstm",))
 def bias_forget(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
     """LSTM forget-gate bias ``forget_bias``, other biases 0 (Gers et al.; Jozefowicz et al.)."""
     bias_zero(layer, cell, cfg, t_max)
@@ -126,7 +146,7 @@ def bias_forget(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> No
         _gate(layer.bias_ih_l0, LSTM_FORGET, layer.hidden_size).fill_(cfg.forget_bias)
 
 
-@_register(BIAS, "chrono")
+@_register(BIAS, "chrono", params=("chrono_tmax",), cells=("lstm", "gru"))
 def bias_chrono(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
     """Chrono (Tallec & Ollivier 2018): keep-gate bias log U(1, T_max-1), others 0.
 
@@ -150,6 +170,6 @@ def initialise(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> Non
     hidden = layer.hidden_size
     for k in range(gates):
         rows = slice(k * hidden, (k + 1) * hidden)
-        RECURRENT[cfg.recurrent](layer.weight_hh_l0.data[rows], cfg)
-        INPUT[cfg.input](layer.weight_ih_l0.data[rows], cfg)
-    BIAS[cfg.bias](layer, cell, cfg, t_max)
+        RECURRENT[cfg.recurrent].apply(layer.weight_hh_l0.data[rows], cfg)
+        INPUT[cfg.input].apply(layer.weight_ih_l0.data[rows], cfg)
+    BIAS[cfg.bias].apply(layer, cell, cfg, t_max)

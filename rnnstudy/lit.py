@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, IterableDataset
 
 from rnnstudy.config import RunConfig
+from rnnstudy.gradflow import GradFlowProbe
 from rnnstudy.models import RecurrentNet
 from rnnstudy.tasks import Batch, Task, make_task
 
@@ -90,9 +91,8 @@ class RecurrentModule(pl.LightningModule):
         self.net = RecurrentNet(cfg.model, task.input_size, task.output_size)
         self.net.initialise(cfg.init, int(cfg.chrono_tmax))
         self.sinks: list[Sink] = []
-        self.trace_chunk: int | None = None
-        self.traces = None
-        self.traced_batch: Batch | None = None
+        p = cfg.probe
+        self.probe = GradFlowProbe(p.every, cfg.train.steps - 1, p.chunk, p.loss) if p.enabled else None
         self.solved_at: int | None = None
         self.best: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
@@ -123,13 +123,13 @@ class RecurrentModule(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x = batch.x.to(self.dtype)
-        if self.trace_chunk:
-            out, self.traces = self.net.forward_traced(x, self.trace_chunk)
-            self.traced_batch = batch
-        else:
-            out = self.net(x)
-        loss = self.task.loss(out, batch)
         step = self.global_step
+        probing = self.probe is not None and self.probe.due(step)
+        out = self.probe.forward(self.net, x) if probing else self.net(x)
+        loss = self.task.loss(out, batch)
+        if probing:
+            prof = self.probe.measure(self.net, out, batch, self.task)
+            self.emit_profile(step, prof.frame(step, self.cfg.probe.percentiles), prof.summary(self.cfg.probe.eps))
         if step % self.cfg.train.log_every == 0 or step == self.trainer.max_steps - 1:
             with torch.no_grad():
                 values = self._scalars(out, batch, loss)
@@ -181,7 +181,7 @@ class StepProgressBar(TQDMProgressBar):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
         bar, n = self.train_progress_bar, trainer.global_step
-        if self._should_update(n, bar.total) and not bar.disable:
+        if (n % self.refresh_rate == 0 or n == bar.total) and not bar.disable:
             bar.n = n
             bar.set_postfix(self.get_metrics(trainer, pl_module))  # also refreshes the bar
 

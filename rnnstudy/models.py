@@ -15,7 +15,7 @@ from torch import nn
 
 from rnnstudy.inits import initialise
 
-if TYPE_CHECKING:  # configs are only read; the benchmarks pass plain namespaces (no pydantic on bare GPU boxes)
+if TYPE_CHECKING:
     from rnnstudy.config import InitConfig, ModelConfig
 
 
@@ -66,8 +66,8 @@ class RecurrentNet(nn.Module):
     def forward_traced(self, x: torch.Tensor, chunk: int = 1) -> tuple[torch.Tensor, list[LayerTrace]]:
         """Forward in time chunks, keeping every handed-on state visible to autograd.
 
-        Same function as :meth:`forward`; after ``backward`` the traces hold the gradients the
-        probe reads (see :mod:`rnnstudy.gradflow`).
+        Same function as :meth:`forward`; the probe takes gradients with respect to the traced
+        tensors (see :mod:`rnnstudy.gradflow`).
         """
         traces = []
         length = x.shape[0]
@@ -77,12 +77,9 @@ class RecurrentNet(nn.Module):
             for start in range(0, length, chunk):
                 out, state = layer(x[start : start + chunk], state)
                 h, c = state if isinstance(state, tuple) else (state, None)
-                out.retain_grad()
-                h.retain_grad()
                 trace.outputs.append(out)
                 trace.h.append(h)
                 if c is not None:
-                    c.retain_grad()
                     trace.c.append(c)
                 trace.ends.append(min(start + chunk, length) - 1)
             x = torch.cat(trace.outputs)

@@ -2,7 +2,7 @@
 
 Layout: ``<out>/<experiment>/<run_id>/`` holding ``run.json`` (config, status, final metrics,
 timings, versions), ``metrics.parquet`` (tidy: step, split, metric, value) and
-``gradflow.parquet`` (step, layer, state, t, norm [, pNN percentiles]). Each run writes only its
+``gradflow.parquet`` (step, loss, layer, state, t, norm [, pNN percentiles]). Each run writes only its
 own folder, so parallel workers never contend; every file is written to a temporary name and
 renamed, so a killed run leaves whole files.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ import pandas as pd
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.parquet"
 GRADFLOW_FILE = "gradflow.parquet"
-STATUSES = ("running", "complete", "pruned", "diverged", "failed")
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -87,6 +86,8 @@ class Results:
     runs: pd.DataFrame
     metrics: pd.DataFrame
     gradflow: pd.DataFrame
+    #: Run folders that could not be read: (folder, why); the rest of the store is still read.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def wide_metrics(self, split: str) -> pd.DataFrame:
         """Metrics of one split as columns, one row per (run, step)."""
@@ -113,20 +114,38 @@ def run_folders(path: str | Path) -> list[Path]:
     return sorted(p.parent for p in path.rglob(RUN_FILE) if "wandb" not in p.relative_to(path).parts)
 
 
+def _read_run(folder: Path) -> tuple[dict[str, Any], list[pd.DataFrame]]:
+    info = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    if not isinstance(info, dict) or "status" not in info or "config" not in info:
+        raise ValueError(f"{RUN_FILE} lacks status or config")
+    run_id = info.get("run_id", folder.name)
+    frames = [
+        pd.read_parquet(folder / name).assign(run_id=run_id) if (folder / name).exists() else None
+        for name in (METRICS_FILE, GRADFLOW_FILE)
+    ]
+    return {**_flatten(info), "run_id": run_id, "path": str(folder)}, frames
+
+
 def load(*paths: str | Path) -> Results:
-    """Read every run under the given folders (results roots, experiments or runs) into frames keyed by ``run_id``."""
-    runs, metrics, gradflow = [], [], []
+    """Read every run under the given folders (results roots, experiments or runs) into frames keyed by ``run_id``.
+
+    A run whose files cannot be read (truncated, not JSON, not parquet) is skipped and listed in ``skipped``.
+    """
+    runs, metrics, gradflow, skipped = [], [], [], []
     for folder in sorted({f for path in paths for f in run_folders(path)}):
-        info = json.loads((folder / RUN_FILE).read_text())
-        run_id = info.get("run_id", folder.name)
-        runs.append({**_flatten(info), "run_id": run_id, "path": str(folder)})
-        for name, bucket in ((METRICS_FILE, metrics), (GRADFLOW_FILE, gradflow)):
-            if (folder / name).exists():
-                bucket.append(pd.read_parquet(folder / name).assign(run_id=run_id))
+        try:
+            row, (m, g) = _read_run(folder)
+        except Exception as err:  # any damage to one run must not hide the others
+            skipped.append((str(folder), f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"))
+            continue
+        runs.append(row)
+        metrics += [m] if m is not None else []
+        gradflow += [g] if g is not None else []
     empty_metrics = pd.DataFrame(columns=["step", "split", "metric", "value", "run_id"])
-    empty_gradflow = pd.DataFrame(columns=["step", "layer", "state", "t", "norm", "run_id"])
+    empty_gradflow = pd.DataFrame(columns=["step", "loss", "layer", "state", "t", "norm", "run_id"])
     return Results(
         runs=pd.DataFrame(runs),
         metrics=pd.concat(metrics, ignore_index=True) if metrics else empty_metrics,
         gradflow=pd.concat(gradflow, ignore_index=True) if gradflow else empty_gradflow,
+        skipped=skipped,
     )

@@ -10,15 +10,16 @@ the trial of a killed worker and retry it with the same parameters.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
+import threading
 import time
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,46 +27,30 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from rnnstudy.config import (
     CategoricalParam,
     ConfigError,
     Experiment,
+    GridPoint,
     IntParam,
     RunConfig,
     apply_overrides,
+    current,
     load_experiment,
+    param_applies,
     param_path,
 )
 from rnnstudy.store import RUN_FILE, run_folders, write_json
+from rnnstudy.tracking import check_mode
 
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-optuna.logging.set_verbosity(optuna.logging.WARNING)
 MONITOR = "val/norm_loss"
+SCHEMA_ATTEMPTS = 10
+#: Trials that hold or will hold one of a study's places (a failed trial holds none).
+LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 STORAGE_ENV = "RNNSTUDY_STORAGE"
 PROGRESS_EVERY_S = 15
-
-
-@dataclass
-class Cell:
-    """One grid cell: its study name and run config (before the trial's parameters)."""
-
-    study: str
-    cfg: RunConfig
-
-
-def cells(exp: Experiment) -> list[Cell]:
-    """The experiment's grid cells and their study names."""
-    base = exp.base()
-    out = []
-    for label, cell_overrides in exp.cells():
-        cfg = apply_overrides(base, cell_overrides)
-        name = f"{exp.name}/{cfg.model.cell}/{cfg.task.name}/T={cfg.task.T}" + (f"/{label}" if label else "")
-        out.append(Cell(name, cfg))
-    names = [c.study for c in out]
-    if len(set(names)) != len(names):
-        raise ConfigError("grid: two grid cells map to the same study name; give rows distinct `name`s")
-    return out
 
 
 def mask(url: str) -> str:
@@ -76,11 +61,36 @@ def mask(url: str) -> str:
         return "<unparsable storage URL>"
 
 
+def default_db(cfg: RunConfig) -> Path:
+    """The default storage: a SQLite file under the experiment's results folder."""
+    return (cfg.out / cfg.experiment / "optuna.db").resolve()
+
+
 def default_storage(cfg: RunConfig) -> str:
-    """SQLite file under the experiment's results folder."""
-    path = (cfg.out / cfg.experiment / "optuna.db").resolve()
+    """The default storage's URL (its folder is created)."""
+    path = default_db(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def storage_url(given: str | None = None, file: str | None = None) -> str | None:
+    """The storage URL: ``--storage-file``, then ``--storage``, then ``$RNNSTUDY_STORAGE``; None means the default.
+
+    A password is accepted only from the file or the environment: on a command line every local user sees it.
+    """
+    if file:
+        try:
+            given = Path(file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"--storage-file = {file!r}: cannot read it ({type(err).__name__})") from None
+        if not given:
+            raise ConfigError(f"--storage-file = {file!r}: the file is empty; it should hold one storage URL")
+    elif given and _password(given):
+        raise ConfigError(
+            f"--storage = {mask(given)}: a password on the command line is visible to every local user; "
+            f"allowed: --storage-file FILE or the {STORAGE_ENV} environment variable"
+        )
+    return given or os.environ.get(STORAGE_ENV) or None
 
 
 class _RetryAndMark:
@@ -99,19 +109,30 @@ class _RetryAndMark:
                 write_json(folder / RUN_FILE, info)
 
 
-def open_storage(url: str | None, exp: Experiment, cfg: RunConfig) -> tuple[RDBStorage, str]:
-    """Connect to the storage (creating the schema once); unreachable URLs are config errors."""
+def open_storage(url: str | None, exp: Experiment, cfg: RunConfig, create: bool = True) -> tuple[RDBStorage, str]:
+    """Connect to the storage (creating the schema unless ``create`` is off); unreachable URLs are config errors.
+
+    Several sweeps may start at once on a new storage: whoever loses the race to create the schema retries.
+    """
     url = url or default_storage(cfg)
     heartbeat = exp.study.heartbeat_s
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
-        storage = RDBStorage(
-            url,
-            engine_kwargs=kwargs,
-            heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat,
-            heartbeat_stale_trial_callback=_RetryAndMark(cfg.out / cfg.experiment),
-        )
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                storage = RDBStorage(
+                    url,
+                    engine_kwargs=kwargs,
+                    heartbeat_interval=heartbeat,
+                    grace_period=2 * heartbeat,
+                    heartbeat_stale_trial_callback=_RetryAndMark(cfg.out / cfg.experiment),
+                    skip_table_creation=not create,
+                )
+                break
+            except (IntegrityError, OperationalError) as err:
+                if attempt == SCHEMA_ATTEMPTS - 1 or "unique" not in str(err).lower() and "locked" not in str(err).lower():
+                    raise
+                time.sleep(0.2 + random.random())
     except Exception as err:
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         password = _password(url)
@@ -144,35 +165,37 @@ def _pruner(exp: Experiment, cfg: RunConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def load_study(name: str, storage: RDBStorage, exp: Experiment, cfg: RunConfig) -> optuna.Study:
-    """Create or open one study with the experiment's sampler and pruner."""
-    return optuna.create_study(
-        study_name=name,
+OBJECTIVE = "final validation loss / memoryless baseline (mean over seeds)"
+SURPLUS = "surplus: other workers already hold every place of the study; nothing was trained"
+
+
+class Surplus(RuntimeError):
+    """A trial started after the study's places were all taken (two workers raced for the last one)."""
+
+
+def load_study(point: GridPoint, storage: RDBStorage, exp: Experiment) -> optuna.Study:
+    """Create or open one study with the experiment's sampler and pruner, its facts as user attributes."""
+    study = optuna.create_study(
+        study_name=point.study,
         storage=storage,
         direction="minimize",
         load_if_exists=True,
         sampler=_sampler(exp),
-        pruner=_pruner(exp, cfg),
+        pruner=_pruner(exp, point.cfg),
     )
-
-
-def _current(cfg: RunConfig, dotted: str) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
+    if study.user_attrs.get("study") != point.study:
+        for key, value in {**point.facts(), "description": exp.description, "objective": OBJECTIVE}.items():
+            study.set_user_attr(key, value)
+        study.set_metric_names([OBJECTIVE])
+    return study
 
 
 def suggest(trial: optuna.Trial, exp: Experiment, cfg: RunConfig) -> dict[str, Any]:
-    """Sample the search space; a parameter with ``when`` is sampled only where it applies."""
+    """Sample the search space: a parameter only where its ``when`` holds and a chosen scheme reads it."""
     chosen: dict[str, Any] = {}
     for key, spec in exp.search.items():
         path = param_path(key)
-        applies = True
-        for cond_key, wanted in spec.when.items():
-            value = chosen.get(cond_key, _current(cfg, cond_key))
-            applies &= value in wanted if isinstance(wanted, list) else value == wanted
-        if not applies:
+        if not param_applies(key, spec, lambda k: chosen[k] if k in chosen else current(cfg, k)):
             continue
         if isinstance(spec, CategoricalParam):
             chosen[path] = trial.suggest_categorical(path, spec.choices)
@@ -183,7 +206,7 @@ def suggest(trial: optuna.Trial, exp: Experiment, cfg: RunConfig) -> dict[str, A
     return chosen
 
 
-def objective(trial: optuna.Trial, exp: Experiment, cell: Cell) -> float:
+def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
     """Mean final normalised validation loss over the experiment's seeds.
 
     The first seed reports every validation to the pruner; a diverging run prunes the trial
@@ -193,14 +216,18 @@ def objective(trial: optuna.Trial, exp: Experiment, cell: Cell) -> float:
 
     from rnnstudy.train import train
 
-    params = suggest(trial, exp, cell.cfg)
-    cfg = apply_overrides(cell.cfg, params)
+    live = sorted(t.number for t in trial.study.get_trials(deepcopy=False, states=LIVE))
+    if live.index(trial.number) >= exp.study.trials:
+        trial.set_user_attr("reason", SURPLUS)
+        raise Surplus(SURPLUS)
+    params = suggest(trial, exp, point.cfg)
+    cfg = apply_overrides(point.cfg, params)
     values, runs = [], []
     for i, seed in enumerate(exp.seeds):
         run_cfg = cfg.model_copy(update={"seed": seed})
         callbacks = [PyTorchLightningPruningCallback(trial, MONITOR)] if i == 0 and exp.study.pruner != "none" else []
-        meta = {"study": cell.study, "trial": trial.number, "params": params, "seed": seed}
-        result = train(run_cfg, callbacks=callbacks, meta=meta, group=cell.study, tag=f"-t{trial.number}")
+        meta = {**point.facts(), "trial": trial.number, "params": params, "seed": seed}
+        result = train(run_cfg, callbacks=callbacks, meta=meta, group=point.study, tag=f"-t{trial.number}")
         runs.append(result.run_id)
         trial.set_user_attr("run_ids", runs)
         if result.status == "diverged":
@@ -212,30 +239,55 @@ def objective(trial: optuna.Trial, exp: Experiment, cell: Cell) -> float:
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
+    """Trials per state; ``fail`` leaves out the surplus trials a race ended before they trained."""
     counts = {s.name.lower(): 0 for s in TrialState}
     for t in study.get_trials(deepcopy=False):
-        counts[t.state.name.lower()] += 1
+        if t.user_attrs.get("reason") != SURPLUS:
+            counts[t.state.name.lower()] += 1
     return counts
 
 
-def work(exp: Experiment, storage: RDBStorage) -> None:
-    """One worker: take trials study by study until every study holds its target.
+def _run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
+    """One trial; a failure is one line on stderr (its reason is in run.json), never a traceback."""
+    number = len(study.get_trials(deepcopy=False))
 
-    Running trials of other workers count towards the target, so N workers do not overshoot
-    it; stale trials of killed workers are failed (and re-queued) first.
+    def report(trial: optuna.Trial) -> float:
+        nonlocal number
+        number = trial.number
+        try:
+            return objective(trial, exp, point)
+        except (optuna.TrialPruned, Surplus):
+            raise
+        except KeyboardInterrupt:
+            print(f"{point.study}: trial {trial.number} interrupted (Ctrl-C); it ends as failed", file=sys.stderr, flush=True)
+            raise
+        except Exception as err:
+            print(f"{point.study}: trial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+            raise
+
+    study.optimize(report, n_trials=1, catch=(Exception,))
+
+
+def work(exp: Experiment, storage: RDBStorage) -> None:
+    """One worker: take trials study by study until every study holds exactly its target.
+
+    Running and waiting (re-queued) trials count towards the target; a trial that starts when
+    every place is taken (two workers raced for the last) ends at once as a surplus failure
+    without training, so the study never holds more than its target of finished trials.
+    Stale trials of killed workers are failed and re-queued first.
     """
     target = exp.study.trials
-    for cell in cells(exp):
-        study = load_study(cell.study, storage, exp, cell.cfg)
+    for point in exp.points():
+        study = load_study(point, storage, exp)
         while True:
             fail_stale_trials(study)
             counts = _counts(study)
-            if counts["complete"] + counts["pruned"] + counts["running"] >= target:
+            if not counts["waiting"] and counts["complete"] + counts["pruned"] + counts["running"] >= target:
                 break
             if counts["fail"] >= 2 * target:
-                print(f"{cell.study}: {counts['fail']} failed trials; giving up on it (see run.json reasons)", file=sys.stderr)
+                print(f"{point.study}: {counts['fail']} failed trials; giving up on it (see run.json reasons)", file=sys.stderr)
                 break
-            study.optimize(lambda trial, cell=cell: objective(trial, exp, cell), n_trials=1, catch=(Exception,))
+            _run_one(study, exp, point)
 
 
 def _worker_main(argv: list[str]) -> int:
@@ -246,6 +298,10 @@ def _worker_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import torch
 
+    from rnnstudy.quiet import quiet_libraries
+
+    quiet_libraries()
+    _end_with_parent()
     if args.threads:
         torch.set_num_threads(args.threads)
     exp = load_experiment(args.experiment, args.overrides)
@@ -255,6 +311,18 @@ def _worker_main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _end_with_parent(every_s: float = 1.0) -> None:
+    """Interrupt this worker (its trial ends as failed, cleanly) as soon as the sweep that started it is gone."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def summary(studies: list[optuna.Study], target: int) -> dict[str, Any]:
@@ -292,7 +360,7 @@ def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[
     exp = load_experiment(path, overrides)
     base = exp.base()
     storage, url = open_storage(storage_url, exp, base)
-    studies = [load_study(c.study, storage, exp, c.cfg) for c in cells(exp)]
+    studies = [load_study(p, storage, exp) for p in exp.points()]
     return exp, base, url, studies
 
 
@@ -301,6 +369,7 @@ def run_sweep(path: str, workers: int = 1, gpus: str = "", storage: str | None =
     if workers < 1:
         raise ConfigError(f"--workers = {workers}: need at least 1")
     exp, base, url, studies = _prepare(path, storage, overrides or [])
+    check_mode(base)
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()]
     slots = [(g, w) for g in gpu_list for w in range(workers)] or [(None, w) for w in range(workers)]
     threads = max(1, (os.cpu_count() or 1) // len(slots))
@@ -361,52 +430,65 @@ def _print_table(studies: list[optuna.Study], target: int) -> None:
 
 
 def print_status(path: str, storage: str | None = None, overrides: list[str] | None = None) -> int:
-    """``rnnstudy status``: the table of studies, trial counts and best parameters."""
-    exp, _, url, studies = _prepare(path, storage, overrides or [])
-    print(f"experiment {exp.name}; storage {mask(url)}")
+    """``rnnstudy status``: the table of studies, trial counts and best parameters; it creates nothing."""
+    exp = load_experiment(path, overrides or [])
+    base = exp.base()
+    if storage is None and not default_db(base).exists():
+        print(f"experiment {exp.name}: not swept yet (no {default_db(base)}); {len(exp.points())} studies planned")
+        return 0
+    opened, url = open_storage(storage, exp, base, create=False)
+    try:
+        existing = set(optuna.get_all_study_names(opened))
+    except Exception as err:
+        raise ConfigError(f"storage {mask(url)}: cannot read it: {' '.join(str(err).split())[:200]}") from None
+    points = exp.points()
+    studies = [optuna.load_study(study_name=p.study, storage=opened) for p in points if p.study in existing]
+    print(f"experiment {exp.name}; storage {mask(url)}; {len(studies)} of {len(points)} studies started")
     _print_table(studies, exp.study.trials)
     return 0
 
 
+def summary_run_id(project: str, study: str) -> str:
+    """A stable W&B run id for a study's summary run, so a rerun of the sweep updates it."""
+    return "study-" + hashlib.sha1(f"{project}\0{study}".encode()).hexdigest()[:16]
+
+
 def _summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.Study]) -> None:
-    """One W&B run per study: best parameters, best value, parameter importances."""
+    """One W&B run per study (stable id): best parameters, best value, parameter importances where they mean something."""
     if base.wandb.mode == "disabled":
         return
     import wandb
 
+    from rnnstudy.report.search import study_importances
     from rnnstudy.tracking import SETTINGS
 
     folder = base.out / exp.name / "studies"
     folder.mkdir(parents=True, exist_ok=True)
+    project = base.wandb.project or exp.name
     for study in studies:
         finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         if not finished:
             continue
-        importances = {}
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                importances = optuna.importance.get_param_importances(study)
-        except (ValueError, RuntimeError):
-            pass
         run = wandb.init(
-            project=base.wandb.project or exp.name,
+            project=project,
             entity=base.wandb.entity,
+            id=summary_run_id(project, study.study_name),
             group=study.study_name,
             job_type="study-summary",
             name=f"summary {study.study_name}",
             dir=str(folder),
             mode=base.wandb.mode,
-            config={"best_params": study.best_params, "study": study.study_name},
+            config={"best_params": study.best_params, **study.user_attrs},
             settings=wandb.Settings(**SETTINGS),
             reinit="create_new",
+            resume="allow",
         )
         try:
             run.summary.update(
                 {
                     "best_value": study.best_value,
                     "complete_trials": len(finished),
-                    **{f"importance/{k}": v for k, v in importances.items()},
+                    **{f"importance/{k}": v for k, v in study_importances(study).items()},
                 }
             )
         finally:

@@ -28,7 +28,7 @@ def make_task(name: str, T: int, solved_threshold: float | None = None) -> Task:
 
 
 class Batch(NamedTuple):
-    """One batch: inputs ``x`` (L, B, C), targets ``y``, and the informative steps ``(L, B)``."""
+    """One batch: inputs ``x`` (L, B, C), targets ``y``, and the steps that carry the information ``(L, B)``."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -67,9 +67,18 @@ class Task(ABC):
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """Draw a batch on the generator's device."""
 
+    @property
+    @abstractmethod
+    def answer_steps(self) -> slice:
+        """The time steps that carry the answer; the answer loss is taken there."""
+
     @abstractmethod
     def per_sample_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
         """Loss of each sample ``(B,)``; the training loss is its mean."""
+
+    @abstractmethod
+    def per_sample_answer_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """Loss of each sample on the answer steps only ``(B,)``: the loss whose gradient measures memory."""
 
     @abstractmethod
     def metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
@@ -128,9 +137,17 @@ class CopyTask(Task):
         x = F.one_hot(symbols, self.input_size).float()
         return Batch(x, y, informative)
 
+    @property
+    def answer_steps(self) -> slice:
+        return slice(self.seq_len - self.n_recall, self.seq_len)
+
     def per_sample_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
         ce = F.cross_entropy(out.permute(1, 2, 0), batch.y.T, reduction="none")
         return ce.mean(dim=1)
+
+    def per_sample_answer_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        recall = self.answer_steps
+        return self.per_sample_loss(out[recall], batch._replace(y=batch.y[recall]))
 
     def metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         correct = (out.argmax(-1) == batch.y).float()
@@ -178,8 +195,15 @@ class AddingTask(Task):
         x = torch.stack([values, markers], dim=-1)
         return Batch(x, y, markers.bool())
 
+    @property
+    def answer_steps(self) -> slice:
+        return slice(self.T - 1, self.T)
+
     def per_sample_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
         return (out[-1, :, 0] - batch.y) ** 2
+
+    def per_sample_answer_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.per_sample_loss(out, batch)
 
     def metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         return {"mse": self.per_sample_loss(out, batch).mean()}

@@ -1,24 +1,32 @@
-"""Weights & Biases tracking: a Lightning ``WandbLogger`` plus the harness's chart conventions.
+"""Weights & Biases tracking: one W&B run per training run, on the training-step axis.
 
-project = experiment, group = study (cell/task/T), one run per training run, metric keys
-namespaced ``train/``, ``val/``, ``grad/`` against ``trainer/global_step``. Gradient profiles
-are one line chart per layer/state (log10 g_t against t, one line per probed step) and a
-heatmap image at the end, never one scalar key per time step. Offline runs live in the run's
-folder (``<run>/wandb/offline-run-*``) and upload later with ``make sync``.
+project = experiment, group = study, one run per training run (``job_type`` train), metric keys
+namespaced ``train/``, ``val/``, ``grad/`` and every one of them charted against
+``trainer/global_step`` (declared with ``define_metric``; each training step is one W&B step, so
+W&B's own ``_step`` is the training step too). Gradient profiles are one small table and line
+chart per probe (the profile of that probe only, so what is logged grows linearly with the probes)
+plus a heatmap image at the end, never one scalar key per time step. Offline runs live in the
+run's folder (``<run>/wandb/offline-run-*``) and upload later with ``rnnstudy sync``.
 """
 
 from __future__ import annotations
 
+import netrc
+import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
-from lightning.pytorch.loggers import WandbLogger
 
-from rnnstudy.config import RunConfig
+from rnnstudy.config import ConfigError, GridPoint, RunConfig
 
 SETTINGS = {"silent": True, "disable_git": True, "save_code": False, "disable_code": True, "console": "off"}
+STEP = "trainer/global_step"
+#: What ``define_metric`` keeps in the summary beside the last value.
+SUMMARIES = {"val/norm_loss": "min,last", "val/loss": "min,last", "train/loss": "last"}
+WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run", "shared")
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -27,9 +35,32 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{init}-s{cfg.seed}"
 
 
-def study_group(cfg: RunConfig) -> str:
-    """The W&B group of a run: its study (cell/task/T)."""
-    return f"{cfg.model.cell}/{cfg.task.name}/T={cfg.task.T}"
+def api_host() -> str:
+    """The W&B server this process would talk to."""
+    return urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+
+
+def has_api_key() -> bool:
+    """Whether W&B credentials are set up (``WANDB_API_KEY`` or a netrc entry from ``wandb login``), without a network call."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        return netrc.netrc(path).authenticators(api_host()) is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+def check_mode(cfg: RunConfig) -> None:
+    """Refuse, before anything runs, a W&B setup that could only fail or prompt later."""
+    env = os.environ.get("WANDB_MODE")
+    if env is not None and env not in WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE = {env!r} (environment): allowed: {', '.join(WANDB_MODES)}")
+    if cfg.wandb.mode == "online" and not has_api_key():
+        raise ConfigError(
+            "wandb.mode = 'online': no W&B API key (set WANDB_API_KEY or run `wandb login`); "
+            "allowed without one: offline, disabled"
+        )
 
 
 class WandbSink:
@@ -45,7 +76,7 @@ class WandbSink:
             id=run_id,
             project=cfg.wandb.project or cfg.experiment,
             entity=cfg.wandb.entity,
-            group=group or study_group(cfg),
+            group=group or GridPoint(cfg.experiment, cfg).study,
             job_type="train",
             tags=tags + list(cfg.wandb.tags),
             config={**cfg.model_dump(mode="json"), **extra},
@@ -53,27 +84,31 @@ class WandbSink:
             settings=wandb.Settings(**SETTINGS),
             reinit="create_new",
         )
-        self.logger = WandbLogger(experiment=self.run)
+        define_step_axis(self.run)
         self.profiles: list[pd.DataFrame] = []
+        self.step = 0
 
     def metrics(self, step: int, split: str, values: dict[str, float]) -> None:
-        """Log scalars as ``<split>/<name>``."""
-        self.logger.log_metrics({f"{split}/{k}": v for k, v in values.items()}, step=step)
+        """Log scalars as ``<split>/<name>`` at the training step."""
+        self._log({f"{split}/{k}": v for k, v in values.items()}, step)
 
     def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
-        """Log the probe's scalars and redraw the profile charts with this probe added."""
+        """Log the probe's scalars and one line chart of this probe's profile per layer and state."""
         import wandb
 
         self.profiles.append(frame)
         charts: dict[str, Any] = {f"grad/{k}": v for k, v in scalars.items()}
-        profiles = pd.concat(self.profiles, ignore_index=True)
-        profiles = profiles.assign(log10_g=np.log10(profiles["norm"].clip(lower=1e-300)))
-        for (layer, state), rows in profiles.groupby(["layer", "state"]):
-            table = wandb.Table(dataframe=rows[["step", "t", "log10_g"]].astype({"step": str}))
-            charts[f"grad/profile_l{layer}_{state}"] = wandb.plot.line(
-                table, "t", "log10_g", stroke="step", title=f"log10 |dL/d{state}_t|, layer {layer} (one line per step)"
+        rows = frame.assign(lag=frame["t"].max() - frame["t"], log10_g=np.log10(frame["norm"].clip(lower=1e-300)))
+        for (loss, layer, state), part in rows.groupby(["loss", "layer", "state"]):
+            table = wandb.Table(dataframe=part[["lag", "log10_g"]].reset_index(drop=True))
+            charts[f"grad/{loss}/profile_l{layer}_{state}"] = wandb.plot.line(
+                table, "lag", "log10_g", title=f"log10 |d({loss} loss)/d{state}_t| at step {step}, layer {layer}"
             )
-        self.logger.log_metrics(charts, step=step)
+        self._log(charts, step)
+
+    def _log(self, data: dict[str, Any], step: int) -> None:
+        self.step = max(self.step, step)
+        self.run.log({**data, STEP: self.step}, step=self.step)
 
     def finish(self, summary: dict[str, Any], exit_code: int) -> None:
         """Write the summary, the gradient heatmaps, and close the run."""
@@ -86,11 +121,20 @@ class WandbSink:
             from rnnstudy.figures import profile_heatmap
 
             profiles = pd.concat(self.profiles, ignore_index=True)
-            for (layer, state), rows in profiles.groupby(["layer", "state"]):
-                fig = profile_heatmap(rows, title=f"log10 |dL/d{state}_t|, layer {layer}")
-                images[f"grad/heatmap_l{layer}_{state}"] = wandb.Image(fig)
+            for (loss, layer, state), rows in profiles.groupby(["loss", "layer", "state"]):
+                fig = profile_heatmap(rows, title=f"|d({loss} loss)/d{state}_t|, layer {layer}")
+                images[f"grad/{loss}/heatmap_l{layer}_{state}"] = wandb.Image(fig)
                 plt.close(fig)
         if images:
-            self.run.log(images)
+            self._log(images, self.step)
         self.run.summary.update(summary)
         self.run.finish(exit_code=exit_code)
+
+
+def define_step_axis(run: Any) -> None:
+    """Every key against the training step; the summaries W&B keeps for the losses."""
+    run.define_metric(STEP)
+    for prefix in ("train", "val", "grad"):
+        run.define_metric(f"{prefix}/*", step_metric=STEP)
+    for key, summary in SUMMARIES.items():
+        run.define_metric(key, step_metric=STEP, summary=summary)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import platform
 import secrets
@@ -10,7 +9,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,16 +23,9 @@ import pandas as pd
 import torch
 
 from rnnstudy.config import ConfigError, RunConfig
-from rnnstudy.gradflow import GradFlowProbe
 from rnnstudy.lit import Diverged, RecurrentModule, StepProgressBar, TaskData, build_task
 from rnnstudy.store import RunWriter
-from rnnstudy.tracking import run_name
-
-# The harness prints its own progress; Lightning's start-up notes would repeat in every worker.
-for name in ("lightning.pytorch", "lightning.fabric"):
-    logging.getLogger(name).setLevel(logging.WARNING)
-for pattern in (".*does not have many workers.*", ".*IterableDataset.*__len__.*", ".*LeafSpec.*", ".*Trainer.fit` stopped.*"):
-    warnings.filterwarnings("ignore", pattern)
+from rnnstudy.tracking import check_mode, run_name
 
 
 @dataclass
@@ -63,7 +54,6 @@ class StoreSink:
 
     def __init__(self, writer: RunWriter) -> None:
         self.writer = writer
-        self.last_profile: dict[str, float] = {}
 
     def metrics(self, step: int, split: str, values: dict[str, float]) -> None:
         self.writer.add_metrics(step, split, values)
@@ -73,7 +63,6 @@ class StoreSink:
     def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
         self.writer.add_gradflow(frame)
         self.writer.add_metrics(step, "probe", scalars)
-        self.last_profile = scalars
 
 
 def new_run_id(cfg: RunConfig, tag: str = "") -> str:
@@ -113,11 +102,10 @@ class _StopAtBudget(pl.Callback):
             trainer.should_stop = True
 
 
-def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback], logger: Any) -> pl.Trainer:
-    """A Trainer whose 'epochs' are validation periods of ``val_every`` steps."""
+def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """A Trainer whose 'epochs' are validation periods of ``val_every`` steps (the module sends numbers to its sinks)."""
     t = cfg.train
     progress = [StepProgressBar(run_name(cfg))] if t.progress else []
-    probe = [GradFlowProbe(cfg.probe.every, cfg.probe.eps, cfg.probe.chunk, cfg.probe.percentiles)] if cfg.probe.enabled else []
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=1,
@@ -128,13 +116,12 @@ def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback], logger: Any) -> p
         num_sanity_val_steps=0,
         gradient_clip_val=t.clip,
         gradient_clip_algorithm="norm",
-        precision="64-true" if t.precision == "64" else "32-true",
-        logger=logger or False,
+        precision=f"{t.precision}-true",
+        logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=t.progress,
-        log_every_n_steps=1,  # the module logs to its sinks itself
-        callbacks=[*probe, _StopAtBudget(), *progress, *callbacks],
+        callbacks=[_StopAtBudget(), *progress, *callbacks],
     )
 
 
@@ -153,6 +140,7 @@ def train(
     """
     if cfg.train.accelerator == "gpu" and not torch.cuda.is_available():
         raise ConfigError("train.accelerator = 'gpu': no CUDA device is visible here; allowed: auto, cpu")
+    check_mode(cfg)
     pl.seed_everything(cfg.seed, verbose=False)
     task = build_task(cfg)
     module = RecurrentModule(cfg, task)
@@ -175,15 +163,15 @@ def train(
         started=datetime.now(timezone.utc).isoformat(),
     )
     tracker = None
-    if cfg.wandb.mode != "disabled":
-        from rnnstudy.tracking import WandbSink
-
-        tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id})
-    module.sinks = [store] + ([tracker] if tracker else [])
     trainer = None
     status, reason, error = "complete", None, None
-    try:
-        trainer = make_trainer(cfg, list(callbacks or []), tracker.logger if tracker else None)
+    try:  # from here on, whatever ends the run, run.json ends in a final status with a reason
+        if cfg.wandb.mode != "disabled":
+            from rnnstudy.tracking import WandbSink
+
+            tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id})
+        module.sinks = [store] + ([tracker] if tracker else [])
+        trainer = make_trainer(cfg, list(callbacks or []))
         trainer.fit(module, datamodule=TaskData(cfg, task))
     except Diverged as err:
         status, reason = "diverged", str(err)
@@ -213,8 +201,6 @@ def train(
         "solved": result.solved,
         "steps_to_solve": result.steps_to_solve,
         "final_norm_loss": module.last_val.get("norm_loss", math.nan),
-        "best_norm_loss": module.best.get("norm_loss", math.nan),
-        **store.last_profile,
     }
     with _no_interrupts():
         _finish(writer, tracker, result, trainer, wall)

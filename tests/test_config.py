@@ -93,18 +93,23 @@ def test_train_command_writes_a_complete_run(tmp_path):
     cmd = cli(
         "train",
         "task.name=adding",
-        "task.T=50",
+        "task.T=8",
         "model.cell=lstm",
-        "train.steps=300",
+        "model.hidden_size=4",
+        "task.val_size=16",
+        "train.steps=12",
+        "train.val_every=6",
+        "train.precision=64",
         f"out={tmp_path}/runs",
-        "wandb.mode=offline",
+        "wandb.mode=disabled",
     )
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     folder = proc.stdout.strip().splitlines()[-1].removeprefix("results: ")
     info = json.loads((Path(folder) / "run.json").read_text())
-    assert info["status"] == "complete" and info["steps"] == 300 and info["config"]["task"]["T"] == 50
-    assert "300/300" in proc.stderr + proc.stdout  # the progress bar counted the whole budget
+    assert info["status"] == "complete" and info["steps"] == 12 and info["config"]["task"]["T"] == 8
+    assert info["config"]["train"]["precision"] == 64  # float64 is reachable from the command line
+    assert "12/12" in proc.stderr + proc.stdout  # the progress bar counted the whole budget
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the message on a machine without a GPU")

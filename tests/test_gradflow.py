@@ -10,8 +10,11 @@ from rnnstudy.models import RecurrentNet
 from rnnstudy.tasks import make_task
 
 
-def unrolled_norms(net, batch, task):
-    """Per-sample ||d loss_b / d h_t|| (and c_t) from an explicit per-step loop of the gate equations."""
+def unrolled_norms(net, batch, task, loss="answer"):
+    """Per-sample ||d loss_b / d h_t|| (and c_t) from an explicit per-step loop of the gate equations.
+
+    The per-sample losses are written out here from the task definitions, not taken from the task class.
+    """
     x = batch.x.double()
     L, B, _ = x.shape
     states = {}
@@ -39,13 +42,18 @@ def unrolled_norms(net, batch, task):
                 h = act(gi + gh)
             h.retain_grad()
             hs.append(h)
-        states[(index, "h")] = hs
+        states[(index + 1, "h")] = hs
         if cs:
-            states[(index, "c")] = cs
+            states[(index + 1, "c")] = cs
         x = torch.stack(hs)
     out = net.readout(x)
-    task.loss(out, batch).backward()
-    return {k: torch.stack([v.grad.norm(dim=1) * B for v in vs]) for k, vs in states.items()}
+    if task.name == "adding":  # squared error of the last output; the answer is the last step
+        per_sample = (out[-1, :, 0] - batch.y) ** 2
+    else:  # cross-entropy per step, averaged over every step or over the ten recall steps
+        ce = -torch.log_softmax(out, dim=-1).gather(-1, batch.y.unsqueeze(-1)).squeeze(-1)
+        per_sample = (ce[-10:] if loss == "answer" else ce).mean(dim=0)
+    per_sample.sum().backward()
+    return {k: torch.stack([v.grad.norm(dim=1) for v in vs]) for k, vs in states.items()}
 
 
 def make_net(cell, layers, task, seed=0, hidden=6):
@@ -54,16 +62,16 @@ def make_net(cell, layers, task, seed=0, hidden=6):
     return net.double()
 
 
+@pytest.mark.parametrize("loss", ["answer", "training"])
 @pytest.mark.parametrize("task_name,T", [("adding", 9), ("copy", 4)])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
-def test_probe_equals_unrolled_float64(cell, layers, task_name, T):
+def test_probe_equals_unrolled_float64(cell, layers, task_name, T, loss):
     task = make_task(task_name, T)
     batch = task.sample(5, torch.Generator().manual_seed(1))
     net = make_net(cell, layers, task)
-    prof = profile(net, batch._replace(x=batch.x.double()), task)
-    net.zero_grad()
-    ref = unrolled_norms(net, batch, task)
+    prof = profile(net, batch._replace(x=batch.x.double()), task, loss=loss)
+    ref = unrolled_norms(net, batch, task, loss)
     assert set(prof.norms) == set(ref)
     for key, expected in ref.items():
         got = prof.norms[key]
@@ -78,7 +86,6 @@ def test_chunked_probe_exact_at_boundaries(chunk):
     batch = task.sample(4, torch.Generator().manual_seed(2))
     net = make_net("lstm", 2, task)
     prof = profile(net, batch._replace(x=batch.x.double()), task, chunk=chunk)
-    net.zero_grad()
     ref = unrolled_norms(net, batch, task)
     assert prof.t == [t for t in range(10) if (t + 1) % chunk == 0 or t == 9]
     for key in ref:
@@ -95,7 +102,7 @@ def test_fused_output_retain_grad_misses_the_recurrence():
     task.loss(net.readout(output), batch).backward()
     naive = output.grad.norm(dim=-1) * 5
     net.zero_grad()
-    ref = unrolled_norms(net, batch, task)[(0, "h")]
+    ref = unrolled_norms(net, batch, task)[(1, "h")]
     assert torch.all(naive[:-1] == 0) and torch.all(ref[:-1] > 0)
     assert not torch.allclose(naive, ref)
     assert torch.allclose(naive[-1], ref[-1], rtol=1e-10)
@@ -107,13 +114,13 @@ def test_per_sample_norms_averaged_over_batch():
     batch = task.sample(4, torch.Generator().manual_seed(3))
     net = make_net("gru", 1, task).eval()
     x = batch.x.double()
-    together = profile(net, batch._replace(x=x), task).mean((0, "h"))
+    together = profile(net, batch._replace(x=x), task).mean((1, "h"))
     assert not net.training  # profile() trains only for its own call
     alone = []
     for b in range(4):
         one = batch._replace(x=x[:, b : b + 1], y=batch.y[:, b : b + 1], informative=batch.informative[:, b : b + 1])
         net.zero_grad()
-        alone.append(profile(net, one, task).mean((0, "h")))
+        alone.append(profile(net, one, task).mean((1, "h")))
     assert np.allclose(together, np.mean(alone, axis=0), rtol=1e-10)
     assert not np.allclose(alone[0], alone[1])
 
@@ -125,7 +132,7 @@ def decay_at_init(recurrent, cell, **init):
     net = RecurrentNet(ModelConfig(cell=cell, hidden_size=64), 2, 1).double()
     net.initialise(InitConfig(recurrent=recurrent, **init), 60)
     prof = profile(net, batch._replace(x=batch.x.double()), task)
-    return prof.summary(1e-3)["decay_rate/l0/h"]
+    return prof.summary(1e-3)["answer/decay_rate/l1/h"]
 
 
 def test_spectral_half_decays_geometrically():
@@ -147,3 +154,31 @@ def test_decay_rate_and_horizon_formulas():
     assert horizon(lags, g, 1e-3) == 6.0  # 10^-3 reached at lag 6
     g[:3] = 0.0  # underflowed steps are left out of the fit
     assert decay_rate(lags, g) == pytest.approx(-0.5)
+
+
+def test_copy_answer_loss_profile_falls_with_lag_for_default_lstm():
+    """At initialisation the answer-loss gradient vanishes towards the inputs; the training-loss one does not."""
+    task = make_task("copy", 60)
+    batch = task.sample(32, torch.Generator().manual_seed(0))
+    net = make_net("lstm", 1, task, hidden=64)
+    x = batch._replace(x=batch.x.double())
+    answer = profile(net, x, task).mean((1, "h"))
+    whole = profile(net, x, task, loss="training").mean((1, "h"))
+    assert answer[:10].max() < 1e-6 * answer[-10:].min()  # the ten input steps, against the ten recall steps
+    prof = profile(net, x, task)
+    summary = prof.summary(1e-3)
+    assert summary["answer/decay_rate/l1/h"] < -0.05
+    assert summary["answer/horizon/l1/h"] < 40 < task.seq_len - 1
+    assert summary["answer/informative/l1/h"] < 1e-6
+    assert whole[:10].min() > 1e-2 * whole.max()  # each step's own readout dominates: no decay to see
+    assert decay_rate(prof.lags(), whole) > -0.02
+
+
+def test_adding_answer_and_training_profiles_are_the_same():
+    task = make_task("adding", 20)
+    batch = task.sample(8, torch.Generator().manual_seed(4))
+    net = make_net("gru", 2, task)
+    x = batch._replace(x=batch.x.double())
+    answer, whole = profile(net, x, task), profile(net, x, task, loss="training")
+    for key in answer.norms:
+        assert torch.equal(answer.norms[key], whole.norms[key])

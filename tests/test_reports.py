@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import frames, frontier, gradient_lag, reproduction
-from reports.build import build_report
 from rnnstudy.cli import main
+from rnnstudy.report import frames, frontier, gradient_lag, reproduction
+from rnnstudy.report.build import build_report
 from rnnstudy.store import load
 
 FIGURES = ["gradient_lag.png", "heatmaps.png", "frontier.png", "curves.png", "search.png"]
@@ -104,7 +104,7 @@ def test_nan_values_and_in_progress_runs_do_not_crash(store, tmp_path):
 def test_reference_verdicts():
     runs = pd.DataFrame(
         {
-            "study": ["p/lstm/adding/T=100/lstm128-adding"] * 2 + ["p/rnn_tanh/adding/T=100/tanh128-adding"] * 2,
+            "row": ["lstm128-adding"] * 2 + ["tanh128-adding"] * 2,
             "status": "complete",
             "task": "adding",
             "T": 100,

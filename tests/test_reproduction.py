@@ -2,14 +2,13 @@
 
 import pytest
 
-from reports.reproduction import REFERENCE
 from rnnstudy.config import apply_overrides, load_experiment
-from rnnstudy.sweep import cells
+from rnnstudy.report.reproduction import REFERENCE
 from rnnstudy.train import train
 
 
 def rows(path):
-    return {c.study.split("/")[-1]: c.cfg for c in cells(load_experiment(path))}
+    return {p.row: p.cfg for p in load_experiment(path).points()}
 
 
 def test_paper_rows_use_the_papers_settings():

@@ -15,16 +15,7 @@ from conftest import cli
 from rnnstudy.cli import main
 from rnnstudy.config import load_experiment
 from rnnstudy.store import load
-from rnnstudy.sweep import cells, load_study, mask, open_storage
-
-SHRINK = [
-    "train.steps=20",
-    "train.val_every=10",
-    "task.val_size=64",
-    "model.hidden_size=8",
-    "train.batch_size=16",
-    "wandb.mode=disabled",
-]
+from rnnstudy.sweep import OBJECTIVE, mask, open_storage
 
 
 def study_states(db, names):
@@ -36,80 +27,98 @@ def finished(states):
     return sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for s in states)
 
 
-def test_demo_sweep_resumes_and_tops_up(tmp_path, capsys):
-    out = tmp_path / "runs"
-    args = ["sweep", "experiments/demo.yaml", "--workers", "2", f"out={out}", *SHRINK, "study.trials=2"]
+def tiny_experiment(tmp_path, name="tiny", extra=""):
+    """A two-study experiment (two families on the grid) that trains in about a second per trial."""
+    exp = tmp_path / f"{name}.yaml"
+    exp.write_text(
+        f"name: {name}\nmodel: {{hidden_size: 4, cell: gru}}\ntask: {{name: adding, T: 6, val_size: 32}}\n"
+        "train: {steps: 10, batch_size: 8, val_every: 5, progress: false}\nprobe: {every: 5}\nwandb: {mode: disabled}\n"
+        "families: {default: {}, orthogonal: {init.recurrent: orthogonal}}\n"
+        "search: {init.gain: {type: float, low: 0.5, high: 1.5}, train.lr: {type: float, low: 0.001, high: 0.01, log: true}}\n"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 2, pruner: none}}\n{extra}"
+    )
+    return exp
+
+
+def test_sweep_resumes_tops_up_and_records_facts(tmp_path, capsys):
+    exp_file = tiny_experiment(tmp_path)
+    args = ["sweep", str(exp_file), "--workers", "2"]
     assert main(args) == 0
-    exp = load_experiment("experiments/demo.yaml", [f"out={out}"])
-    names = [c.study for c in cells(exp)]
-    assert names[0] == "demo/rnn_tanh/adding/T=10" and len(names) == 6
-    db = out / "demo" / "optuna.db"
+    exp = load_experiment(exp_file)
+    points = exp.points()
+    names = [p.study for p in points]
+    assert names == ["tiny/gru/adding/T=6/default", "tiny/gru/adding/T=6/orthogonal"]
+    db = tmp_path / "runs" / "tiny" / "optuna.db"
     first = study_states(db, names)
-    assert all(finished(s) >= 2 for s in first.values())
-    runs = load(out / "demo").runs
-    n_trials = sum(len(s) for s in first.values())
-    assert len(runs) == n_trials  # one seed: one run per trial
-    assert set(runs["meta.study"]) == set(names)
-    assert set(runs["status"]) <= {"complete", "pruned"}
+    assert all(finished(s) == 2 for s in first.values())
+    runs = load(tmp_path / "runs" / "tiny").runs
+    assert len(runs) == sum(len(s) for s in first.values())  # one seed: one run per trial
+    assert set(runs["meta.study"]) == set(names) and set(runs["meta.family"]) == {"default", "orthogonal"}
+    assert set(runs["status"]) == {"complete"}
+    default = runs[runs["meta.family"] == "default"]
+    assert "meta.params.init.gain" not in default or default["meta.params.init.gain"].isna().all()  # default reads no gain
+    assert runs[runs["meta.family"] == "orthogonal"]["meta.params.init.gain"].notna().all()
+    study = optuna.load_study(study_name=names[1], storage=f"sqlite:///{db}")
+    assert study.user_attrs["family"] == "orthogonal" and study.user_attrs["T"] == 6 and study.user_attrs["cell"] == "gru"
+    assert study.metric_names == [OBJECTIVE]
     assert main(args) == 0  # rerun: nothing to do
     assert study_states(db, names) == first
-    assert main([*args[:-1], "study.trials=3"]) == 0  # raise the target: top up
-    assert all(finished(s) >= 3 for s in study_states(db, names).values())
+    assert main([*args, "study.trials=3"]) == 0  # raise the target: top up
+    assert all(finished(s) == 3 for s in study_states(db, names).values())
     table = capsys.readouterr().out
-    assert "demo/gru/adding/T=30" in table and "best parameters" in table
+    assert "tiny/gru/adding/T=6/orthogonal" in table and "best parameters" in table
 
 
-def _second_run_training(tmp_path):
-    """Whether trial 1's run has flushed its first validation (it is inside Lightning's training loop)."""
-    return any((f / "metrics.parquet").exists() for f in (tmp_path / "runs" / "kill").glob("*-t1-*"))
+def _run_training(tmp_path, trial):
+    """Whether the trial's run has flushed its first validation (it is inside Lightning's training loop)."""
+    return any((f / "metrics.parquet").exists() for f in (tmp_path / "runs" / "kill").glob(f"*-t{trial}-*"))
 
 
-def start_sweep_until_second_trial_runs(tmp_path):
-    """Start a 1-worker sweep as its own process group; return it once trial 1 completed and trial 2 trains."""
+def start_sweep_until_trial_trains(tmp_path, trial=0):
+    """Start a 1-worker sweep as its own process group; return it once the trial trains (no time limit: it polls the sweep)."""
     exp = tmp_path / "kill.yaml"
     exp.write_text(
-        "name: kill\nmodel: {hidden_size: 16, cell: gru}\ntask: {name: adding, T: 30, val_size: 64}\n"
-        "train: {steps: 400, batch_size: 32, val_every: 100, progress: false}\nwandb: {mode: disabled}\n"
-        "search:\n  init.gain: {type: float, low: 0.5, high: 1.5}\n  init.recurrent: {type: categorical, choices: [orthogonal]}\n"
-        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 3, heartbeat_s: 1, pruner: none}}\n"
+        "name: kill\nmodel: {hidden_size: 4, cell: gru}\ntask: {name: adding, T: 10, val_size: 32}\n"
+        "train: {steps: 3000, batch_size: 8, val_every: 10, progress: false}\nprobe: {enabled: false}\nwandb: {mode: disabled}\n"
+        "init: {recurrent: orthogonal}\nsearch:\n  init.gain: {type: float, low: 0.5, high: 1.5}\n"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 2, heartbeat_s: 1, pruner: none}}\n"
     )
     db = tmp_path / "runs" / "kill" / "optuna.db"
     cmd = cli("sweep", str(exp), "--workers", "1")
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline:  # poll read-only: never race the sweep creating the schema
-        time.sleep(0.3)
+    while proc.poll() is None:  # poll read-only: never race the sweep creating the schema
+        time.sleep(0.2)
         try:
             with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
                 states = [row[0] for row in con.execute("select state from trials")]
         except sqlite3.Error:
             continue
-        if states.count("COMPLETE") == 1 and "RUNNING" in states and _second_run_training(tmp_path):
+        if "RUNNING" in states and _run_training(tmp_path, trial):
             return proc, cmd, db
-    proc.kill()
-    pytest.fail("sweep never reached a running second trial")
+    pytest.fail(f"sweep ended (exit {proc.returncode}) before trial {trial} trained")
 
 
-def test_killed_worker_trial_is_failed_and_retried(tmp_path):
-    name = "kill/gru/adding/T=30"
-    proc, cmd, db = start_sweep_until_second_trial_runs(tmp_path)
+def test_killed_worker_trial_is_failed_retried_and_the_target_is_exact(tmp_path):
+    name = "kill/gru/adding/T=10"
+    proc, cmd, db = start_sweep_until_trial_trains(tmp_path, trial=0)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     time.sleep(2.5)  # past the heartbeat grace period (2 x heartbeat_s)
-    assert subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    rerun = [*cmd[:-2], "--workers", "2", "train.steps=20"]  # two workers: one takes the retry, none may add a third trial
+    assert subprocess.run(rerun, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
 
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{db}")
     trials = study.trials
-    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL and "surplus" not in t.user_attrs.get("reason", "")]
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(failed) == 1 and len(done) == 3
+    assert len(failed) == 1 and failed[0].number == 0 and len(done) == 2  # exactly the target
     retry = [t for t in done if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retry) == 1 and retry[0].params == failed[0].params
 
     runs = load(tmp_path / "runs" / "kill").runs
     by_trial = runs.groupby("meta.trial")["status"].apply(list).to_dict()
-    assert by_trial[failed[0].number] == ["failed"]
-    assert "heartbeat" in runs.loc[runs["meta.trial"] == failed[0].number, "reason"].iloc[0]
+    assert by_trial[0] == ["failed"]
+    assert "heartbeat" in runs.loc[runs["meta.trial"] == 0, "reason"].iloc[0]
     assert sorted(t.number for t in done) == sorted(k for k, v in by_trial.items() if v == ["complete"])
     for t in done:  # the store holds the same final value Optuna does
         run = runs[runs["meta.trial"] == t.number].iloc[0]
@@ -143,14 +152,26 @@ def test_conditional_and_per_cell_parameters(tmp_path):
     from rnnstudy.sweep import suggest
 
     exp = load_experiment("experiments/memory_length.yaml")
-    by_cell = {c.cfg.model.cell: c.cfg for c in cells(exp) if c.cfg.task.name == "adding" and c.cfg.task.T == 100}
-    space = {"init.recurrent": "identity", "init.scale": 0.9, "init.bias": "chrono", "train.lr": 1e-3}
-    lstm = suggest(optuna.trial.FixedTrial(space), exp, by_cell["lstm"])
-    assert lstm == {"init.recurrent": "identity", "init.scale": 0.9, "init.bias": "chrono", "train.lr": 1e-3}
-    rnn = suggest(optuna.trial.FixedTrial({**space, "init.bias": "zero"}), exp, by_cell["rnn_tanh"])
-    assert rnn["init.bias"] == "zero" and "init.gain" not in rnn and "init.forget_bias" not in rnn
-    forget = suggest(optuna.trial.FixedTrial({**space, "init.bias": "forget", "init.forget_bias": 2.0}), exp, by_cell["lstm"])
-    assert forget["init.forget_bias"] == 2.0
+    points = {(p.cfg.model.cell, p.family): p.cfg for p in exp.points() if p.cfg.task.name == "adding" and p.cfg.task.T == 100}
+    assert ("rnn_tanh", "chrono") not in points and ("lstm", "identity") not in points  # families only on their cells
+    space = {"init.gain": 1.1, "init.scale": 0.9, "init.rho": 0.7, "init.forget_bias": 2.0, "train.lr": 1e-3}
+    fixed = optuna.trial.FixedTrial(space)
+    assert suggest(fixed, exp, points[("lstm", "default")]) == {"train.lr": 1e-3}  # the default family reads no parameter
+    assert suggest(fixed, exp, points[("lstm", "forget")]) == {"init.forget_bias": 2.0, "train.lr": 1e-3}
+    assert suggest(fixed, exp, points[("rnn_relu", "identity")]) == {"init.scale": 0.9, "train.lr": 1e-3}
+    assert suggest(fixed, exp, points[("gru", "orthogonal")]) == {"init.gain": 1.1, "train.lr": 1e-3}
+    path = tmp_path / "when.yaml"
+    path.write_text(
+        "name: w\ngrid: {model.cell: [rnn_tanh, lstm]}\nsearch:\n"
+        "  init.bias@rnn: {type: categorical, choices: [default, zero], when: {model.cell: rnn_tanh}}\n"
+        "  init.bias@lstm: {type: categorical, choices: [default, forget], when: {model.cell: lstm}}\n"
+        "  init.forget_bias: {type: float, low: 0.5, high: 5.0}\n"
+    )
+    when = load_experiment(path)
+    rnn, lstm = (p.cfg for p in when.points())
+    assert suggest(optuna.trial.FixedTrial({"init.bias": "zero"}), when, rnn) == {"init.bias": "zero"}
+    chosen = suggest(optuna.trial.FixedTrial({"init.bias": "forget", "init.forget_bias": 2.0}), when, lstm)
+    assert chosen == {"init.bias": "forget", "init.forget_bias": 2.0}  # forget_bias only once the forget scheme is chosen
 
 
 def test_study_summary_run_in_wandb(tmp_path):
@@ -159,14 +180,14 @@ def test_study_summary_run_in_wandb(tmp_path):
     from rnnstudy.sweep import _summarise_to_wandb
 
     exp = load_experiment("experiments/demo.yaml", [f"out={tmp_path}", "wandb.mode=offline"])
-    study = optuna.create_study(study_name="demo/lstm/adding/T=10")
+    study = optuna.create_study(study_name="demo/lstm/adding/T=10/orthogonal")
     for gain, value in ((0.5, 0.3), (1.0, 0.1), (1.5, 0.2)):
         study.enqueue_trial({"init.gain": gain})
         study.optimize(lambda t, v=value: (t.suggest_float("init.gain", 0.1, 2.0), v)[1], n_trials=1)
     _summarise_to_wandb(exp, exp.base(), [study])
     (run_dir,) = (tmp_path / "demo" / "studies" / "wandb").glob("offline-run-*")
     run = finished_run(run_dir)
-    assert run.job_type == "study-summary" and run.group == "demo/lstm/adding/T=10" and run.project == "demo"
+    assert run.job_type == "study-summary" and run.group == "demo/lstm/adding/T=10/orthogonal" and run.project == "demo"
     assert run.config["best_params"] == {"init.gain": 1.0}
     assert run.summary["best_value"] == pytest.approx(0.1) and run.summary["complete_trials"] == 3
 
@@ -174,10 +195,11 @@ def test_study_summary_run_in_wandb(tmp_path):
 WORKER = """
 import sys
 from rnnstudy.config import load_experiment
-from rnnstudy.sweep import load_study, open_storage
+import optuna
+from rnnstudy.sweep import open_storage
 exp = load_experiment("experiments/demo.yaml", ["out=" + sys.argv[1]])
 storage, _ = open_storage(sys.argv[2] or None, exp, exp.base())
-study = load_study("concurrency", storage, exp, exp.base())
+study = optuna.load_study(study_name="concurrency", storage=storage)
 study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=25)
 """
 
@@ -185,11 +207,11 @@ study.optimize(lambda t: t.suggest_float("x", 0, 1) ** 2, n_trials=25)
 def run_four_workers(out, url):
     exp = load_experiment("experiments/demo.yaml", [f"out={out}"])
     storage, _ = open_storage(url, exp, exp.base())
-    load_study("concurrency", storage, exp, exp.base())  # created before the workers start, as the sweep does
+    optuna.create_study(study_name="concurrency", storage=storage)  # created before the workers start, as the sweep does
     procs = [
         subprocess.Popen([sys.executable, "-c", WORKER, str(out), url or ""], stderr=subprocess.PIPE, text=True) for _ in range(4)
     ]
-    errors = [p.communicate(timeout=300)[1] for p in procs]
+    errors = [p.communicate()[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errors
     assert not any("locked" in e.lower() or "error" in e.lower() for e in errors), errors
     trials = optuna.load_study(study_name="concurrency", storage=storage).trials
@@ -208,11 +230,10 @@ def test_four_workers_on_postgresql(tmp_path, postgres_url):
 
 
 def test_ctrl_c_fails_running_trial_and_finishes_cleanly(tmp_path):
-    proc, _, db = start_sweep_until_second_trial_runs(tmp_path)
+    proc, _, db = start_sweep_until_trial_trains(tmp_path, trial=0)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    assert proc.wait(timeout=120) == 130
-    study = optuna.load_study(study_name="kill/gru/adding/T=30", storage=f"sqlite:///{db}")
-    states = [t.state for t in study.trials]
-    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL]
-    runs = load(tmp_path / "runs" / "kill").runs.sort_values("meta.trial")
-    assert list(runs["status"]) == ["complete", "failed"] and runs["reason"].iloc[1] == "interrupted (Ctrl-C)"
+    assert proc.wait() == 130
+    study = optuna.load_study(study_name="kill/gru/adding/T=10", storage=f"sqlite:///{db}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
+    runs = load(tmp_path / "runs" / "kill").runs
+    assert list(runs["status"]) == ["failed"] and runs["reason"].iloc[0] == "interrupted (Ctrl-C)"

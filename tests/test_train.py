@@ -31,7 +31,7 @@ def test_run_writes_store_that_loads_back(tiny):
     assert probed == [0, 10, 20, 24]
     one = res.gradflow[(res.gradflow["step"] == 0) & (res.gradflow["state"] == "h")]
     assert list(one["t"]) == list(range(25)) and (one["p90"] >= one["p10"]).all()
-    assert "decay_rate/l0/h" in set(res.metrics[res.metrics["split"] == "probe"]["metric"])
+    assert "answer/decay_rate/l1/h" in set(res.metrics[res.metrics["split"] == "probe"]["metric"])
     assert not list(result.path.glob(".*.tmp"))
 
 
@@ -83,7 +83,7 @@ def test_early_stop_when_solved(tiny):
 
 
 def test_float64_runs(tiny):
-    r = train(tiny(train__precision="64", model__cell="gru"))
+    r = train(tiny(train__precision=64, model__cell="gru"))
     assert r.status == "complete" and np.isfinite(r.final["loss"])
 
 

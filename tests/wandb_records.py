@@ -1,92 +1,72 @@
-"""Read an offline W&B run back from its ``run-*.wandb`` file (the LevelDB-style log wandb writes)."""
+"""Read an offline W&B run back with wandb's own maintained reader, ``wandb leet inspect --json``.
+
+Each line it prints is one record of the run's ``.wandb`` transaction log (run, config, history,
+summary, metric definitions, exit). Table contents are not in the log: wandb writes them as files
+under ``files/media/table/``, read here as the JSON they are.
+"""
 
 from __future__ import annotations
 
 import json
-import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from wandb.proto import wandb_internal_pb2 as pb
-
-BLOCK, HEADER = 32768, 7
-FULL, LAST = 1, 4
+WANDB = str(Path(sys.executable).with_name("wandb"))
 
 
-def records(path: Path) -> list[pb.Record]:
-    """Every record in the file, in order."""
-    data = path.read_bytes()
-    ident, _, _ = struct.unpack("<4sHB", data[:HEADER])
-    assert ident == b":W&B", ident
-    out, pos, buf = [], HEADER, b""
-    while pos + HEADER <= len(data):
-        left = BLOCK - pos % BLOCK
-        if left < HEADER:
-            pos += left
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
-        pos += HEADER
-        if kind == 0 and length == 0:
-            pos += left - HEADER
-            continue
-        buf += data[pos : pos + length]
-        pos += length
-        if kind in (FULL, LAST):
-            record = pb.Record()
-            record.ParseFromString(buf)
-            out.append(record)
-            buf = b""
-    return out
-
-
-def _key(item) -> str:
-    return item.key or "/".join(item.nested_key)
+def inspect(run_dir: Path) -> list[dict]:
+    """Every record of the run's log as ``wandb leet inspect --json`` prints it."""
+    out = subprocess.run([WANDB, "leet", "inspect", "--json", str(run_dir)], capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
 
 class OfflineRun:
     """The parts of an offline run the tests check."""
 
     def __init__(self, run_dir: Path) -> None:
-        (path,) = run_dir.glob("run-*.wandb")
         self.dir = run_dir
-        self.records = records(path)
-        by_type: dict[str, list] = {}
+        self.records = inspect(run_dir)
+        by_type: dict[str, list[dict]] = {}
         for r in self.records:
-            by_type.setdefault(r.WhichOneof("record_type"), []).append(r)
-        run = by_type["run"][0].run
-        self.group, self.job_type, self.tags, self.name, self.project = (
-            run.run_group,
-            run.job_type,
-            list(run.tags),
-            run.display_name,
-            run.project,
-        )
-        self.config = {}
-        for r in by_type.get("config", []) + by_type["run"]:
-            cfg = r.config if r.HasField("config") else r.run.config
-            self.config.update({_key(u): json.loads(u.value_json) for u in cfg.update})
-        self.history = [{_key(i): json.loads(i.value_json) for i in r.history.item} for r in by_type.get("history", [])]
-        self.summary = {}
-        for r in by_type.get("summary", []):
-            self.summary.update({_key(u): json.loads(u.value_json) for u in r.summary.update})
-        self.exit_code = by_type["exit"][0].exit.exit_code if "exit" in by_type else None
+            by_type.setdefault(r["type"], []).append(r[r["type"]] if r["type"] in r else r)
+        run = by_type["run"][0]
+        self.group, self.job_type, self.tags = run.get("run_group", ""), run.get("job_type", ""), run.get("tags", [])
+        self.name, self.project, self.id = run.get("display_name", ""), run.get("project", ""), run.get("run_id", "")
+        self.config = dict(run.get("config", {}).get("update", {}))
+        for c in by_type.get("config", []):
+            self.config.update(c.get("update", {}))
+        self.environment = by_type.get("environment", [])
+        self.history = [h["item"] for h in by_type.get("history", [])]
+        self.summary: dict = {}
+        for s in by_type.get("summary", []):
+            self.summary.update(s.get("update", {}))
+        self.metrics = by_type.get("metric", [])
+        self.exit_code = by_type["exit"][0].get("exit_code", 0) if "exit" in by_type else None
 
     def history_keys(self) -> set[str]:
         return {k for row in self.history for k in row}
 
+    def tables(self, key: str) -> list[dict]:
+        """The logged tables of a key (``grad/answer/profile_l1_h``), oldest first."""
+        folder = self.dir / "files" / "media" / "table" / Path(key).parent
+        files = sorted(folder.glob(f"{Path(key).name}_table_*.table.json"), key=lambda p: int(p.name.split("_")[-2]))
+        return [json.loads(p.read_text()) for p in files]
 
-def finished_run(run_dir: Path, timeout: float = 30.0) -> OfflineRun:
-    """An offline run read once wandb has written all of it.
+
+def finished_run(run_dir: Path) -> OfflineRun:
+    """An offline run read once wandb has written all of it (its exit record).
 
     wandb's service process can still be appending the last records just after ``run.finish()``
-    returns on a loaded machine, so this waits for the run's exit record.
+    returns on a loaded machine; it always finishes, so this waits without a clock.
     """
-    deadline = time.time() + timeout
-    while True:
+    for _ in range(3000):
         run = OfflineRun(run_dir)
-        if run.exit_code is not None or time.time() > deadline:
+        if run.exit_code is not None:
             return run
         time.sleep(0.2)
+    raise AssertionError(f"{run_dir}: no exit record was ever written")
 
 
 def offline_run(run_folder: Path) -> OfflineRun:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from rnnstudy import inits
 from rnnstudy.store import Results
 
-PARAMS = {"orthogonal": "gain", "xavier": "gain", "kaiming": "gain", "identity": "scale", "spectral": "rho"}
-BIAS_PARAMS = {"forget": "forget_bias", "chrono": "chrono_tmax"}
+#: The probe metrics the report reads: the answer-loss profile of the first layer's hidden state.
+PROBE_LOSS = "answer"
+
+
+def probe_metric(name: str, layer: int = 1, state: str = "h") -> str:
+    """The store's metric name of a derived gradient number of the answer-loss profile."""
+    return f"{PROBE_LOSS}/{name}/l{layer}/{state}"
 
 
 def _col(runs: pd.DataFrame, name: str, default=np.nan) -> pd.Series:
@@ -16,7 +22,10 @@ def _col(runs: pd.DataFrame, name: str, default=np.nan) -> pd.Series:
 
 
 def init_family(row: pd.Series) -> str:
-    """The initialisation scheme without its numbers: ``orthogonal``, ``identity+zero``, ``default+chrono``."""
+    """The run's initialisation family: the experiment's family name, or its schemes without numbers."""
+    named = row.get("meta.family")
+    if isinstance(named, str) and named:
+        return named
     family = row["config.init.recurrent"]
     if row["config.init.bias"] != "default":
         family += f"+{row['config.init.bias']}"
@@ -28,12 +37,11 @@ def init_family(row: pd.Series) -> str:
 def init_label(row: pd.Series) -> str:
     """The scheme with the numbers that matter to it, e.g. ``orthogonal(gain=1.14)``."""
     parts = []
-    recurrent = row["config.init.recurrent"]
-    if recurrent in PARAMS:
-        parts.append(f"{PARAMS[recurrent]}={row[f'config.init.{PARAMS[recurrent]}']:.3g}")
-    bias = row["config.init.bias"]
-    if bias in BIAS_PARAMS and pd.notna(row.get(f"config.init.{BIAS_PARAMS[bias]}")):
-        parts.append(f"{BIAS_PARAMS[bias]}={row[f'config.init.{BIAS_PARAMS[bias]}']:.3g}")
+    for kind, registry in inits.KINDS.items():
+        for param in registry[row[f"config.init.{kind}"]].params:
+            value = row.get(f"config.init.{param}")
+            if pd.notna(value):
+                parts.append(f"{param}={value:.3g}")
     return init_family(row) + (f"({', '.join(parts)})" if parts else "")
 
 
@@ -54,6 +62,7 @@ def run_table(res: Results) -> pd.DataFrame:
             "T": r["config.task.T"].astype(int),
             "seed": r["config.seed"],
             "study": _col(r, "meta.study", None),
+            "row": _col(r, "meta.row", ""),
             "trial": _col(r, "meta.trial"),
             "final_norm_loss": pd.to_numeric(_col(r, "final.norm_loss"), errors="coerce"),
             "best_norm_loss": pd.to_numeric(_col(r, "best.norm_loss"), errors="coerce"),
@@ -75,7 +84,7 @@ def run_table(res: Results) -> pd.DataFrame:
     out["config"] = np.where(out["study"].notna(), out["study"].astype(str) + "#" + out["trial"].astype(str), out["init"])
     for key in [c for c in r.columns if c.startswith("meta.params.")]:
         out[key.removeprefix("meta.params.")] = r[key]
-    decay = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == "decay_rate/l0/h")]
+    decay = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == probe_metric("decay_rate"))]
     if not decay.empty:
         first = decay.loc[decay.groupby("run_id")["step"].idxmin(), ["run_id", "value"]].rename(columns={"value": "decay_init"})
         last = decay.loc[decay.groupby("run_id")["step"].idxmax(), ["run_id", "value"]].rename(columns={"value": "decay_end"})
@@ -100,12 +109,12 @@ def best_configs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     return done.merge(best, on=[*by, "config"])
 
 
-def profiles(res: Results, runs: pd.DataFrame, layer: int = 0, state: str = "h") -> pd.DataFrame:
-    """Gradient profile points with lag, phase (init / end) and the run's labels."""
+def profiles(res: Results, runs: pd.DataFrame, layer: int = 1, state: str = "h") -> pd.DataFrame:
+    """Answer-loss gradient profile points with lag, phase (init / end) and the run's labels."""
     g = res.gradflow
-    if g.empty or runs.empty:
+    if g.empty or runs.empty or "loss" not in g:
         return pd.DataFrame()
-    g = g[(g["layer"] == layer) & (g["state"] == state)]
+    g = g[(g["layer"] == layer) & (g["state"] == state) & (g["loss"] == PROBE_LOSS)]
     g = g.merge(runs[["run_id", "cell", "task", "T", "seed", "family", "init", "seq_len"]], on="run_id")
     last = g.groupby("run_id")["step"].transform("max")
     g = g.assign(lag=g["seq_len"] - 1 - g["t"], phase=np.where(g["step"] == 0, "at init", np.where(g["step"] == last, "end", "")))

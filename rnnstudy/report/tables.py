@@ -5,39 +5,56 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from reports import frames, search
+from rnnstudy.report import frames, search
 from rnnstudy.store import Results
 
 
 def memory_length(frontier: pd.DataFrame, res: Results, runs: pd.DataFrame) -> pd.DataFrame:
-    """Largest T solved by at least half the seeds, per cell x init family x task, beside the gradient horizon."""
+    """Per task x cell x init family: the largest T solved by at least half the seeds, every smaller T of the grid tried.
+
+    The grid of a task is every T any run of it used; a family missing at a smaller T gets no verdict above it.
+    Beside it: the median answer-loss gradient horizon at initialisation, at the largest T the family was tried.
+    """
     if frontier.empty:
         return pd.DataFrame()
-    solved = frontier.groupby(["task", "cell", "family", "T"])["solved"].mean().reset_index()
+    grid = runs.groupby("task")["T"].apply(lambda ts: sorted({int(t) for t in ts}))
+    per_t = frontier.groupby(["task", "cell", "family", "T"]).agg(solved=("solved", "mean"), seeds=("seed", "nunique"))
+    probe = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == frames.probe_metric("horizon"))]
+    at_init = probe[probe["step"] == 0].set_index("run_id")["value"]
     rows = []
-    probe = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == "horizon/l0/h")]
-    for (task, cell, family), d in solved.groupby(["task", "cell", "family"]):
-        ok = d[d["solved"] >= 0.5]["T"]
-        largest = int(d["T"].max())
+    for (task, cell, family), d in per_t.groupby(level=["task", "cell", "family"]):
+        fractions = {int(T): frac for (_, _, _, T), frac in d["solved"].items()}
+        memory, missing = None, []
+        for T in grid[task]:
+            if T not in fractions:
+                missing.append(T)
+            elif fractions[T] >= 0.5 and not missing:
+                memory = T
+        largest = max(fractions)
         ids = frontier[
             (frontier["task"] == task) & (frontier["cell"] == cell) & (frontier["family"] == family) & (frontier["T"] == largest)
         ]["run_id"]
-        at_init = probe[(probe["run_id"].isin(ids)) & (probe["step"] == 0)]["value"]
+        horizons = at_init.reindex(ids).dropna()
+        seeds = int(d["seeds"].max())
         rows.append(
             {
                 "task": task,
                 "cell": cell,
-                "init": family,
-                "memory length (largest T solved)": int(ok.max()) if len(ok) else f"none of T <= {largest}",
-                "T tried": ", ".join(str(int(t)) for t in sorted(d["T"])),
-                "gradient horizon at init (steps, at the largest T)": float(np.median(at_init)) if len(at_init) else np.nan,
+                "init family": family,
+                "memory length": memory if memory is not None else np.nan,
+                "verdict": f"T = {memory}" if memory is not None else f"none of T <= {largest}",
+                "solved fraction at each T": ", ".join(f"{T}: {fractions[T]:.0%}" for T in sorted(fractions)),
+                "seeds": seeds,
+                "T not tried": ", ".join(map(str, missing)) or "-",
+                "gradient horizon at init (answer loss, steps)": float(np.median(horizons)) if len(horizons) else np.nan,
+                "horizon measured at T": largest,
             }
         )
     return pd.DataFrame(rows)
 
 
 def best_parameters(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per study, the trial with the lowest mean final normalised loss and its parameters."""
+    """Per study, the trial with the lowest mean final normalised loss, its parameters and how many trials it beat."""
     done = frames.finished(runs).dropna(subset=["study", "final_norm_loss"])
     if done.empty:
         return pd.DataFrame()

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import frames, style
+from rnnstudy.report import frames, style
 from rnnstudy.store import Results
 
 
 def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
-    """Profile points of the best-init and default-init runs, layer 0 hidden state."""
+    """Answer-loss profile points of the best-init and default-init runs, layer 1 hidden state."""
     best = frames.best_configs(runs, ["cell", "task", "T"]).assign(which="best init")
     default = frames.finished(runs)
     default = default[default["family"] == "default"].assign(which="default init")
@@ -20,13 +20,14 @@ def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     if prof.empty:
         return prof
     prof = prof[prof["phase"] != ""].merge(chosen[["run_id", "which"]], on="run_id")
-    return prof.assign(panel=prof["task"] + ", T=" + prof["T"].astype(str)).dropna(subset=["log10_g"])
+    return prof.assign(panel=prof["task"] + ", T=" + prof["T"].astype(int).astype(str)).dropna(subset=["log10_g"])
 
 
 def draw(data: pd.DataFrame, out: Path) -> Path | None:
-    """Facets task/T x phase; spread is one standard deviation over seeds."""
+    """Facets task/T x phase; spread is one standard deviation over seeds where there are several."""
     if data.empty:
         return None
+    seeds = int(data.groupby(["cell", "which", "panel", "phase"])["seed"].nunique().max())
     grid = style.cell_lines(
         data,
         "lag",
@@ -36,12 +37,13 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
         row="panel",
         col="phase",
         col_order=["at init", "end"],
-        errorbar="sd",
+        errorbar="sd" if seeds > 1 else None,
         height=2.6,
         aspect=1.6,
         facet_kws={"sharey": False, "sharex": "row"},
     )
-    grid.set_axis_labels("lag T - t (steps back from the end)", "log10 mean ||dL/dh_t||")
+    grid.set_axis_labels("lag: steps back from the end of the sequence", "log10 mean ||d(answer loss)/dh_t||")
     grid.set_titles("{row_name} | {col_name}")
-    grid.figure.suptitle("How far back the gradient reaches (layer 1 hidden state)", y=1.01)
+    band = f"band: one sd over {seeds} seeds" if seeds > 1 else "one seed"
+    grid.figure.suptitle(f"How far back the answer-loss gradient reaches (layer 1 hidden state; {band})", y=1.01)
     return style.save(grid.figure, out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import frames, style
+from rnnstudy.report import frames, style
 from rnnstudy.store import Results
 
 
@@ -16,20 +16,21 @@ def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     if best.empty:
         return best
     curves = frames.validation_curves(res, best)
-    return curves.assign(panel=curves["task"] + ", T=" + curves["T"].astype(str))
+    return curves.assign(panel=curves["task"] + ", T=" + curves["T"].astype(int).astype(str))
 
 
 def draw(data: pd.DataFrame, out: Path) -> Path | None:
     """One panel per task/T; the memoryless baseline at 1."""
     if data.empty:
         return None
+    seeds = int(data.groupby(["cell", "panel"])["seed"].nunique().max())
     grid = style.cell_lines(
         data,
         "step",
         "norm_loss",
         col="panel",
         col_wrap=min(4, data["panel"].nunique()),
-        errorbar=("pi", 100),
+        errorbar=("pi", 100) if seeds > 1 else None,
         height=2.8,
         aspect=1.3,
     )
@@ -38,5 +39,6 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
         ax.set_yscale("log")
     grid.set_axis_labels("training step", "val loss / baseline (log)")
     grid.set_titles("{col_name}")
-    grid.figure.suptitle("Learning curves, best initialisation per cell (band: range over seeds)", y=1.02)
+    band = f"band: range over {seeds} seeds" if seeds > 1 else "one seed"
+    grid.figure.suptitle(f"Learning curves, best initialisation per cell ({band})", y=1.02)
     return style.save(grid.figure, out)

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import html
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
+from optuna.storages import RDBStorage
 
-from reports import curves, frames, frontier, gradient_lag, heatmaps, reproduction, search, style, tables
+from rnnstudy.config import ConfigError
+from rnnstudy.report import curves, frames, frontier, gradient_lag, heatmaps, reproduction, search, style, tables
 from rnnstudy.store import Results, load
+from rnnstudy.sweep import mask
 
 CSS = (
     "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}"
@@ -31,10 +36,30 @@ class Section:
 
 
 def _storage(results: list[Path], storage: str | None) -> str | None:
-    if storage:
-        return storage
-    dbs = [r / "optuna.db" for r in results if (r / "optuna.db").exists()]
-    return f"sqlite:///{dbs[0].resolve()}" if len(dbs) == 1 else None
+    """The Optuna storage to read (given, or the one experiment's SQLite file); checked readable, never created."""
+    if not storage:
+        dbs = [r / "optuna.db" for r in results if (r / "optuna.db").exists()]
+        if len(dbs) != 1:
+            return None
+        storage = f"sqlite:///{dbs[0].resolve()}"
+    try:
+        optuna.get_all_study_names(RDBStorage(storage, skip_table_creation=True, skip_compatibility_check=True))
+    except Exception as err:
+        raise ConfigError(f"storage {mask(storage)}: cannot read it: {' '.join(str(err).split())[:200]}") from None
+    return storage
+
+
+def _output_folder(out: Path) -> Path:
+    """The report's folder, checked writable before anything is drawn."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out = {str(out)!r}: is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-")
+        probe.close()
+    except OSError as err:
+        raise ConfigError(f"--out = {str(out)!r}: cannot write there ({err.strerror or type(err).__name__})") from None
+    return out
 
 
 def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
@@ -63,34 +88,52 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
 
 
 def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[str]:
+    """Sentences that compare only numbers measured under the same conditions (same task, same T, same budget)."""
     lines = []
     probe = res.metrics[
-        (res.metrics["split"] == "probe") & (res.metrics["metric"] == "decay_rate/l0/h") & (res.metrics["step"] == 0)
+        (res.metrics["split"] == "probe")
+        & (res.metrics["metric"] == frames.probe_metric("decay_rate"))
+        & (res.metrics["step"] == 0)
     ]
-    at_init = probe.merge(runs[["run_id", "cell", "family"]], on="run_id").dropna(subset=["value"])
-    if not at_init.empty:
-        med = at_init.groupby("cell")["value"].median().sort_values()
+    at_init = probe.merge(runs[["run_id", "cell", "task", "T"]], on="run_id").dropna(subset=["value"])
+    for task, d in at_init.groupby("task"):
+        common = [T for T, g in d.groupby("T") if g["cell"].nunique() == d["cell"].nunique()]
+        if not common:
+            continue
+        T = max(common)
+        med = d[d["T"] == T].groupby("cell")["value"].median().sort_values()
         parts = [f"{style.CELL_LABELS[c]} {v:+.3f}" for c, v in med.items()]
         lines.append(
-            "Median log10 decay of the gradient per step back in time at initialisation (all inits): "
-            + ", ".join(parts)
-            + " (a slope of -0.1 loses a factor 10 every 10 steps)."
+            f"{task}, T = {T}: median log10 decay of the answer-loss gradient per step back in time at initialisation "
+            f"(all initialisations tried): " + ", ".join(parts) + " (-0.1 loses a factor 10 every 10 steps)."
         )
     if not memory.empty:
-        col = "memory length (largest T solved)"
-        solved = memory[memory[col].apply(lambda v: isinstance(v, int))]
-        for task, d in solved.groupby("task"):
-            top = d.sort_values(col, ascending=False).iloc[0]
-            lines.append(
-                f"{task}: the longest memory is {style.CELL_LABELS[top['cell']]} with {top['init']} init (T = {top[col]})."
-            )
-        unsolved = memory[~memory.index.isin(solved.index)]
-        if not unsolved.empty:
-            lines.append(
-                "Never solved within the budget: "
-                + "; ".join(f"{style.CELL_LABELS[r['cell']]} {r['init']} on {r['task']}" for _, r in unsolved.iterrows())
-                + "."
-            )
+        for task, d in memory.groupby("task"):
+            judged = d.dropna(subset=["memory length"])
+            if not judged.empty:
+                top = judged[judged["memory length"] == judged["memory length"].max()]
+                who = "; ".join(f"{style.CELL_LABELS[r['cell']]} with {r['init family']} init" for _, r in top.iterrows())
+                lines.append(
+                    f"{task}: the longest memory length measured is T = {int(top['memory length'].iloc[0])} ({who}): "
+                    "at least half the seeds solved it, and every smaller T of the grid was tried."
+                )
+            never = d[d["memory length"].isna()]
+            if not never.empty:
+                lines.append(
+                    f"{task}, never solved by half the seeds within the budget at the smallest T tried (or a smaller T "
+                    "missing): "
+                    + "; ".join(f"{style.CELL_LABELS[r['cell']]} {r['init family']}" for _, r in never.iterrows())
+                    + "."
+                )
+            gaps = d[d["T not tried"] != "-"]
+            if not gaps.empty:
+                lines.append(
+                    f"{task}, missing from the grid (no verdict above the gap): "
+                    + "; ".join(
+                        f"{style.CELL_LABELS[r['cell']]} {r['init family']} at T = {r['T not tried']}" for _, r in gaps.iterrows()
+                    )
+                    + "."
+                )
     return lines
 
 
@@ -121,16 +164,17 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
     """
     results = [Path(r) for r in (results if isinstance(results, list) else [results])]
     res = load(*[r for r in results if r.exists()])
+    for folder, why in res.skipped:
+        print(f"rnnstudy report: warning: skipping damaged run {folder}: {why}", file=sys.stderr)
     if res.runs.empty:
         where = ", ".join(map(str, results))
         print(f"rnnstudy report: no runs under {where} (run `rnnstudy train` or `rnnstudy sweep` first)", file=sys.stderr)
         return 2
+    name = "+".join(r.resolve().name for r in results)
+    storage = _storage(results, storage)
+    out = _output_folder(Path(out) if out else Path("reports") / name)
     style.apply()
     runs = frames.run_table(res)
-    name = "+".join(r.resolve().name for r in results)
-    out = Path(out) if out else Path("reports") / name
-    out.mkdir(parents=True, exist_ok=True)
-    storage = _storage(results, storage)
 
     front = frontier.frame(runs)
     memory = tables.memory_length(front, res, runs)
@@ -140,9 +184,11 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             lambda: Section(
                 "Gradient flow against lag",
                 [
-                    "log10 of the mean per-sample ||dL/dh_t|| against how far back t lies from the end of the sequence, at "
-                    "initialisation and at the end of training, for the best and the default initialisation of each cell. "
-                    "A flat line reaches far back; a falling one vanishes."
+                    "log10 of the mean per-sample ||d(answer loss)/dh_t|| (layer 1) against how far back t lies from the "
+                    "end of the sequence (the last answer step), at initialisation and at the end of training, for the best "
+                    "and the default initialisation of each cell; one row per task and T. The answer loss is the loss on the "
+                    "steps that carry the answer (copy: the ten recall steps; adding: the last step). A flat line reaches "
+                    "far back; a falling one vanishes."
                 ],
                 [p for p in [gradient_lag.draw(gradient_lag.frame(res, runs), out / "gradient_lag.png")] if p],
             ),
@@ -151,7 +197,11 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             "gradient-flow heatmaps",
             lambda: Section(
                 "Gradient-flow heatmaps",
-                ["Each panel: one run (best initialisation, first seed); rows are probed training steps, columns time steps t."],
+                [
+                    "Each panel: one run (best initialisation, first seed); rows are probed training steps, columns the lag "
+                    "back from the end of the sequence; ||d(answer loss)/dh_t||, layer 1, on one colour scale shared by "
+                    "every panel."
+                ],
                 [p for p in [heatmaps.draw(heatmaps.frame(res, runs), out / "heatmaps.png")] if p],
             ),
         ),
@@ -160,10 +210,11 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             lambda: Section(
                 "Memory-length frontier",
                 [
-                    "Final normalised validation loss (top) and fraction of seeds solved (bottom) against T, per cell and "
-                    "initialisation family (each family at its best searched parameters)."
+                    "Final normalised validation loss and the fraction of seeds solved against T, one panel per task and "
+                    "cell, one line per initialisation family at its best searched parameters at each T. The table's "
+                    "verdict needs at least half the seeds solved at T and every smaller T of the grid tried."
                 ],
-                [p for p in [frontier.draw(front, out / "frontier.png")] if p],
+                frontier.draw(front, out / "frontier.png"),
                 [memory],
             ),
         ),
@@ -179,24 +230,23 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             "initialisation search",
             lambda: Section(
                 "Initialisation search",
-                ["Which initialisation parameters mattered (Optuna parameter importances) and the objective against each."],
                 [
-                    p
-                    for p in [
-                        search.draw(
-                            search.objective_frame(runs),
-                            search.importance_frame(storage, sorted(runs["study"].dropna().unique())),
-                            out / "search.png",
-                        )
-                    ]
-                    if p
+                    "The objective against each searched parameter (one row per task and T); Optuna's parameter "
+                    "importances per study (only where a study has enough complete trials and a parameter took more than "
+                    "one value); the best trial of each study with the number of trials it was chosen from."
                 ],
-                [tables.best_parameters(runs)],
+                [p for p in [search.draw(search.objective_frame(runs), out / "search.png")] if p],
+                [search.importance_table(storage, sorted(runs["study"].dropna().unique())), tables.best_parameters(runs)],
             ),
         ),
         ("reference results", lambda: reproduction.section(runs, out)),
     ]
     sections = [_overview(runs, results)]
+    if res.skipped:
+        sections[0].text.append(
+            f"**Skipped {len(res.skipped)} damaged runs** (unreadable files): "
+            + "; ".join(f"`{f}` ({why})" for f, why in res.skipped)
+        )
     if frames.finished(runs).empty:
         reasons = runs[["run_id", "status", "reason"]]
         sections[0].tables.append(reasons)

@@ -1,0 +1,30 @@
+"""The libraries' start-up chatter, turned down once by each entry point (CLI, sweep worker).
+
+Only named, understood messages are silenced; everything else still shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+#: Lightning warnings that do not apply here, with why.
+LIGHTNING_NOTES = (
+    ".*does not have many workers.*",  # batches are generated on the device: no loader workers to add
+    ".*IterableDataset.*__len__.*",  # the training stream is endless by design; the step budget ends a run
+    ".*Trainer.fit` stopped.*",  # the harness stops at its own step budget and says so itself
+    ".*isinstance\\(treespec, LeafSpec\\).*",  # inside lightning 2.6.6's own _pytree helper with torch 2.13; nothing to do here
+)
+
+
+def quiet_libraries() -> None:
+    """Lightning's per-run notes off, Optuna's trial logs off (the harness prints one line per trial outcome)."""
+    import optuna
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in LIGHTNING_NOTES:
+        warnings.filterwarnings("ignore", pattern)
+    # Heartbeats, fail_stale_trials and the retry callback have carried this label since Optuna 2.9.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)

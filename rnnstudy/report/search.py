@@ -1,0 +1,97 @@
+"""Figure 5 and a table: the initialisation search, per study (parameter importances, objective against each parameter)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import seaborn as sns
+from optuna.trial import TrialState
+
+from rnnstudy.report import style
+
+PARAM_PREFIXES = ("init.", "train.")
+#: Fewer finished trials than this give importances that mean nothing; they are not computed.
+MIN_TRIALS_FOR_IMPORTANCE = 4
+
+
+def param_columns(runs: pd.DataFrame) -> list[str]:
+    """Searched numeric parameters present in the runs."""
+    cols = [c for c in runs.columns if c.startswith(PARAM_PREFIXES)]
+    return [c for c in cols if pd.to_numeric(runs[c], errors="coerce").notna().any()]
+
+
+def objective_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """Long frame: one row per finished run and searched numeric parameter, with its task and T."""
+    cols = param_columns(runs)
+    done = runs[runs["status"].isin(["complete", "pruned"])]
+    if not cols or done.empty:
+        return pd.DataFrame()
+    long = done.melt(id_vars=["cell", "task", "T", "status", "final_norm_loss"], value_vars=cols, var_name="param")
+    long["value"] = pd.to_numeric(long["value"], errors="coerce")
+    long = long.dropna(subset=["value", "final_norm_loss"])
+    return long.assign(panel=long["task"] + ", T=" + long["T"].astype(int).astype(str))
+
+
+def study_importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances of one study, or nothing where they cannot mean anything.
+
+    Needs ``MIN_TRIALS_FOR_IMPORTANCE`` complete trials; a parameter with a single value is left out.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    varied = [p for p in {k for t in complete for k in t.params} if len({t.params.get(p) for t in complete}) > 1]
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE or not varied:
+        return {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        try:
+            return optuna.importance.get_param_importances(study, params=sorted(varied))
+        except (ValueError, RuntimeError):
+            return {}
+
+
+def importance_table(storage: str | None, studies: list[str]) -> pd.DataFrame:
+    """Parameter importances per study, with the number of complete trials behind them."""
+    if not storage or not studies:
+        return pd.DataFrame()
+    rows = []
+    for name in studies:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            continue
+        values = study_importances(study)
+        if values:
+            n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+            text = ", ".join(f"{p} {v:.2f}" for p, v in values.items())
+            rows.append({"study": name, "complete trials": n, "importances (Optuna default evaluator)": text})
+    return pd.DataFrame(rows)
+
+
+def draw(objective: pd.DataFrame, out: Path) -> Path | None:
+    """Final loss against each searched parameter: one row of panels per task and T, so only like is compared."""
+    if objective.empty:
+        return None
+    grid = sns.relplot(
+        data=objective,
+        kind="scatter",
+        x="value",
+        y="final_norm_loss",
+        row="panel",
+        col="param",
+        **style.by_cell(objective),
+        style="status",
+        s=30,
+        height=2.6,
+        aspect=1.2,
+        facet_kws={"sharex": "col", "sharey": False},
+    )
+    for ax in grid.axes.flat:
+        ax.axhline(1.0, color="grey", ls="--", lw=1)
+        ax.set_yscale("log")
+    grid.set_titles("{row_name} | {col_name}")
+    grid.set_axis_labels("parameter value", "final val loss / baseline (log)")
+    grid.figure.suptitle("Objective against each searched parameter (one row per task and T)", y=1.01)
+    return style.save(grid.figure, out)
