@@ -8,6 +8,7 @@ An experiment YAML holds the run defaults (``model``, ``task``, ``init``, ``trai
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -45,10 +47,34 @@ class Strict(BaseModel):
 
 #: Seeds Lightning and torch accept: Lightning's seed_everything takes 0 .. 2**32-1.
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
-#: Experiment names become folder names under the results root: no path separators, no leading dot.
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)]
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def _name(value: str) -> str:
+    if not NAME.fullmatch(value):
+        raise ValueError(
+            "names a folder under the results root; allowed: up to 100 letters, digits, '_', '.', '-', not starting with '.'"
+        )
+    return value
+
+
+#: Experiment and family names become folder and study names: no path separators, no leading dot.
+Name = Annotated[str, AfterValidator(_name)]
 #: The largest activation memory one batch may need; beyond it a run could only end in an allocator error.
 MAX_BATCH_BYTES = 64 * 2**30
+
+
+def _results_root(path: Path) -> Path:
+    """A results root the harness can write into: not a file, and its nearest existing folder writable (nothing is created)."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file; give a folder for the results")
+    existing = next(p for p in [path, *path.absolute().parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{str(path)!r}: cannot write under {str(existing)!r}")
+    return path
+
+
+ResultsRoot = Annotated[Path, AfterValidator(_results_root)]
 
 
 def _choice(value: str, allowed: dict | tuple, what: str) -> str:
@@ -159,7 +185,7 @@ class RunConfig(Strict):
 
     experiment: Name = "default"
     seed: Seed = 0
-    out: Path = Path("runs")
+    out: ResultsRoot = Path("runs")
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
     init: InitConfig = InitConfig()
@@ -243,7 +269,7 @@ class StudyConfig(Strict):
     sampler: Literal["tpe", "random"] = "tpe"
     pruner: Literal["median", "hyperband", "none"] = "median"
     startup_trials: int = Field(default=5, ge=0)
-    warmup_steps: int = Field(default=1, ge=0)
+    warmup_validations: int = Field(default=1, ge=0)
     heartbeat_s: PositiveInt = 30
 
 
@@ -281,7 +307,7 @@ class Experiment(Strict):
 
     name: Name
     seed: Seed = 0
-    out: Path = Path("runs")
+    out: ResultsRoot = Path("runs")
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
     init: InitConfig = InitConfig()
@@ -468,7 +494,7 @@ def format_validation_error(err: ValidationError, root: type[BaseModel]) -> str:
             msg = f"unknown key; allowed: {allowed}"
         value = e.get("input")
         shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" = {value!r}"
-        lines.append(f"{key}{shown}: {msg}")
+        lines.append(f"{key}{shown}: {msg}" if loc else msg)
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import lightning.pytorch as pl
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
@@ -45,7 +46,6 @@ from rnnstudy.config import (
 from rnnstudy.store import RUN_FILE, run_folders, write_json
 from rnnstudy.tracking import check_mode
 
-MONITOR = "val/norm_loss"
 SCHEMA_ATTEMPTS = 10
 #: Trials that hold or will hold one of a study's places (a failed trial holds none).
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -157,12 +157,34 @@ def _sampler(exp: Experiment) -> optuna.samplers.BaseSampler:
 
 
 def _pruner(exp: Experiment, cfg: RunConfig) -> optuna.pruners.BasePruner:
-    s = exp.study
+    """The pruner; its steps are training steps (intermediate values are reported at the training step)."""
+    s, every = exp.study, cfg.train.val_every
     if s.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=s.startup_trials, n_warmup_steps=s.warmup_steps)
+        return optuna.pruners.MedianPruner(
+            n_startup_trials=s.startup_trials, n_warmup_steps=s.warmup_validations * every, interval_steps=every
+        )
     if s.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, cfg.train.steps // cfg.train.val_every))
+        return optuna.pruners.HyperbandPruner(min_resource=every, max_resource=max(every, cfg.train.steps))
     return optuna.pruners.NopPruner()
+
+
+class StepPruning(pl.Callback):
+    """Reports each validation's normalised loss to the trial at the training step, and prunes when Optuna says so.
+
+    Optuna-integration's Lightning callback reports at the epoch index, which here is only the
+    validation period; dashboards and pruners should see the training step.
+    """
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        value = pl_module.last_val.get("norm_loss", math.nan)
+        step = trainer.global_step
+        if math.isfinite(value):
+            self.trial.report(value, step=step)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step}: normalised validation loss {value:.4g}")
 
 
 OBJECTIVE = "final validation loss / memoryless baseline (mean over seeds)"
@@ -212,8 +234,6 @@ def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
     The first seed reports every validation to the pruner; a diverging run prunes the trial
     with its reason recorded.
     """
-    from optuna_integration import PyTorchLightningPruningCallback
-
     from rnnstudy.train import train
 
     live = sorted(t.number for t in trial.study.get_trials(deepcopy=False, states=LIVE))
@@ -225,7 +245,7 @@ def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
     values, runs = [], []
     for i, seed in enumerate(exp.seeds):
         run_cfg = cfg.model_copy(update={"seed": seed})
-        callbacks = [PyTorchLightningPruningCallback(trial, MONITOR)] if i == 0 and exp.study.pruner != "none" else []
+        callbacks = [StepPruning(trial)] if i == 0 and exp.study.pruner != "none" else []
         meta = {**point.facts(), "trial": trial.number, "params": params, "seed": seed}
         result = train(run_cfg, callbacks=callbacks, meta=meta, group=point.study, tag=f"-t{trial.number}")
         runs.append(result.run_id)

@@ -35,7 +35,7 @@ def tiny_experiment(tmp_path, name="tiny", extra=""):
         "train: {steps: 10, batch_size: 8, val_every: 5, progress: false}\nprobe: {every: 5}\nwandb: {mode: disabled}\n"
         "families: {default: {}, orthogonal: {init.recurrent: orthogonal}}\n"
         "search: {init.gain: {type: float, low: 0.5, high: 1.5}, train.lr: {type: float, low: 0.001, high: 0.01, log: true}}\n"
-        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 2, pruner: none}}\n{extra}"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 2, pruner: median, startup_trials: 5}}\n{extra}"
     )
     return exp
 
@@ -61,6 +61,7 @@ def test_sweep_resumes_tops_up_and_records_facts(tmp_path, capsys):
     study = optuna.load_study(study_name=names[1], storage=f"sqlite:///{db}")
     assert study.user_attrs["family"] == "orthogonal" and study.user_attrs["T"] == 6 and study.user_attrs["cell"] == "gru"
     assert study.metric_names == [OBJECTIVE]
+    assert all(set(t.intermediate_values) == {5, 10} for t in study.trials)  # reported at the training step
     assert main(args) == 0  # rerun: nothing to do
     assert study_states(db, names) == first
     assert main([*args, "study.trials=3"]) == 0  # raise the target: top up

@@ -1,0 +1,294 @@
+"""Fault injection: every class of fault and bad input ends cleanly, loses nothing and leaks nothing.
+
+Classes: secrets; exact trial counts under kills and races; a run's record is always final;
+readers survive damage and write nothing they should not; bad input of every kind.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import cli
+
+from rnnstudy.cli import main
+from rnnstudy.store import load
+
+PASSWORD = "pw-Zq9x-not-for-logs"
+
+
+def experiment(tmp_path, name="f", steps=10, trials=2, extra=""):
+    """A tiny two-study experiment under tmp_path/runs."""
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nmodel: {{hidden_size: 4, cell: rnn_tanh}}\ntask: {{name: adding, T: 6, val_size: 16}}\n"
+        f"train: {{steps: {steps}, batch_size: 8, val_every: 5, progress: false}}\nprobe: {{every: 5}}\n"
+        "wandb: {mode: disabled}\nfamilies: {default: {}, orthogonal: {init.recurrent: orthogonal}}\n"
+        "search: {init.gain: {type: float, low: 0.5, high: 1.5}}\n"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: {trials}, pruner: none, heartbeat_s: 1}}\n{extra}"
+    )
+    return path
+
+
+def complete_counts(db, path):
+    from rnnstudy.config import load_experiment
+
+    url = f"sqlite:///{db}"
+    return {
+        p.study: sum(
+            t.state == optuna.trial.TrialState.COMPLETE for t in optuna.load_study(study_name=p.study, storage=url).trials
+        )
+        for p in load_experiment(path).points()
+    }
+
+
+# --- secrets -------------------------------------------------------------------------------------
+
+
+def test_postgres_password_in_no_file_and_no_output(tmp_path, postgres_url):
+    url = postgres_url.replace("postgres@", f"postgres:{PASSWORD}@")  # the test server trusts; the password still travels
+    path = experiment(tmp_path, extra="")
+    env = {**os.environ, "RNNSTUDY_STORAGE": url}
+    proc = subprocess.run(
+        cli("sweep", str(path), "--workers", "2", "wandb.mode=offline"), env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    status = subprocess.run(cli("status", str(path)), env=env, capture_output=True, text=True)
+    assert status.returncode == 0 and "postgres:***@" in status.stdout
+    assert PASSWORD not in proc.stdout + proc.stderr + status.stdout + status.stderr
+    files = [p for p in (tmp_path / "runs").rglob("*") if p.is_file()]
+    assert any(p.suffix == ".wandb" for p in files) and any(p.name == "run.json" for p in files)
+    leaked = [str(p) for p in files if PASSWORD.encode() in p.read_bytes()]
+    assert not leaked
+
+
+def test_password_on_the_command_line_is_refused(tmp_path, capsys):
+    code = main(["sweep", str(experiment(tmp_path)), "--storage", f"postgresql://u:{PASSWORD}@127.0.0.1:9/db"])
+    err = capsys.readouterr().err
+    assert code == 2 and "RNNSTUDY_STORAGE" in err and "--storage-file" in err and PASSWORD not in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
+
+
+# --- exact trial counts ----------------------------------------------------------------------------
+
+
+def test_sweeps_started_together_on_a_new_storage(tmp_path):
+    path = experiment(tmp_path, trials=3)
+    procs = [
+        subprocess.Popen(cli("sweep", str(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)
+    ]
+    results = [p.communicate() for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in results]
+    counts = complete_counts(tmp_path / "runs" / "f" / "optuna.db", path)
+    assert set(counts.values()) == {3}, counts  # exactly the target, never more, whatever the race
+    runs = load(tmp_path / "runs" / "f").runs
+    assert (runs["status"] == "complete").sum() == 6
+
+
+def test_workers_end_when_the_sweep_parent_is_killed(tmp_path):
+    path = experiment(tmp_path, steps=1_000_000, trials=1)
+    parent = subprocess.Popen(cli("sweep", str(path), "--workers", "2"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = tmp_path / "runs" / "f"
+    while len(list(folder.glob("*/metrics.parquet"))) < 2:  # both workers are training (a validation was flushed)
+        assert parent.poll() is None
+        time.sleep(0.2)
+    workers = [int(p) for p in subprocess.run(["pgrep", "-P", str(parent.pid)], capture_output=True, text=True).stdout.split()]
+    assert len(workers) == 2
+    parent.kill()
+    parent.wait()
+    while any(Path(f"/proc/{w}").exists() and "Z" not in Path(f"/proc/{w}/stat").read_text().split()[2] for w in workers):
+        time.sleep(0.2)  # the workers notice (within a second) and end their trials
+    runs = load(folder).runs
+    assert set(runs["status"]) == {"failed"} and set(runs["reason"]) == {"interrupted (Ctrl-C)"}
+
+
+# --- a run's record is always final ----------------------------------------------------------------
+
+
+def test_invalid_wandb_mode_env_stops_before_anything(tmp_path):
+    env = {**os.environ, "WANDB_MODE": "sometimes"}
+    proc = subprocess.run(cli("train", f"out={tmp_path}/runs"), env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "WANDB_MODE = 'sometimes'" in proc.stderr and "offline" in proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_interrupt_during_wandb_start_up_is_recorded(tiny, monkeypatch):
+    import rnnstudy.tracking
+    from rnnstudy.train import train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rnnstudy.tracking.WandbSink, "__init__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny(wandb__mode="offline"))
+    (info,) = [json.loads(p.read_text()) for p in tiny().out.rglob("run.json")]
+    assert info["status"] == "failed" and info["reason"] == "interrupted (Ctrl-C)"
+
+
+def test_full_disk_at_the_final_write_is_one_line(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from rnnstudy.store import RunWriter
+
+    original = RunWriter.flush
+
+    def flush(self, **info):
+        if "ended" in info:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.folder / "run.json"))
+        original(self, **info)
+
+    monkeypatch.setattr(RunWriter, "flush", flush)
+    code = main(["train", "task.name=adding", "task.T=6", "model.hidden_size=4", "train.steps=5", "train.val_every=5",
+                 "task.val_size=8", "train.progress=false", "wandb.mode=disabled", f"out={tmp_path}/runs"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "No space left on device" in err and "run.json" in err and len(err.strip().splitlines()) == 1
+
+
+# --- readers -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    root = tmp_path_factory.mktemp("swept")
+    path = experiment(root, trials=2)
+    assert main(["sweep", str(path)]) == 0
+    return root / "runs" / "f"
+
+
+def test_report_skips_damaged_runs_and_still_writes(swept, tmp_path, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(swept, store)
+    folders = sorted(p.parent for p in store.glob("*/run.json"))
+    (folders[0] / "metrics.parquet").write_bytes((folders[0] / "metrics.parquet").read_bytes()[:100])
+    (folders[1] / "run.json").write_text('{"status": "compl')
+    (folders[2] / "gradflow.parquet").write_bytes(b"")
+    assert main(["report", str(store), "--out", str(tmp_path / "r")]) == 0
+    err = capsys.readouterr().err
+    assert all(f"skipping damaged run {f}" in err for f in folders[:3])
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Skipped 3 damaged runs" in md and (tmp_path / "r" / "frontier.png").exists()
+
+
+def test_report_with_a_corrupt_storage_writes_nothing(swept, tmp_path, capsys):
+    store = tmp_path / "store"
+    shutil.copytree(swept, store)
+    (store / "optuna.db").write_bytes(b"not a database" * 100)
+    assert main(["report", str(store), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read it" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+    assert main(["report", str(swept), "--out", str(tmp_path / "r"), "--storage", "notadb://x"]) == 2
+    assert not (tmp_path / "r").exists()
+
+
+def test_report_out_that_is_a_file_or_unwritable(swept, tmp_path, capsys):
+    target = tmp_path / "file"
+    target.write_text("x")
+    assert main(["report", str(swept), "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        assert main(["report", str(swept), "--out", str(locked / "r")]) == 2
+
+
+def test_status_and_report_create_nothing(swept, tmp_path, capsys):
+    path = experiment(tmp_path, name="never")
+    assert main(["status", str(path)]) == 0
+    assert "not swept yet" in capsys.readouterr().out and not (tmp_path / "runs").exists()
+    before = {p: p.stat().st_mtime_ns for p in swept.rglob("*")}
+    assert main(["report", str(swept), "--out", str(tmp_path / "r")]) == 0
+    assert {p: p.stat().st_mtime_ns for p in swept.rglob("*")} == before  # the store is read, never written
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+BAD = [
+    ("train.lr=inf", "train.lr"),
+    ("train.lr=1e400", "train.lr"),
+    ("init.gain=.inf", "init.gain"),
+    ("train.clip=inf", "train.clip"),
+    ("task.solved_threshold=.nan", "task.solved_threshold"),
+    ("seed=-1", "seed"),
+    ("task.val_seed=18446744073709551616", "task.val_seed"),
+    ("task.T=1e12", "task.T"),
+    ("probe.chunk=500", "probe.chunk"),
+    ("experiment=../../escape", "experiment"),
+    ("train.precision=16", "train.precision"),
+    ("probe.loss=whole", "probe.loss"),
+]
+
+
+@pytest.mark.parametrize("override,key", BAD)
+def test_bad_run_values_exit_2_one_line_nothing_written(override, key, tmp_path, capsys):
+    assert main(["train", override, f"out={tmp_path}/runs"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{key} = " in err, err
+    assert not (tmp_path / "runs").exists() and not list(tmp_path.parent.glob("escape"))
+
+
+def test_out_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    assert main(["train", f"out={tmp_path / 'f'}"]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+EXPERIMENT_BAD = {
+    "search: {init.gain: {type: float, low: 0.5, high: 1.5, when: {init.nope: x}}}": "unknown key 'init.nope'",
+    "search: {init.gain: {type: float, low: 0.5, high: 1.5, when: {init: x}}}": "'init' is a section",
+    "search:\n  init.recurrent: {type: categorical, choices: [orthogonal]}\n  init.gain: {type: float, low: 0.5, high: 1.5, "
+    "when: {init.recurrent: identity}}": "never sampled",
+    "grid: {task.T: []}": "grid.task.T",
+    "name: ../up": "name = '../up'",
+    "families: {a: {train.lr: 0.1}}": "a family sets init.* keys",
+    "families: {a: {init.bias: chrono, cells: [lstm]}}\nmodel: {cell: gru}": "select no study",
+}
+
+
+@pytest.mark.parametrize("text,message", list(EXPERIMENT_BAD.items()))
+def test_bad_experiment_files(text, message, tmp_path, capsys):
+    path = tmp_path / "e.yaml"
+    path.write_text(f"name: e\nout: {tmp_path / 'runs'}\n{text}\n" if not text.startswith("name:") else text + "\n")
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert not (tmp_path / "runs").exists() and not (Path("runs") / "up").exists()
+
+
+def test_experiment_file_that_is_a_directory_or_not_utf8(tmp_path, capsys):
+    assert main(["sweep", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    bad = tmp_path / "latin.yaml"
+    bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    assert main(["sweep", str(bad)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_quoted_numbers_stay_strings(tmp_path):
+    from rnnstudy.config import load_experiment
+
+    path = tmp_path / "q.yaml"
+    path.write_text('name: q\nwandb: {project: "2024"}\ntrain: {lr: 1e-3}\n')
+    exp = load_experiment(path)
+    assert exp.wandb.project == "2024" and exp.train.lr == 1e-3
+
+
+def test_ctrl_c_prints_one_line_per_interrupted_trial(tmp_path):
+    path = experiment(tmp_path, steps=1_000_000, trials=1)
+    proc = subprocess.Popen(
+        cli("sweep", str(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    folder = tmp_path / "runs" / "f"
+    while not list(folder.glob("*/metrics.parquet")):
+        assert proc.poll() is None
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate()
+    assert proc.returncode == 130
+    assert "Traceback" not in err, err
+    assert err.count("interrupted (Ctrl-C)") == 1
