@@ -2,12 +2,14 @@
 
 For each cell and T: a plain step (nn.LSTM/GRU/RNN + Linear + loss + backward + RMSprop, written
 directly in PyTorch), the harness's fused step (RecurrentNet), and the harness's probed step (chunked
-forward with every handed-on state visible, plus reading the profile). Reported as ratios to the
-plain step, and the probe's amortised cost at a cadence of one probe every ``--every`` steps.
+forward with every handed-on state visible, one extra backward of the answer loss over the traced
+states, then the training backward). Reported as ratios to the plain step, and the probe's amortised
+cost at a cadence of one probe every ``--every`` steps.
 Needs only torch, Lightning and pandas, so it runs on a bare GPU box:
 
     python benchmarks/bench_probe.py                 # CPU or the default CUDA device
     python benchmarks/bench_probe.py --quick         # T=100 only
+    python benchmarks/bench_probe.py --task adding   # the copy task is the default
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnstudy.gradflow import read_profile  # noqa: E402
+from rnnstudy.gradflow import measure  # noqa: E402
 from rnnstudy.models import RecurrentNet  # noqa: E402
 from rnnstudy.tasks import make_task  # noqa: E402
 
@@ -55,9 +57,9 @@ def timed(steps: dict, device: torch.device, repeats: int) -> dict[str, float]:
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
-def bench(cell: str, T: int, batch: int, hidden: int, device: torch.device, repeats: int) -> dict[str, float]:
+def bench(cell: str, task_name: str, T: int, batch: int, hidden: int, device: torch.device, repeats: int) -> dict[str, float]:
     """Seconds per step of the three variants on the same batch."""
-    task = make_task("adding", T)
+    task = make_task(task_name, T)
     data = task.sample(batch, torch.Generator(device=device).manual_seed(0))
     plain = plain_model(cell, task.input_size, hidden, task.output_size).to(device)
     net = RecurrentNet(SimpleNamespace(cell=cell, hidden_size=hidden, num_layers=1), task.input_size, task.output_size).to(device)
@@ -78,8 +80,9 @@ def bench(cell: str, T: int, batch: int, hidden: int, device: torch.device, repe
     def probed_step() -> None:
         opt_net.zero_grad()
         out, traces = net.forward_traced(data.x)
-        task.loss(out, data).backward()
-        read_profile(net, traces, data, loss_scale=batch).mean((0, "h"))
+        loss = task.loss(out, data)
+        measure(net, traces, task.per_sample_answer_loss(out, data), data, task, "answer").mean((1, "h"))
+        loss.backward()
         opt_net.step()
 
     return timed({"plain": plain_step, "fused": fused_step, "probed": probed_step}, device, repeats)
@@ -89,6 +92,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--T", type=int, nargs="+", default=[100, 500, 1000])
     p.add_argument("--cells", nargs="+", default=list(CELLS))
+    p.add_argument("--task", default="copy", choices=["copy", "adding"])
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--repeats", type=int, default=5)
@@ -104,7 +108,8 @@ def main() -> None:
         else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
     )
     print(
-        f"# probe benchmark on {name}; torch {torch.__version__}; batch {args.batch}, hidden {args.hidden}, 1 layer, adding task"
+        f"# probe benchmark on {name}; torch {torch.__version__}; batch {args.batch}, hidden {args.hidden}, 1 layer, "
+        f"{args.task} task, answer-loss probe"
     )
     print(
         f"| cell | T | plain step (ms) | fused / plain | probed / plain | probed / fused | amortised cost at every {args.every} |"
@@ -112,7 +117,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for T in args.T:
         for cell in args.cells:
-            t = bench(cell, T, args.batch, args.hidden, device, args.repeats)
+            t = bench(cell, args.task, T, args.batch, args.hidden, device, args.repeats)
             amortised = (t["probed"] - t["fused"]) / (args.every * t["fused"])
             print(
                 f"| {cell} | {T} | {1e3 * t['plain']:.1f} | {t['fused'] / t['plain']:.2f} | {t['probed'] / t['plain']:.2f} | "

@@ -183,14 +183,24 @@ def test_study_summary_run_in_wandb(tmp_path):
     exp = load_experiment("experiments/demo.yaml", [f"out={tmp_path}", "wandb.mode=offline"])
     study = optuna.create_study(study_name="demo/lstm/adding/T=10/orthogonal")
     for gain, value in ((0.5, 0.3), (1.0, 0.1), (1.5, 0.2)):
-        study.enqueue_trial({"init.gain": gain})
-        study.optimize(lambda t, v=value: (t.suggest_float("init.gain", 0.1, 2.0), v)[1], n_trials=1)
+        study.enqueue_trial({"init.gain": gain, "train.lr": 0.01})
+        study.optimize(
+            lambda t, v=value: (t.suggest_float("init.gain", 0.1, 2.0), t.suggest_float("train.lr", 0, 1), v)[2], n_trials=1
+        )
     _summarise_to_wandb(exp, exp.base(), [study])
     (run_dir,) = (tmp_path / "demo" / "studies" / "wandb").glob("offline-run-*")
     run = finished_run(run_dir)
     assert run.job_type == "study-summary" and run.group == "demo/lstm/adding/T=10/orthogonal" and run.project == "demo"
-    assert run.config["best_params"] == {"init.gain": 1.0}
+    assert run.config["best_params"] == {"init.gain": 1.0, "train.lr": 0.01}
     assert run.summary["best_value"] == pytest.approx(0.1) and run.summary["complete_trials"] == 3
+    assert not any(k.startswith("importance/") for k in run.summary)  # 3 trials: too few to mean anything
+    study.enqueue_trial({"init.gain": 0.7, "train.lr": 0.01})
+    study.optimize(lambda t: (t.suggest_float("init.gain", 0.1, 2.0), t.suggest_float("train.lr", 0, 1), 0.25)[2], n_trials=1)
+    _summarise_to_wandb(exp, exp.base(), [study])  # a rerun of the sweep updates the same W&B run
+    runs = [finished_run(d) for d in (tmp_path / "demo" / "studies" / "wandb").glob("offline-run-*")]
+    assert {r.id for r in runs} == {run.id}
+    (summary,) = [r.summary for r in runs if r.summary["complete_trials"] == 4]
+    assert summary["complete_trials"] == 4 and "importance/init.gain" in summary and "importance/train.lr" not in summary
 
 
 WORKER = """
