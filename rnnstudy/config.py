@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from rnnstudy import inits
+from rnnstudy.models import INJECTABLE
 from rnnstudy.tasks import TASKS
 
 Cell = Literal["rnn_tanh", "rnn_relu", "lstm", "gru"]
@@ -166,6 +167,7 @@ class ProbeConfig(Strict):
     enabled: bool = True
     every: PositiveInt = 100
     loss: Literal["answer", "training"] = "answer"
+    method: Literal["auto", "chunked", "fused"] = "auto"
     eps: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     chunk: PositiveInt = 1
     percentiles: list[Annotated[float, Field(ge=0, le=100)]] = []
@@ -202,6 +204,10 @@ class RunConfig(Strict):
                 raise ValueError(f"init.{kind} = {name!r} needs model.cell in {', '.join(cells)}, got {self.model.cell!r}")
         if self.init.bias == "chrono" and self.chrono_tmax <= 2:
             raise ValueError(f"init.chrono_tmax = {self.chrono_tmax}: chrono needs T_max > 2")
+        if self.probe.method == "fused" and self.model.cell not in INJECTABLE:
+            raise ValueError(
+                f"probe.method = 'fused': exact only for {', '.join(INJECTABLE)}, not {self.model.cell}; allowed: auto, chunked"
+            )
         seq_len = TASKS[self.task.name](self.task.T).seq_len
         if self.probe.chunk > seq_len:
             raise ValueError(

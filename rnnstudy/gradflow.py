@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rnnstudy.models import LayerTrace, RecurrentNet
+from rnnstudy.models import INJECTABLE, InjectedTrace, LayerTrace, RecurrentNet
 from rnnstudy.tasks import Batch, Task
 
 ProbeLoss = Literal["answer", "training"]
+ProbeMethod = Literal["chunked", "fused"]
 
 
 @dataclass
@@ -121,15 +122,19 @@ def informative_ratio(norms: torch.Tensor, informative: torch.Tensor, answer: to
     return float((at_info / at_answer)[counts > 0].double().mean())
 
 
+def _preactivation(layer: torch.nn.LSTM, inputs: torch.Tensor, previous: torch.Tensor, rows: slice) -> torch.Tensor:
+    """W_ih x_t + W_hh h_{t-1} + b for the gate rows ``rows``, at every given step ``(n, B, in) -> (n, B, len(rows))``."""
+    b = layer.bias_ih_l0[rows] + layer.bias_hh_l0[rows]
+    flat = torch.addmm(b, inputs.flatten(0, 1), layer.weight_ih_l0[rows].T).addmm_(
+        previous.flatten(0, 1), layer.weight_hh_l0[rows].T
+    )
+    return flat.view(*previous.shape[:2], -1)
+
+
 def _lstm_output_gate(layer: torch.nn.LSTM, trace: LayerTrace, ends: list[int]) -> torch.Tensor:
-    hidden = layer.hidden_size
     outputs = torch.cat(trace.outputs).detach()
-    previous = torch.cat([torch.zeros_like(outputs[:1]), outputs[:-1]])[ends].flatten(0, 1)
-    inputs = trace.inputs[ends].detach().flatten(0, 1)
-    w_ih, w_hh = layer.weight_ih_l0[3 * hidden :], layer.weight_hh_l0[3 * hidden :]
-    b = layer.bias_ih_l0[3 * hidden :] + layer.bias_hh_l0[3 * hidden :]
-    gates = torch.addmm(b, inputs, w_ih.T).addmm_(previous, w_hh.T)
-    return gates.sigmoid_().view(len(ends), -1, hidden)
+    previous = torch.cat([torch.zeros_like(outputs[:1]), outputs[:-1]])[ends]
+    return _preactivation(layer, trace.inputs[ends].detach(), previous, slice(3 * layer.hidden_size, None)).sigmoid_()
 
 
 def per_sample_loss(task: Task, out: torch.Tensor, batch: Batch, loss: ProbeLoss) -> torch.Tensor:
@@ -137,31 +142,91 @@ def per_sample_loss(task: Task, out: torch.Tensor, batch: Batch, loss: ProbeLoss
     return task.per_sample_answer_loss(out, batch) if loss == "answer" else task.per_sample_loss(out, batch)
 
 
-def measure(
-    net: RecurrentNet, traces: list[LayerTrace], losses: torch.Tensor, batch: Batch, task: Task, loss: ProbeLoss
+def _chunked_grads(layer: torch.nn.RNNBase, trace: LayerTrace, grads: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """dL/dh_t (and dL/dc_t) at the chunk ends from the gradients into the chunk outputs and handed-on states."""
+    n = len(trace.outputs)
+    d_out, d_h, d_c = grads[:n], grads[n : 2 * n], grads[2 * n :]
+    dh = torch.stack([g[-1] for g in d_out]).add_(torch.stack([g[0] for g in d_h]))
+    out = {"h": dh}
+    if trace.c:
+        c = torch.stack([c[0] for c in trace.c]).detach()
+        through_h = torch.tanh(c).square_().neg_().add_(1).mul_(_lstm_output_gate(layer, trace, trace.ends)).mul_(dh)
+        out["c"] = torch.stack([g[0] for g in d_c]).add_(through_h)
+    return out
+
+
+def _lstm_gates(layer: torch.nn.LSTM, inputs: torch.Tensor, output: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The LSTM's gates i, f, g, o at every step, recomputed from its inputs and outputs."""
+    previous = torch.cat([torch.zeros_like(output[:1]), output[:-1]])
+    i, f, g, o = _preactivation(layer, inputs, previous, slice(None)).chunk(4, dim=-1)
+    return i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+
+
+def _injected_grads(layer: torch.nn.RNNBase, trace: InjectedTrace, grads: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """dL/dh_t = (gradient into the output at t) + dL/dz_{t+1}; for the LSTM, dL/dc_t by its backward recursion."""
+    d_out, d_z = grads
+    dh = d_out.clone()
+    dh[:-1] += d_z[1:]
+    out = {"h": dh}
+    if isinstance(layer, torch.nn.LSTM):
+        i, f, g, o = _lstm_gates(layer, trace.inputs.detach(), trace.output.detach())
+        c = torch.empty_like(dh)
+        state = torch.zeros_like(dh[0])
+        for t in range(len(c)):
+            state = c[t] = f[t] * state + i[t] * g[t]
+        dc = torch.tanh(c).square_().neg_().add_(1).mul_(o).mul_(dh)
+        for t in range(len(dc) - 2, -1, -1):
+            dc[t] += f[t + 1] * dc[t + 1]
+        out["c"] = dc
+    return out
+
+
+def _differentiable(traces: list[LayerTrace | InjectedTrace]) -> list[list[torch.Tensor]]:
+    """Per layer, the traced tensors whose gradients make up the profile."""
+    return [[t.output, t.z] if isinstance(t, InjectedTrace) else [*t.outputs, *t.h, *t.c] for t in traces]
+
+
+def from_gradients(
+    net: RecurrentNet,
+    traces: list[LayerTrace | InjectedTrace],
+    grads: list[torch.Tensor],
+    batch: Batch,
+    task: Task,
+    loss: ProbeLoss,
 ) -> Profile:
-    """The profile of ``losses`` (per sample, ``(B,)``) over the traced states; the graph is kept for training."""
-    tensors = [t for trace in traces for t in (*trace.outputs, *trace.h, *trace.c)]
-    grads = iter(torch.autograd.grad(losses.sum(), tensors, retain_graph=True, allow_unused=True, materialize_grads=True))
+    """The profile from each sample's own loss gradients into the traced tensors (in :func:`_differentiable` order)."""
     norms = {}
-    ends = traces[0].ends
+    grads = iter(grads)
     with torch.no_grad():
-        for number, (layer, trace) in enumerate(zip(net.layers, traces), start=1):
-            d_out = [next(grads)[-1] for _ in trace.outputs]
-            d_h = [next(grads)[0] for _ in trace.h]
-            d_c = [next(grads)[0] for _ in trace.c]
-            dh = torch.stack(d_out).add_(torch.stack(d_h))
-            norms[(number, "h")] = torch.linalg.vector_norm(dh, dim=-1)
-            if trace.c:
-                c = torch.stack([c[0] for c in trace.c]).detach()
-                through_h = torch.tanh(c).square_().neg_().add_(1).mul_(_lstm_output_gate(layer, trace, ends)).mul_(dh)
-                norms[(number, "c")] = torch.linalg.vector_norm(torch.stack(d_c).add_(through_h), dim=-1)
-    return Profile(
-        t=ends, length=batch.x.shape[0], norms=norms, informative=batch.informative, answer=task.answer_steps, loss=loss
-    )
+        for number, (layer, trace, tensors) in enumerate(zip(net.layers, traces, _differentiable(traces)), start=1):
+            mine = [next(grads) for _ in tensors]
+            read = _injected_grads if isinstance(trace, InjectedTrace) else _chunked_grads
+            for state, d in read(layer, trace, mine).items():
+                norms[(number, state)] = torch.linalg.vector_norm(d, dim=-1)
+    length = batch.x.shape[0]
+    ends = list(range(length)) if isinstance(traces[0], InjectedTrace) else traces[0].ends
+    return Profile(t=ends, length=length, norms=norms, informative=batch.informative, answer=task.answer_steps, loss=loss)
 
 
-def profile(net: RecurrentNet, batch: Batch, task: Task, chunk: int = 1, loss: ProbeLoss = "answer") -> Profile:
+def measure(
+    net: RecurrentNet, traces: list[LayerTrace | InjectedTrace], losses: torch.Tensor, batch: Batch, task: Task, loss: ProbeLoss
+) -> Profile:
+    """The profile of ``losses`` (per sample, ``(B,)``) over the traced states, by its own backward; the graph is kept."""
+    tensors = [x for xs in _differentiable(traces) for x in xs]
+    grads = torch.autograd.grad(losses.sum(), tensors, retain_graph=True, allow_unused=True, materialize_grads=True)
+    return from_gradients(net, traces, list(grads), batch, task, loss)
+
+
+def resolve_method(method: str, cell: str) -> ProbeMethod:
+    """The probe method to use: ``auto`` takes the fused (injected) one wherever it is exact, else chunked."""
+    if method == "auto":
+        return "fused" if cell in INJECTABLE else "chunked"
+    return method  # type: ignore[return-value]
+
+
+def profile(
+    net: RecurrentNet, batch: Batch, task: Task, chunk: int = 1, loss: ProbeLoss = "answer", method: str = "chunked"
+) -> Profile:
     """Gradient-flow profile of ``net`` on one batch, outside training (parameter gradients untouched).
 
     The network runs in training mode for the call (cuDNN's RNN backward requires it) and is put back.
@@ -170,7 +235,7 @@ def profile(net: RecurrentNet, batch: Batch, task: Task, chunk: int = 1, loss: P
     net.train()
     try:
         x = batch.x.to(next(net.parameters()).dtype)
-        out, traces = net.forward_traced(x, chunk)
+        out, traces = net.forward_injected(x) if resolve_method(method, net.cell) == "fused" else net.forward_traced(x, chunk)
         return measure(net, traces, per_sample_loss(task, out, batch, loss), batch, task, loss)
     finally:
         net.train(was_training)
@@ -179,27 +244,51 @@ def profile(net: RecurrentNet, batch: Batch, task: Task, chunk: int = 1, loss: P
 class GradFlowProbe:
     """The training step's probe: which steps it measures, and the measurement itself.
 
-    A probed step's forward runs chunked (same function, same update) and the probe keeps the
-    traced states until it has taken the gradient of its loss over them; nothing is stored on
-    the training module.
+    A probed step's forward runs chunked or fused with an injected zero perturbation (same function,
+    same update) and the probe keeps the traced states until it has taken the gradient of its loss
+    over them; nothing is stored on the training module.
     """
 
-    def __init__(self, every: int, last_step: int, chunk: int = 1, loss: ProbeLoss = "answer") -> None:
-        self.every, self.last_step, self.chunk, self.loss = every, last_step, chunk, loss
-        self._traces: list[LayerTrace] | None = None
+    def __init__(
+        self, every: int, last_step: int, chunk: int = 1, loss: ProbeLoss = "answer", method: ProbeMethod = "chunked"
+    ) -> None:
+        self.every, self.last_step, self.chunk, self.loss, self.method = every, last_step, chunk, loss, method
+        self._traces: list[LayerTrace | InjectedTrace] | None = None
+        self._pending: tuple | None = None
 
     def due(self, step: int) -> bool:
         """Step 0, every ``every`` steps, and the last step of the budget."""
         return step % self.every == 0 or step == self.last_step
 
     def forward(self, net: RecurrentNet, x: torch.Tensor) -> torch.Tensor:
-        """The training forward, chunked so the handed-on states stay visible to autograd."""
-        out, self._traces = net.forward_traced(x, self.chunk)
+        """The training forward, with the states (or a perturbation of them) visible to autograd."""
+        out, self._traces = net.forward_injected(x) if self.method == "fused" else net.forward_traced(x, self.chunk)
         return out
 
-    def measure(self, net: RecurrentNet, out: torch.Tensor, batch: Batch, task: Task) -> Profile:
-        """The profile of the probe's loss on the batch just forwarded (one extra backward)."""
+    def measure(self, net: RecurrentNet, out: torch.Tensor, batch: Batch, task: Task) -> Profile | None:
+        """The profile of the probe's loss on the batch just forwarded.
+
+        When the probe's loss is the training loss itself (``probe.loss=training``, or a task whose answer
+        loss is its whole loss, like adding) the training backward carries the gradients: hooks keep them
+        and :meth:`collect` reads them after it (None now). Otherwise one extra backward, now.
+        """
         traces, self._traces = self._traces, None
         if traces is None:
             raise RuntimeError("GradFlowProbe.measure() needs a forward() first")
+        if self.loss == "training" or task.answer_is_loss:
+            tensors = [x for xs in _differentiable(traces) for x in xs]
+            grads: list[torch.Tensor | None] = [None] * len(tensors)
+            for index, tensor in enumerate(tensors):
+                tensor.register_hook(lambda g, index=index: grads.__setitem__(index, g))
+            self._pending = (net, traces, tensors, grads, batch, task)
+            return None
         return measure(net, traces, per_sample_loss(task, out, batch, self.loss), batch, task, self.loss)
+
+    def collect(self) -> Profile | None:
+        """After the training backward: the profile whose gradients the hooks kept (the loss is a batch mean)."""
+        if self._pending is None:
+            return None
+        (net, traces, tensors, grads, batch, task), self._pending = self._pending, None
+        scale = batch.x.shape[1]
+        own = [torch.zeros_like(t) if g is None else g * scale for t, g in zip(tensors, grads)]
+        return from_gradients(net, traces, own, batch, task, self.loss)

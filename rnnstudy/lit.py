@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, IterableDataset
 
 from rnnstudy.config import RunConfig
-from rnnstudy.gradflow import GradFlowProbe
+from rnnstudy.gradflow import GradFlowProbe, Profile, resolve_method
 from rnnstudy.models import RecurrentNet
 from rnnstudy.tasks import Batch, Task, make_task
 
@@ -92,7 +92,8 @@ class RecurrentModule(pl.LightningModule):
         self.net.initialise(cfg.init, int(cfg.chrono_tmax))
         self.sinks: list[Sink] = []
         p = cfg.probe
-        self.probe = GradFlowProbe(p.every, cfg.train.steps - 1, p.chunk, p.loss) if p.enabled else None
+        method = resolve_method(p.method, cfg.model.cell)
+        self.probe = GradFlowProbe(p.every, cfg.train.steps - 1, p.chunk, p.loss, method) if p.enabled else None
         self.solved_at: int | None = None
         self.best: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
@@ -128,8 +129,7 @@ class RecurrentModule(pl.LightningModule):
         out = self.probe.forward(self.net, x) if probing else self.net(x)
         loss = self.task.loss(out, batch)
         if probing:
-            prof = self.probe.measure(self.net, out, batch, self.task)
-            self.emit_profile(step, prof.frame(step, self.cfg.probe.percentiles), prof.summary(self.cfg.probe.eps))
+            self._emit(step, self.probe.measure(self.net, out, batch, self.task))
         if step % self.cfg.train.log_every == 0 or step == self.trainer.max_steps - 1:
             with torch.no_grad():
                 values = self._scalars(out, batch, loss)
@@ -141,6 +141,14 @@ class RecurrentModule(pl.LightningModule):
                 {"loss": values["loss"], "norm_loss": values["norm_loss"]}, prog_bar=True, logger=False, batch_size=x.shape[1]
             )
         return loss
+
+    def on_after_backward(self) -> None:
+        if self.probe is not None:
+            self._emit(self.global_step, self.probe.collect())
+
+    def _emit(self, step: int, prof: Profile | None) -> None:
+        if prof is not None:
+            self.emit_profile(step, prof.frame(step, self.cfg.probe.percentiles), prof.summary(self.cfg.probe.eps))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         step = self.global_step

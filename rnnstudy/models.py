@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from rnnstudy.inits import initialise
 
@@ -19,12 +20,16 @@ if TYPE_CHECKING:
     from rnnstudy.config import InitConfig, ModelConfig
 
 
-def _layer(cell: str, input_size: int, hidden_size: int) -> nn.RNNBase:
+def _layer(cell: str, input_size: int, hidden_size: int, device: str | None = None) -> nn.RNNBase:
     if cell == "lstm":
-        return nn.LSTM(input_size, hidden_size)
+        return nn.LSTM(input_size, hidden_size, device=device)
     if cell == "gru":
-        return nn.GRU(input_size, hidden_size)
-    return nn.RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"))
+        return nn.GRU(input_size, hidden_size, device=device)
+    return nn.RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), device=device)
+
+
+#: Cells whose recurrence sees h_{t-1} only through W_hh h_{t-1}, so a perturbation injected through W_hh is exact.
+INJECTABLE = ("rnn_tanh", "rnn_relu", "lstm")
 
 
 @dataclass
@@ -42,6 +47,19 @@ class LayerTrace:
     ends: list[int]
 
 
+@dataclass
+class InjectedTrace:
+    """One layer run fused with a zero perturbation ``z`` of the previous state wired in through W_hh.
+
+    The layer computes the same function (``z`` is zero); d(loss)/dz_{t+1} is the recurrent part of
+    d(loss)/dh_t, and ``output``'s gradient the rest.
+    """
+
+    inputs: torch.Tensor
+    output: torch.Tensor
+    z: torch.Tensor
+
+
 class RecurrentNet(nn.Module):
     """RNN/LSTM/GRU stack with a linear readout at every time step (time-major)."""
 
@@ -51,6 +69,8 @@ class RecurrentNet(nn.Module):
         sizes = [input_size] + [cfg.hidden_size] * cfg.num_layers
         self.layers = nn.ModuleList(_layer(cfg.cell, i, cfg.hidden_size) for i in sizes[:-1])
         self.readout = nn.Linear(cfg.hidden_size, output_size)
+        # Parameter-free twins taking [x_t, z_t] as input; they only ever run with this net's weights.
+        self._wide = [_layer(cfg.cell, i + cfg.hidden_size, cfg.hidden_size, device="meta") for i in sizes[:-1]]
 
     def initialise(self, cfg: InitConfig, t_max: int) -> None:
         """Apply an initialisation to every recurrent layer (the readout keeps its default)."""
@@ -84,4 +104,23 @@ class RecurrentNet(nn.Module):
                 trace.ends.append(min(start + chunk, length) - 1)
             x = torch.cat(trace.outputs)
             traces.append(trace)
+        return self.readout(x), traces
+
+    def forward_injected(self, x: torch.Tensor) -> tuple[torch.Tensor, list[InjectedTrace]]:
+        """Fused forward, one call per layer, with a zero perturbation of every h_{t-1} visible to autograd.
+
+        Each layer runs as its wide twin with input weights [W_ih, W_hh] on input [x_t, z_t]: every
+        pre-activation sees W_hh (h_{t-1} + z_t), so with z = 0 the function and all weight gradients are
+        unchanged. Exact for the cells in ``INJECTABLE`` (a GRU multiplies W_hn h_{t-1} by its reset gate).
+        """
+        if self.cell not in INJECTABLE:
+            raise ValueError(f"the injected probe is exact only for {', '.join(INJECTABLE)}, not {self.cell}")
+        traces = []
+        for layer, wide in zip(self.layers, self._wide):
+            z = torch.zeros(*x.shape[:2], layer.hidden_size, dtype=x.dtype, device=x.device, requires_grad=True)
+            params = dict(layer.named_parameters())
+            params["weight_ih_l0"] = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1)
+            out, _ = functional_call(wide, params, (torch.cat([x, z], dim=-1),))
+            traces.append(InjectedTrace(x, out, z))
+            x = out
         return self.readout(x), traces

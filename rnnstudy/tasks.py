@@ -43,6 +43,8 @@ class Task(ABC):
     output_size: ClassVar[int]
     min_T: ClassVar[int] = 1
     default_threshold: ClassVar[float]
+    #: Whether the answer loss is the whole training loss (the probe then needs no backward of its own).
+    answer_is_loss: ClassVar[bool] = False
     #: Name of the metric ``solved`` compares with the threshold and whether higher is better.
     solved_metric: ClassVar[str]
     solved_higher_is_better: ClassVar[bool]
@@ -166,6 +168,7 @@ class AddingTask(Task):
     """
 
     name = "adding"
+    answer_is_loss = True
     input_size = 2
     output_size = 1
     min_T = 2

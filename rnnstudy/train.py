@@ -158,6 +158,7 @@ def train(
         meta=meta or {},
         baseline=task.baseline,
         seq_len=task.seq_len,
+        probe_method=module.probe.method if module.probe else None,
         versions=versions(),
         command=" ".join(sys.argv),
         started=datetime.now(timezone.utc).isoformat(),

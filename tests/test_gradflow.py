@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rnnstudy.config import InitConfig, ModelConfig
-from rnnstudy.gradflow import decay_rate, horizon, profile
+from rnnstudy.gradflow import GradFlowProbe, decay_rate, horizon, profile
 from rnnstudy.models import RecurrentNet
 from rnnstudy.tasks import make_task
 
@@ -62,15 +62,17 @@ def make_net(cell, layers, task, seed=0, hidden=6):
     return net.double()
 
 
+@pytest.mark.parametrize("method", ["chunked", "auto"])
 @pytest.mark.parametrize("loss", ["answer", "training"])
 @pytest.mark.parametrize("task_name,T", [("adding", 9), ("copy", 4)])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
-def test_probe_equals_unrolled_float64(cell, layers, task_name, T, loss):
+def test_probe_equals_unrolled_float64(cell, layers, task_name, T, loss, method):
+    """Both methods (``auto`` is the fused, injected one for every cell but the GRU) against the unrolled loop."""
     task = make_task(task_name, T)
     batch = task.sample(5, torch.Generator().manual_seed(1))
     net = make_net(cell, layers, task)
-    prof = profile(net, batch._replace(x=batch.x.double()), task, loss=loss)
+    prof = profile(net, batch._replace(x=batch.x.double()), task, loss=loss, method=method)
     ref = unrolled_norms(net, batch, task, loss)
     assert set(prof.norms) == set(ref)
     for key, expected in ref.items():
@@ -182,3 +184,47 @@ def test_adding_answer_and_training_profiles_are_the_same():
     answer, whole = profile(net, x, task), profile(net, x, task, loss="training")
     for key in answer.norms:
         assert torch.equal(answer.norms[key], whole.norms[key])
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm"])
+def test_injected_forward_is_the_same_function_and_weight_gradients(cell):
+    task = make_task("copy", 6)
+    batch = task.sample(4, torch.Generator().manual_seed(5))
+    net = make_net(cell, 2, task)
+    x = batch.x.double()
+    grads, outputs = [], []
+    for forward in (net, lambda x: net.forward_injected(x)[0]):
+        net.zero_grad()
+        out = forward(x)
+        task.loss(out, batch).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+        outputs.append(out.detach())
+    assert torch.allclose(outputs[0], outputs[1], rtol=1e-14, atol=1e-15)
+    for fused, injected in zip(*grads):
+        assert torch.allclose(fused, injected, rtol=1e-12, atol=1e-15)
+
+
+def test_fused_method_is_refused_for_the_gru():
+    task = make_task("adding", 5)
+    net = make_net("gru", 1, task)
+    with pytest.raises(ValueError, match="exact only for rnn_tanh, rnn_relu, lstm"):
+        net.forward_injected(task.sample(2, torch.Generator().manual_seed(0)).x.double())
+
+
+@pytest.mark.parametrize("method", ["chunked", "fused"])
+@pytest.mark.parametrize("task_name,T,loss", [("adding", 8, "answer"), ("copy", 4, "training")])
+def test_probe_reading_the_training_backward_equals_its_own_backward(task_name, T, loss, method):
+    """Where the probe's loss is the training loss, it reads the training backward's gradients (no extra backward)."""
+    task = make_task(task_name, T)
+    batch = task.sample(6, torch.Generator().manual_seed(7))
+    net = make_net("lstm", 2, task)
+    x = batch._replace(x=batch.x.double())
+    probe = GradFlowProbe(1, 0, loss=loss, method=method)
+    out = probe.forward(net, x.x)
+    assert probe.measure(net, out, x, task) is None  # nothing yet: the training backward carries it
+    task.loss(out, x).backward()
+    during = probe.collect()
+    alone = profile(net, x, task, loss=loss, method=method)
+    for key in alone.norms:
+        assert torch.allclose(during.norms[key], alone.norms[key], rtol=1e-12), key
+    assert probe.collect() is None

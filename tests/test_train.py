@@ -35,10 +35,12 @@ def test_run_writes_store_that_loads_back(tiny):
     assert not list(result.path.glob(".*.tmp"))
 
 
-def test_same_seed_same_curve_probe_on_or_off(tiny):
+@pytest.mark.parametrize("method", ["chunked", "fused"])
+def test_same_seed_same_curve_probe_on_or_off(tiny, method):
     curves = []
     for enabled, every in ((False, 10), (True, 1)):
-        r = train(tiny(model__cell="lstm", probe__enabled=enabled, probe__every=every, seed=3))
+        r = train(tiny(model__cell="lstm", probe__enabled=enabled, probe__every=every, probe__method=method, seed=3))
+        assert json.loads((r.path / "run.json").read_text())["probe_method"] == (method if enabled else None)
         m = load(r.path).wide_metrics("train")
         curves.append(m["loss"].to_numpy())
     assert len(curves[0]) == 20
