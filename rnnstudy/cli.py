@@ -17,10 +17,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnstudy.config import load_run_config
     from rnnstudy.train import train
 
-    experiment, overrides = args.experiment, list(args.overrides)
-    if experiment and "=" in experiment and not os.path.exists(experiment):
-        experiment, overrides = None, [experiment, *overrides]
-    cfg = load_run_config(experiment, overrides)
+    cfg = load_run_config(*_experiment_and_overrides(args))
     result = train(cfg)
     final = result.final.get("norm_loss", float("nan"))
     print(
@@ -51,6 +48,57 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rnnstudy.sweep import storage_url
 
     return build_report(args.results, out=args.out, storage=storage_url(args.storage, args.storage_file))
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    """Print the init-time diagnostics of one configuration (and draw them with --figure)."""
+    from rnnstudy.config import load_run_config
+    from rnnstudy.diagnostics import diagnose, draw, predicted_loss
+
+    experiment, overrides = _experiment_and_overrides(args)
+    cfg = load_run_config(experiment, overrides)
+    keep: dict = {}
+    d = diagnose(cfg, k=args.k, keep=keep)
+    rows = {
+        "answer-loss decay rate (log10 per step)": f"{d.decay_rate:+.4f}",
+        f"gradient horizon (steps, eps {cfg.probe.eps:g})": f"{d.horizon:.0f}",
+        "reach k* = log10(1/eps) / -rate (steps)": f"{d.reach:.1f}",
+        f"top Lyapunov exponents (per step, k={len(d.lyapunov)})": " ".join(f"{v:+.3f}" for v in d.lyapunov),
+        "Lyapunov estimate converged": str(d.lyapunov_converged),
+        "gate timescale 1/(1-keep), median / p90 (steps)": f"{d.timescale_median:.1f} / {d.timescale_p90:.1f}",
+        "predicted memory length (steps)": f"{d.predicted_memory:.1f}",
+        f"predicted normalised loss at T={d.T}": f"{predicted_loss(d.reach, d.task, d.T):.3f}",
+    }
+    print(f"{cfg.model.cell} {cfg.model.hidden_size}, {cfg.task.name} T={cfg.task.T}, init {cfg.init.recurrent}/{cfg.init.bias}")
+    width = max(map(len, rows))
+    for key, value in rows.items():
+        print(f"  {key:<{width}}  {value}")
+    if args.figure:
+        print(f"figure: {draw(d, keep, args.figure)}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Compare the init-time predictor with the memory lengths measured in a results folder."""
+    from pathlib import Path
+
+    from rnnstudy.report.prediction import build
+    from rnnstudy.store import load
+
+    res = load(args.results)
+    if res.runs.empty:
+        raise ConfigError(f"{args.results}: no runs under it")
+    summary = build(res, Path(args.out))
+    print(summary.to_string(index=False))
+    print(f"written: {args.out}")
+    return 0
+
+
+def _experiment_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    experiment, overrides = args.experiment, list(args.overrides)
+    if experiment and "=" in experiment and not os.path.exists(experiment):
+        experiment, overrides = None, [experiment, *overrides]
+    return experiment, overrides
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -100,6 +148,20 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="output folder (default: reports/<folder name>)")
     _storage_options(r)
     r.set_defaults(fn=cmd_report)
+
+    d = sub.add_parser(
+        "diagnose", help="init-time diagnostics and predicted memory length: rnnstudy diagnose [EXP.yaml] [key=value ...]"
+    )
+    d.add_argument("experiment", nargs="?", help="experiment YAML (its run defaults are used)")
+    d.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.cell=lstm init.bias=chrono task.T=200")
+    d.add_argument("--k", type=int, default=8, help="how many Lyapunov exponents (default 8)")
+    d.add_argument("--figure", help="also draw the diagnostics to this PNG")
+    d.set_defaults(fn=cmd_diagnose)
+
+    q = sub.add_parser("predict", help="predicted vs measured memory length for a results folder")
+    q.add_argument("results", help="results folder of a study with families on the grid, e.g. runs/frontier_cpu")
+    q.add_argument("--out", required=True, help="folder for the tables and the figure")
+    q.set_defaults(fn=cmd_predict)
 
     y = sub.add_parser("sync", help="upload the offline W&B runs of a results folder (needs a key and a network)")
     y.add_argument("results", nargs="?", default="runs", help="results folder (default: runs)")

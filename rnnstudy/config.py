@@ -276,6 +276,7 @@ class StudyConfig(Strict):
     pruner: Literal["median", "hyperband", "none"] = "median"
     startup_trials: int = Field(default=5, ge=0)
     warmup_validations: int = Field(default=1, ge=0)
+    prescreen: PositiveFloat | None = None
     heartbeat_s: PositiveInt = 30
 
 

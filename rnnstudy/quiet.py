@@ -15,6 +15,8 @@ LIGHTNING_NOTES = (
     ".*Trainer.fit` stopped.*",  # the harness stops at its own step budget and says so itself
     ".*isinstance\\(treespec, LeafSpec\\).*",  # inside lightning 2.6.6's own _pytree helper with torch 2.13; nothing to do here
 )
+#: Raised by torch 2.13 itself when forward-mode AD (the Lyapunov diagnostics' jvp) first loads its decompositions.
+TORCH_NOTES = (".*torch.jit.script` is deprecated.*",)
 
 
 def quiet_libraries() -> None:
@@ -23,7 +25,7 @@ def quiet_libraries() -> None:
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in LIGHTNING_NOTES:
+    for pattern in (*LIGHTNING_NOTES, *TORCH_NOTES):
         warnings.filterwarnings("ignore", pattern)
     # Heartbeats, fail_stale_trials and the retry callback have carried this label since Optuna 2.9.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

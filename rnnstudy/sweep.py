@@ -168,6 +168,27 @@ def _pruner(exp: Experiment, cfg: RunConfig) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+class PreScreen(pl.Callback):
+    """Prunes a trial before its first step when its initialisation is predicted not to reach the study's T.
+
+    Pruned when predicted memory length < ``threshold`` x T (rnnstudy.diagnostics), on the exact initial network.
+    """
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        from rnnstudy.diagnostics import diagnose_net
+
+        task = pl_module.task
+        d = diagnose_net(pl_module.net, task, pl_module.cfg.probe.eps)
+        if d.predicted_memory < self.threshold * task.T:
+            limit = self.threshold * task.T
+            raise optuna.TrialPruned(
+                f"pre-screen: predicted memory length {d.predicted_memory:.1f} < {self.threshold:g} x T = {limit:g}"
+            )
+
+
 class StepPruning(pl.Callback):
     """Reports each validation's normalised loss to the trial at the training step, and prunes when Optuna says so.
 
@@ -246,8 +267,14 @@ def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
     for i, seed in enumerate(exp.seeds):
         run_cfg = cfg.model_copy(update={"seed": seed})
         callbacks = [StepPruning(trial)] if i == 0 and exp.study.pruner != "none" else []
+        if i == 0 and exp.study.prescreen:
+            callbacks.append(PreScreen(exp.study.prescreen))
         meta = {**point.facts(), "trial": trial.number, "params": params, "seed": seed}
-        result = train(run_cfg, callbacks=callbacks, meta=meta, group=point.study, tag=f"-t{trial.number}")
+        try:
+            result = train(run_cfg, callbacks=callbacks, meta=meta, group=point.study, tag=f"-t{trial.number}")
+        except optuna.TrialPruned as err:
+            trial.set_user_attr("reason", str(err))
+            raise
         runs.append(result.run_id)
         trial.set_user_attr("run_ids", runs)
         if result.status == "diverged":

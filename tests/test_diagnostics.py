@@ -1,0 +1,77 @@
+"""Init-time diagnostics: the Lyapunov spectrum against known answers, determinism, the predictor's formulas."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rnnstudy.config import load_run_config
+from rnnstudy.diagnostics import diagnose, lyapunov_spectrum, predicted_loss, reach_from_rate
+
+
+def linear(w):
+    return lambda s, x: s @ w.T + x
+
+
+def inputs(L=200, B=3, n=6, scale=0.0):
+    return scale * torch.randn(L, B, n, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+
+def test_scaled_orthogonal_linear_map_has_every_exponent_log_rho():
+    n, rho = 6, 0.8
+    q = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(2)))[0]
+    spectrum, converged = lyapunov_spectrum(linear(rho * q), torch.ones(3, n, dtype=torch.float64), inputs(n=n), k=n)
+    assert np.allclose(spectrum, math.log(rho), atol=1e-6) and converged
+
+
+def test_diagonal_linear_map_has_the_sorted_log_magnitudes():
+    d = torch.tensor([0.9, -0.5, 0.2, 1.1, -0.05, 0.7], dtype=torch.float64)
+    spectrum, _ = lyapunov_spectrum(linear(torch.diag(d)), torch.ones(3, 6, dtype=torch.float64), inputs(L=400), k=4)
+    expected = np.sort(np.log(np.abs(d.numpy())))[::-1][:4]
+    assert np.allclose(spectrum, expected, atol=1e-6)
+
+
+def test_small_tanh_rnn_is_contracting():
+    w = 0.1 * torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    spectrum, _ = lyapunov_spectrum(
+        lambda s, x: torch.tanh(s @ w.T + x), torch.zeros(4, 8, dtype=torch.float64), inputs(n=8, B=4, scale=1.0), k=8
+    )
+    assert (spectrum < 0).all()
+
+
+def test_diagnostics_are_deterministic_and_chrono_reaches_further():
+    args = ["model.cell=lstm", "model.hidden_size=16", "task.name=copy", "task.T=30"]
+    a, b = diagnose(load_run_config(None, args)), diagnose(load_run_config(None, args))
+    assert a == b
+    chrono = diagnose(load_run_config(None, [*args, "init.bias=chrono"]))
+    assert chrono.timescale_median > 5 * a.timescale_median
+    assert chrono.predicted_memory > a.predicted_memory and chrono.decay_rate > a.decay_rate
+
+
+def test_predictor_formulas():
+    assert reach_from_rate(-0.1, 1e-3) == pytest.approx(30.0)
+    assert reach_from_rate(0.0, 1e-3) == math.inf
+    assert predicted_loss(30.0, "adding", 15) == pytest.approx(0.5)
+    assert predicted_loss(30.0, "copy", 20) == 1.0  # the copy symbols sit T + 10 = 30 steps back
+    assert predicted_loss(math.inf, "copy", 1000) == 0.0
+
+
+def test_prescreen_prunes_exactly_what_the_threshold_says(tiny):
+    import json
+
+    import optuna
+
+    from rnnstudy.sweep import PreScreen
+    from rnnstudy.train import train
+
+    cfg = tiny(model__cell="lstm", task__name="copy", task__T=6)
+    predicted = diagnose(cfg).predicted_memory
+    assert predicted > 0
+    kept = train(cfg, callbacks=[PreScreen(0.99 * predicted / 6)])
+    assert kept.status == "complete"
+    with pytest.raises(optuna.TrialPruned, match="pre-screen: predicted memory length"):
+        train(cfg, callbacks=[PreScreen(1.01 * predicted / 6)])
+    infos = [json.loads(p.read_text()) for p in cfg.out.rglob("run.json")]
+    (pruned,) = [i for i in infos if i["status"] == "pruned"]
+    assert pruned["steps"] == 0 and pruned["reason"].startswith("pre-screen")
