@@ -12,12 +12,22 @@ from rnnstudy.config import ConfigError
 EXIT_CONFIG = 2
 
 
+def device_name(accelerator: str = "auto") -> str:
+    """The device a run will train on, in words."""
+    import torch
+
+    if accelerator != "cpu" and torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Run one training run and print where its results are."""
     from rnnstudy.config import load_run_config
     from rnnstudy.train import train
 
     cfg = load_run_config(*_experiment_and_overrides(args))
+    print(f"rnnstudy train: results under {cfg.out / cfg.experiment}; device {device_name(cfg.train.accelerator)}", flush=True)
     result = train(cfg)
     final = result.final.get("norm_loss", float("nan"))
     print(
@@ -48,6 +58,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rnnstudy.sweep import storage_url
 
     return build_report(args.results, out=args.out, storage=storage_url(args.storage, args.storage_file))
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print the resolved configuration with each key's default, type, allowed values and meaning."""
+    from rnnstudy.config import load_experiment, load_run_config
+    from rnnstudy.describe import describe
+
+    experiment, overrides = _experiment_and_overrides(args)
+    cfg = load_run_config(experiment, overrides)
+    print(
+        f"# the resolved run configuration{' of ' + experiment if experiment else ''}: value  # type; default; allowed; meaning"
+    )
+    print("\n".join(describe(cfg)))
+    if experiment:
+        exp = load_experiment(experiment)
+        print(f"study:  # the search budget of {experiment}")
+        print("\n".join(describe(exp.study, indent=1)))
+        print(f"# {len(exp.points())} studies: grid {dict(exp.grid)}, families {list(exp.families) or '-'}, seeds {exp.seeds}")
+    return 0
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
@@ -120,12 +149,23 @@ def _storage_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+KEYS_HINT = "Every key, its default, type, allowed values and meaning: rnnstudy config [EXPERIMENT.yaml] [key=value ...]"
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and docs)."""
-    p = argparse.ArgumentParser(prog="rnnstudy", description=__doc__)
+    from rnnstudy import __version__
+
+    p = argparse.ArgumentParser(prog="rnnstudy", description=__doc__, epilog=KEYS_HINT)
+    p.add_argument("--version", action="version", version=f"rnnstudy {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train one run: rnnstudy train [EXPERIMENT.yaml] [key=value ...]")
+    c = sub.add_parser("config", help="print the resolved configuration with every key's default, allowed values, meaning")
+    c.add_argument("experiment", nargs="?", help="experiment YAML (its run defaults are used)")
+    c.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.cell=gru task.T=200")
+    c.set_defaults(fn=cmd_config)
+
+    t = sub.add_parser("train", help="train one run: rnnstudy train [EXPERIMENT.yaml] [key=value ...]", epilog=KEYS_HINT)
     t.add_argument("experiment", nargs="?", help="experiment YAML (its run defaults are used)")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.cell=gru task.T=200")
     t.set_defaults(fn=cmd_train)
@@ -134,7 +174,7 @@ def parser() -> argparse.ArgumentParser:
         ("sweep", cmd_sweep, "run the experiment's initialisation studies"),
         ("status", cmd_status, "show the experiment's studies and best parameters"),
     ):
-        s = sub.add_parser(name, help=text)
+        s = sub.add_parser(name, help=text, epilog=KEYS_HINT)
         s.add_argument("experiment", help="experiment YAML")
         s.add_argument("overrides", nargs="*", help="dotted overrides applied to every trial")
         _storage_options(s)

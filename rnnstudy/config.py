@@ -43,7 +43,7 @@ class ConfigError(ValueError):
 class Strict(BaseModel):
     """Base for config sections: unknown keys and non-finite numbers are errors."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 #: Seeds Lightning and torch accept: Lightning's seed_everything takes 0 .. 2**32-1.
@@ -88,18 +88,26 @@ class ModelConfig(Strict):
     """The network: cell type and size."""
 
     cell: Cell = "lstm"
+    """The recurrent cell (tanh or ReLU vanilla RNN, LSTM, GRU)."""
     hidden_size: PositiveInt = 128
+    """Units per layer."""
     num_layers: PositiveInt = 1
+    """Stacked recurrent layers (each probed separately)."""
 
 
 class TaskConfig(Strict):
     """Which task, its delay/length ``T`` and the fixed validation set."""
 
     name: str = "copy"
+    """The task (a registered task name)."""
     T: PositiveInt = 100
+    """Copy: the delay; adding: the sequence length (the digits tasks: fixed at 64)."""
     val_size: PositiveInt = 1024
+    """Sequences in the fixed validation set."""
     val_seed: Annotated[int, Field(ge=0, le=2**64 - 1)] = 2_718_281
+    """Seed of the validation set (the same for every run of a task and T)."""
     solved_threshold: float | None = None
+    """The task's solved bar (copy: recall accuracy, 0.99; adding: MSE, 0.01; null: the task's own)."""
 
     @field_validator("name")
     @classmethod
@@ -108,9 +116,11 @@ class TaskConfig(Strict):
 
     @model_validator(mode="after")
     def _long_enough(self) -> TaskConfig:
-        need = TASKS[self.name].min_T
-        if self.T < need:
-            raise ValueError(f"T = {self.T}: the {self.name} task needs T >= {need}")
+        task = TASKS[self.name]
+        if task.fixed_T is not None and self.T != task.fixed_T:
+            raise ValueError(f"task.T = {self.T}: the {self.name} task has a fixed length; allowed: {task.fixed_T}")
+        if self.T < task.min_T:
+            raise ValueError(f"task.T = {self.T}: the {self.name} task needs T >= {task.min_T}")
         return self
 
 
@@ -118,14 +128,23 @@ class InitConfig(Strict):
     """Initialisation: input, recurrent and bias schemes and their parameters."""
 
     recurrent: str = "default"
+    """Scheme for the recurrent weights W_hh, per gate block."""
     input: str = "default"
+    """Scheme for the input weights W_ih, per gate block."""
     bias: str = "default"
+    """Scheme for the biases (written to bias_ih; bias_hh zeroed unless default)."""
     gain: PositiveFloat = 1.0
+    """Gain of orthogonal, xavier and kaiming recurrent weights."""
     scale: PositiveFloat = 1.0
+    """Scale of the identity (IRNN) recurrent weights."""
     rho: PositiveFloat = 1.0
+    """Spectral radius of the spectral recurrent weights."""
     input_gain: PositiveFloat = 1.0
+    """Gain (std for normal) of the xavier, orthogonal and normal input weights."""
     forget_bias: float = 1.0
+    """LSTM forget-gate bias of the forget scheme."""
     chrono_tmax: PositiveFloat | None = None
+    """T_max of the chrono scheme (null: the sequence length)."""
 
     @field_validator("recurrent")
     @classmethod
@@ -147,47 +166,80 @@ class TrainConfig(Strict):
     """Optimiser, budget and validation cadence."""
 
     optimizer: Literal["rmsprop", "adam", "sgd"] = "rmsprop"
+    """The optimiser."""
     lr: PositiveFloat = 1e-3
+    """Learning rate."""
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.9
+    """RMSprop smoothing constant."""
     momentum: NonNegativeFloat = 0.0
+    """Momentum (RMSprop, SGD)."""
     clip: PositiveFloat | None = 1.0
+    """Gradient-norm clipping (null: none)."""
     steps: PositiveInt = 1000
+    """The step budget."""
     batch_size: PositiveInt = 128
+    """Training sequences per step."""
     val_every: PositiveInt = 100
+    """Steps between validations (and pruning reports)."""
     log_every: PositiveInt = 10
+    """Steps between logged training metrics."""
     early_stop: bool = False
+    """Stop at the first validation that meets the solved bar."""
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    """Where to train (auto: the GPU when there is one)."""
+    devices: Annotated[int, Field(ge=0)] | None = None
+    """Which GPU index a single run uses (null: the first visible; sweeps pin GPUs with --gpus)."""
     precision: Literal[32, 64] = 32
+    """Floating-point bits (64: float64, for the far tail of gradient profiles)."""
+    tf32: bool = False
+    """Let cuBLAS and cuDNN use TF32 tensor cores (10-bit mantissa); off: full float32 in both."""
+    deterministic: bool = False
+    """Deterministic cuDNN/CUDA algorithms (bit-reproducible GPU runs, usually slower)."""
     progress: bool = True
+    """Show a progress bar over the step budget."""
 
 
 class ProbeConfig(Strict):
     """Gradient-flow probe: cadence, horizon threshold, time resolution."""
 
     enabled: bool = True
+    """Measure gradient-flow profiles during training."""
     every: PositiveInt = 100
+    """Probe at step 0, every this many steps, and the last step."""
     loss: Literal["answer", "training"] = "answer"
+    """Whose gradient: the loss on the answer steps, or the whole training loss."""
     method: Literal["auto", "chunked", "fused"] = "auto"
+    """How: fused (one call per layer, a zero perturbation injected; not for the GRU), chunked, or auto."""
     eps: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    """Horizon threshold: the largest lag whose g_t is at least eps x max g."""
     chunk: PositiveInt = 1
+    """Chunked method: time steps per chunk (exact at chunk ends; 1: every step)."""
     percentiles: list[Annotated[float, Field(ge=0, le=100)]] = []
+    """Also store these percentiles of the per-sample norms."""
 
 
 class WandbConfig(Strict):
     """Weights & Biases: offline unless ``online`` is chosen; ``disabled`` writes nothing."""
 
     mode: Literal["offline", "online", "disabled"] = "offline"
+    """offline (default: files under each run), online (needs a key), disabled (nothing written)."""
     project: str | None = None
+    """W&B project (null: the experiment name)."""
     entity: str | None = None
+    """W&B entity (null: the key's default)."""
     tags: list[str] = []
+    """Extra tags on every run."""
 
 
 class RunConfig(Strict):
     """Everything one training run needs."""
 
     experiment: Name = "default"
+    """The experiment's name: W&B project and results folder."""
     seed: Seed = 0
+    """Seed of the weights and the training data stream."""
     out: ResultsRoot = Path("runs")
+    """The results root."""
     model: ModelConfig = ModelConfig()
     task: TaskConfig = TaskConfig()
     init: InitConfig = InitConfig()
@@ -272,12 +324,19 @@ class StudyConfig(Strict):
     """Optuna settings shared by every study of an experiment."""
 
     trials: PositiveInt = 20
+    """Finished trials per study (a rerun tops up to exactly this many)."""
     sampler: Literal["tpe", "random"] = "tpe"
+    """Optuna sampler."""
     pruner: Literal["median", "hyperband", "none"] = "median"
+    """Optuna pruner (reports at each validation, at the training step)."""
     startup_trials: int = Field(default=5, ge=0)
+    """Trials before the sampler models and the median pruner prunes."""
     warmup_validations: int = Field(default=1, ge=0)
+    """Validations of a trial before the median pruner may prune it."""
     prescreen: PositiveFloat | None = None
+    """Prune at step 0 when the predicted memory length is below prescreen x T (null: off)."""
     heartbeat_s: PositiveInt = 30
+    """Heartbeat of running trials; a trial silent for twice this is failed and retried."""
 
 
 @dataclass(frozen=True)

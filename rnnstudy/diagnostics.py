@@ -65,7 +65,7 @@ class Diagnostics:
 
 def predicted_loss(reach: float, task: str, T: int) -> float:
     """Predicted final normalised loss at T: min(1, lag_T / k*), lag_T the information's lag."""
-    lag = T + INFO_OFFSET[task]
+    lag = T + INFO_OFFSET.get(task, 0)
     return min(1.0, lag / reach) if reach > 0 else 1.0
 
 

@@ -69,7 +69,7 @@ class TaskData(pl.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         self.train_gen = torch.Generator(device=device).manual_seed(self.cfg.seed + SEED_STREAM)
         val_gen = torch.Generator(device=device).manual_seed(self.cfg.task.val_seed)
-        self.val_batch = self.task.sample(self.cfg.task.val_size, val_gen)
+        self.val_batch = self.task.validation(self.cfg.task.val_size, val_gen)
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(_Stream(self.task, self.cfg.train.batch_size, self.train_gen), batch_size=None)

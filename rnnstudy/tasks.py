@@ -6,6 +6,7 @@ loss needs. A new task is one subclass of :class:`Task` decorated with :func:`re
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import ABC, abstractmethod
 from typing import ClassVar, NamedTuple
@@ -42,6 +43,8 @@ class Task(ABC):
     input_size: ClassVar[int]
     output_size: ClassVar[int]
     min_T: ClassVar[int] = 1
+    #: The one T a task allows (None: any T >= min_T).
+    fixed_T: ClassVar[int | None] = None
     default_threshold: ClassVar[float]
     #: Whether the answer loss is the whole training loss (the probe then needs no backward of its own).
     answer_is_loss: ClassVar[bool] = False
@@ -68,6 +71,10 @@ class Task(ABC):
     @abstractmethod
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """Draw a batch on the generator's device."""
+
+    def validation(self, size: int, generator: torch.Generator) -> Batch:
+        """The fixed validation set (synthetic tasks: a batch from the validation seed's generator)."""
+        return self.sample(size, generator)
 
     @property
     @abstractmethod
@@ -210,3 +217,91 @@ class AddingTask(Task):
 
     def metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
         return {"mse": self.per_sample_loss(out, batch).mean()}
+
+
+@functools.cache
+def _digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled 8x8 digits (1797 images, pixels 0..16), read from the installed package."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return torch.tensor(data.data, dtype=torch.float32) / 16.0, torch.tensor(data.target, dtype=torch.long)
+
+
+@register_task
+class DigitsTask(Task):
+    """Pixel-by-pixel digits: an 8x8 digit read one pixel per step (T = 64), its class predicted at the last step.
+
+    Images come from scikit-learn's bundled copy (no download). The train/validation split (80/20)
+    is fixed by ``SPLIT_SEED``; training batches are drawn from the training images with the run's
+    generator, the validation set is the validation images. Memoryless baseline: ln 10.
+    """
+
+    name = "digits"
+    input_size = 1
+    output_size = 10
+    min_T = 64
+    fixed_T: ClassVar[int | None] = 64
+    default_threshold = 0.9
+    solved_metric = "accuracy"
+    solved_higher_is_better = True
+    answer_is_loss = True
+    SPLIT_SEED = 0
+    VAL_FRACTION = 0.2
+
+    @property
+    def seq_len(self) -> int:
+        return 64
+
+    @property
+    def baseline(self) -> float:
+        return math.log(self.output_size)
+
+    @property
+    def answer_steps(self) -> slice:
+        return slice(63, 64)
+
+    def order(self) -> torch.Tensor:
+        """The order in which pixels are read (row by row)."""
+        return torch.arange(64)
+
+    def _split(self, validation: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = _digits()
+        perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.SPLIT_SEED))
+        cut = int(len(labels) * self.VAL_FRACTION)
+        rows = perm[:cut] if validation else perm[cut:]
+        return images[rows][:, self.order()], labels[rows]
+
+    def _batch(self, images: torch.Tensor, labels: torch.Tensor) -> Batch:
+        x = images.T.unsqueeze(-1)  # (64, B, 1): one pixel per step
+        return Batch(x, labels, torch.ones(64, len(labels), dtype=torch.bool, device=x.device))
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        images, labels = self._split(validation=False)
+        device = generator.device
+        rows = torch.randint(0, len(labels), (batch_size,), generator=generator, device=device)
+        return self._batch(images.to(device)[rows], labels.to(device)[rows])
+
+    def validation(self, size: int, generator: torch.Generator) -> Batch:
+        images, labels = self._split(validation=True)
+        return self._batch(images[:size].to(generator.device), labels[:size].to(generator.device))
+
+    def per_sample_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return F.cross_entropy(out[-1], batch.y, reduction="none")
+
+    def per_sample_answer_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.per_sample_loss(out, batch)
+
+    def metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, torch.Tensor]:
+        return {"accuracy": (out[-1].argmax(-1) == batch.y).float().mean()}
+
+
+@register_task
+class PermutedDigitsTask(DigitsTask):
+    """Pixel-by-pixel digits read in a fixed random order (``PERMUTATION_SEED``): local structure is spread over all 64 steps."""
+
+    name = "digits_permuted"
+    PERMUTATION_SEED = 0
+
+    def order(self) -> torch.Tensor:
+        return torch.randperm(64, generator=torch.Generator().manual_seed(self.PERMUTATION_SEED))

@@ -94,6 +94,12 @@ def versions() -> dict[str, str]:
     }
 
 
+def set_tf32(allowed: bool) -> None:
+    """TF32 for both cuBLAS and cuDNN, on or off together (PyTorch's default leaves cuDNN's on: 10-bit mantissas in RNNs)."""
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
+
+
 class _StopAtBudget(pl.Callback):
     """Stops at ``max_steps`` through ``should_stop`` so a last validation always runs."""
 
@@ -108,7 +114,8 @@ def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     progress = [StepProgressBar(run_name(cfg))] if t.progress else []
     return pl.Trainer(
         accelerator=t.accelerator,
-        devices=1,
+        devices=[t.devices] if t.devices is not None and t.accelerator != "cpu" and torch.cuda.is_available() else 1,
+        deterministic=True if t.deterministic else None,
         max_steps=t.steps,
         max_epochs=-1,
         limit_train_batches=t.val_every,
@@ -140,7 +147,12 @@ def train(
     """
     if cfg.train.accelerator == "gpu" and not torch.cuda.is_available():
         raise ConfigError("train.accelerator = 'gpu': no CUDA device is visible here; allowed: auto, cpu")
+    if cfg.train.devices is not None and torch.cuda.is_available() and cfg.train.devices >= torch.cuda.device_count():
+        raise ConfigError(
+            f"train.devices = {cfg.train.devices}: allowed: 0 .. {torch.cuda.device_count() - 1} (GPUs visible here)"
+        )
     check_mode(cfg)
+    set_tf32(cfg.train.tf32)
     pl.seed_everything(cfg.seed, verbose=False)
     task = build_task(cfg)
     module = RecurrentModule(cfg, task)
@@ -159,6 +171,8 @@ def train(
         baseline=task.baseline,
         seq_len=task.seq_len,
         probe_method=module.probe.method if module.probe else None,
+        tf32={"cuda.matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        deterministic=cfg.train.deterministic,
         versions=versions(),
         command=" ".join(sys.argv),
         started=datetime.now(timezone.utc).isoformat(),

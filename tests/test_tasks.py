@@ -1,4 +1,4 @@
-"""Task generators against the definitions in DESIGN.md, and the memoryless baselines."""
+"""Task generators against their published definitions (README, docs/references.md), and the memoryless baselines."""
 
 import math
 
@@ -99,3 +99,47 @@ def test_same_seed_same_batch_and_registry():
     assert set(TASKS) >= {"copy", "adding"}
     with pytest.raises(ValueError, match="needs T >= 2"):
         AddingTask(1)
+
+
+def test_digits_read_one_pixel_per_step_with_a_fixed_split():
+    from sklearn.datasets import load_digits
+
+    from rnnstudy.tasks import DigitsTask, PermutedDigitsTask
+
+    task, permuted = DigitsTask(64), PermutedDigitsTask(64)
+    assert task.baseline == pytest.approx(math.log(10)) and task.seq_len == 64 and task.answer_steps == slice(63, 64)
+    batch = task.sample(8, torch.Generator().manual_seed(0))
+    assert batch.x.shape == (64, 8, 1) and batch.y.shape == (8,)
+    digits = load_digits()
+    images = torch.tensor(digits.data, dtype=torch.float32) / 16
+    for b in range(8):  # every training sequence is a bundled image read row by row, with its label
+        matches = (images == batch.x[:, b, 0]).all(dim=1).nonzero().flatten()
+        assert len(matches) and batch.y[b].item() in {int(digits.target[i]) for i in matches}
+    train_x, _ = task._split(validation=False)
+    val_x, _ = task._split(validation=True)
+    assert len(train_x) + len(val_x) == 1797 and len(val_x) == 359
+    train_set = {tuple(r.tolist()) for r in train_x}
+    assert sum(tuple(r.tolist()) in train_set for r in val_x) < 10  # disjoint up to duplicated images in the data
+    assert torch.equal(task.validation(1000, torch.Generator()).x, DigitsTask(64).validation(1000, torch.Generator()).x)
+    order = permuted.order()
+    assert sorted(order.tolist()) == list(range(64)) and not torch.equal(order, torch.arange(64))
+    assert torch.equal(permuted.validation(5, torch.Generator()).x[:, :, 0], task.validation(5, torch.Generator()).x[order, :, 0])
+
+
+def test_memoryless_digits_loss_is_ln10():
+    from rnnstudy.tasks import DigitsTask
+
+    task = DigitsTask(64)
+    batch = task.sample(64, torch.Generator().manual_seed(1))
+    out = torch.zeros(64, 64, 10)  # uniform prediction
+    assert task.loss(out, batch).item() == pytest.approx(task.baseline)
+
+
+def test_digits_train_end_to_end_and_bad_T(tiny):
+    from rnnstudy.config import ConfigError
+    from rnnstudy.train import train
+
+    result = train(tiny(task__name="digits_permuted", task__T=64, train__steps=10, model__cell="gru"))
+    assert result.status == "complete" and 0 <= result.final["accuracy"] <= 1
+    with pytest.raises(ConfigError, match="fixed length; allowed: 64"):
+        tiny(task__name="digits", task__T=100)

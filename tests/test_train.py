@@ -19,6 +19,7 @@ def test_run_writes_store_that_loads_back(tiny):
     assert info["config"] == cfg.model_dump(mode="json")
     assert info["baseline"] == pytest.approx(10 * np.log(8) / 25)
     assert info["versions"]["torch"] and info["device"].startswith("cpu")
+    assert info["tf32"] == {"cuda.matmul": False, "cudnn": False} and info["deterministic"] is False  # full float32 by default
     res = load(cfg.out)
     assert list(res.runs["run_id"]) == [result.run_id]
     val = res.wide_metrics("val")
