@@ -195,6 +195,8 @@ class TrainConfig(Strict):
     """Let cuBLAS and cuDNN use TF32 tensor cores (10-bit mantissa); off: full float32 in both."""
     deterministic: bool = False
     """Deterministic cuDNN/CUDA algorithms (bit-reproducible GPU runs, usually slower)."""
+    checkpoint: bool = True
+    """Keep the last checkpoint (after each validation) so a killed run resumes when rerun or retried."""
     progress: bool = True
     """Show a progress bar over the step budget."""
 

@@ -64,6 +64,7 @@ class TaskData(pl.LightningDataModule):
     def __init__(self, cfg: RunConfig, task: Task) -> None:
         super().__init__()
         self.cfg, self.task = cfg, task
+        self.resume_state: torch.Tensor | None = None
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
@@ -72,7 +73,21 @@ class TaskData(pl.LightningDataModule):
         self.val_batch = self.task.validation(self.cfg.task.val_size, val_gen)
 
     def train_dataloader(self) -> DataLoader:
+        if self.resume_state is not None:
+            self.train_gen.set_state(self.resume_state)
         return DataLoader(_Stream(self.task, self.cfg.train.batch_size, self.train_gen), batch_size=None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The training generator's state, saved in checkpoints (taken at the end of a validation period).
+
+        Every period restarts the stream from the generator's current state (a batch prefetched past the
+        period's end is dropped), so this state is exactly where the next period starts.
+        """
+        return {"generator": self.train_gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume the training stream exactly where the checkpoint left it."""
+        self.resume_state = state.get("generator")
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Fixed(self.val_batch), batch_size=None)
@@ -97,6 +112,13 @@ class RecurrentModule(pl.LightningModule):
         self.solved_at: int | None = None
         self.best: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rnnstudy"] = {"best": self.best, "solved_at": self.solved_at, "last_val": self.last_val}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("rnnstudy", {})
+        self.best, self.solved_at, self.last_val = saved.get("best", {}), saved.get("solved_at"), saved.get("last_val", {})
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         t = self.cfg.train

@@ -60,6 +60,21 @@ class RunWriter:
         self.gradflow: list[pd.DataFrame] = []
         folder.mkdir(parents=True, exist_ok=True)
 
+    def resume(self, step: int) -> None:
+        """Continue a killed run from its checkpoint at ``step``: keep what it recorded before, drop the rest.
+
+        Kept: training and probe rows of steps before ``step`` and validations up to it (the checkpoint
+        is written right after the validation at ``step``).
+        """
+        self.info = json.loads((self.folder / RUN_FILE).read_text(encoding="utf-8"))
+        if (self.folder / METRICS_FILE).exists():
+            m = pd.read_parquet(self.folder / METRICS_FILE)
+            m = m[(m["step"] < step) | ((m["split"] == "val") & (m["step"] <= step))]
+            self.metrics = list(m.itertuples(index=False, name=None))
+        if (self.folder / GRADFLOW_FILE).exists():
+            g = pd.read_parquet(self.folder / GRADFLOW_FILE)
+            self.gradflow = [g[g["step"] < step]]
+
     def add_metrics(self, step: int, split: str, values: dict[str, float]) -> None:
         """Record scalar metrics of one split at one step."""
         self.metrics.extend((step, split, name, float(v)) for name, v in values.items())

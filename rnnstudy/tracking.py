@@ -83,6 +83,7 @@ class WandbSink:
             mode=cfg.wandb.mode,
             settings=wandb.Settings(**SETTINGS),
             reinit="create_new",
+            resume="allow",  # a resumed run continues the same W&B run
         )
         define_step_axis(self.run)
         self.profiles: list[pd.DataFrame] = []

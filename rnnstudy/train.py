@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import math
 import platform
 import secrets
@@ -21,10 +24,11 @@ import lightning.pytorch as pl
 import optuna
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rnnstudy.config import ConfigError, RunConfig
 from rnnstudy.lit import Diverged, RecurrentModule, StepProgressBar, TaskData, build_task
-from rnnstudy.store import RunWriter
+from rnnstudy.store import RUN_FILE, RunWriter
 from rnnstudy.tracking import check_mode, run_name
 
 
@@ -63,6 +67,43 @@ class StoreSink:
     def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
         self.writer.add_gradflow(frame)
         self.writer.add_metrics(step, "probe", scalars)
+
+
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+LOCK = "run.lock"
+
+
+def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
+    """What makes two runs the same run: the config and the study's facts, not the trial number (a retry is the same run)."""
+    facts = {k: v for k, v in (meta or {}).items() if k != "trial"}
+    text = json.dumps({"config": cfg.model_dump(mode="json"), "meta": facts}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _hold(folder: Path) -> Any | None:
+    """An exclusive lock on a run folder while its run is alive (the OS drops it when the process dies)."""
+    handle = open(folder / LOCK, "a")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def resumable(cfg: RunConfig, key: str) -> tuple[Path, Any] | None:
+    """An unfinished, unlocked run of the same key with a checkpoint, and its lock; None when there is none."""
+    for info_path in sorted((cfg.out / cfg.experiment).glob(f"*/{RUN_FILE}")):
+        folder = info_path.parent
+        try:
+            info = json.loads(info_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if info.get("key") == key and info.get("status") in ("running", "failed") and (folder / CHECKPOINT).exists():
+            lock = _hold(folder)
+            if lock is not None:
+                return folder, lock
+    return None
 
 
 def new_run_id(cfg: RunConfig, tag: str = "") -> str:
@@ -108,6 +149,17 @@ class _StopAtBudget(pl.Callback):
             trainer.should_stop = True
 
 
+def checkpointing(folder: Path) -> ModelCheckpoint:
+    """Lightning's checkpointing, last only: overwritten after every validation, removed when the run ends for good."""
+    return ModelCheckpoint(
+        dirpath=folder / CHECKPOINT.parent,
+        filename=CHECKPOINT.stem,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
+
+
 def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A Trainer whose 'epochs' are validation periods of ``val_every`` steps (the module sends numbers to its sinks)."""
     t = cfg.train
@@ -125,7 +177,7 @@ def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
         gradient_clip_algorithm="norm",
         precision=f"{t.precision}-true",
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_model_summary=False,
         enable_progress_bar=t.progress,
         callbacks=[_StopAtBudget(), *progress, *callbacks],
@@ -156,12 +208,26 @@ def train(
     pl.seed_everything(cfg.seed, verbose=False)
     task = build_task(cfg)
     module = RecurrentModule(cfg, task)
-    run_id = new_run_id(cfg, tag)
-    folder = cfg.out / cfg.experiment / run_id
-    writer = RunWriter(folder)
+    key = run_key(cfg, meta)
+    found = resumable(cfg, key) if cfg.train.checkpoint else None
+    resume_step = None
+    if found:  # a killed run of the same config: continue it from its last checkpoint, in its own folder
+        folder, lock = found
+        run_id = folder.name
+        writer = RunWriter(folder)
+        resume_step = int(torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=False)["global_step"])
+        writer.resume(resume_step)
+    else:
+        run_id = new_run_id(cfg, tag)
+        folder = cfg.out / cfg.experiment / run_id
+        writer = RunWriter(folder)
+        lock = _hold(folder)
     store = StoreSink(writer)
     started = time.time()
     writer.flush(
+        key=key,
+        resumed_from_step=resume_step,
+        reason=None,
         run_id=run_id,
         experiment=cfg.experiment,
         name=run_name(cfg),
@@ -186,8 +252,9 @@ def train(
 
             tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id})
         module.sinks = [store] + ([tracker] if tracker else [])
-        trainer = make_trainer(cfg, list(callbacks or []))
-        trainer.fit(module, datamodule=TaskData(cfg, task))
+        checkpoints = [checkpointing(folder)] if cfg.train.checkpoint else []
+        trainer = make_trainer(cfg, [*checkpoints, *(callbacks or [])])
+        trainer.fit(module, datamodule=TaskData(cfg, task), ckpt_path=folder / CHECKPOINT if resume_step is not None else None)
     except Diverged as err:
         status, reason = "diverged", str(err)
     except optuna.TrialPruned as err:
@@ -219,6 +286,10 @@ def train(
     }
     with _no_interrupts():
         _finish(writer, tracker, result, trainer, wall)
+        if status != "failed":  # finished for good: nothing left to resume
+            (folder / CHECKPOINT).unlink(missing_ok=True)
+        if lock is not None:
+            lock.close()
     if error is not None:
         raise error
     return result

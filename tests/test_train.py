@@ -112,3 +112,40 @@ def test_same_seed_same_config_identical_metrics(tiny):
     a = load(train(tiny(model__cell="gru", seed=7)).path).metrics
     b = load(train(tiny(model__cell="gru", seed=7)).path).metrics
     assert a.drop(columns="run_id").equals(b.drop(columns="run_id"))
+
+
+def test_killed_run_resumes_bit_identical(tmp_path):
+    """Kill a run mid-training, rerun the same command: it continues from its checkpoint to the same numbers."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import cli
+
+    args = ["task.name=adding", "task.T=8", "model.cell=lstm", "model.hidden_size=8", "task.val_size=32", "train.batch_size=16",
+            "train.steps=1500", "train.val_every=20", "train.log_every=5", "probe.every=20", "train.progress=false",
+            "wandb.mode=disabled"]  # fmt: skip
+    killed = subprocess.Popen(cli("train", *args, f"out={tmp_path}/a"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = None
+    while checkpoint is None or not checkpoint.exists():
+        assert killed.poll() is None
+        time.sleep(0.2)
+        checkpoint = next(iter((tmp_path / "a").glob("default/*/checkpoints/last.ckpt")), None)
+    time.sleep(1.0)  # a few more validations past the first checkpoint
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    (folder,) = (tmp_path / "a" / "default").iterdir()
+    assert json.loads((folder / "run.json").read_text())["status"] == "running"
+    resumed = subprocess.run(cli("train", *args, f"out={tmp_path}/a"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert [p.name for p in (tmp_path / "a" / "default").iterdir()] == [folder.name]  # continued in the same folder
+    info = json.loads((folder / "run.json").read_text())
+    assert info["status"] == "complete" and info["resumed_from_step"] > 0 and not (folder / "checkpoints" / "last.ckpt").exists()
+    fresh = subprocess.run(cli("train", *args, f"out={tmp_path}/b"), capture_output=True, text=True)
+    assert fresh.returncode == 0
+    a, b = load(tmp_path / "a").metrics, load(tmp_path / "b").metrics
+    key = ["split", "metric", "step"]
+    a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])  # no step lost, none duplicated
+    assert (a["value"].to_numpy() == b["value"].to_numpy()).all()  # bit-identical on the CPU
