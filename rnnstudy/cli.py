@@ -39,10 +39,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the experiment's Optuna studies with worker processes."""
+    from rnnstudy.launch import ClusterOptions
     from rnnstudy.sweep import run_sweep, storage_url
 
     url = storage_url(args.storage, args.storage_file)
-    return run_sweep(args.experiment, workers=args.workers, gpus=args.gpus, storage=url, overrides=args.overrides)
+    cluster = ClusterOptions(args.gpus_per_task, args.cpus_per_task, args.time_min, args.partition, args.parallelism)
+    return run_sweep(
+        args.experiment,
+        workers=args.workers,
+        gpus=args.gpus,
+        storage=url,
+        overrides=args.overrides,
+        launcher=args.launcher,
+        cluster=cluster,
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -181,6 +191,17 @@ def parser() -> argparse.ArgumentParser:
         if name == "sweep":
             s.add_argument("--workers", type=int, default=1, help="worker processes (per GPU when --gpus is given)")
             s.add_argument("--gpus", default="", help="comma-separated GPU indices, e.g. 0,1 ('' = CPU or default device)")
+            s.add_argument(
+                "--launcher",
+                choices=["local", "slurm", "submitit-local"],
+                default="local",
+                help="local worker processes (default), a SLURM job array through submitit, or submitit's local executor",
+            )
+            s.add_argument("--gpus-per-task", type=int, default=0, help="SLURM: GPUs per array task")
+            s.add_argument("--cpus-per-task", type=int, default=2, help="scheduler: CPUs per array task")
+            s.add_argument("--time-min", type=int, default=240, help="scheduler: time limit of each task, minutes")
+            s.add_argument("--partition", help="SLURM partition")
+            s.add_argument("--parallelism", type=int, help="SLURM: array tasks running at once (default: --workers)")
         s.set_defaults(fn=fn)
 
     r = sub.add_parser("report", help="figures and report from a results folder")

@@ -43,6 +43,7 @@ from rnnstudy.config import (
     param_applies,
     param_path,
 )
+from rnnstudy.launch import ClusterOptions
 from rnnstudy.store import RUN_FILE, run_folders, write_json
 from rnnstudy.tracking import check_mode
 
@@ -411,45 +412,74 @@ def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[
     return exp, base, url, studies
 
 
-def run_sweep(path: str, workers: int = 1, gpus: str = "", storage: str | None = None, overrides: list[str] | None = None) -> int:
-    """Create the studies, start the workers, print progress until they finish."""
+def run_sweep(
+    path: str,
+    workers: int = 1,
+    gpus: str = "",
+    storage: str | None = None,
+    overrides: list[str] | None = None,
+    launcher: str = "local",
+    cluster: ClusterOptions | None = None,
+) -> int:
+    """Create the studies, start the workers (local processes or a scheduler's array tasks), print progress until they finish."""
     if workers < 1:
         raise ConfigError(f"--workers = {workers}: need at least 1")
     exp, base, url, studies = _prepare(path, storage, overrides or [])
     check_mode(base)
+    results = base.out / exp.name
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()]
     slots = [(g, w) for g in gpu_list for w in range(workers)] or [(None, w) for w in range(workers)]
-    threads = max(1, (os.cpu_count() or 1) // len(slots))
+    where = f"{launcher} array of {workers} tasks" if launcher != "local" else f"{len(slots)} local workers"
+    device = f"GPUs {','.join(gpu_list)}" if gpu_list else ("cuda" if _has_cuda() else "cpu")
     print(
-        f"sweep {exp.name}: {len(studies)} studies x {exp.study.trials} trials x {len(exp.seeds)} seeds, "
-        f"{len(slots)} workers{' on GPUs ' + ','.join(gpu_list) if gpu_list else ''}; storage {mask(url)}; "
-        f"results {base.out / exp.name}",
+        f"sweep {exp.name}: {len(studies)} studies x {exp.study.trials} trials x {len(exp.seeds)} seeds, {where}; "
+        f"device {device}; storage {mask(url)}; results {results}",
         flush=True,
     )
-    procs = []
-    for gpu, _ in slots:
-        env = {**os.environ, STORAGE_ENV: url}
-        if gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpu
-        cmd = [sys.executable, "-m", "rnnstudy.sweep", path, *(overrides or []), "--threads", str(threads)]
-        procs.append(subprocess.Popen(cmd, env=env))
+    if launcher == "local":
+        threads = max(1, (os.cpu_count() or 1) // len(slots))
+        handles = [_start_worker(path, overrides or [], url, gpu, threads) for gpu, _ in slots]
+        alive, stop = (lambda: any(p.poll() is None for p in handles)), (lambda: _stop(handles))
+    else:
+        from rnnstudy.launch import storage_for_cluster, submit
+
+        if warning := storage_for_cluster(url):
+            print(warning, file=sys.stderr)
+        os.environ[STORAGE_ENV] = url  # reaches the tasks through their environment, never through a file
+        handles = submit(results, path, overrides or [], launcher, workers, cluster or ClusterOptions())
+        print(f"submitted {launcher} jobs {', '.join(str(j.job_id) for j in handles)}; logs under {results / 'jobs'}", flush=True)
+        alive, stop = (lambda: not all(j.done() for j in handles)), (lambda: [j.cancel() for j in handles])
     started, code = time.time(), 0
     next_line = started + PROGRESS_EVERY_S
     try:
-        while any(p.poll() is None for p in procs):
+        while alive():
             time.sleep(1)
             if time.time() >= next_line:
                 next_line += PROGRESS_EVERY_S
                 print(_progress_line(summary(studies, exp.study.trials), started), flush=True)
     except KeyboardInterrupt:
         print("stopping workers (their running trials end as failed) ...", file=sys.stderr, flush=True)
-        _stop(procs)
+        stop()
         code = 130
-    failed = [p.returncode for p in procs if p.returncode not in (0, None)]
+    failed = [p.returncode for p in handles if p.returncode not in (0, None)] if launcher == "local" else []
     print(_progress_line(summary(studies, exp.study.trials), started), flush=True)
     _print_table(studies, exp.study.trials)
     _summarise_to_wandb(exp, base, studies)
     return code or (1 if failed else 0)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _start_worker(path: str, overrides: list[str], url: str, gpu: str | None, threads: int) -> subprocess.Popen:
+    """One local worker process; the storage URL goes in its environment, never its command line."""
+    env = {**os.environ, STORAGE_ENV: url}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return subprocess.Popen([sys.executable, "-m", "rnnstudy.sweep", path, *overrides, "--threads", str(threads)], env=env)
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -492,6 +522,11 @@ def print_status(path: str, storage: str | None = None, overrides: list[str] | N
     studies = [optuna.load_study(study_name=p.study, storage=opened) for p in points if p.study in existing]
     print(f"experiment {exp.name}; storage {mask(url)}; {len(studies)} of {len(points)} studies started")
     _print_table(studies, exp.study.trials)
+    from rnnstudy.launch import job_states
+
+    jobs = job_states(base.out / exp.name)
+    if jobs:
+        print("scheduler jobs: " + ", ".join(f"{job} {state}" for job, state in jobs))
     return 0
 
 

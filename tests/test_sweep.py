@@ -248,3 +248,17 @@ def test_ctrl_c_fails_running_trial_and_finishes_cleanly(tmp_path):
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL]
     runs = load(tmp_path / "runs" / "kill").runs
     assert list(runs["status"]) == ["failed"] and runs["reason"].iloc[0] == "interrupted (Ctrl-C)"
+
+
+def test_sweep_through_submitits_local_executor(tmp_path, capsys):
+    """The scheduler path (a job array of workers through submitit), on submitit's local executor."""
+    exp_file = tiny_experiment(tmp_path, name="array")
+    assert main(["sweep", str(exp_file), "--launcher", "submitit-local", "--workers", "2", "--cpus-per-task", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "submitit-local array of 2 tasks" in out and "submitted submitit-local jobs" in out
+    db = tmp_path / "runs" / "array" / "optuna.db"
+    assert all(finished(s) == 2 for s in study_states(db, [p.study for p in load_experiment(exp_file).points()]).values())
+    jobs = json.loads((tmp_path / "runs" / "array" / "jobs" / "jobs.json").read_text())
+    assert len(jobs) == 2 and {j["launcher"] for j in jobs} == {"submitit-local"}
+    assert main(["status", str(exp_file)]) == 0
+    assert "scheduler jobs:" in capsys.readouterr().out
