@@ -81,3 +81,77 @@ def postgres_url():
     finally:
         subprocess.run([*as_postgres, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """A real single-node SLURM (munged, slurmctld, slurmd from Debian's slurm-wlm) in a temp folder; its environment.
+
+    Needs root (slurmd runs jobs as their user) and the daemons installed (.ci/run installs them); skipped otherwise.
+    """
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import tempfile
+    import time
+    from pathlib import Path
+
+    daemons = [shutil.which(d) for d in ("munged", "slurmctld", "slurmd", "sbatch")]
+    if os.geteuid() != 0 or not all(daemons):
+        pytest.skip("a real SLURM needs root and slurm-wlm + munge installed (.ci/run installs them)")
+    root = Path(tempfile.mkdtemp(prefix="rnnstudy-slurm-"))
+    key = root / "munge.key"
+    key.write_bytes(os.urandom(64))
+    key.chmod(0o400)
+    munge_socket = root / "munge.socket"
+    subprocess.run(
+        [
+            "munged",
+            "--force",
+            f"--socket={munge_socket}",
+            f"--key-file={key}",
+            f"--log-file={root / 'munged.log'}",
+            f"--pid-file={root / 'munged.pid'}",
+            f"--seed-file={root / 'munged.seed'}",
+        ],  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
+    host = socket.gethostname()
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    conf = root / "slurm.conf"
+    conf.write_text(
+        f"ClusterName=rnnstudytest\nSlurmctldHost={host}\nSlurmctldPort={ports[0]}\nSlurmdPort={ports[1]}\n"
+        f"AuthType=auth/munge\nAuthInfo=socket={munge_socket}\nCredType=cred/munge\n"
+        "ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\nSchedulerType=sched/backfill\nSelectType=select/cons_tres\n"
+        "SelectTypeParameters=CR_CPU\nReturnToService=2\nMpiDefault=none\nJobAcctGatherType=jobacct_gather/none\n"
+        "AccountingStorageType=accounting_storage/none\nSlurmUser=root\nSlurmdUser=root\n"
+        f"SlurmctldPidFile={root / 'slurmctld.pid'}\nSlurmdPidFile={root / 'slurmd.pid'}\nSlurmdSpoolDir={root / 'spool'}\n"
+        f"StateSaveLocation={root / 'state'}\nSlurmctldLogFile={root / 'slurmctld.log'}\nSlurmdLogFile={root / 'slurmd.log'}\n"
+        f"NodeName={host} CPUs={os.cpu_count() or 1} State=UNKNOWN\n"
+        "PartitionName=test Nodes=ALL Default=YES MaxTime=INFINITE State=UP\n"
+    )
+    env = {**os.environ, "SLURM_CONF": str(conf)}
+    subprocess.run(["slurmctld"], env=env, check=True, capture_output=True)
+    subprocess.run(["slurmd"], env=env, check=True, capture_output=True)
+    for _ in range(100):  # until the node is idle (each try is a quick sinfo call)
+        state = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True).stdout.strip()
+        if state == "idle":
+            break
+        time.sleep(0.2)
+    else:
+        pytest.skip(f"the test SLURM did not come up (node state {state!r}); see {root}")
+    try:
+        yield env
+    finally:
+        for pid_file in ("slurmd.pid", "slurmctld.pid", "munged.pid"):
+            try:
+                os.kill(int((root / pid_file).read_text()), signal.SIGTERM)
+            except (OSError, ValueError):
+                pass
+        shutil.rmtree(root, ignore_errors=True)

@@ -262,3 +262,17 @@ def test_sweep_through_submitits_local_executor(tmp_path, capsys):
     assert len(jobs) == 2 and {j["launcher"] for j in jobs} == {"submitit-local"}
     assert main(["status", str(exp_file)]) == 0
     assert "scheduler jobs:" in capsys.readouterr().out
+
+
+def test_sweep_as_a_real_slurm_job_array(tmp_path, slurm_cluster):
+    exp_file = tiny_experiment(tmp_path, name="slurm")
+    cmd = cli("sweep", str(exp_file), "--launcher", "slurm", "--workers", "2", "--cpus-per-task", "1", "--time-min", "10")
+    proc = subprocess.run(cmd, env=slurm_cluster, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "submitted slurm jobs" in proc.stdout
+    db = tmp_path / "runs" / "slurm" / "optuna.db"
+    assert all(finished(s) == 2 for s in study_states(db, [p.study for p in load_experiment(exp_file).points()]).values())
+    jobs = json.loads((tmp_path / "runs" / "slurm" / "jobs" / "jobs.json").read_text())
+    assert len(jobs) == 2 and all("_" in j["job_id"] for j in jobs)  # array task ids: <array>_<index>
+    status = subprocess.run(cli("status", str(exp_file)), env=slurm_cluster, capture_output=True, text=True)
+    assert status.returncode == 0 and "scheduler jobs:" in status.stdout
