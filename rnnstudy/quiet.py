@@ -14,6 +14,7 @@ LIGHTNING_NOTES = (
     ".*IterableDataset.*__len__.*",  # the training stream is endless by design; the step budget ends a run
     ".*Trainer.fit` stopped.*",  # the harness stops at its own step budget and says so itself
     ".*isinstance\\(treespec, LeafSpec\\).*",  # inside lightning 2.6.6's own _pytree helper with torch 2.13; nothing to do here
+    ".*The `srun` command is available on your system but is not used.*",  # one process per worker is the design, SLURM or not
 )
 #: Raised by torch 2.13 itself when forward-mode AD (the Lyapunov diagnostics' jvp) first loads its decompositions.
 TORCH_NOTES = (".*torch.jit.script` is deprecated.*",)
