@@ -4,7 +4,7 @@ Both train the same fused module on the same task with RMSprop and gradient clip
 harness's per-step time is the difference between two budgets, so set-up and the final
 validation cancel out. Probes and W&B are off here (bench_probe.py measures the probe).
 
-    python benchmarks/bench_train.py [--quick]
+    python benchmarks/bench_train.py [--quick] [--deterministic]   # --deterministic: both sides on deterministic kernels
 """
 
 from __future__ import annotations
@@ -70,7 +70,11 @@ def main() -> None:
     p.add_argument("--T", type=int, nargs="+", default=[100, 500])
     p.add_argument("--cells", nargs="+", default=list(CELLS))
     p.add_argument("--quick", action="store_true", help="T=100 only")
+    p.add_argument("--deterministic", action="store_true", help="deterministic kernels on both sides (train.deterministic)")
     args = p.parse_args()
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.deterministic = True
     if args.quick:
         args.T = [100]
     device = (
@@ -78,7 +82,9 @@ def main() -> None:
         if torch.cuda.is_available()
         else f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
     )
-    print(f"# harness vs plain PyTorch training step on {device}; torch {torch.__version__}; batch 128, hidden 128, adding task")
+    kernels = "deterministic" if args.deterministic else "default"
+    print(f"# harness vs plain PyTorch training step on {device}; torch {torch.__version__}; batch 128, hidden 128, adding")
+    print(f"# {kernels} kernels")
     print("| cell | T | plain step (ms) | harness step (ms) | harness / plain |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as out:
@@ -97,6 +103,7 @@ def main() -> None:
                         "probe.enabled": False,
                         "wandb.mode": "disabled",
                         "train.progress": False,
+                        "train.deterministic": args.deterministic,
                         "out": out,
                     },
                 )

@@ -57,7 +57,9 @@ def main() -> None:
             for low, high in BANDS:
                 band = (ratio >= low) & (ratio < high)
                 if band.any():
-                    row = f"| {'on' if tf32 else 'off'} | {method} | [{low:g}, {high:g}) | {band.sum()} | {error[band].max():.1e} |"
+                    row = (
+                        f"| {'on' if tf32 else 'off'} | {method} | [{low:g}, {high:g}) | {band.sum()} | {error[band].max():.1e} |"
+                    )
                     print(row, flush=True)
     set_tf32(False)
 

@@ -31,7 +31,7 @@ def profile_heatmap(rows: pd.DataFrame, title: str, ax: plt.Axes | None = None, 
     norm = norm or log_scale(values)
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
-    if norm is not None:
+    if norm is not None and (np.isfinite(values) & (values > 0)).any():
         image = ax.imshow(
             np.where(values > 0, values, np.nan),
             aspect="auto",

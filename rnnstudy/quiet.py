@@ -15,6 +15,7 @@ LIGHTNING_NOTES = (
     ".*Trainer.fit` stopped.*",  # the harness stops at its own step budget and says so itself
     ".*isinstance\\(treespec, LeafSpec\\).*",  # inside lightning 2.6.6's own _pytree helper with torch 2.13; nothing to do here
     ".*The `srun` command is available on your system but is not used.*",  # one process per worker is the design, SLURM or not
+    ".*Checkpoint directory .* exists and is not empty.*",  # a resumed run keeps writing its last checkpoint where it was
 )
 #: Raised by torch 2.13 itself when forward-mode AD (the Lyapunov diagnostics' jvp) first loads its decompositions.
 TORCH_NOTES = (".*torch.jit.script` is deprecated.*",)

@@ -445,8 +445,15 @@ def run_sweep(
 
         if warning := storage_for_cluster(url):
             print(warning, file=sys.stderr)
-        os.environ[STORAGE_ENV] = url  # reaches the tasks through their environment, never through a file
-        handles = submit(results, path, overrides or [], launcher, workers, cluster or ClusterOptions())
+        previous = os.environ.get(STORAGE_ENV)
+        os.environ[STORAGE_ENV] = url  # the tasks inherit it at submission: never written to a file or a command line
+        try:
+            handles = submit(results, path, overrides or [], launcher, workers, cluster or ClusterOptions())
+        finally:
+            if previous is None:
+                del os.environ[STORAGE_ENV]
+            else:
+                os.environ[STORAGE_ENV] = previous
         print(f"submitted {launcher} jobs {', '.join(str(j.job_id) for j in handles)}; logs under {results / 'jobs'}", flush=True)
         alive, stop = (lambda: not all(j.done() for j in handles)), (lambda: [j.cancel() for j in handles])
     started, code = time.time(), 0

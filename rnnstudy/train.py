@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import json
 import math
+import os
 import platform
 import secrets
 import signal
@@ -205,6 +206,8 @@ def train(
         )
     check_mode(cfg)
     set_tf32(cfg.train.tf32)
+    if cfg.train.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     pl.seed_everything(cfg.seed, verbose=False)
     task = build_task(cfg)
     module = RecurrentModule(cfg, task)

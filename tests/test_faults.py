@@ -54,9 +54,7 @@ def test_postgres_password_in_no_file_and_no_output(tmp_path, postgres_url):
     url = postgres_url.replace("postgres@", f"postgres:{PASSWORD}@")  # the test server trusts; the password still travels
     path = experiment(tmp_path, extra="")
     env = {**os.environ, "RNNSTUDY_STORAGE": url}
-    proc = subprocess.run(
-        cli("sweep", str(path), "--workers", "2", "wandb.mode=offline"), env=env, capture_output=True, text=True
-    )
+    proc = subprocess.run(cli("sweep", str(path), "wandb.mode=offline"), env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     status = subprocess.run(cli("status", str(path)), env=env, capture_output=True, text=True)
     assert status.returncode == 0 and "postgres:***@" in status.stdout
@@ -287,8 +285,13 @@ def test_ctrl_c_prints_one_line_per_interrupted_trial(tmp_path):
     while not list(folder.glob("*/metrics.parquet")):
         assert proc.poll() is None
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     _, err = proc.communicate()
     assert proc.returncode == 130
     assert "Traceback" not in err, err
     assert err.count("interrupted (Ctrl-C)") == 1
+    db = f"sqlite:///{folder / 'optuna.db'}"
+    studies = [optuna.load_study(study_name=s, storage=db) for s in optuna.get_all_study_names(db)]
+    assert [t.state for s in studies for t in s.trials] == [optuna.trial.TrialState.FAIL]
+    runs = load(folder).runs
+    assert list(runs["status"]) == ["failed"] and runs["reason"].iloc[0] == "interrupted (Ctrl-C)"

@@ -114,6 +114,36 @@ def test_same_seed_same_config_identical_metrics(tiny):
     assert a.drop(columns="run_id").equals(b.drop(columns="run_id"))
 
 
+class Interrupt(pl.Callback):
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.at:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_from_its_checkpoint_bit_identical(tiny):
+    """Stopped mid-training, the same config rerun continues from the last checkpoint to the same numbers."""
+    cfg = tiny(model__cell="lstm", train__steps=60, train__val_every=20, train__log_every=5, probe__every=20)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[Interrupt(47)])
+    (folder,) = (cfg.out / "t").iterdir()
+    assert json.loads((folder / "run.json").read_text())["status"] == "failed" and (folder / "checkpoints" / "last.ckpt").exists()
+    resumed = train(cfg)
+    assert resumed.path == folder and resumed.status == "complete"
+    info = json.loads((folder / "run.json").read_text())
+    assert info["resumed_from_step"] == 40 and not (folder / "checkpoints" / "last.ckpt").exists()
+    fresh = train(cfg.model_copy(update={"out": cfg.out / "fresh"}))
+    key = ["split", "metric", "step"]
+    a = load(folder).metrics.sort_values(key).reset_index(drop=True)
+    b = load(fresh.path).metrics.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])  # no step lost, none duplicated
+    assert (a["value"].to_numpy() == b["value"].to_numpy()).all()  # bit-identical on the CPU
+    assert resumed.final == fresh.final
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_bit_identical(tmp_path):
     """Kill a run mid-training, rerun the same command: it continues from its checkpoint to the same numbers."""
     import os
