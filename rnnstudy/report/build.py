@@ -18,6 +18,7 @@ from rnnstudy.config import ConfigError
 from rnnstudy.report import curves, frames, frontier, gradient_lag, heatmaps, reproduction, search, style, tables
 from rnnstudy.store import Results, load
 from rnnstudy.sweep import mask
+from rnnstudy.tasks import TASKS
 
 CSS = (
     "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}"
@@ -73,9 +74,9 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
         f"cells {', '.join(style.CELL_LABELS[c] for c in style.cells_present(runs['cell'].unique()))}, "
         f"tasks {', '.join(sorted(runs['task'].unique()))}, T in {{{', '.join(str(t) for t in sorted(runs['T'].unique()))}}}.",
         f"Hardware: {devices}. Training time {hours:.2f} device-hours in total.",
-        "Normalised loss is the loss divided by the memoryless baseline (copy: 10 ln 8 / (T+20); adding: 1/6): "
-        "1.0 means the network learned nothing a model without memory could not; "
-        "*solved* means copy recall accuracy >= 0.99 or adding MSE <= 0.01 at a validation.",
+        "Normalised loss is the loss divided by the memoryless baseline (copy: 10 ln 8 / (T+20); adding: 1/6; "
+        "digits: ln 10): 1.0 means the network learned nothing a model without memory could not; "
+        f"*solved* means, at a validation, {_solved_bars(runs)} (the bars these runs used).",
     ]
     if counts.get("running"):
         text.append(
@@ -85,6 +86,17 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
     if done.empty:
         text.append("**No run finished**, so there is nothing to compare yet. Why the runs ended:")
     return Section("Overview", text, tables=[tables.status_counts(runs)])
+
+
+def _solved_bars(runs: pd.DataFrame) -> str:
+    """The solved criteria the runs were judged by, per task (the experiment may set its own)."""
+    parts = []
+    for task, d in runs.groupby("task"):
+        spec = TASKS[task]
+        sign = ">=" if spec.solved_higher_is_better else "<="
+        bars = sorted({float(v) for v in d["threshold"].fillna(spec.default_threshold)})
+        parts.append(f"{task}: {spec.solved_metric.replace('_', ' ')} {sign} {' or '.join(f'{b:g}' for b in bars)}")
+    return "; ".join(parts)
 
 
 def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[str]:
@@ -113,8 +125,14 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[st
             if not judged.empty:
                 top = judged[judged["memory length"] == judged["memory length"].max()]
                 who = "; ".join(f"{style.CELL_LABELS[r['cell']]} with {r['init family']} init" for _, r in top.iterrows())
+                longest = int(top["memory length"].iloc[0])
+                bound = (
+                    f"T >= {longest}, the largest T tried, so the grid does not reach their limit"
+                    if longest == runs[runs["task"] == task]["T"].max()
+                    else f"T = {longest}"
+                )
                 lines.append(
-                    f"{task}: the longest memory length measured is T = {int(top['memory length'].iloc[0])} ({who}): "
+                    f"{task}: the longest memory length measured is {bound} ({who}): "
                     "at least half the seeds solved it, and every smaller T of the grid was tried."
                 )
             never = d[d["memory length"].isna()]
@@ -188,7 +206,8 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
                     "end of the sequence (the last answer step), at initialisation and at the end of training, for the best "
                     "and the default initialisation of each cell; one row per task and T. The answer loss is the loss on the "
                     "steps that carry the answer (copy: the ten recall steps; adding: the last step). A flat line reaches "
-                    "far back; a falling one vanishes."
+                    "far back; a falling one vanishes. A run that stopped early (solved) before its second probe has no "
+                    "'end' line."
                 ],
                 [p for p in [gradient_lag.draw(gradient_lag.frame(res, runs), out / "gradient_lag.png")] if p],
             ),

@@ -72,6 +72,7 @@ def run_table(res: Results) -> pd.DataFrame:
             "device": _col(r, "device", ""),
             "seq_len": _col(r, "seq_len"),
             "baseline": _col(r, "baseline"),
+            "threshold": pd.to_numeric(_col(r, "config.task.solved_threshold"), errors="coerce"),
             "optimizer": r["config.train.optimizer"],
             "lr": r["config.train.lr"],
             "budget": r["config.train.steps"],

@@ -42,7 +42,7 @@ def memory_length(frontier: pd.DataFrame, res: Results, runs: pd.DataFrame) -> p
                 "cell": cell,
                 "init family": family,
                 "memory length": memory if memory is not None else np.nan,
-                "verdict": f"T = {memory}" if memory is not None else f"none of T <= {largest}",
+                "verdict": _verdict(memory, largest, grid[task]),
                 "solved fraction at each T": ", ".join(f"{T}: {fractions[T]:.0%}" for T in sorted(fractions)),
                 "seeds": seeds,
                 "T not tried": ", ".join(map(str, missing)) or "-",
@@ -51,6 +51,12 @@ def memory_length(frontier: pd.DataFrame, res: Results, runs: pd.DataFrame) -> p
             }
         )
     return pd.DataFrame(rows)
+
+
+def _verdict(memory: int | None, largest: int, grid: list[int]) -> str:
+    if memory is None:
+        return f"none of T <= {largest}"
+    return f"T >= {memory} (the largest T of the grid)" if memory == max(grid) else f"T = {memory}"
 
 
 def best_parameters(runs: pd.DataFrame) -> pd.DataFrame:
