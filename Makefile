@@ -11,7 +11,7 @@ GPUS        ?= $(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev
 RESULTS     ?= runs
 NAME         = $(basename $(notdir $(EXP)))
 
-.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction frontier-cpu
+.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction frontier-cpu prescreen-cpu
 
 $(BIN)/rnnstudy: pyproject.toml
 	@echo "setting up $(VENV) (first time: about a minute)"
@@ -74,3 +74,9 @@ reproduction: setup
 frontier-cpu: setup
 	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/frontier_cpu --out docs/results/frontier_cpu
+
+# The init-time predictor and the pre-screen measured on the CPU frontier (after frontier-cpu; about an hour).
+prescreen-cpu: setup
+	$(BIN)/rnnstudy predict $(RESULTS)/frontier_cpu --out docs/results/prediction
+	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2 name=frontier_cpu_prescreen study.prescreen=1.0
+	$(BIN)/python -m rnnstudy.report.prescreen $(RESULTS)/frontier_cpu $(RESULTS)/frontier_cpu_prescreen --out docs/results/prescreen

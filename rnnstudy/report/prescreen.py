@@ -1,0 +1,95 @@
+"""The pre-screen measured: the same study with ``study.prescreen`` off and on, same trial budget.
+
+    python -m rnnstudy.report.prescreen runs/frontier_cpu runs/frontier_cpu_prescreen --out docs/results/prescreen
+
+Compares the training compute (steps trained and wall time over every run) and, per study, the
+best objective Optuna reached, and writes ``report.md`` with both tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from rnnstudy.report import frames, frontier, tables
+from rnnstudy.store import load
+
+
+def best_values(results: Path) -> pd.Series:
+    """Best objective per study, keyed by the study's facts (cell, task, T, family), not its name."""
+    storage = f"sqlite:///{(results / 'optuna.db').resolve()}"
+    out = {}
+    for name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage)
+        a = study.user_attrs
+        try:
+            out[(a["cell"], a["task"], a["T"], a["family"])] = study.best_value
+        except ValueError:  # every trial pruned: nothing reached
+            out[(a["cell"], a["task"], a["T"], a["family"])] = float("nan")
+    return pd.Series(out, name="best")
+
+
+def compare(off: Path, on: Path, out: Path) -> pd.DataFrame:
+    """Write the comparison under ``out``; return the per-study table."""
+    runs = {k: frames.run_table(load(p)) for k, p in (("off", off), ("on", on))}
+    compute = pd.DataFrame(
+        {
+            k: {
+                "runs": len(r),
+                "pruned by the pre-screen": int(r["reason"].fillna("").str.startswith("pre-screen").sum()),
+                "steps trained": float(pd.to_numeric(r["steps"], errors="coerce").sum()),
+                "training wall time (h)": float(r["wall_s"].sum() / 3600),
+            }
+            for k, r in runs.items()
+        }
+    ).T
+    saved_steps = 1 - compute.loc["on", "steps trained"] / compute.loc["off", "steps trained"]
+    saved_time = 1 - compute.loc["on", "training wall time (h)"] / compute.loc["off", "training wall time (h)"]
+    best = pd.concat({"off": best_values(off), "on": best_values(on)}, axis=1)
+    best.index.names = ["cell", "task", "T", "family"]
+    best = best.reset_index()
+    best["on - off"] = best["on"] - best["off"]
+    worse = best[(best["on"] > best["off"] * 1.1) | (best["on"].isna() & best["off"].notna())]
+    memory = {}
+    for k, r in runs.items():
+        res = load(off if k == "off" else on)
+        memory[k] = tables.memory_length(frontier.frame(r), res, r).set_index(["task", "cell", "init family"])["verdict"]
+    verdicts = pd.concat(memory, axis=1).reset_index()
+    changed = verdicts[verdicts["off"] != verdicts["on"]]
+    out.mkdir(parents=True, exist_ok=True)
+    best.to_csv(out / "best_per_study.csv", index=False)
+    lines = [
+        "# Pre-screen on the CPU frontier study\n",
+        f"`{off}` (pre-screen off) against `{on}` (`study.prescreen=1.0`: a trial is pruned before its first step when its "
+        "initialisation's predicted memory length is below T); same experiment, same trial budget (2 per study), same seeds.\n",
+        "## Compute\n",
+        tables.markdown(compute.reset_index(names="pre-screen"), floatfmt=".4g") + "\n",
+        f"Training steps saved: {saved_steps:.1%}; training wall time saved: {saved_time:.1%}.\n",
+        "## Best objective per study (final validation loss / baseline, mean over seeds)\n",
+        f"Studies: {len(best)}; mean best off {best['off'].mean():.4f}, on {best['on'].mean():.4f}; median off "
+        f"{best['off'].median():.4f}, on {best['on'].median():.4f}. Studies whose best got worse by more than 10% (or "
+        f"lost every trial to the pre-screen): {len(worse)}.\n",
+        tables.markdown(worse, floatfmt=".4g") + "\n",
+        "## Memory-length verdicts that changed\n",
+        tables.markdown(changed, floatfmt=".4g") + "\n",
+        "All studies: `best_per_study.csv`.\n",
+    ]
+    (out / "report.md").write_text("\n".join(lines))
+    return best
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("off", type=Path)
+    p.add_argument("on", type=Path)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    compare(args.off, args.on, args.out)
+    print(f"written: {args.out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
