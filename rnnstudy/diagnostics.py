@@ -34,6 +34,8 @@ from rnnstudy.tasks import Task
 
 #: How far back the information lies beyond the delay/length, per task: copy's first symbol is T + 10 steps before the end.
 INFO_OFFSET = {"copy": 10, "adding": 0}
+#: Sequences the Lyapunov spectrum is averaged over (besides every time step of the second half).
+LYAPUNOV_SAMPLES = 4
 #: Predicted reach when the gradient does not decay at all (no finite horizon).
 UNBOUNDED = math.inf
 
@@ -74,38 +76,69 @@ def reach_from_rate(rate_log10: float, eps: float) -> float:
     return math.log10(1 / eps) / -rate_log10 if rate_log10 < 0 else UNBOUNDED
 
 
-def step_function(net: RecurrentNet, layer_index: int = 0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The layer's state update s_t = F(s_{t-1}, x_t) written out (s = h, or (h, c) stacked for the LSTM)."""
+Push = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+def step_function(net: RecurrentNet, layer_index: int = 0) -> Push:
+    """The layer's update written out, with its exact tangent map: (s, x, V) -> (F(s, x), dF/ds V).
+
+    s is h, or (h, c) stacked for the LSTM, shape (B, n); V holds k tangent vectors, (B, n, k), or None.
+    """
     layer = net.layers[layer_index]
     w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
     H = layer.hidden_size
 
-    def rnn(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        pre = x @ w_ih.T + b_ih + s @ w_hh.T + b_hh
-        return torch.tanh(pre) if net.cell == "rnn_tanh" else torch.relu(pre)
+    def times_w(v: torch.Tensor, rows: slice) -> torch.Tensor:  # W_hh[rows] applied to each tangent: (B, n, k) -> (B, m, k)
+        return torch.einsum("mn,bnk->bmk", w_hh[rows], v)
 
-    def lstm(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def rnn(s: torch.Tensor, x: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = (x @ w_ih.T + b_ih + s @ w_hh.T + b_hh).tanh() if net.cell == "rnn_tanh" else None
+        if h is None:
+            pre = x @ w_ih.T + b_ih + s @ w_hh.T + b_hh
+            h, slope = pre.relu(), (pre > 0).to(pre.dtype)
+        else:
+            slope = 1 - h.square()
+        return h, None if v is None else slope[..., None] * times_w(v, slice(None))
+
+    def lstm(s: torch.Tensor, x: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         h, c = s[..., :H], s[..., H:]
         i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.cat([torch.sigmoid(o) * torch.tanh(c), c], dim=-1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c2 = f * c + i * g
+        t = c2.tanh()
+        out = torch.cat([o * t, c2], dim=-1)
+        if v is None:
+            return out, None
+        vh, vc = v[:, :H], v[:, H:]
+        gate = [times_w(vh, slice(k * H, (k + 1) * H)) for k in range(4)]
+        di, df = (i * (1 - i))[..., None] * gate[0], (f * (1 - f))[..., None] * gate[1]
+        dg, do = (1 - g.square())[..., None] * gate[2], (o * (1 - o))[..., None] * gate[3]
+        dc = df * c[..., None] + f[..., None] * vc + di * g[..., None] + i[..., None] * dg
+        dh = do * t[..., None] + (o * (1 - t.square()))[..., None] * dc
+        return out, torch.cat([dh, dc], dim=1)
 
-    def gru(s: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def gru(s: torch.Tensor, x: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         ir, iz, in_ = (x @ w_ih.T + b_ih).chunk(3, dim=-1)
         hr, hz, hn = (s @ w_hh.T + b_hh).chunk(3, dim=-1)
-        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-        return (1 - z) * torch.tanh(in_ + r * hn) + z * s
+        r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()
+        n = (in_ + r * hn).tanh()
+        out = (1 - z) * n + z * s
+        if v is None:
+            return out, None
+        dr = (r * (1 - r))[..., None] * times_w(v, slice(0, H))
+        dz = (z * (1 - z))[..., None] * times_w(v, slice(H, 2 * H))
+        dn = (1 - n.square())[..., None] * (dr * hn[..., None] + r[..., None] * times_w(v, slice(2 * H, 3 * H)))
+        return out, (1 - z)[..., None] * dn + z[..., None] * v + dz * (s - n)[..., None]
 
     return {"lstm": lstm, "gru": gru}.get(net.cell, rnn)
 
 
-def lyapunov_spectrum(
-    step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], s0: torch.Tensor, xs: torch.Tensor, k: int
-) -> tuple[np.ndarray, bool]:
-    """Top-``k`` Lyapunov exponents (natural log per step, sorted) of s_t = step(s_{t-1}, x_t), by the QR method.
+def lyapunov_spectrum(push: Push, s0: torch.Tensor, xs: torch.Tensor, k: int) -> tuple[np.ndarray, bool]:
+    """Top-``k`` Lyapunov exponents (natural log per step, sorted) of s_t = F(s_{t-1}, x_t), by the QR method.
 
-    ``s0`` (B, n) is the start state, ``xs`` (L, B, in) the inputs; tangents are pushed through the
-    exact Jacobian-vector product and re-orthonormalised each step; the exponents are averaged over
+    ``push(s, x, V)`` gives F(s, x) and the exact Jacobian-vector products dF/ds V (see :func:`step_function`);
+    ``s0`` (B, n) is the start state, ``xs`` (L, B, in) the inputs; the k tangents are pushed and
+    re-orthonormalised each step; the exponents are averaged over
     the batch, over the second half of the sequence (the first is the transient in which the tangents
     align). Converged: the third and fourth quarters agree within 10% of the estimate (or 0.01).
     """
@@ -113,14 +146,8 @@ def lyapunov_spectrum(
     k = min(k, n)
     q = torch.linalg.qr(torch.randn(B, n, k, dtype=s0.dtype, generator=torch.Generator().manual_seed(0)).to(s0.device))[0]
     s, logs = s0, []
-
-    def tangent(s: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return torch.func.jvp(lambda s: step(s, x), (s,), (v,))[1]
-
-    push = torch.func.vmap(tangent, in_dims=(None, None, 2), out_dims=2)
     for x in xs:
-        v = push(s, x, q).detach()
-        s = step(s, x).detach()
+        s, v = push(s, x, q)
         q, r = torch.linalg.qr(v)
         logs.append(torch.log(torch.diagonal(r, dim1=-2, dim2=-1).abs().clamp_min(1e-300)))
     logs = torch.stack(logs)  # (L, B, k)
@@ -145,7 +172,7 @@ def _timescales(net: RecurrentNet, xs: torch.Tensor) -> np.ndarray:
         gates = x @ layer.weight_ih_l0.T + layer.bias_ih_l0 + h @ layer.weight_hh_l0.T + layer.bias_hh_l0
         block = 1  # the forget gate (LSTM: i, f, g, o) and the update gate (GRU: r, z, n) are both block 1
         keep.append(torch.sigmoid(gates[..., block * H : (block + 1) * H]).detach())
-        s = step(s, x).detach()
+        s = step(s, x, None)[0].detach()
     return (1 / (1 - torch.stack(keep).clamp(max=1 - 1e-12))).flatten().double().cpu().numpy()
 
 
@@ -169,14 +196,14 @@ def diagnose_net(
     """The diagnostics of a network as it is now, on a batch of the task's own sequences (first layer)."""
     batch = task.sample(batch_size, torch.Generator(device=next(net.parameters()).device).manual_seed(data_seed))
     x = batch.x.to(next(net.parameters()).dtype)
-    prof = profile(net, batch._replace(x=x), task)
+    prof = profile(net, batch._replace(x=x), task, method="auto")
     summary = prof.summary(eps)
     rate, horizon = summary["answer/decay_rate/l1/h"], summary["answer/horizon/l1/h"]
     n = 2 * net.layers[0].hidden_size if net.cell == "lstm" else net.layers[0].hidden_size
-    with torch.enable_grad():
-        spectrum, converged = lyapunov_spectrum(
-            step_function(net), torch.zeros(x.shape[1], n, dtype=x.dtype, device=x.device), x, k
-        )
+    few = x[:, :LYAPUNOV_SAMPLES]  # the exponents are time averages: a few sequences suffice
+    with torch.no_grad():
+        state = torch.zeros(few.shape[1], n, dtype=x.dtype, device=x.device)
+        spectrum, converged = lyapunov_spectrum(step_function(net), state, few, k)
     scales = _timescales(net, x) if net.cell in ("lstm", "gru") else np.array([np.nan])
     if keep is not None:
         keep.update(profile=prof, timescales=scales, spectrum=spectrum)

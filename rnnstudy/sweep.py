@@ -407,6 +407,7 @@ def _progress_line(s: dict[str, Any], started: float) -> str:
 def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[Experiment, RunConfig, str, list[optuna.Study]]:
     exp = load_experiment(path, overrides)
     base = exp.base()
+    check_mode(base)  # before the storage or any study exists
     storage, url = open_storage(storage_url, exp, base)
     studies = [load_study(p, storage, exp) for p in exp.points()]
     return exp, base, url, studies
@@ -425,7 +426,6 @@ def run_sweep(
     if workers < 1:
         raise ConfigError(f"--workers = {workers}: need at least 1")
     exp, base, url, studies = _prepare(path, storage, overrides or [])
-    check_mode(base)
     results = base.out / exp.name
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()]
     slots = [(g, w) for g in gpu_list for w in range(workers)] or [(None, w) for w in range(workers)]

@@ -11,7 +11,8 @@ from rnnstudy.diagnostics import diagnose, lyapunov_spectrum, predicted_loss, re
 
 
 def linear(w):
-    return lambda s, x: s @ w.T + x
+    """The map s -> W s + x and its exact tangent map V -> W V."""
+    return lambda s, x, v: (s @ w.T + x, None if v is None else torch.einsum("mn,bnk->bmk", w, v))
 
 
 def inputs(L=200, B=3, n=6, scale=0.0):
@@ -34,9 +35,11 @@ def test_diagonal_linear_map_has_the_sorted_log_magnitudes():
 
 def test_small_tanh_rnn_is_contracting():
     w = 0.1 * torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    spectrum, _ = lyapunov_spectrum(
-        lambda s, x: torch.tanh(s @ w.T + x), torch.zeros(4, 8, dtype=torch.float64), inputs(n=8, B=4, scale=1.0), k=8
-    )
+    def push(s, x, v):
+        h = torch.tanh(s @ w.T + x)
+        return h, (1 - h.square())[..., None] * torch.einsum("mn,bnk->bmk", w, v)
+
+    spectrum, _ = lyapunov_spectrum(push, torch.zeros(4, 8, dtype=torch.float64), inputs(n=8, B=4, scale=1.0), k=8)
     assert (spectrum < 0).all()
 
 
@@ -101,3 +104,22 @@ def test_prediction_rebuilds_each_runs_exact_config(tiny):
     cfg = tiny(model__cell="gru", init__recurrent="orthogonal", init__gain=0.7, probe__percentiles=[10, 90], seed=5)
     row = load(train(cfg).path).runs.iloc[0]
     assert RunConfig.model_validate(_nested(row)) == cfg
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_tangent_maps_equal_forward_mode_autodiff(cell):
+    """The written-out tangent of each cell's update against torch's own forward-mode derivative."""
+    from rnnstudy.config import ModelConfig
+    from rnnstudy.diagnostics import step_function
+    from rnnstudy.models import RecurrentNet
+
+    torch.manual_seed(0)
+    net = RecurrentNet(ModelConfig(cell=cell, hidden_size=5), 3, 1).double()
+    push = step_function(net)
+    n = 10 if cell == "lstm" else 5
+    s, x = torch.randn(4, n, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    v = torch.randn(4, n, 3, dtype=torch.float64)
+    out, jv = push(s, x, v)
+    for j in range(3):
+        value, tangent = torch.func.jvp(lambda s: push(s, x, None)[0], (s,), (v[..., j],))
+        assert torch.allclose(value, out, rtol=1e-14) and torch.allclose(tangent, jv[..., j], rtol=1e-12, atol=1e-14)
