@@ -48,6 +48,8 @@ from rnnstudy.store import RUN_FILE, run_folders, write_json
 from rnnstudy.tracking import check_mode
 
 SCHEMA_ATTEMPTS = 10
+#: What losing the race to create a new storage's schema looks like (SQLite and PostgreSQL); anything else is an error.
+SCHEMA_RACE = ("unique", "locked", "already exists", "duplicate")
 #: Trials that hold or will hold one of a study's places (a failed trial holds none).
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 STORAGE_ENV = "RNNSTUDY_STORAGE"
@@ -131,7 +133,7 @@ def open_storage(url: str | None, exp: Experiment, cfg: RunConfig, create: bool 
                 )
                 break
             except (IntegrityError, OperationalError) as err:
-                if attempt == SCHEMA_ATTEMPTS - 1 or "unique" not in str(err).lower() and "locked" not in str(err).lower():
+                if attempt == SCHEMA_ATTEMPTS - 1 or not any(w in str(err).lower() for w in SCHEMA_RACE):
                     raise
                 time.sleep(0.2 + random.random())
     except Exception as err:
