@@ -237,6 +237,7 @@ def test_four_workers_on_default_storage(tmp_path):
     assert (tmp_path / "demo" / "optuna.db").exists()
 
 
+@pytest.mark.slow
 def test_four_workers_on_postgresql(tmp_path, postgres_url):
     run_four_workers(tmp_path, postgres_url)
 
