@@ -49,6 +49,8 @@ report: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_probe.py
+	$(BIN)/python benchmarks/bench_probe.py --task adding
+	$(BIN)/python benchmarks/probe_precision.py
 	$(BIN)/python benchmarks/bench_sweep.py --workers $(WORKERS)
 
 sync: setup

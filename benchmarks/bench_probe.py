@@ -2,8 +2,9 @@
 
 For each cell and T: a plain step (nn.LSTM/GRU/RNN + Linear + loss + backward + RMSprop, written
 directly in PyTorch), the harness's fused step (RecurrentNet), and the harness's probed step (chunked
-forward with every handed-on state visible, one extra backward of the answer loss over the traced
-states, then the training backward). Reported as ratios to the plain step, and the probe's amortised
+or fused-with-injection forward, then, as in training, either one extra backward of the answer loss
+over the traced states (copy) or the training backward's own gradients (adding, whose answer loss is
+the training loss)). Reported as ratios to the plain step, and the probe's amortised
 cost at a cadence of one probe every ``--every`` steps.
 Needs only torch, Lightning and pandas, so it runs on a bare GPU box:
 
@@ -27,7 +28,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnstudy.gradflow import measure  # noqa: E402
+from rnnstudy.gradflow import GradFlowProbe  # noqa: E402
 from rnnstudy.models import INJECTABLE, RecurrentNet  # noqa: E402
 from rnnstudy.tasks import make_task  # noqa: E402
 
@@ -79,12 +80,15 @@ def bench(cell: str, task_name: str, T: int, batch: int, hidden: int, device: to
         opt_net.step()
 
     def probed(method: str) -> Callable[[], None]:
-        def step() -> None:
+        probe = GradFlowProbe(1, 0, loss="answer", method=method)
+
+        def step() -> None:  # exactly the training step's use of the probe (lit.RecurrentModule)
             opt_net.zero_grad()
-            out, traces = net.forward_injected(data.x) if method == "fused" else net.forward_traced(data.x)
+            out = probe.forward(net, data.x)
             loss = task.loss(out, data)
-            measure(net, traces, task.per_sample_answer_loss(out, data), data, task, "answer").mean((1, "h"))
+            during = probe.measure(net, out, data, task)  # copy: its own backward now; adding: None
             loss.backward()
+            (during or probe.collect()).mean((1, "h"))
             opt_net.step()
 
         return step

@@ -217,10 +217,15 @@ def measure(
     return from_gradients(net, traces, list(grads), batch, task, loss)
 
 
-def resolve_method(method: str, cell: str) -> ProbeMethod:
-    """The probe method to use: ``auto`` takes the fused (injected) one wherever it is exact, else chunked."""
+def resolve_method(method: str, cell: str, device: str = "cpu") -> ProbeMethod:
+    """The probe method to use; ``auto`` follows the measured rule (benchmarks/RESULTS.md).
+
+    On a CPU the chunked method is as fast or faster for every cell (the fused one widens the input GEMM and,
+    for the LSTM, adds an elementwise loop); on CUDA the fused one is one cuDNN call per layer instead of one
+    per time step, so it is taken wherever it is exact (not the GRU).
+    """
     if method == "auto":
-        return "fused" if cell in INJECTABLE else "chunked"
+        return "fused" if device == "cuda" and cell in INJECTABLE else "chunked"
     return method  # type: ignore[return-value]
 
 
@@ -235,7 +240,10 @@ def profile(
     net.train()
     try:
         x = batch.x.to(next(net.parameters()).dtype)
-        out, traces = net.forward_injected(x) if resolve_method(method, net.cell) == "fused" else net.forward_traced(x, chunk)
+        device = next(net.parameters()).device.type
+        out, traces = (
+            net.forward_injected(x) if resolve_method(method, net.cell, device) == "fused" else net.forward_traced(x, chunk)
+        )
         return measure(net, traces, per_sample_loss(task, out, batch, loss), batch, task, loss)
     finally:
         net.train(was_training)

@@ -107,7 +107,8 @@ class RecurrentModule(pl.LightningModule):
         self.net.initialise(cfg.init, int(cfg.chrono_tmax))
         self.sinks: list[Sink] = []
         p = cfg.probe
-        method = resolve_method(p.method, cfg.model.cell)
+        device = "cuda" if cfg.train.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+        method = resolve_method(p.method, cfg.model.cell, device)
         self.probe = GradFlowProbe(p.every, cfg.train.steps - 1, p.chunk, p.loss, method) if p.enabled else None
         self.solved_at: int | None = None
         self.best: dict[str, float] = {}

@@ -35,6 +35,7 @@ def test_diagonal_linear_map_has_the_sorted_log_magnitudes():
 
 def test_small_tanh_rnn_is_contracting():
     w = 0.1 * torch.randn(8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+
     def push(s, x, v):
         h = torch.tanh(s @ w.T + x)
         return h, (1 - h.square())[..., None] * torch.einsum("mn,bnk->bmk", w, v)

@@ -62,13 +62,15 @@ def make_net(cell, layers, task, seed=0, hidden=6):
     return net.double()
 
 
-@pytest.mark.parametrize("method", ["chunked", "auto"])
+@pytest.mark.parametrize("method", ["chunked", "fused"])
 @pytest.mark.parametrize("loss", ["answer", "training"])
 @pytest.mark.parametrize("task_name,T", [("adding", 9), ("copy", 4)])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 def test_probe_equals_unrolled_float64(cell, layers, task_name, T, loss, method):
-    """Both methods (``auto`` is the fused, injected one for every cell but the GRU) against the unrolled loop."""
+    """Both methods against the unrolled loop (the fused one exists for every cell but the GRU)."""
+    if cell == "gru" and method == "fused":
+        pytest.skip("the injected (fused) probe is not exact for the GRU; it uses the chunked one")
     task = make_task(task_name, T)
     batch = task.sample(5, torch.Generator().manual_seed(1))
     net = make_net(cell, layers, task)
