@@ -211,7 +211,7 @@ class ProbeConfig(Strict):
     loss: Literal["answer", "training"] = "answer"
     """Whose gradient: the loss on the answer steps, or the whole training loss."""
     method: Literal["auto", "chunked", "fused"] = "auto"
-    """How: fused (one call per layer, a zero perturbation injected; not the GRU), chunked, or auto (chunked on CPU, fused on CUDA)."""
+    """How: fused (one call per layer, zero perturbation injected; not the GRU), chunked, or auto (CPU: chunked; CUDA: fused)."""
     eps: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     """Horizon threshold: the largest lag whose g_t is at least eps x max g."""
     chunk: PositiveInt = 1
