@@ -1,4 +1,4 @@
-"""Command line: ``rnnstudy train|sweep|status|report``; a thin shell around the library."""
+"""Command line: ``rnnstudy config|train|sweep|status|report|diagnose|predict|sync``; a thin shell around the library."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from rnnstudy.config import ConfigError
+from rnnstudy.launch import LAUNCHERS
 
 EXIT_CONFIG = 2
 
@@ -193,7 +194,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--gpus", default="", help="comma-separated GPU indices, e.g. 0,1 ('' = CPU or default device)")
             s.add_argument(
                 "--launcher",
-                choices=["local", "slurm", "submitit-local"],
+                choices=LAUNCHERS,
                 default="local",
                 help="local worker processes (default), a SLURM job array through submitit, or submitit's local executor",
             )

@@ -23,8 +23,6 @@ GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 LSTM_INPUT, LSTM_FORGET = 0, 1
 GRU_UPDATE = 1
 
-BlockInit = Callable[[torch.Tensor, "InitConfig"], None]
-BiasInit = Callable[[nn.RNNBase, str, "InitConfig", int], None]
 
 
 @dataclass(frozen=True)
@@ -49,11 +47,6 @@ def _register(registry: dict, *names: str, params: tuple[str, ...] = (), cells: 
         return fn
 
     return wrap
-
-
-def scheme_params(cfg: InitConfig) -> set[str]:
-    """The ``init.*`` parameters the configured schemes read (the others have no effect)."""
-    return {p for kind, registry in KINDS.items() for p in registry[getattr(cfg, kind)].params}
 
 
 def tunable_params() -> set[str]:
