@@ -24,7 +24,6 @@ LSTM_INPUT, LSTM_FORGET = 0, 1
 GRU_UPDATE = 1
 
 
-
 @dataclass(frozen=True)
 class Scheme:
     """A registered scheme: what it does, the ``init.*`` parameters it reads, the cells it fits."""
