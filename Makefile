@@ -72,7 +72,7 @@ reproduction: setup
 	mkdir -p docs/results/reproduction
 	cp reports/reproduction/reproduction.md reports/gradient_flow/gradient_lag.png docs/results/reproduction/
 
-# The CPU memory-length frontier (about 35 minutes with 2 workers on 2 cores): docs/results/frontier_cpu/.
+# The CPU memory-length frontier (under an hour with 2 workers on 2 cores): docs/results/frontier_cpu/.
 frontier-cpu: setup
 	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/frontier_cpu --out docs/results/frontier_cpu
