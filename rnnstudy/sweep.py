@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +186,8 @@ class PreScreen(pl.Callback):
 
         task = pl_module.task
         d = diagnose_net(pl_module.net, task, pl_module.cfg.probe.eps)
-        if d.predicted_memory < self.threshold * task.T:
-            limit = self.threshold * task.T
+        limit = self.threshold * task.T
+        if d.predicted_memory < limit:
             raise optuna.TrialPruned(
                 f"pre-screen: predicted memory length {d.predicted_memory:.1f} < {self.threshold:g} x T = {limit:g}"
             )
@@ -299,11 +300,8 @@ def _counts(study: optuna.Study) -> dict[str, int]:
 
 def _run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
     """One trial; a failure is one line on stderr (its reason is in run.json), never a traceback."""
-    number = len(study.get_trials(deepcopy=False))
 
     def report(trial: optuna.Trial) -> float:
-        nonlocal number
-        number = trial.number
         try:
             return objective(trial, exp, point)
         except (optuna.TrialPruned, Surplus):
@@ -539,6 +537,27 @@ def print_status(path: str, storage: str | None = None, overrides: list[str] | N
     return 0
 
 
+#: Fewer finished trials than this give importances that mean nothing; they are not computed.
+MIN_TRIALS_FOR_IMPORTANCE = 4
+
+
+def study_importances(study: optuna.Study) -> dict[str, float]:
+    """Optuna's parameter importances of one study, or nothing where they cannot mean anything.
+
+    Needs ``MIN_TRIALS_FOR_IMPORTANCE`` complete trials; a parameter with a single value is left out.
+    """
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    varied = [p for p in {k for t in complete for k in t.params} if len({t.params.get(p) for t in complete}) > 1]
+    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE or not varied:
+        return {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        try:
+            return optuna.importance.get_param_importances(study, params=sorted(varied))
+        except (ValueError, RuntimeError):
+            return {}
+
+
 def summary_run_id(project: str, study: str) -> str:
     """A stable W&B run id for a study's summary run, so a rerun of the sweep updates it."""
     return "study-" + hashlib.sha1(f"{project}\0{study}".encode()).hexdigest()[:16]
@@ -550,7 +569,6 @@ def _summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.S
         return
     import wandb
 
-    from rnnstudy.report.search import study_importances
     from rnnstudy.tracking import SETTINGS
 
     folder = base.out / exp.name / "studies"

@@ -94,7 +94,8 @@ def _hold(folder: Path) -> Any | None:
 
 def resumable(cfg: RunConfig, key: str) -> tuple[Path, Any] | None:
     """An unfinished, unlocked run of the same key with a checkpoint, and its lock; None when there is none."""
-    for info_path in sorted((cfg.out / cfg.experiment).glob(f"*/{RUN_FILE}")):
+    # Run folders carry the run's readable name, so only same-named folders can hold the same run.
+    for info_path in sorted((cfg.out / cfg.experiment).glob(f"*-{run_name(cfg)}*/{RUN_FILE}")):
         folder = info_path.parent
         try:
             info = json.loads(info_path.read_text(encoding="utf-8"))

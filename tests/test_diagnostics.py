@@ -97,14 +97,13 @@ def test_spearman_and_its_interval_against_scipy():
 
 
 def test_prediction_rebuilds_each_runs_exact_config(tiny):
-    from rnnstudy.config import RunConfig
-    from rnnstudy.report.prediction import _nested
+    from rnnstudy.report.prediction import run_config
     from rnnstudy.store import load
     from rnnstudy.train import train
 
     cfg = tiny(model__cell="gru", init__recurrent="orthogonal", init__gain=0.7, probe__percentiles=[10, 90], seed=5)
     row = load(train(cfg).path).runs.iloc[0]
-    assert RunConfig.model_validate(_nested(row)) == cfg
+    assert run_config(row["path"]) == cfg
 
 
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])

@@ -11,6 +11,7 @@ bootstrap intervals:
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -23,7 +24,7 @@ import seaborn as sns
 from rnnstudy.config import RunConfig
 from rnnstudy.diagnostics import diagnose, predicted_loss
 from rnnstudy.report import frames, frontier, style, tables
-from rnnstudy.store import Results
+from rnnstudy.store import RUN_FILE, Results
 
 BOOTSTRAP = 2000
 
@@ -49,10 +50,9 @@ def run_diagnostics(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """The diagnostics of every finished run's initial network, beside its final normalised loss."""
     done = frames.finished(runs)
     rows = []
-    configs = res.runs.set_index("run_id")
+    folders = res.runs.set_index("run_id")["path"]
     for i, (_, run) in enumerate(done.iterrows(), 1):
-        cfg = RunConfig.model_validate(_nested(configs.loc[run["run_id"]]))
-        d = diagnose(cfg)
+        d = diagnose(run_config(folders[run["run_id"]]))
         rows.append({**run[["run_id", "cell", "task", "T", "family", "seed", "final_norm_loss"]].to_dict(), **d.row()})
         rows[-1]["predicted_loss"] = predicted_loss(d.reach, d.task, d.T)
         if i % 50 == 0 or i == len(done):
@@ -60,20 +60,9 @@ def run_diagnostics(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _nested(row: pd.Series) -> dict:
-    """The run's config, rebuilt from the flattened ``config.*`` columns."""
-    import json
-
-    out: dict = {}
-    for key, value in row.items():
-        if not str(key).startswith("config.") or (isinstance(value, float) and math.isnan(value)):
-            continue
-        node = out
-        *parents, leaf = str(key).removeprefix("config.").split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = json.loads(value) if isinstance(value, str) and value.startswith("[") else value
-    return out
+def run_config(folder: str | Path) -> RunConfig:
+    """The exact config a run trained with, from its run.json."""
+    return RunConfig.model_validate(json.loads((Path(folder) / RUN_FILE).read_text(encoding="utf-8"))["config"])
 
 
 def memory_comparison(diag: pd.DataFrame, memory: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import optuna
@@ -11,10 +10,9 @@ import seaborn as sns
 from optuna.trial import TrialState
 
 from rnnstudy.report import style
+from rnnstudy.sweep import study_importances
 
 PARAM_PREFIXES = ("init.", "train.")
-#: Fewer finished trials than this give importances that mean nothing; they are not computed.
-MIN_TRIALS_FOR_IMPORTANCE = 4
 
 
 def param_columns(runs: pd.DataFrame) -> list[str]:
@@ -33,23 +31,6 @@ def objective_frame(runs: pd.DataFrame) -> pd.DataFrame:
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     long = long.dropna(subset=["value", "final_norm_loss"])
     return long.assign(panel=long["task"] + ", T=" + long["T"].astype(int).astype(str))
-
-
-def study_importances(study: optuna.Study) -> dict[str, float]:
-    """Optuna's parameter importances of one study, or nothing where they cannot mean anything.
-
-    Needs ``MIN_TRIALS_FOR_IMPORTANCE`` complete trials; a parameter with a single value is left out.
-    """
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    varied = [p for p in {k for t in complete for k in t.params} if len({t.params.get(p) for t in complete}) > 1]
-    if len(complete) < MIN_TRIALS_FOR_IMPORTANCE or not varied:
-        return {}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        try:
-            return optuna.importance.get_param_importances(study, params=sorted(varied))
-        except (ValueError, RuntimeError):
-            return {}
 
 
 def importance_table(storage: str | None, studies: list[str]) -> pd.DataFrame:
