@@ -189,6 +189,8 @@ def test_report_out_that_is_a_file_or_unwritable(swept, tmp_path, capsys):
     target.write_text("x")
     assert main(["report", str(swept), "--out", str(target)]) == 2
     assert "is a file" in capsys.readouterr().err
+    assert main(["report", str(swept), "--out", str(target / "r")]) == 2  # under a file: unwritable even for root
+    assert "cannot write there" in capsys.readouterr().err
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
