@@ -81,4 +81,4 @@ frontier-cpu: setup
 prescreen-cpu: setup
 	$(BIN)/rnnstudy predict $(RESULTS)/frontier_cpu --out docs/results/prediction
 	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2 name=frontier_cpu_prescreen study.prescreen=1.0
-	$(BIN)/python -m rnnstudy.report.prescreen $(RESULTS)/frontier_cpu $(RESULTS)/frontier_cpu_prescreen --out docs/results/prescreen
+	$(BIN)/rnnstudy prescreen $(RESULTS)/frontier_cpu $(RESULTS)/frontier_cpu_prescreen --out docs/results/prescreen

@@ -20,8 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnstudy.config import RunConfig, apply_overrides  # noqa: E402
+from rnnstudy.config import RunConfig  # noqa: E402
 from rnnstudy.models import RecurrentNet  # noqa: E402
+from rnnstudy.overrides import apply_overrides  # noqa: E402
 from rnnstudy.tasks import make_task  # noqa: E402
 from rnnstudy.train import train  # noqa: E402
 

@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from rnnstudy.config import apply_overrides, load_experiment
+from rnnstudy.experiment import load_experiment
+from rnnstudy.overrides import apply_overrides
 from rnnstudy.report import tables
 from rnnstudy.report.frames import run_table
 from rnnstudy.report.reproduction import comparison

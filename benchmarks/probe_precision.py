@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnstudy.config import load_run_config  # noqa: E402
+from rnnstudy.experiment import load_run_config  # noqa: E402
 from rnnstudy.gradflow import profile  # noqa: E402
 from rnnstudy.lit import RecurrentModule, build_task  # noqa: E402
 

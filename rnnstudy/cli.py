@@ -1,4 +1,4 @@
-"""Command line: ``rnnstudy config|train|sweep|status|report|diagnose|predict|sync``; a thin shell around the library."""
+"""Command line: ``rnnstudy config|train|sweep|status|report|diagnose|predict|prescreen|sync``, a thin shell."""
 
 from __future__ import annotations
 
@@ -13,21 +13,15 @@ from rnnstudy.launch import LAUNCHERS
 EXIT_CONFIG = 2
 
 
-def device_name(accelerator: str = "auto") -> str:
-    """The device a run will train on, in words."""
-    import torch
-
-    if accelerator != "cpu" and torch.cuda.is_available():
-        return f"cuda ({torch.cuda.get_device_name()})"
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     """Run one training run and print where its results are."""
-    from rnnstudy.config import load_run_config
-    from rnnstudy.train import train
+    from rnnstudy.experiment import load_run_config
 
     cfg = load_run_config(*_experiment_and_overrides(args))
+    from rnnstudy.device import device_name
+    from rnnstudy.store import COMPLETE
+    from rnnstudy.train import train
+
     print(f"rnnstudy train: results under {cfg.out / cfg.experiment}; device {device_name(cfg.train.accelerator)}", flush=True)
     result = train(cfg)
     final = result.final.get("norm_loss", float("nan"))
@@ -35,13 +29,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result.status}: {result.steps} steps in {result.wall_s:.1f}s, final normalised loss {final:.4f}, "
         f"solved {'at step ' + str(result.steps_to_solve) if result.solved else 'no'}\nresults: {result.path}"
     )
-    return 0 if result.status == "complete" else 1
+    return 0 if result.status == COMPLETE else 1
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the experiment's Optuna studies with worker processes."""
     from rnnstudy.launch import ClusterOptions
-    from rnnstudy.sweep import run_sweep, storage_url
+    from rnnstudy.storage import storage_url
+    from rnnstudy.sweep import run_sweep
 
     url = storage_url(args.storage, args.storage_file)
     cluster = ClusterOptions(args.gpus_per_task, args.cpus_per_task, args.time_min, args.partition, args.parallelism)
@@ -58,7 +53,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the experiment's studies, trial counts and best parameters."""
-    from rnnstudy.sweep import print_status, storage_url
+    from rnnstudy.storage import storage_url
+    from rnnstudy.sweep import print_status
 
     return print_status(args.experiment, storage=storage_url(args.storage, args.storage_file), overrides=args.overrides)
 
@@ -66,15 +62,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Build the figures and the written report from a results folder."""
     from rnnstudy.report.build import build_report
-    from rnnstudy.sweep import storage_url
+    from rnnstudy.storage import storage_url
 
     return build_report(args.results, out=args.out, storage=storage_url(args.storage, args.storage_file))
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the resolved configuration with each key's default, type, allowed values and meaning."""
-    from rnnstudy.config import load_experiment, load_run_config
     from rnnstudy.describe import describe
+    from rnnstudy.experiment import load_experiment, load_run_config
 
     experiment, overrides = _experiment_and_overrides(args)
     cfg = load_run_config(experiment, overrides)
@@ -92,11 +88,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Print the init-time diagnostics of one configuration (and draw them with --figure)."""
-    from rnnstudy.config import load_run_config
     from rnnstudy.diagnostics import diagnose, draw, predicted_loss
+    from rnnstudy.experiment import load_run_config
 
     experiment, overrides = _experiment_and_overrides(args)
     cfg = load_run_config(experiment, overrides)
+    if args.figure:
+        _writable_file(args.figure, "--figure")
     keep: dict = {}
     d = diagnose(cfg, k=args.k, keep=keep)
     rows = {
@@ -132,6 +130,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     print(summary.to_string(index=False))
     print(f"written: {args.out}")
     return 0
+
+
+def cmd_prescreen(args: argparse.Namespace) -> int:
+    """Compare a study swept with the pre-screen off and on (compute saved, studies and verdicts lost)."""
+    from pathlib import Path
+
+    from rnnstudy.report.prescreen import compare
+
+    for folder in (args.off, args.on):
+        if not Path(folder).is_dir():
+            raise ConfigError(f"{folder!r}: not a results folder")
+    compare(Path(args.off), Path(args.on), Path(args.out))
+    print(f"written: {Path(args.out) / 'report.md'}")
+    return 0
+
+
+def _writable_file(path: str, option: str) -> None:
+    """Raise ConfigError unless a file can be written at ``path`` (its folder is created)."""
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"{option} = {path!r}: is a folder; give a file name")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as err:
+        raise ConfigError(f"{option} = {path!r}: cannot write there ({err.strerror or type(err).__name__})") from None
 
 
 def _experiment_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
@@ -224,6 +251,12 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("results", help="results folder of a study with families on the grid, e.g. runs/frontier_cpu")
     q.add_argument("--out", required=True, help="folder for the tables and the figure")
     q.set_defaults(fn=cmd_predict)
+
+    s = sub.add_parser("prescreen", help="the same study swept with the pre-screen off and on, compared")
+    s.add_argument("off", help="results folder of the sweep without the pre-screen")
+    s.add_argument("on", help="results folder of the sweep with study.prescreen set")
+    s.add_argument("--out", required=True, help="folder for report.md and best_per_study.csv")
+    s.set_defaults(fn=cmd_prescreen)
 
     y = sub.add_parser("sync", help="upload the offline W&B runs of a results folder (needs a key and a network)")
     y.add_argument("results", nargs="?", default="runs", help="results folder (default: runs)")

@@ -1,21 +1,18 @@
-"""Typed, validated configuration: one training run (`RunConfig`) and an experiment file.
+"""Typed, validated configuration of one training run (`RunConfig`) and its sections.
 
-An experiment YAML holds the run defaults (``model``, ``task``, ``init``, ``train``, ``probe``,
-``wandb``, ``seed``, ``out``) plus what the sweep needs (``grid``, ``rows``, ``seeds``,
-``search``, ``study``). Command-line overrides are dotted keys: ``model.hidden_size=64``.
+Every section forbids unknown keys and non-finite numbers; a bad value is a :class:`ConfigError`
+whose message names the key, the value and what is allowed. The experiment file
+(`rnnstudy.experiment`) holds the same sections as run defaults; dotted overrides and YAML
+loading live in `rnnstudy.overrides`.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -24,16 +21,14 @@ from pydantic import (
     NonNegativeFloat,
     PositiveFloat,
     PositiveInt,
-    ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from rnnstudy import inits
-from rnnstudy.models import INJECTABLE
+from rnnstudy.cells import INJECTABLE, Cell
 from rnnstudy.tasks import TASKS
-
-Cell = Literal["rnn_tanh", "rnn_relu", "lstm", "gru"]
 
 
 class ConfigError(ValueError):
@@ -114,6 +109,16 @@ class TaskConfig(Strict):
     def _known(cls, v: str) -> str:
         return _choice(v, TASKS, "task")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_length(cls, data: Any) -> Any:
+        """A task with a fixed length takes it when T is not given."""
+        if isinstance(data, dict) and "T" not in data and data.get("name") in TASKS:
+            fixed = TASKS[data["name"]].fixed_T
+            if fixed is not None:
+                return {**data, "T": fixed}
+        return data
+
     @model_validator(mode="after")
     def _long_enough(self) -> TaskConfig:
         task = TASKS[self.name]
@@ -146,20 +151,10 @@ class InitConfig(Strict):
     chrono_tmax: PositiveFloat | None = None
     """T_max of the chrono scheme (null: the sequence length)."""
 
-    @field_validator("recurrent")
+    @field_validator("recurrent", "input", "bias")
     @classmethod
-    def _recurrent(cls, v: str) -> str:
-        return _choice(v, inits.RECURRENT, "recurrent init")
-
-    @field_validator("input")
-    @classmethod
-    def _input(cls, v: str) -> str:
-        return _choice(v, inits.INPUT, "input init")
-
-    @field_validator("bias")
-    @classmethod
-    def _bias(cls, v: str) -> str:
-        return _choice(v, inits.BIAS, "bias init")
+    def _registered(cls, v: str, info: ValidationInfo) -> str:
+        return _choice(v, inits.KINDS[info.field_name], f"{info.field_name} init")
 
 
 class TrainConfig(Strict):
@@ -233,11 +228,9 @@ class WandbConfig(Strict):
     """Extra tags on every run."""
 
 
-class RunConfig(Strict):
-    """Everything one training run needs."""
+class RunDefaults(Strict):
+    """The sections of one training run, shared by a run config and an experiment file (its run defaults)."""
 
-    experiment: Name = "default"
-    """The experiment's name: W&B project and results folder."""
     seed: Seed = 0
     """Seed of the weights and the training data stream."""
     out: ResultsRoot = Path("runs")
@@ -248,6 +241,13 @@ class RunConfig(Strict):
     train: TrainConfig = TrainConfig()
     probe: ProbeConfig = ProbeConfig()
     wandb: WandbConfig = WandbConfig()
+
+
+class RunConfig(RunDefaults):
+    """Everything one training run needs."""
+
+    experiment: Name = "default"
+    """The experiment's name: W&B project and results folder."""
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -283,374 +283,3 @@ class RunConfig(Strict):
             return self.init.chrono_tmax
         task = TASKS[self.task.name](self.task.T)
         return float(task.seq_len)
-
-
-class FloatParam(Strict):
-    """A float search dimension; ``log`` samples on a log scale."""
-
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-    when: dict[str, Any] = {}
-
-    @model_validator(mode="after")
-    def _range(self) -> FloatParam:
-        if not self.low < self.high:
-            raise ValueError(f"low = {self.low} must be below high = {self.high}")
-        if self.log and self.low <= 0:
-            raise ValueError(f"a log range needs low > 0, got low = {self.low}")
-        return self
-
-
-class IntParam(FloatParam):
-    """An integer search dimension."""
-
-    type: Literal["int"]  # type: ignore[assignment]
-    low: int
-    high: int
-
-
-class CategoricalParam(Strict):
-    """A categorical search dimension."""
-
-    type: Literal["categorical"]
-    choices: list[str | int | float | bool | None] = Field(min_length=1)
-    when: dict[str, Any] = {}
-
-
-Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
-
-
-class StudyConfig(Strict):
-    """Optuna settings shared by every study of an experiment."""
-
-    trials: PositiveInt = 20
-    """Finished trials per study (a rerun tops up to exactly this many)."""
-    sampler: Literal["tpe", "random"] = "tpe"
-    """Optuna sampler."""
-    pruner: Literal["median", "hyperband", "none"] = "median"
-    """Optuna pruner (reports at each validation, at the training step)."""
-    startup_trials: int = Field(default=5, ge=0)
-    """Trials before the sampler models and the median pruner prunes."""
-    warmup_validations: int = Field(default=1, ge=0)
-    """Validations of a trial before the median pruner may prune it."""
-    prescreen: PositiveFloat | None = None
-    """Prune at step 0 when the predicted memory length is below prescreen x T (null: off)."""
-    heartbeat_s: PositiveInt = 30
-    """Heartbeat of running trials; a trial silent for twice this is failed and retried."""
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One study of an experiment: its place on the grid (the facts) and its run config before the trial's parameters."""
-
-    experiment: str
-    cfg: RunConfig
-    family: str = ""
-    row: str = ""
-
-    @property
-    def study(self) -> str:
-        """The study's name, for people (programs read :meth:`facts`)."""
-        parts = [self.experiment, self.cfg.model.cell, self.cfg.task.name, f"T={self.cfg.task.T}", self.family, self.row]
-        return "/".join(p for p in parts if p)
-
-    def facts(self) -> dict[str, Any]:
-        """What identifies the study, stored with the study and with every run of it."""
-        c = self.cfg
-        return {
-            "experiment": self.experiment,
-            "study": self.study,
-            "cell": c.model.cell,
-            "task": c.task.name,
-            "T": c.task.T,
-            "family": self.family,
-            "row": self.row,
-        }
-
-
-class Experiment(Strict):
-    """An experiment file: run defaults, the grid of studies, the search space, the budget."""
-
-    name: Name
-    seed: Seed = 0
-    out: ResultsRoot = Path("runs")
-    model: ModelConfig = ModelConfig()
-    task: TaskConfig = TaskConfig()
-    init: InitConfig = InitConfig()
-    train: TrainConfig = TrainConfig()
-    probe: ProbeConfig = ProbeConfig()
-    wandb: WandbConfig = WandbConfig()
-    description: str = ""
-    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}
-    families: dict[Name, dict[str, Any]] = {}
-    rows: list[dict[str, Any]] = []
-    seeds: list[Seed] = Field(default=[0], min_length=1)
-    search: dict[str, Param] = {}
-    study: StudyConfig = StudyConfig()
-
-    def base(self) -> RunConfig:
-        """The run defaults of this experiment."""
-        fields = {k: getattr(self, k) for k in RunConfig.model_fields if k != "experiment"}
-        return RunConfig(experiment=self.name, **fields)
-
-    def points(self) -> list[GridPoint]:
-        """Every study: each row x grid point x initialisation family (a family only on the cells it names)."""
-        base = self.base()
-        keys = list(self.grid)
-        families = self.families or {"": {}}
-        out = []
-        for row in self.rows or [{}]:
-            row = dict(row)
-            label = row.pop("name", "")
-            for values in itertools.product(*(self.grid[k] for k in keys)):
-                cfg = apply_overrides(base, {**row, **dict(zip(keys, values))})
-                for family, spec in families.items():
-                    spec = dict(spec)
-                    cells = spec.pop("cells", None)
-                    if cells is None or cfg.model.cell in cells:
-                        out.append(GridPoint(self.name, apply_overrides(cfg, spec), family, label))
-        return out
-
-    @model_validator(mode="after")
-    def _points_valid(self) -> Experiment:
-        for key in itertools.chain(self.grid, map(param_path, self.search)):
-            _check_path(key)
-        for row in self.rows:
-            for key in row:
-                if key != "name":
-                    _check_path(key)
-        for name, spec in self.families.items():
-            for key in spec:
-                if key != "cells" and not key.startswith("init."):
-                    raise ValueError(f"families.{name}.{key}: a family sets init.* keys (and `cells`), nothing else")
-                if key != "cells":
-                    _check_path(key)
-        searched = {param_path(k): spec for k, spec in self.search.items()}
-        for key, spec in self.search.items():
-            for cond, wanted in spec.when.items():
-                _check_when(f"search.{key}.when.{cond}", cond, wanted, searched.get(cond))
-        points = self.points()
-        if not points:
-            raise ValueError("grid, families and rows select no study at all (check the families' `cells`)")
-        if len({p.study for p in points}) != len(points):
-            raise ValueError("two grid points map to the same study; give rows distinct `name`s")
-        for point in points:
-            for key, spec in self.search.items():
-                if not param_applies(key, spec, lambda k, cfg=point.cfg: ANY if k in searched else current(cfg, k)):
-                    continue
-                values = spec.choices if isinstance(spec, CategoricalParam) else [spec.low, spec.high]
-                for value in values:
-                    _try_override(point.cfg, {param_path(key): value}, f"search.{key}")
-        return self
-
-
-def param_path(key: str) -> str:
-    """The config path of a search key: ``init.bias@lstm`` -> ``init.bias``.
-
-    A suffix lets one experiment give a parameter different choices per cell (with ``when``).
-    """
-    return key.split("@", 1)[0]
-
-
-#: Stands for a value the search has not chosen yet: it may match anything.
-ANY = object()
-
-
-def current(cfg: RunConfig, dotted: str) -> Any:
-    """The value at a dotted key of a run config."""
-    node: Any = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node
-
-
-def _matches(value: Any, wanted: Any) -> bool:
-    return value is ANY or (value in wanted if isinstance(wanted, list) else value == wanted)
-
-
-def param_applies(key: str, spec: FloatParam | CategoricalParam, value_of: Callable[[str], Any]) -> bool:
-    """Whether a search parameter is sampled: its ``when`` holds and, for an ``init.*`` parameter, a chosen scheme reads it.
-
-    ``value_of(dotted)`` gives the value so far (the trial's choice or the study's config, or ``ANY``).
-    """
-    if not all(_matches(value_of(k), wanted) for k, wanted in spec.when.items()):
-        return False
-    name = param_path(key).removeprefix("init.")
-    if not param_path(key).startswith("init.") or name not in inits.tunable_params():
-        return True
-    schemes = {kind: value_of(f"init.{kind}") for kind in inits.KINDS}
-    return any(s is ANY or name in registry[s].params for s, registry in zip(schemes.values(), inits.KINDS.values()))
-
-
-def _check_when(where: str, key: str, wanted: Any, searched: FloatParam | CategoricalParam | None) -> None:
-    try:
-        _check_path(key)
-    except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
-    values = wanted if isinstance(wanted, list) else [wanted]
-    if isinstance(searched, CategoricalParam):
-        unknown = [v for v in values if v not in searched.choices]
-        if unknown:
-            allowed = ", ".join(map(str, searched.choices))
-            raise ValueError(f"{where} = {unknown[0]!r}: never sampled; allowed: {allowed}")
-        return
-    for value in values:
-        _try_override(RunConfig(), {key: value}, where)
-
-
-def _check_path(dotted: str, root: type[BaseModel] | None = None, leaf: bool = True) -> None:
-    model: type[BaseModel] = root or RunConfig
-    parts = dotted.split(".")
-    for i, part in enumerate(parts):
-        if part not in model.model_fields:
-            allowed = ", ".join(model.model_fields)
-            raise ValueError(f"unknown key {dotted!r}; allowed at this level: {allowed}")
-        annotation = model.model_fields[part].annotation
-        section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        if i < len(parts) - 1:
-            if not section:
-                raise ValueError(f"unknown key {dotted!r}: {'.'.join(parts[: i + 1])} has no sub-keys")
-            model = annotation
-        elif section and leaf:
-            raise ValueError(
-                f"{dotted!r} is a section, not a key; allowed: {', '.join(f'{dotted}.{k}' for k in annotation.model_fields)}"
-            )
-
-
-def _try_override(cfg: RunConfig, overrides: dict[str, Any], where: str) -> RunConfig:
-    try:
-        return apply_overrides(cfg, overrides)
-    except ConfigError as err:
-        raise ValueError(f"{where}: {err}") from None
-
-
-def _nest(overrides: dict[str, Any]) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for dotted, value in overrides.items():
-        node = nested
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{dotted}: {part} is not a section")
-        node[leaf] = value
-    return nested
-
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def format_validation_error(err: ValidationError, root: type[BaseModel]) -> str:
-    """One line per problem: dotted key, the bad value, and what is allowed."""
-    lines = []
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        key = ".".join(loc) or "(config)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            parent = _section(root, loc[:-1])
-            allowed = ", ".join(parent.model_fields) if parent else "?"
-            msg = f"unknown key; allowed: {allowed}"
-        value = e.get("input")
-        shown = "" if isinstance(value, dict) or e["type"] == "missing" else f" = {value!r}"
-        lines.append(f"{key}{shown}: {msg}" if loc else msg)
-    return "\n".join(lines)
-
-
-def _section(root: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
-    model = root
-    for part in loc:
-        field = model.model_fields.get(part)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
-
-
-def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """A new validated config with dotted overrides applied."""
-    data = _merge(cfg.model_dump(), _nest(overrides))
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(format_validation_error(err, RunConfig)) from None
-
-
-class YamlLoader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2's numbers: ``1e-3`` is a float, a quoted ``"2024"`` stays a string."""
-
-
-YamlLoader.yaml_implicit_resolvers = {
-    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:float"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-YamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."),
-)
-
-
-def read_yaml(text: str) -> Any:
-    """Parse YAML text with :class:`YamlLoader`."""
-    return yaml.load(text, Loader=YamlLoader)  # noqa: S506 - a SafeLoader subclass
-
-
-def parse_overrides(items: list[str], root: type[BaseModel] | None = None) -> dict[str, Any]:
-    """Parse ``key=value`` strings; values are read as YAML scalars (``1e-3``, ``true``, ``[1,2]``)."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{item!r}: overrides are key=value, e.g. model.hidden_size=64")
-        try:
-            _check_path(key, root, leaf=False)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-        out[key] = _yaml_scalar(raw)
-    return out
-
-
-def _yaml_scalar(raw: str) -> Any:
-    try:
-        return read_yaml(raw) if raw else ""
-    except yaml.YAMLError:
-        return raw
-
-
-def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
-    """Read and validate an experiment YAML, with dotted overrides (``study.trials=50``)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"experiment file {str(path)!r} is a directory; give a .yaml file")
-    if not path.is_file():
-        raise ConfigError(f"experiment file {str(path)!r} not found")
-    try:
-        data = read_yaml(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: an experiment file is a mapping of keys")
-    data.setdefault("name", path.stem)
-    data = _merge(data, _nest(parse_overrides(list(overrides), Experiment)))
-    try:
-        return Experiment.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(f"{path}: " + format_validation_error(err, Experiment)) from None
-
-
-def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """The run config of an experiment file (or the defaults) with command-line overrides."""
-    base = load_experiment(path).base() if path is not None else RunConfig()
-    return apply_overrides(base, parse_overrides(overrides or []))

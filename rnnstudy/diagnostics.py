@@ -28,12 +28,10 @@ import numpy as np
 import torch
 
 from rnnstudy.config import RunConfig
-from rnnstudy.gradflow import profile
-from rnnstudy.models import RecurrentNet
-from rnnstudy.tasks import Task
+from rnnstudy.gradflow import metric_key, profile
+from rnnstudy.models import RecurrentNet, initial_net
+from rnnstudy.tasks import TASKS, Task, make_task
 
-#: How far back the information lies beyond the delay/length, per task: copy's first symbol is T + 10 steps before the end.
-INFO_OFFSET = {"copy": 10, "adding": 0}
 #: Sequences the Lyapunov spectrum is averaged over (besides every time step of the second half).
 LYAPUNOV_SAMPLES = 4
 #: Predicted reach when the gradient does not decay at all (no finite horizon).
@@ -66,8 +64,8 @@ class Diagnostics:
 
 
 def predicted_loss(reach: float, task: str, T: int) -> float:
-    """Predicted final normalised loss at T: min(1, lag_T / k*), lag_T the information's lag."""
-    lag = T + INFO_OFFSET.get(task, 0)
+    """Predicted final normalised loss at T: min(1, lag_T / k*), lag_T = T + the task's recall offset."""
+    lag = T + TASKS[task].recall_offset
     return min(1.0, lag / reach) if reach > 0 else 1.0
 
 
@@ -181,13 +179,9 @@ def diagnose(cfg: RunConfig, batch_size: int = 16, k: int = 8, data_seed: int = 
 
     ``keep``, when given, receives the profile, the spectrum and the timescales (for :func:`draw`).
     """
-    import lightning.pytorch as pl
-
-    from rnnstudy.lit import RecurrentModule, build_task
-
-    pl.seed_everything(cfg.seed, verbose=False)
-    task = build_task(cfg)
-    return diagnose_net(RecurrentModule(cfg, task).net, task, cfg.probe.eps, batch_size, k, data_seed, keep)
+    torch.manual_seed(cfg.seed)  # what training's seed_everything does for the weights
+    task = make_task(cfg.task.name, cfg.task.T, cfg.task.solved_threshold)
+    return diagnose_net(initial_net(cfg, task), task, cfg.probe.eps, batch_size, k, data_seed, keep)
 
 
 def diagnose_net(
@@ -198,7 +192,7 @@ def diagnose_net(
     x = batch.x.to(next(net.parameters()).dtype)
     prof = profile(net, batch._replace(x=x), task, method="auto")
     summary = prof.summary(eps)
-    rate, horizon = summary["answer/decay_rate/l1/h"], summary["answer/horizon/l1/h"]
+    rate, horizon = summary[metric_key("decay_rate")], summary[metric_key("horizon")]
     n = 2 * net.layers[0].hidden_size if net.cell == "lstm" else net.layers[0].hidden_size
     few = x[:, :LYAPUNOV_SAMPLES]  # the exponents are time averages: a few sequences suffice
     with torch.no_grad():
@@ -219,7 +213,7 @@ def diagnose_net(
         timescale_median=float(np.median(scales)),
         timescale_p90=float(np.quantile(scales, 0.9)),
         reach=reach,
-        predicted_memory=max(0.0, reach - INFO_OFFSET.get(task.name, 0)),
+        predicted_memory=max(0.0, reach - task.recall_offset),
         lyapunov_reach=reach_from_rate(float(spectrum[0]) / math.log(10), eps),
     )
 

@@ -1,4 +1,4 @@
-"""Figure primitives shared by W&B tracking and the reports: fixed cell colours, gradient heatmaps."""
+"""Figure style and primitives shared by W&B tracking and the reports: the theme, colours by cell, gradient heatmaps, saving."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from pathlib import Path  # noqa: E402
+
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
-CELL_COLOURS = {"rnn_tanh": "#d62728", "rnn_relu": "#ff7f0e", "lstm": "#1f77b4", "gru": "#2ca02c"}
+from rnnstudy.cells import CELL_COLOURS, CELL_ORDER  # noqa: E402
+
 #: The colour scale spans at most this many decades below the largest value.
 DECADES = 12
 
@@ -26,7 +30,7 @@ def log_scale(values: np.ndarray) -> LogNorm | None:
 
 def profile_heatmap(rows: pd.DataFrame, title: str, ax: plt.Axes | None = None, norm: LogNorm | None = None) -> plt.Figure:
     """Training step x lag (steps back from the end of the sequence) image of g_t on a log colour scale."""
-    grid = rows.assign(lag=rows["t"].max() - rows["t"]).pivot_table(index="step", columns="lag", values="norm")
+    grid = rows.pivot_table(index="step", columns="lag", values="norm")
     values = grid.to_numpy(dtype=float)
     norm = norm or log_scale(values)
     if ax is None:
@@ -49,3 +53,32 @@ def profile_heatmap(rows: pd.DataFrame, title: str, ax: plt.Axes | None = None, 
     ax.set_ylabel("training step")
     ax.set_title(title)
     return ax.figure
+
+
+def apply() -> None:
+    """Seaborn theme used by every figure."""
+    sns.set_theme(style="whitegrid", context="notebook", font_scale=0.95)
+
+
+def cells_present(cells: list[str] | set[str]) -> list[str]:
+    """Cell types in their fixed order."""
+    return [c for c in CELL_ORDER if c in set(cells)]
+
+
+def by_cell(data: pd.DataFrame) -> dict:
+    """Seaborn keyword arguments that colour by cell type, in the fixed order and colours."""
+    return {"hue": "cell", "hue_order": cells_present(data["cell"].unique()), "palette": CELL_COLOURS}
+
+
+def cell_lines(data: pd.DataFrame, x: str, y: str, **facets: object) -> sns.FacetGrid:
+    """Faceted line plot coloured by cell type; panels keep their own y range."""
+    facets.setdefault("facet_kws", {"sharey": False})
+    return sns.relplot(data=data, kind="line", x=x, y=y, **by_cell(data), **facets)
+
+
+def save(fig: plt.Figure, path: Path) -> Path:
+    """Write a PNG and close the figure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rnnstudy.models import INJECTABLE, InjectedTrace, LayerTrace, RecurrentNet
+from rnnstudy.cells import INJECTABLE
+from rnnstudy.models import InjectedTrace, LayerTrace, RecurrentNet
 from rnnstudy.tasks import Batch, Task
 
 ProbeLoss = Literal["answer", "training"]
@@ -58,10 +59,10 @@ class Profile:
 
     def lags(self) -> np.ndarray:
         """Steps back from the end of the sequence (the last answer step) of each probed t."""
-        return np.array([self.length - 1 - t for t in self.t], dtype=float)
+        return np.array([lag(t, self.length) for t in self.t], dtype=float)
 
     def frame(self, step: int, percentiles: list[float] = ()) -> pd.DataFrame:
-        """Tidy rows (step, loss, layer, state, t, norm [, pNN]) for the results store."""
+        """Tidy rows (step, loss, layer, state, t, lag, norm [, pNN]) for the results store."""
         parts = []
         for (layer, state), norms in self.norms.items():
             cols = {
@@ -70,6 +71,7 @@ class Profile:
                 "layer": layer,
                 "state": state,
                 "t": self.t,
+                "lag": self.lags().astype(int),
                 "norm": self.mean((layer, state)),
             }
             if percentiles:
@@ -87,12 +89,21 @@ class Profile:
         answer = torch.zeros(len(self.t), dtype=torch.bool)
         answer[[i for i, t in enumerate(self.t) if t in range(self.length)[self.answer]]] = True
         for (layer, state), norms in self.norms.items():
-            name = f"l{layer}/{state}"
             g = self.mean((layer, state))
-            out[f"{self.loss}/decay_rate/{name}"] = decay_rate(lags, g)
-            out[f"{self.loss}/horizon/{name}"] = horizon(lags, g, eps)
-            out[f"{self.loss}/informative/{name}"] = informative_ratio(norms.cpu(), info, answer)
+            out[metric_key("decay_rate", self.loss, layer, state)] = decay_rate(lags, g)
+            out[metric_key("horizon", self.loss, layer, state)] = horizon(lags, g, eps)
+            out[metric_key("informative", self.loss, layer, state)] = informative_ratio(norms.cpu(), info, answer)
         return out
+
+
+def lag(t: int, length: int) -> int:
+    """How far time step ``t`` lies back from the end of a sequence of ``length`` steps (the last answer step)."""
+    return length - 1 - t
+
+
+def metric_key(name: str, loss: ProbeLoss = "answer", layer: int = 1, state: str = "h") -> str:
+    """The name of a derived gradient number in the store and (under ``grad/``) in W&B: ``<loss>/<name>/l<layer>/<state>``."""
+    return f"{loss}/{name}/l{layer}/{state}"
 
 
 def decay_rate(lags: np.ndarray, g: np.ndarray) -> float:

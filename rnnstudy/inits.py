@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from rnnstudy.cells import CELLS
+
 if TYPE_CHECKING:
     from rnnstudy.config import InitConfig
 
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
 LSTM_INPUT, LSTM_FORGET = 0, 1
 GRU_UPDATE = 1
 
@@ -158,7 +159,7 @@ def bias_chrono(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> No
 
 def initialise(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
     """Apply the configured input, recurrent and bias schemes to one single-layer module."""
-    gates = GATES[cell]
+    gates = CELLS[cell].gates
     hidden = layer.hidden_size
     for k in range(gates):
         rows = slice(k * hidden, (k + 1) * hidden)

@@ -30,9 +30,9 @@ class ClusterOptions:
 
 def array_worker(experiment: str, overrides: list[str], threads: int) -> int:
     """One array task: a sweep worker (its storage URL from the environment)."""
-    from rnnstudy.sweep import _worker_main
+    from rnnstudy.worker import main
 
-    return _worker_main([experiment, *overrides, "--threads", str(threads)])
+    return main([experiment, *overrides, "--threads", str(threads)])
 
 
 def jobs_folder(results: Path) -> Path:

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from rnnstudy.config import RunConfig
 from rnnstudy.gradflow import GradFlowProbe, Profile, resolve_method
-from rnnstudy.models import RecurrentNet
+from rnnstudy.models import initial_net
 from rnnstudy.tasks import Batch, Task, make_task
 
 SEED_STREAM = 0x5EED  # offsets the data seed from the weight-init seed
@@ -94,17 +94,16 @@ class TaskData(pl.LightningDataModule):
 
 
 class RecurrentModule(pl.LightningModule):
-    """Trains a :class:`RecurrentNet` on a task; numbers go to ``sinks``, not ``self.log``.
+    """Trains a :class:`~rnnstudy.models.RecurrentNet` on a task; numbers go to ``sinks``, not ``self.log``.
 
     The store and W&B need every logged step at full precision, so metrics are emitted to sinks
-    directly; ``self.log`` only feeds the progress bar and Optuna's pruning callback.
+    directly; ``self.log`` only feeds the progress bar. Callbacks (pruning) read ``last_val``.
     """
 
     def __init__(self, cfg: RunConfig, task: Task) -> None:
         super().__init__()
         self.cfg, self.task = cfg, task
-        self.net = RecurrentNet(cfg.model, task.input_size, task.output_size)
-        self.net.initialise(cfg.init, int(cfg.chrono_tmax))
+        self.net = initial_net(cfg, task)
         self.sinks: list[Sink] = []
         p = cfg.probe
         device = "cuda" if cfg.train.accelerator != "cpu" and torch.cuda.is_available() else "cpu"

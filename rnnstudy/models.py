@@ -14,10 +14,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from rnnstudy.cells import INJECTABLE
 from rnnstudy.inits import initialise
 
 if TYPE_CHECKING:
-    from rnnstudy.config import InitConfig, ModelConfig
+    from rnnstudy.config import InitConfig, ModelConfig, RunConfig
+    from rnnstudy.tasks import Task
 
 
 def _layer(cell: str, input_size: int, hidden_size: int, device: str | None = None) -> nn.RNNBase:
@@ -26,10 +28,6 @@ def _layer(cell: str, input_size: int, hidden_size: int, device: str | None = No
     if cell == "gru":
         return nn.GRU(input_size, hidden_size, device=device)
     return nn.RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), device=device)
-
-
-#: Cells whose recurrence sees h_{t-1} only through W_hh h_{t-1}, so a perturbation injected through W_hh is exact.
-INJECTABLE = ("rnn_tanh", "rnn_relu", "lstm")
 
 
 @dataclass
@@ -124,3 +122,10 @@ class RecurrentNet(nn.Module):
             traces.append(InjectedTrace(x, out, z))
             x = out
         return self.readout(x), traces
+
+
+def initial_net(cfg: RunConfig, task: Task) -> RecurrentNet:
+    """The network a run starts from: built and initialised from the global torch generator (seeded by the caller)."""
+    net = RecurrentNet(cfg.model, task.input_size, task.output_size)
+    net.initialise(cfg.init, int(cfg.chrono_tmax))
+    return net

@@ -1,14 +1,16 @@
 """Local results store: one folder per run, written atomically, read back as pandas frames.
 
 Layout: ``<out>/<experiment>/<run_id>/`` holding ``run.json`` (config, status, final metrics,
-timings, versions), ``metrics.parquet`` (tidy: step, split, metric, value) and
-``gradflow.parquet`` (step, loss, layer, state, t, norm [, pNN percentiles]). Each run writes only its
+timings, versions), ``metrics.parquet`` (tidy: step, split, metric, value),
+``gradflow.parquet`` (step, loss, layer, state, t, lag, norm [, pNN percentiles]) and, while the run
+lives, its lock ``run.lock``. The loader reports a ``running`` run whose lock is free as ``dead``. Each run writes only its
 own folder, so parallel workers never contend; every file is written to a temporary name and
 renamed, so a killed run leaves whole files.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -21,6 +23,51 @@ import pandas as pd
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.parquet"
 GRADFLOW_FILE = "gradflow.parquet"
+#: Held (flock) by the process that runs a run, for as long as it runs; the OS drops it when that process dies.
+LOCK_FILE = "run.lock"
+
+#: A run's status in run.json: ``running`` until it ends, then one of ``FINAL``.
+RUNNING, COMPLETE, PRUNED, DIVERGED, FAILED = "running", "complete", "pruned", "diverged", "failed"
+FINAL = (COMPLETE, PRUNED, DIVERGED, FAILED)
+#: Ended as a result: trained to its budget or its solved bar (complete), stopped by the pruner (pruned), or diverged.
+#: A failed run (a crash, an interrupt) is not a result.
+RESULTS = (COMPLETE, PRUNED, DIVERGED)
+#: A running run whose process is gone (its lock is free): killed; rerunning the command resumes it.
+DEAD = "dead"
+
+
+def read_info(folder: Path) -> dict[str, Any]:
+    """A run folder's run.json (raises OSError/ValueError when it is missing or damaged)."""
+    info = json.loads((Path(folder) / RUN_FILE).read_text(encoding="utf-8"))
+    if not isinstance(info, dict):
+        raise ValueError(f"{RUN_FILE} is not a JSON object")
+    return info
+
+
+def hold(folder: Path) -> Any | None:
+    """Take a run folder's lock for as long as the returned handle is open; None when another process holds it."""
+    handle = open(folder / LOCK_FILE, "a")  # noqa: SIM115 - held for the whole run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        return None
+    return handle
+
+
+def alive(folder: Path) -> bool:
+    """Whether a process holds the run's lock now (read-only: creates nothing)."""
+    try:
+        handle = open(Path(folder) / LOCK_FILE)  # noqa: SIM115
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -66,7 +113,7 @@ class RunWriter:
         Kept: training and probe rows of steps before ``step`` and validations up to it (the checkpoint
         is written right after the validation at ``step``).
         """
-        self.info = json.loads((self.folder / RUN_FILE).read_text(encoding="utf-8"))
+        self.info = read_info(self.folder)
         if (self.folder / METRICS_FILE).exists():
             m = pd.read_parquet(self.folder / METRICS_FILE)
             m = m[(m["step"] < step) | ((m["split"] == "val") & (m["step"] <= step))]
@@ -129,10 +176,29 @@ def run_folders(path: str | Path) -> list[Path]:
     return sorted(p.parent for p in path.rglob(RUN_FILE) if "wandb" not in p.relative_to(path).parts)
 
 
+def status_of(folder: Path) -> str:
+    """A run's status as it stands now: run.json's, except ``dead`` for a ``running`` run whose lock is free."""
+    status = read_info(folder).get("status", "unknown")
+    return DEAD if status == RUNNING and not alive(folder) else status
+
+
+def status_counts(path: str | Path) -> dict[str, int]:
+    """How many runs at or under ``path`` have each status (:func:`status_of`; ``unreadable`` for damaged ones)."""
+    counts: dict[str, int] = {}
+    for folder in run_folders(path):
+        try:
+            status = status_of(folder)
+        except (OSError, ValueError):
+            status = "unreadable"
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
 def _read_run(folder: Path) -> tuple[dict[str, Any], list[pd.DataFrame]]:
-    info = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
-    if not isinstance(info, dict) or "status" not in info or "config" not in info:
+    info = read_info(folder)
+    if "status" not in info or "config" not in info:
         raise ValueError(f"{RUN_FILE} lacks status or config")
+    info["status"] = status_of(folder)
     run_id = info.get("run_id", folder.name)
     frames = [
         pd.read_parquet(folder / name).assign(run_id=run_id) if (folder / name).exists() else None

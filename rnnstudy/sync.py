@@ -6,15 +6,13 @@ answers within a bounded wait: without them ``wandb sync`` would stop or hang wi
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
 from rnnstudy.config import ConfigError
-from rnnstudy.tracking import api_host, has_api_key
+from rnnstudy.tracking import api_host, api_url, has_api_key
 
 #: How long the server may take to accept a connection before sync gives up.
 CONNECT_S = 10
@@ -43,7 +41,7 @@ def sync(results: Path) -> int:
         raise ConfigError(f"{results}: no offline W&B runs under it (nothing to upload)")
     if not has_api_key():
         raise ConfigError("no W&B API key: set WANDB_API_KEY or run `wandb login`, then sync again")
-    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    url = api_url()
     port = url.port or (443 if url.scheme == "https" else 80)
     why = reachable(api_host(), port)
     if why:

@@ -46,6 +46,9 @@ class Task(ABC):
     #: The one T a task allows (None: any T >= min_T).
     fixed_T: ClassVar[int | None] = None
     default_threshold: ClassVar[float]
+    #: How many steps beyond T an informative input lies before the step that answers from it
+    #: (copy: each symbol is recalled T + 10 steps after it is shown; adding: the first marker up to T - 1 steps).
+    recall_offset: ClassVar[int] = 0
     #: Whether the answer loss is the whole training loss (the probe then needs no backward of its own).
     answer_is_loss: ClassVar[bool] = False
     #: Name of the metric ``solved`` compares with the threshold and whether higher is better.
@@ -121,6 +124,7 @@ class CopyTask(Task):
     input_size = 10
     output_size = 9
     default_threshold = 0.99
+    recall_offset = n_recall
     solved_metric = "recall_accuracy"
     solved_higher_is_better = True
 

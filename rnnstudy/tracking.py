@@ -15,12 +15,13 @@ import netrc
 import os
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import ParseResult, urlparse
 
 import numpy as np
 import pandas as pd
 
-from rnnstudy.config import ConfigError, GridPoint, RunConfig
+from rnnstudy.config import ConfigError, RunConfig
+from rnnstudy.experiment import GridPoint
 
 SETTINGS = {"silent": True, "disable_git": True, "save_code": False, "disable_code": True, "console": "off"}
 STEP = "trainer/global_step"
@@ -35,9 +36,14 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{init}-s{cfg.seed}"
 
 
+def api_url() -> ParseResult:
+    """The W&B server this process would talk to (``WANDB_BASE_URL``, else W&B's cloud)."""
+    return urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+
+
 def api_host() -> str:
-    """The W&B server this process would talk to."""
-    return urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").hostname or "api.wandb.ai"
+    """The host name of :func:`api_url`."""
+    return api_url().hostname or "api.wandb.ai"
 
 
 def has_api_key() -> bool:
@@ -99,7 +105,7 @@ class WandbSink:
 
         self.profiles.append(frame)
         charts: dict[str, Any] = {f"grad/{k}": v for k, v in scalars.items()}
-        rows = frame.assign(lag=frame["t"].max() - frame["t"], log10_g=np.log10(frame["norm"].clip(lower=1e-300)))
+        rows = frame.assign(log10_g=np.log10(frame["norm"].clip(lower=1e-300)))
         for (loss, layer, state), part in rows.groupby(["loss", "layer", "state"]):
             table = wandb.Table(dataframe=part[["lag", "log10_g"]].reset_index(drop=True))
             charts[f"grad/{loss}/profile_l{layer}_{state}"] = wandb.plot.line(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -27,9 +26,10 @@ import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from rnnstudy.config import ConfigError, RunConfig
+from rnnstudy.config import RunConfig
+from rnnstudy.device import check_device, results_folder, set_tf32
 from rnnstudy.lit import Diverged, RecurrentModule, StepProgressBar, TaskData, build_task
-from rnnstudy.store import RUN_FILE, RunWriter
+from rnnstudy.store import COMPLETE, DIVERGED, FAILED, PRUNED, RUN_FILE, RUNNING, RunWriter, hold, read_info
 from rnnstudy.tracking import check_mode, run_name
 
 
@@ -71,7 +71,6 @@ class StoreSink:
 
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
-LOCK = "run.lock"
 
 
 def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
@@ -81,28 +80,17 @@ def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _hold(folder: Path) -> Any | None:
-    """An exclusive lock on a run folder while its run is alive (the OS drops it when the process dies)."""
-    handle = open(folder / LOCK, "a")  # noqa: SIM115 - held for the whole run
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        return None
-    return handle
-
-
 def resumable(cfg: RunConfig, key: str) -> tuple[Path, Any] | None:
     """An unfinished, unlocked run of the same key with a checkpoint, and its lock; None when there is none."""
     # Run folders carry the run's readable name, so only same-named folders can hold the same run.
     for info_path in sorted((cfg.out / cfg.experiment).glob(f"*-{run_name(cfg)}*/{RUN_FILE}")):
         folder = info_path.parent
         try:
-            info = json.loads(info_path.read_text(encoding="utf-8"))
+            info = read_info(folder)
         except (OSError, ValueError):
             continue
-        if info.get("key") == key and info.get("status") in ("running", "failed") and (folder / CHECKPOINT).exists():
-            lock = _hold(folder)
+        if info.get("key") == key and info.get("status") in (RUNNING, FAILED) and (folder / CHECKPOINT).exists():
+            lock = hold(folder)
             if lock is not None:
                 return folder, lock
     return None
@@ -135,12 +123,6 @@ def versions() -> dict[str, str]:
         "optuna": optuna.__version__,
         "wandb": wandb.__version__,
     }
-
-
-def set_tf32(allowed: bool) -> None:
-    """TF32 for both cuBLAS and cuDNN, on or off together (PyTorch's default leaves cuDNN's on: 10-bit mantissas in RNNs)."""
-    torch.backends.cuda.matmul.allow_tf32 = allowed
-    torch.backends.cudnn.allow_tf32 = allowed
 
 
 class _StopAtBudget(pl.Callback):
@@ -199,13 +181,9 @@ def train(
     Divergence ends the run with status ``diverged``; an Optuna prune with ``pruned``; any
     other exception is recorded as ``failed`` and re-raised. Files are complete either way.
     """
-    if cfg.train.accelerator == "gpu" and not torch.cuda.is_available():
-        raise ConfigError("train.accelerator = 'gpu': no CUDA device is visible here; allowed: auto, cpu")
-    if cfg.train.devices is not None and torch.cuda.is_available() and cfg.train.devices >= torch.cuda.device_count():
-        raise ConfigError(
-            f"train.devices = {cfg.train.devices}: allowed: 0 .. {torch.cuda.device_count() - 1} (GPUs visible here)"
-        )
+    check_device(cfg)
     check_mode(cfg)
+    results_folder(cfg)
     set_tf32(cfg.train.tf32)
     if cfg.train.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -225,7 +203,7 @@ def train(
         run_id = new_run_id(cfg, tag)
         folder = cfg.out / cfg.experiment / run_id
         writer = RunWriter(folder)
-        lock = _hold(folder)
+        lock = hold(folder)
     store = StoreSink(writer)
     started = time.time()
     writer.flush(
@@ -235,7 +213,7 @@ def train(
         run_id=run_id,
         experiment=cfg.experiment,
         name=run_name(cfg),
-        status="running",
+        status=RUNNING,
         config=cfg.model_dump(mode="json"),
         meta=meta or {},
         baseline=task.baseline,
@@ -249,7 +227,7 @@ def train(
     )
     tracker = None
     trainer = None
-    status, reason, error = "complete", None, None
+    status, reason, error = COMPLETE, None, None
     try:  # from here on, whatever ends the run, run.json ends in a final status with a reason
         if cfg.wandb.mode != "disabled":
             from rnnstudy.tracking import WandbSink
@@ -260,14 +238,14 @@ def train(
         trainer = make_trainer(cfg, [*checkpoints, *(callbacks or [])])
         trainer.fit(module, datamodule=TaskData(cfg, task), ckpt_path=folder / CHECKPOINT if resume_step is not None else None)
     except Diverged as err:
-        status, reason = "diverged", str(err)
+        status, reason = DIVERGED, str(err)
     except optuna.TrialPruned as err:
-        status, reason, error = "pruned", str(err), err
+        status, reason, error = PRUNED, str(err), err
     except (KeyboardInterrupt, SystemExit):
         # Lightning turns Ctrl-C into sys.exit(1); hand callers (Optuna marks the trial failed) the interrupt back.
-        status, reason, error = "failed", "interrupted (Ctrl-C)", KeyboardInterrupt()
+        status, reason, error = FAILED, "interrupted (Ctrl-C)", KeyboardInterrupt()
     except BaseException as err:
-        status, reason, error = "failed", f"{type(err).__name__}: {err}", err
+        status, reason, error = FAILED, f"{type(err).__name__}: {err}", err
     wall = time.time() - started
     result = RunResult(
         run_id=run_id,
@@ -290,7 +268,7 @@ def train(
     }
     with _no_interrupts():
         _finish(writer, tracker, result, trainer, wall)
-        if status != "failed":  # finished for good: nothing left to resume
+        if status != FAILED:  # finished for good: nothing left to resume
             (folder / CHECKPOINT).unlink(missing_ok=True)
         if lock is not None:
             lock.close()
@@ -322,4 +300,4 @@ def _finish(writer: RunWriter, tracker: Any, result: RunResult, trainer: pl.Trai
         )
     finally:
         if tracker:
-            tracker.finish(result.summary, exit_code=0 if result.status in ("complete", "pruned") else 1)
+            tracker.finish(result.summary, exit_code=0 if result.status in (COMPLETE, PRUNED) else 1)

@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from rnnstudy.config import RunConfig, apply_overrides
+from rnnstudy.config import RunConfig
+from rnnstudy.overrides import apply_overrides
 
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")

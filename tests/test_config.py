@@ -8,7 +8,9 @@ import pytest
 from conftest import cli
 
 from rnnstudy.cli import main
-from rnnstudy.config import ConfigError, RunConfig, apply_overrides, load_experiment, load_run_config, parse_overrides
+from rnnstudy.config import ConfigError, RunConfig
+from rnnstudy.experiment import load_experiment, load_run_config
+from rnnstudy.overrides import apply_overrides, parse_overrides
 
 
 def test_overrides_parse_yaml_scalars():

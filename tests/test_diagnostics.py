@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnnstudy.config import load_run_config
 from rnnstudy.diagnostics import diagnose, lyapunov_spectrum, predicted_loss, reach_from_rate
+from rnnstudy.experiment import load_run_config
 
 
 def linear(w):
@@ -66,8 +66,8 @@ def test_prescreen_prunes_exactly_what_the_threshold_says(tiny):
 
     import optuna
 
-    from rnnstudy.sweep import PreScreen
     from rnnstudy.train import train
+    from rnnstudy.worker import PreScreen
 
     cfg = tiny(model__cell="lstm", task__name="copy", task__T=6)
     predicted = diagnose(cfg).predicted_memory

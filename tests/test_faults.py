@@ -36,7 +36,7 @@ def experiment(tmp_path, name="f", steps=10, trials=2, extra=""):
 
 
 def complete_counts(db, path):
-    from rnnstudy.config import load_experiment
+    from rnnstudy.experiment import load_experiment
 
     url = f"sqlite:///{db}"
     return {
@@ -191,10 +191,8 @@ def test_report_out_that_is_a_file_or_unwritable(swept, tmp_path, capsys):
     assert "is a file" in capsys.readouterr().err
     assert main(["report", str(swept), "--out", str(target / "r")]) == 2  # under a file: unwritable even for root
     assert "cannot write there" in capsys.readouterr().err
-    if os.geteuid() != 0:  # root writes anywhere
-        locked = tmp_path / "locked"
-        locked.mkdir(mode=0o500)
-        assert main(["report", str(swept), "--out", str(locked / "r")]) == 2
+    assert main(["report", str(swept), "--out", "/proc/rnnstudy-report"]) == 2  # /proc refuses new folders, even to root
+    assert "--out = '/proc/rnnstudy-report': cannot write there" in capsys.readouterr().err
 
 
 def test_status_and_report_create_nothing(swept, tmp_path, capsys):
@@ -270,7 +268,7 @@ def test_experiment_file_that_is_a_directory_or_not_utf8(tmp_path, capsys):
 
 
 def test_quoted_numbers_stay_strings(tmp_path):
-    from rnnstudy.config import load_experiment
+    from rnnstudy.experiment import load_experiment
 
     path = tmp_path / "q.yaml"
     path.write_text('name: q\nwandb: {project: "2024"}\ntrain: {lr: 1e-3}\n')
@@ -297,3 +295,33 @@ def test_ctrl_c_prints_one_line_per_interrupted_trial(tmp_path):
     assert [t.state for s in studies for t in s.trials] == [optuna.trial.TrialState.FAIL]
     runs = load(folder).runs
     assert list(runs["status"]) == ["failed"] and runs["reason"].iloc[0] == "interrupted (Ctrl-C)"
+
+
+def test_a_task_of_fixed_length_takes_it_when_T_is_not_given(tmp_path):
+    from rnnstudy.experiment import load_experiment, load_run_config
+
+    assert load_run_config(None, ["task.name=digits"]).task.T == 64
+    assert load_run_config(None, ["task.name=digits", "task.T=64"]).task.T == 64
+    assert load_run_config(None, ["task.T=30", "task.name=adding"]).task.T == 30  # other tasks keep the T given
+    exp = tmp_path / "d.yaml"
+    exp.write_text("name: d\ntask: {name: digits_permuted}\n")
+    assert load_experiment(exp).base().task.T == 64
+
+
+def test_gpu_index_that_does_not_exist_is_exit_2(tmp_path, capsys):
+    import torch
+
+    assert main(["train", "train.devices=3", "train.accelerator=cpu", f"out={tmp_path}/runs"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.devices = 3: allowed: " in err
+    assert ("no GPU is visible here" in err) == (not torch.cuda.is_available())
+    assert not (tmp_path / "runs").exists()
+
+
+def test_out_and_figure_that_cannot_be_created_are_exit_2(tmp_path, capsys):
+    assert main(["train", "out=/proc/rnnstudy-test/runs"]) == 2  # /proc refuses new folders, even to root
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "out = '/proc/rnnstudy-test/runs': cannot create" in err
+    assert "allowed: a folder you can write" in err
+    assert main(["diagnose", "model.hidden_size=4", "task.T=6", "--figure", "/proc/rnnstudy-test/d.png"]) == 2
+    assert "--figure = '/proc/rnnstudy-test/d.png': cannot write there" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 from rnnstudy.cli import main
 from rnnstudy.report import frames, frontier, gradient_lag, reproduction
 from rnnstudy.report.build import build_report
-from rnnstudy.store import load
+from rnnstudy.store import hold, load, status_counts
 
 FIGURES = ["gradient_lag.png", "heatmaps.png", "frontier.png", "curves.png", "search.png"]
 
@@ -94,11 +94,19 @@ def test_nan_values_and_in_progress_runs_do_not_crash(store, tmp_path):
     m = pd.read_parquet(folders[1] / "metrics.parquet")
     m["value"] = np.nan
     m.to_parquet(folders[1] / "metrics.parquet")
-    info = json.loads((folders[2] / "run.json").read_text())
-    info["status"], info["final"] = "running", {}
-    (folders[2] / "run.json").write_text(json.dumps(info))
-    assert build_report(root, out=tmp_path / "r") == 0
-    assert "**In progress:** 1 runs" in (tmp_path / "r" / "report.md").read_text()
+    for folder in folders[2:4]:
+        info = json.loads((folder / "run.json").read_text())
+        info["status"], info["final"] = "running", {}
+        (folder / "run.json").write_text(json.dumps(info))
+    lock = hold(folders[2])  # a live run holds its lock; folders[3] says running but nobody holds it: dead
+    try:
+        assert status_counts(root)["running"] == 1 and status_counts(root)["dead"] == 1
+        assert build_report(root, out=tmp_path / "r") == 0
+    finally:
+        lock.close()
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "**In progress:** 1 runs are still running" in text
+    assert "**Dead:** 1 runs say `running` but no process holds their lock" in text
 
 
 def test_reference_verdicts():
@@ -119,10 +127,10 @@ def test_reference_verdicts():
             "baseline": 1 / 6,
         }
     )
-    table = reproduction.comparison(runs).set_index("reference")
+    table = reproduction.frame(runs).set_index("reference")
     assert table.loc["lstm128-adding", "verdict"] == "agree"
     assert table.loc["tanh128-adding", "verdict"] == "agree"
     assert table.loc["memoryless-adding", "verdict"] == "agree"
     assert table.loc["chrono-lstm128-copy", "ours"].startswith("not run here")
     runs.loc[2, "final_norm_loss"] = 0.5
-    assert reproduction.comparison(runs).set_index("reference").loc["tanh128-adding", "verdict"].startswith("disagree")
+    assert reproduction.frame(runs).set_index("reference").loc["tanh128-adding", "verdict"].startswith("disagree")

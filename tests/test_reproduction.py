@@ -2,7 +2,8 @@
 
 import pytest
 
-from rnnstudy.config import apply_overrides, load_experiment
+from rnnstudy.experiment import load_experiment
+from rnnstudy.overrides import apply_overrides
 from rnnstudy.report.reproduction import REFERENCE
 from rnnstudy.train import train
 

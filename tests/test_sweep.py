@@ -13,9 +13,10 @@ import pytest
 from conftest import cli
 
 from rnnstudy.cli import main
-from rnnstudy.config import load_experiment
+from rnnstudy.experiment import load_experiment
+from rnnstudy.storage import mask, open_storage
 from rnnstudy.store import load
-from rnnstudy.sweep import OBJECTIVE, mask, open_storage
+from rnnstudy.studies import OBJECTIVE
 
 
 def study_states(db, names):
@@ -150,17 +151,17 @@ def test_diverging_trial_is_pruned_with_reason(tmp_path):
 
 
 def test_conditional_and_per_cell_parameters(tmp_path):
-    from rnnstudy.sweep import suggest
+    from rnnstudy.space import suggest
 
     exp = load_experiment("experiments/memory_length.yaml")
     points = {(p.cfg.model.cell, p.family): p.cfg for p in exp.points() if p.cfg.task.name == "adding" and p.cfg.task.T == 100}
     assert ("rnn_tanh", "chrono") not in points and ("lstm", "identity") not in points  # families only on their cells
     space = {"init.gain": 1.1, "init.scale": 0.9, "init.rho": 0.7, "init.forget_bias": 2.0, "train.lr": 1e-3}
     fixed = optuna.trial.FixedTrial(space)
-    assert suggest(fixed, exp, points[("lstm", "default")]) == {"train.lr": 1e-3}  # the default family reads no parameter
-    assert suggest(fixed, exp, points[("lstm", "forget")]) == {"init.forget_bias": 2.0, "train.lr": 1e-3}
-    assert suggest(fixed, exp, points[("rnn_relu", "identity")]) == {"init.scale": 0.9, "train.lr": 1e-3}
-    assert suggest(fixed, exp, points[("gru", "orthogonal")]) == {"init.gain": 1.1, "train.lr": 1e-3}
+    assert suggest(fixed, exp.search, points[("lstm", "default")]) == {"train.lr": 1e-3}  # the default family reads no parameter
+    assert suggest(fixed, exp.search, points[("lstm", "forget")]) == {"init.forget_bias": 2.0, "train.lr": 1e-3}
+    assert suggest(fixed, exp.search, points[("rnn_relu", "identity")]) == {"init.scale": 0.9, "train.lr": 1e-3}
+    assert suggest(fixed, exp.search, points[("gru", "orthogonal")]) == {"init.gain": 1.1, "train.lr": 1e-3}
     path = tmp_path / "when.yaml"
     path.write_text(
         "name: w\ngrid: {model.cell: [rnn_tanh, lstm]}\nsearch:\n"
@@ -170,15 +171,15 @@ def test_conditional_and_per_cell_parameters(tmp_path):
     )
     when = load_experiment(path)
     rnn, lstm = (p.cfg for p in when.points())
-    assert suggest(optuna.trial.FixedTrial({"init.bias": "zero"}), when, rnn) == {"init.bias": "zero"}
-    chosen = suggest(optuna.trial.FixedTrial({"init.bias": "forget", "init.forget_bias": 2.0}), when, lstm)
+    assert suggest(optuna.trial.FixedTrial({"init.bias": "zero"}), when.search, rnn) == {"init.bias": "zero"}
+    chosen = suggest(optuna.trial.FixedTrial({"init.bias": "forget", "init.forget_bias": 2.0}), when.search, lstm)
     assert chosen == {"init.bias": "forget", "init.forget_bias": 2.0}  # forget_bias only once the forget scheme is chosen
 
 
 def test_study_summary_run_in_wandb(tmp_path):
     from wandb_records import finished_run
 
-    from rnnstudy.sweep import _summarise_to_wandb
+    from rnnstudy.studies import summarise_to_wandb
 
     exp = load_experiment("experiments/demo.yaml", [f"out={tmp_path}", "wandb.mode=offline"])
     study = optuna.create_study(study_name="demo/lstm/adding/T=10/orthogonal")
@@ -187,7 +188,7 @@ def test_study_summary_run_in_wandb(tmp_path):
         study.optimize(
             lambda t, v=value: (t.suggest_float("init.gain", 0.1, 2.0), t.suggest_float("train.lr", 0, 1), v)[2], n_trials=1
         )
-    _summarise_to_wandb(exp, exp.base(), [study])
+    summarise_to_wandb(exp, exp.base(), [study])
     (run_dir,) = (tmp_path / "demo" / "studies" / "wandb").glob("offline-run-*")
     run = finished_run(run_dir)
     assert run.job_type == "study-summary" and run.group == "demo/lstm/adding/T=10/orthogonal" and run.project == "demo"
@@ -196,7 +197,7 @@ def test_study_summary_run_in_wandb(tmp_path):
     assert not any(k.startswith("importance/") for k in run.summary)  # 3 trials: too few to mean anything
     study.enqueue_trial({"init.gain": 0.7, "train.lr": 0.01})
     study.optimize(lambda t: (t.suggest_float("init.gain", 0.1, 2.0), t.suggest_float("train.lr", 0, 1), 0.25)[2], n_trials=1)
-    _summarise_to_wandb(exp, exp.base(), [study])  # a rerun of the sweep updates the same W&B run
+    summarise_to_wandb(exp, exp.base(), [study])  # a rerun of the sweep updates the same W&B run
     runs = [finished_run(d) for d in (tmp_path / "demo" / "studies" / "wandb").glob("offline-run-*")]
     assert {r.id for r in runs} == {run.id}
     (summary,) = [r.summary for r in runs if r.summary["complete_trials"] == 4]
@@ -205,9 +206,9 @@ def test_study_summary_run_in_wandb(tmp_path):
 
 WORKER = """
 import sys
-from rnnstudy.config import load_experiment
+from rnnstudy.experiment import load_experiment
 import optuna
-from rnnstudy.sweep import open_storage
+from rnnstudy.storage import open_storage
 exp = load_experiment("experiments/demo.yaml", ["out=" + sys.argv[1]])
 storage, _ = open_storage(sys.argv[2] or None, exp, exp.base())
 study = optuna.load_study(study_name="concurrency", storage=storage)
@@ -257,6 +258,7 @@ def test_sweep_through_submitits_local_executor(tmp_path, capsys):
     assert "scheduler jobs:" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_sweep_as_a_real_slurm_job_array(tmp_path, slurm_cluster):
     exp_file = tiny_experiment(tmp_path, name="slurm")
     cmd = cli("sweep", str(exp_file), "--launcher", "slurm", "--workers", "2", "--cpus-per-task", "1", "--time-min", "10")

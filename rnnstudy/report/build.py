@@ -14,10 +14,12 @@ import optuna
 import pandas as pd
 from optuna.storages import RDBStorage
 
+from rnnstudy import figures
+from rnnstudy.cells import CELL_LABELS
 from rnnstudy.config import ConfigError
-from rnnstudy.report import curves, frames, frontier, gradient_lag, heatmaps, reproduction, search, style, tables
-from rnnstudy.store import Results, load
-from rnnstudy.sweep import mask
+from rnnstudy.report import curves, frames, frontier, gradient_lag, heatmaps, reproduction, search, tables
+from rnnstudy.storage import DB_FILE, mask
+from rnnstudy.store import DEAD, RUNNING, Results, load
 from rnnstudy.tasks import TASKS
 
 CSS = (
@@ -39,7 +41,7 @@ class Section:
 def _storage(results: list[Path], storage: str | None) -> str | None:
     """The Optuna storage to read (given, or the one experiment's SQLite file); checked readable, never created."""
     if not storage:
-        dbs = [r / "optuna.db" for r in results if (r / "optuna.db").exists()]
+        dbs = [r / DB_FILE for r in results if (r / DB_FILE).exists()]
         if len(dbs) != 1:
             return None
         storage = f"sqlite:///{dbs[0].resolve()}"
@@ -65,23 +67,28 @@ def _output_folder(out: Path) -> Path:
 
 def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
     counts = runs["status"].value_counts().to_dict()
-    done = frames.finished(runs)
+    done = frames.complete(runs)
     devices = ", ".join(sorted(str(d) for d in runs["device"].dropna().unique() if d)) or "unknown"
     hours = np.nansum(runs["wall_s"]) / 3600
     text = [
         f"Results {', '.join(f'`{r}`' for r in results)}: {len(runs)} runs "
         f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}), "
-        f"cells {', '.join(style.CELL_LABELS[c] for c in style.cells_present(runs['cell'].unique()))}, "
+        f"cells {', '.join(CELL_LABELS[c] for c in figures.cells_present(runs['cell'].unique()))}, "
         f"tasks {', '.join(sorted(runs['task'].unique()))}, T in {{{', '.join(str(t) for t in sorted(runs['T'].unique()))}}}.",
         f"Hardware: {devices}. Training time {hours:.2f} device-hours in total.",
         "Normalised loss is the loss divided by the memoryless baseline (copy: 10 ln 8 / (T+20); adding: 1/6; "
         "digits: ln 10): 1.0 means the network learned nothing a model without memory could not; "
         f"*solved* means, at a validation, {_solved_bars(runs)} (the bars these runs used).",
     ]
-    if counts.get("running"):
+    if counts.get(RUNNING):
         text.append(
-            f"**In progress:** {counts['running']} runs have not finished (a sweep still running, or killed workers whose "
-            "trials will be retried). The figures use the finished runs only."
+            f"**In progress:** {counts[RUNNING]} runs are still running (their process holds the run's lock). "
+            "The figures use the complete runs only."
+        )
+    if counts.get(DEAD):
+        text.append(
+            f"**Dead:** {counts[DEAD]} runs say `running` but no process holds their lock: they were killed. Rerun the "
+            "command that started them (or the sweep, which retries their trials) to resume them from their checkpoints."
         )
     if done.empty:
         text.append("**No run finished**, so there is nothing to compare yet. Why the runs ended:")
@@ -114,7 +121,7 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[st
             continue
         T = max(common)
         med = d[d["T"] == T].groupby("cell")["value"].median().sort_values()
-        parts = [f"{style.CELL_LABELS[c]} {v:+.3f}" for c, v in med.items()]
+        parts = [f"{CELL_LABELS[c]} {v:+.3f}" for c, v in med.items()]
         lines.append(
             f"{task}, T = {T}: median log10 decay of the answer-loss gradient per step back in time at initialisation "
             f"(all initialisations tried): " + ", ".join(parts) + " (-0.1 loses a factor 10 every 10 steps)."
@@ -124,7 +131,7 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[st
             judged = d.dropna(subset=["memory length"])
             if not judged.empty:
                 top = judged[judged["memory length"] == judged["memory length"].max()]
-                who = "; ".join(f"{style.CELL_LABELS[r['cell']]} with {r['init family']} init" for _, r in top.iterrows())
+                who = "; ".join(f"{CELL_LABELS[r['cell']]} with {r['init family']} init" for _, r in top.iterrows())
                 longest = int(top["memory length"].iloc[0])
                 bound = (
                     f"T >= {longest}, the largest T tried, so the grid does not reach their limit"
@@ -139,20 +146,29 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[st
             if not never.empty:
                 lines.append(
                     f"{task}, never solved by half the seeds within the budget at the smallest T tried (or a smaller T "
-                    "missing): "
-                    + "; ".join(f"{style.CELL_LABELS[r['cell']]} {r['init family']}" for _, r in never.iterrows())
-                    + "."
+                    "missing): " + "; ".join(f"{CELL_LABELS[r['cell']]} {r['init family']}" for _, r in never.iterrows()) + "."
                 )
             gaps = d[d["T not tried"] != "-"]
             if not gaps.empty:
                 lines.append(
                     f"{task}, missing from the grid (no verdict above the gap): "
                     + "; ".join(
-                        f"{style.CELL_LABELS[r['cell']]} {r['init family']} at T = {r['T not tried']}" for _, r in gaps.iterrows()
+                        f"{CELL_LABELS[r['cell']]} {r['init family']} at T = {r['T not tried']}" for _, r in gaps.iterrows()
                     )
                     + "."
                 )
     return lines
+
+
+def _reference_section(runs: pd.DataFrame, out: Path) -> Section:
+    """The published reference results beside ours; also ``reproduction.md`` on its own where enough rows were run."""
+    table = reproduction.frame(runs)
+    text = ["The published reference results (docs/references.md) that this experiment covers, with ours beside them."]
+    page = reproduction.page(table, "gradient_lag.png" if (out / "gradient_lag.png").exists() else None)
+    if page:
+        (out / "reproduction.md").write_text(page)
+        text.append(f"Also written to `{out / 'reproduction.md'}`.")
+    return Section("Reference results", text, tables=[table])
 
 
 def _render_md(name: str, sections: list[Section], out: Path) -> str:
@@ -191,7 +207,7 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
     name = "+".join(r.resolve().name for r in results)
     storage = _storage(results, storage)
     out = _output_folder(Path(out) if out else Path("reports") / name)
-    style.apply()
+    figures.apply()
     runs = frames.run_table(res)
 
     front = frontier.frame(runs)
@@ -258,7 +274,7 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
                 [search.importance_table(storage, sorted(runs["study"].dropna().unique())), tables.best_parameters(runs)],
             ),
         ),
-        ("reference results", lambda: reproduction.section(runs, out)),
+        ("reference results", lambda: _reference_section(runs, out)),
     ]
     sections = [_overview(runs, results)]
     if res.skipped:
@@ -266,7 +282,7 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             f"**Skipped {len(res.skipped)} damaged runs** (unreadable files): "
             + "; ".join(f"`{f}` ({why})" for f, why in res.skipped)
         )
-    if frames.finished(runs).empty:
+    if frames.complete(runs).empty:
         reasons = runs[["run_id", "status", "reason"]]
         sections[0].tables.append(reasons)
     else:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnstudy.report import frames, style
+from rnnstudy import figures
+from rnnstudy.report import frames
 from rnnstudy.store import Results
 
 
@@ -24,7 +25,7 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     if data.empty:
         return None
     seeds = int(data.groupby(["cell", "panel"])["seed"].nunique().max())
-    grid = style.cell_lines(
+    grid = figures.cell_lines(
         data,
         "step",
         "norm_loss",
@@ -41,4 +42,4 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     grid.set_titles("{col_name}")
     band = f"band: range over {seeds} seeds" if seeds > 1 else "one seed"
     grid.figure.suptitle(f"Learning curves, best initialisation per cell ({band})", y=1.02)
-    return style.save(grid.figure, out)
+    return figures.save(grid.figure, out)

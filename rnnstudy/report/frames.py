@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy import inits
-from rnnstudy.store import Results
+from rnnstudy.gradflow import metric_key
+from rnnstudy.store import COMPLETE, Results
 
 #: The probe metrics the report reads: the answer-loss profile of the first layer's hidden state.
 PROBE_LOSS = "answer"
@@ -14,7 +15,7 @@ PROBE_LOSS = "answer"
 
 def probe_metric(name: str, layer: int = 1, state: str = "h") -> str:
     """The store's metric name of a derived gradient number of the answer-loss profile."""
-    return f"{PROBE_LOSS}/{name}/l{layer}/{state}"
+    return metric_key(name, PROBE_LOSS, layer, state)
 
 
 def _col(runs: pd.DataFrame, name: str, default=np.nan) -> pd.Series:
@@ -95,14 +96,14 @@ def run_table(res: Results) -> pd.DataFrame:
     return out
 
 
-def finished(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs that trained to their budget (or solved early): the ones a comparison may use."""
-    return runs[runs["status"] == "complete"] if not runs.empty else runs
+def complete(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of status ``complete`` (trained to their budget or solved bar): those a comparison of final losses may use."""
+    return runs[runs["status"] == COMPLETE] if not runs.empty else runs
 
 
 def best_configs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
     """For each group in ``by``, the runs (seeds) of the configuration with the lowest mean final loss."""
-    done = finished(runs).dropna(subset=["final_norm_loss"])
+    done = complete(runs).dropna(subset=["final_norm_loss"])
     if done.empty:
         return done
     means = done.groupby([*by, "config"], dropna=False)["final_norm_loss"].mean().reset_index()
@@ -118,7 +119,7 @@ def profiles(res: Results, runs: pd.DataFrame, layer: int = 1, state: str = "h")
     g = g[(g["layer"] == layer) & (g["state"] == state) & (g["loss"] == PROBE_LOSS)]
     g = g.merge(runs[["run_id", "cell", "task", "T", "seed", "family", "init", "seq_len"]], on="run_id")
     last = g.groupby("run_id")["step"].transform("max")
-    g = g.assign(lag=g["seq_len"] - 1 - g["t"], phase=np.where(g["step"] == 0, "at init", np.where(g["step"] == last, "end", "")))
+    g = g.assign(phase=np.where(g["step"] == 0, "at init", np.where(g["step"] == last, "end", "")))
     g = g.assign(log10_g=np.log10(g["norm"].where(g["norm"] > 0)))
     return g
 

@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 import seaborn as sns
 
-from rnnstudy.report import frames, style
+from rnnstudy import figures
+from rnnstudy.cells import CELL_LABELS, CELL_ORDER
+from rnnstudy.report import frames
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -27,7 +29,7 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
         y=y,
         row="task",
         col="cell",
-        col_order=[style.CELL_LABELS[c] for c in style.CELL_ORDER if style.CELL_LABELS[c] in set(data["cell"])],
+        col_order=[CELL_LABELS[c] for c in CELL_ORDER if CELL_LABELS[c] in set(data["cell"])],
         hue="family",
         style="family",
         markers=True,
@@ -51,14 +53,14 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
     grid.set_axis_labels("T (copy: delay; adding: length)", label)
     band = f"band: range over {seeds} seeds" if seeds > 1 else "one seed"
     grid.figure.suptitle(f"Memory-length frontier: each family at its best searched parameters at each T ({band})", y=1.02)
-    return style.save(grid.figure, out)
+    return figures.save(grid.figure, out)
 
 
 def draw(data: pd.DataFrame, out: Path) -> list[Path]:
     """Final normalised loss (log, baseline at 1) and the fraction of seeds solved, against T."""
     if data.empty:
         return []
-    data = data.assign(solved=data["solved"].astype(float), cell=data["cell"].map(style.CELL_LABELS))
+    data = data.assign(solved=data["solved"].astype(float), cell=data["cell"].map(CELL_LABELS))
     return [
         _draw(data, "final_norm_loss", "final val loss / baseline (log)", out, log=True),
         _draw(data, "solved", "fraction of seeds solved", out.with_name(out.stem + "_solved.png"), log=False),

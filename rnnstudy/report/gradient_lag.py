@@ -6,14 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnstudy.report import frames, style
+from rnnstudy import figures
+from rnnstudy.report import frames
 from rnnstudy.store import Results
 
 
 def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """Answer-loss profile points of the best-init and default-init runs, layer 1 hidden state."""
     best = frames.best_configs(runs, ["cell", "task", "T"]).assign(which="best init")
-    default = frames.finished(runs)
+    default = frames.complete(runs)
     default = default[default["family"] == "default"].assign(which="default init")
     chosen = pd.concat([best, default[~default["run_id"].isin(best["run_id"])]])
     prof = frames.profiles(res, chosen)
@@ -28,7 +29,7 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     if data.empty:
         return None
     seeds = int(data.groupby(["cell", "which", "panel", "phase"])["seed"].nunique().max())
-    grid = style.cell_lines(
+    grid = figures.cell_lines(
         data,
         "lag",
         "log10_g",
@@ -46,4 +47,4 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     grid.set_titles("{row_name} | {col_name}")
     band = f"band: one sd over {seeds} seeds" if seeds > 1 else "one seed"
     grid.figure.suptitle(f"How far back the answer-loss gradient reaches (layer 1 hidden state; {band})", y=1.01)
-    return style.save(grid.figure, out)
+    return figures.save(grid.figure, out)

@@ -8,8 +8,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from rnnstudy import figures
+from rnnstudy.cells import CELL_LABELS
 from rnnstudy.figures import log_scale, profile_heatmap
-from rnnstudy.report import frames, style
+from rnnstudy.report import frames
 from rnnstudy.store import Results
 
 MAX_PANELS = 12
@@ -34,9 +36,9 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.0 * rows), squeeze=False, layout="constrained")
     norm = log_scale(data["norm"].to_numpy(dtype=float))
     for ax, (_, run) in zip(axes.flat, runs.iterrows()):
-        title = f"{style.CELL_LABELS[run['cell']]} {run['task']} T={int(run['T'])}\n{run['init']}"
+        title = f"{CELL_LABELS[run['cell']]} {run['task']} T={int(run['T'])}\n{run['init']}"
         profile_heatmap(data[data["run_id"] == run["run_id"]], title=title, ax=ax, norm=norm)
     for ax in list(axes.flat)[len(runs) :]:
         ax.axis("off")
     fig.suptitle("||d(answer loss)/dh_t|| over training (layer 1; one log colour scale for every panel)")
-    return style.save(fig, out)
+    return figures.save(fig, out)

@@ -11,7 +11,6 @@ bootstrap intervals:
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -21,10 +20,11 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from rnnstudy import figures
 from rnnstudy.config import RunConfig
 from rnnstudy.diagnostics import diagnose, predicted_loss
-from rnnstudy.report import frames, frontier, style, tables
-from rnnstudy.store import RUN_FILE, Results
+from rnnstudy.report import frames, frontier, tables
+from rnnstudy.store import Results, read_info
 
 BOOTSTRAP = 2000
 
@@ -48,7 +48,7 @@ def spearman(x: pd.Series, y: pd.Series, seed: int = 0) -> tuple[float, float, f
 
 def run_diagnostics(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """The diagnostics of every finished run's initial network, beside its final normalised loss."""
-    done = frames.finished(runs)
+    done = frames.complete(runs)
     rows = []
     folders = res.runs.set_index("run_id")["path"]
     for i, (_, run) in enumerate(done.iterrows(), 1):
@@ -62,7 +62,7 @@ def run_diagnostics(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
 
 def run_config(folder: str | Path) -> RunConfig:
     """The exact config a run trained with, from its run.json."""
-    return RunConfig.model_validate(json.loads((Path(folder) / RUN_FILE).read_text(encoding="utf-8"))["config"])
+    return RunConfig.model_validate(read_info(Path(folder))["config"])
 
 
 def memory_comparison(diag: pd.DataFrame, memory: pd.DataFrame) -> pd.DataFrame:
@@ -80,19 +80,19 @@ def draw(both: pd.DataFrame, out: Path) -> Path | None:
         return None
     fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
     data = both.assign(predicted=both["predicted_memory"].clip(lower=0.5, upper=1e4), measured=both["measured"].clip(lower=0.5))
-    sns.scatterplot(data=data, x="predicted", y="measured", **style.by_cell(data), style="task", s=70, ax=ax)
+    sns.scatterplot(data=data, x="predicted", y="measured", **figures.by_cell(data), style="task", s=70, ax=ax)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("predicted memory length at init (steps; log)")
     ax.set_ylabel("measured memory length (largest T solved; none = 0.5)")
     ax.set_title("Init-time predictor against training")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
-    return style.save(fig, out)
+    return figures.save(fig, out)
 
 
 def build(res: Results, out: Path) -> pd.DataFrame:
     """Write predicted-vs-measured tables and the figure under ``out``; return the summary table."""
-    style.apply()
+    figures.apply()
     runs = frames.run_table(res)
     front = frontier.frame(runs)
     memory = tables.memory_length(front, res, runs)

@@ -1,6 +1,6 @@
 """The pre-screen measured: the same study with ``study.prescreen`` off and on, same trial budget.
 
-    python -m rnnstudy.report.prescreen runs/frontier_cpu runs/frontier_cpu_prescreen --out docs/results/prescreen
+    rnnstudy prescreen runs/frontier_cpu runs/frontier_cpu_prescreen --out docs/results/prescreen
 
 Compares the training compute (steps trained and wall time over every run) and, per study, the
 best objective Optuna reached, and writes ``report.md`` with both tables.
@@ -8,19 +8,19 @@ best objective Optuna reached, and writes ``report.md`` with both tables.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
 from rnnstudy.report import frames, frontier, tables
+from rnnstudy.storage import DB_FILE
 from rnnstudy.store import load
 
 
 def best_values(results: Path) -> pd.Series:
     """Best objective per study, keyed by the study's facts (cell, task, T, family), not its name."""
-    storage = f"sqlite:///{(results / 'optuna.db').resolve()}"
+    storage = f"sqlite:///{(results / DB_FILE).resolve()}"
     out = {}
     for name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
@@ -89,17 +89,3 @@ def compare(off: Path, on: Path, out: Path) -> pd.DataFrame:
     ]
     (out / "report.md").write_text("\n".join(lines))
     return best
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("off", type=Path)
-    p.add_argument("on", type=Path)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args()
-    compare(args.off, args.on, args.out)
-    print(f"written: {args.out / 'report.md'}")
-
-
-if __name__ == "__main__":
-    main()

@@ -9,8 +9,9 @@ import pandas as pd
 import seaborn as sns
 from optuna.trial import TrialState
 
-from rnnstudy.report import style
-from rnnstudy.sweep import study_importances
+from rnnstudy import figures
+from rnnstudy.store import COMPLETE, PRUNED
+from rnnstudy.studies import study_importances
 
 PARAM_PREFIXES = ("init.", "train.")
 
@@ -24,7 +25,7 @@ def param_columns(runs: pd.DataFrame) -> list[str]:
 def objective_frame(runs: pd.DataFrame) -> pd.DataFrame:
     """Long frame: one row per finished run and searched numeric parameter, with its task and T."""
     cols = param_columns(runs)
-    done = runs[runs["status"].isin(["complete", "pruned"])]
+    done = runs[runs["status"].isin([COMPLETE, PRUNED])]
     if not cols or done.empty:
         return pd.DataFrame()
     long = done.melt(id_vars=["cell", "task", "T", "status", "final_norm_loss"], value_vars=cols, var_name="param")
@@ -62,7 +63,7 @@ def draw(objective: pd.DataFrame, out: Path) -> Path | None:
         y="final_norm_loss",
         row="panel",
         col="param",
-        **style.by_cell(objective),
+        **figures.by_cell(objective),
         style="status",
         s=30,
         height=2.6,
@@ -75,4 +76,4 @@ def draw(objective: pd.DataFrame, out: Path) -> Path | None:
     grid.set_titles("{row_name} | {col_name}")
     grid.set_axis_labels("parameter value", "final val loss / baseline (log)")
     grid.figure.suptitle("Objective against each searched parameter (one row per task and T)", y=1.01)
-    return style.save(grid.figure, out)
+    return figures.save(grid.figure, out)

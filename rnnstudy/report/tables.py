@@ -61,7 +61,7 @@ def _verdict(memory: int | None, largest: int, grid: list[int]) -> str:
 
 def best_parameters(runs: pd.DataFrame) -> pd.DataFrame:
     """Per study, the trial with the lowest mean final normalised loss, its parameters and how many trials it beat."""
-    done = frames.finished(runs).dropna(subset=["study", "final_norm_loss"])
+    done = frames.complete(runs).dropna(subset=["study", "final_norm_loss"])
     if done.empty:
         return pd.DataFrame()
     params = [c for c in runs.columns if c.startswith(search.PARAM_PREFIXES)]

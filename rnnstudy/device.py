@@ -1,0 +1,51 @@
+"""Where a run trains: the checks of a configuration's device against this machine, and the device in words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rnnstudy.config import ConfigError, RunConfig
+
+
+def has_cuda() -> bool:
+    """Whether a CUDA GPU is visible to this process."""
+    return torch.cuda.is_available()
+
+
+def device_name(accelerator: str = "auto") -> str:
+    """The device a run with this accelerator setting trains on, in words."""
+    if accelerator != "cpu" and has_cuda():
+        return f"cuda ({torch.cuda.get_device_name()})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def check_device(cfg: RunConfig) -> None:
+    """Raise ConfigError when the configured accelerator or GPU index does not exist here (before anything is written)."""
+    t = cfg.train
+    if t.accelerator == "gpu" and not has_cuda():
+        raise ConfigError("train.accelerator = 'gpu': no CUDA device is visible here; allowed: auto, cpu")
+    count = torch.cuda.device_count() if has_cuda() else 0
+    if t.devices is not None and t.devices >= count:
+        allowed = f"0 .. {count - 1} (the GPUs visible here)" if count else "null (no GPU is visible here)"
+        raise ConfigError(f"train.devices = {t.devices}: allowed: {allowed}")
+
+
+def results_folder(cfg: RunConfig) -> Path:
+    """The experiment's results folder, created; one that cannot be created is a configuration error."""
+    folder = cfg.out / cfg.experiment
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"out = {str(cfg.out)!r}: cannot create {str(folder)!r} ({why}); allowed: a folder you can write"
+        ) from None
+    return folder
+
+
+def set_tf32(allowed: bool) -> None:
+    """TF32 for both cuBLAS and cuDNN, on or off together (PyTorch's default leaves cuDNN's on: 10-bit mantissas in RNNs)."""
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed

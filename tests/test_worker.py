@@ -1,0 +1,74 @@
+"""The sweep worker's exact-count rules, exercised for real: a forced race for a study's last place, and the loop's bound."""
+
+import threading
+
+import optuna
+import pytest
+
+from rnnstudy import worker
+from rnnstudy.experiment import load_experiment
+from rnnstudy.storage import open_storage
+from rnnstudy.studies import SURPLUS, counts, load_study
+
+
+def one_study(tmp_path, trials=2):
+    exp = tmp_path / "race.yaml"
+    exp.write_text(
+        "name: race\nmodel: {hidden_size: 4, cell: rnn_tanh}\ntask: {name: adding, T: 6, val_size: 16}\n"
+        "train: {steps: 4, batch_size: 4, val_every: 2, progress: false, accelerator: cpu, checkpoint: false}\n"
+        "probe: {enabled: false}\nwandb: {mode: disabled}\n"
+        "search: {train.lr: {type: float, low: 0.001, high: 0.01, log: true}}\n"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: {trials}, pruner: none, sampler: random}}\n"
+    )
+    e = load_experiment(exp)
+    storage, _ = open_storage(None, e, e.base())
+    (point,) = e.points()
+    return e, storage, point
+
+
+def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
+    exp, storage, point = one_study(tmp_path, trials=2)
+    study = load_study(point, storage, exp)
+    worker._run_one(study, exp, point)  # one place taken; one left
+    barrier = threading.Barrier(2)
+    original = worker.objective
+
+    def released_together(trial, *args):
+        barrier.wait()  # both trials exist (RUNNING) before either looks at the places
+        return original(trial, *args)
+
+    monkeypatch.setattr(worker, "objective", released_together)
+    racers = [threading.Thread(target=worker._run_one, args=(load_study(point, storage, exp), exp, point)) for _ in range(2)]
+    for t in racers:
+        t.start()
+    for t in racers:
+        t.join()
+    c = counts(study)
+    assert (c["complete"], c["surplus"], c["fail"]) == (2, 1, 0)  # exactly the target; the loser trained nothing
+    loser = [t for t in study.trials if t.user_attrs.get("reason") == SURPLUS]
+    assert loser[0].number == max(t.number for t in study.trials)  # the later trial number yields
+    assert "run_ids" not in loser[0].user_attrs
+    winner_runs = [t.user_attrs["run_ids"] for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(winner_runs) == 2
+
+
+def test_a_worker_that_meets_only_surplus_places_stops(tmp_path, capsys):
+    exp, storage, point = one_study(tmp_path, trials=2)
+    study = load_study(point, storage, exp)
+    for _ in range(2):
+        worker._run_one(study, exp, point)
+    for _ in range(10):  # re-queued trials beyond a full study: each one is surplus
+        study.enqueue_trial({"train.lr": 0.005}, skip_if_exists=False)
+    worker.work(exp, storage)
+    c = counts(study)
+    assert c["complete"] == 2 and c["surplus"] == 2 * exp.study.trials  # stopped at the bound, not after all ten
+    assert c["waiting"] == 10 - 2 * exp.study.trials
+    assert "4 surplus trials; giving up" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("trials", [1, 3])
+def test_the_worker_loop_trains_exactly_the_target(tmp_path, trials):
+    exp, storage, point = one_study(tmp_path, trials=trials)
+    worker.work(exp, storage)
+    c = counts(load_study(point, storage, exp))
+    assert (c["complete"], c["fail"], c["surplus"], c["running"]) == (trials, 0, 0, 0)
