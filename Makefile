@@ -11,7 +11,7 @@ GPUS        ?= $(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev
 RESULTS     ?= runs
 NAME         = $(basename $(notdir $(EXP)))
 
-.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction frontier-cpu prescreen-cpu
+.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction phase-cpu frontier-cpu prescreen-cpu
 
 $(BIN)/rnnstudy: pyproject.toml
 	@echo "setting up $(VENV) (first time: about a minute)"
@@ -72,7 +72,12 @@ reproduction: setup
 	mkdir -p docs/results/reproduction
 	cp reports/reproduction/reproduction.md reports/gradient_flow/gradient_lag.png docs/results/reproduction/
 
-# The CPU memory-length frontier (under an hour with 2 workers on 2 cores): docs/results/frontier_cpu/.
+# The trainability phase diagram on adding (2 workers on 2 cores; the measured time is in its report): docs/results/phase_cpu/.
+phase-cpu: setup
+	$(BIN)/rnnstudy sweep experiments/phase_cpu.yaml --workers 2
+	$(BIN)/rnnstudy report $(RESULTS)/phase_cpu --out docs/results/phase_cpu
+
+# Copy at recall accuracy 0.99 on 2 CPU cores: T50 per cell x family, docs/results/frontier_cpu/.
 frontier-cpu: setup
 	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/frontier_cpu --out docs/results/frontier_cpu

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from rnnstudy.config import ConfigError
+from rnnstudy.errors import ConfigError
 from rnnstudy.launch import LAUNCHERS
 
 EXIT_CONFIG = 2

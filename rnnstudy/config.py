@@ -1,6 +1,6 @@
 """Typed, validated configuration of one training run (`RunConfig`) and its sections.
 
-Every section forbids unknown keys and non-finite numbers; a bad value is a :class:`ConfigError`
+Every section forbids unknown keys and non-finite numbers; a bad value is a :class:`~rnnstudy.errors.ConfigError`
 whose message names the key, the value and what is allowed. The experiment file
 (`rnnstudy.experiment`) holds the same sections as run defaults; dotted overrides and YAML
 loading live in `rnnstudy.overrides`.
@@ -29,10 +29,6 @@ from pydantic import (
 from rnnstudy import inits
 from rnnstudy.cells import INJECTABLE, Cell
 from rnnstudy.tasks import TASKS
-
-
-class ConfigError(ValueError):
-    """A bad configuration; the message names the key, the value and what is allowed."""
 
 
 class Strict(BaseModel):

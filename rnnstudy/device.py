@@ -6,7 +6,8 @@ from pathlib import Path
 
 import torch
 
-from rnnstudy.config import ConfigError, RunConfig
+from rnnstudy.config import RunConfig
+from rnnstudy.errors import ConfigError
 
 
 def has_cuda() -> bool:

@@ -10,12 +10,12 @@ Computed on a batch of the task's own input sequences, without training:
   forget gate f; GRU: the update gate z).
 
 The predictor (stated in docs/diagnostics.md): a gradient that decays at r log10 per step reaches
-back k* = log10(1/eps) / -r steps before it falls below eps of its peak. The information of the
-copy task sits 10 steps further back than its delay (T + 10 .. T + 19 before the end); that of the
-adding problem up to T steps back. So the predicted memory length is k* - 10 (copy) or k* (adding),
-and the predicted normalised loss at T is min(1, lag_T / k*) with lag_T = T + 10 (copy) or T
-(adding): 0 where the gradient reaches the information undiminished, 1 where it has fallen by eps.
-Nothing is fitted.
+back k* = log10(1/eps) / -r steps before it falls below eps of its peak. Each copy symbol is recalled
+T + 10 steps after it is shown (the task's ``recall_offset``; the first symbol lies T + 19 steps
+before the end of the sequence); adding's first marker lies up to T - 1 steps before the answer. So
+the predicted memory length is k* - 10 (copy) or k* (adding), and the predicted normalised loss at T
+is min(1, lag_T / k*) with lag_T = T + 10 (copy) or T (adding): 0 where the gradient reaches the
+information undiminished, 1 where it has fallen by eps. Nothing is fitted.
 """
 
 from __future__ import annotations

@@ -7,14 +7,15 @@ row) are fields, stored with the Optuna study and every run of it, so nothing pa
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
-from rnnstudy.config import ConfigError, Name, RunConfig, RunDefaults, Seed, Strict
+from rnnstudy.config import Name, RunConfig, RunDefaults, Seed, Strict
+from rnnstudy.errors import ConfigError
 from rnnstudy.overrides import (
     apply_overrides,
     check_path,
@@ -26,17 +27,20 @@ from rnnstudy.overrides import (
     try_override,
 )
 from rnnstudy.space import ANY, CategoricalParam, Param, check_when, current, param_applies, param_path
+from rnnstudy.tasks import TASKS
+from rnnstudy.tsearch import TSearch
 
 
 class StudyConfig(Strict):
     """Optuna settings shared by every study of an experiment."""
 
     trials: PositiveInt = 20
-    """Finished trials per study (a rerun tops up to exactly this many)."""
+    """Finished trials per study (a rerun tops up to exactly this many); without a search, always 1."""
     sampler: Literal["tpe", "random"] = "tpe"
     """Optuna sampler."""
-    pruner: Literal["median", "hyperband", "none"] = "median"
-    """Optuna pruner (reports at each validation, at the training step)."""
+    pruner: Literal["median", "hyperband", "none"] | None = None
+    """Optuna pruner (reports at each validation, at the training step); null: median, except none on a task whose runs
+    sit on a plateau before they learn (copy)."""
     startup_trials: int = Field(default=5, ge=0)
     """Trials before the sampler models and the median pruner prunes."""
     warmup_validations: int = Field(default=1, ge=0)
@@ -47,20 +51,69 @@ class StudyConfig(Strict):
     """Heartbeat of running trials; a trial silent for twice this is failed and retried."""
 
 
+class Calibration(Strict):
+    """The learning-rate calibration stage: each cell x task with the experiment's own initialisation (no family), at a
+    reference T, over a log grid of lr, trained to the end of its budget (no early stop)."""
+
+    lr: list[PositiveFloat] = Field(min_length=5)
+    """The learning rates tried (at least 5, spanning at least two decades)."""
+    T: PositiveInt
+    """The reference T the calibration runs at."""
+    steps: PositiveInt | None = None
+    """Training steps of a calibration run (null: the experiment's train.steps)."""
+    seeds: list[Seed] = Field(default=[0, 1, 2], min_length=3)
+    """Seeds of each lr (at least 3)."""
+    rule: Literal["median"] = "median"
+    """How the lr is chosen: median = the lowest median final normalised validation loss over the seeds (ties: the smaller lr)."""
+
+    @model_validator(mode="after")
+    def _wide(self) -> Calibration:
+        if max(self.lr) < 100 * min(self.lr):
+            raise ValueError(f"lr = {self.lr}: spans less than two decades; allowed: max(lr) >= 100 x min(lr)")
+        return self
+
+
+#: The stage of a calibration study (its points carry it as a fact).
+CALIBRATION = "calibration"
+
+
 @dataclass(frozen=True)
 class GridPoint:
-    """One study of an experiment: its place on the grid (the facts) and its run config before the trial's parameters."""
+    """One study of an experiment: its place on the grid (the facts) and its run config before the trial's parameters.
+
+    ``axis``/``value``: a continuous initialisation parameter the grid holds at a value (the phase diagram), or the
+    learning rate of a calibration study (``stage`` = calibration). ``base``: the row and grid values before the family,
+    shared by a line and the calibration that sets its learning rate.
+    """
 
     experiment: str
     cfg: RunConfig
     family: str = ""
     row: str = ""
+    axis: str = ""
+    value: Any = None
+    stage: str = ""
+    base: str = ""
+
+    @property
+    def line(self) -> str:
+        """The study's name without its T: every point of one T search shares it."""
+        c = self.cfg
+        setting = f"{self.axis}={self.value:g}" if self.axis else ""
+        parts = [self.experiment, self.stage, c.model.cell, c.task.name, self.family, setting, self.row]
+        return "/".join(p for p in parts if p)
 
     @property
     def study(self) -> str:
         """The study's name, for people (programs read :meth:`facts`)."""
-        parts = [self.experiment, self.cfg.model.cell, self.cfg.task.name, f"T={self.cfg.task.T}", self.family, self.row]
+        c = self.cfg
+        setting = f"{self.axis}={self.value:g}" if self.axis else ""
+        parts = [self.experiment, self.stage, c.model.cell, c.task.name, f"T={c.task.T}", self.family, setting, self.row]
         return "/".join(p for p in parts if p)
+
+    def at(self, **overrides: Any) -> GridPoint:
+        """The same point with dotted config overrides (a T of its search, the calibrated lr)."""
+        return replace(self, cfg=apply_overrides(self.cfg, overrides))
 
     def facts(self) -> dict[str, Any]:
         """What identifies the study, stored with the study and with every run of it."""
@@ -68,11 +121,16 @@ class GridPoint:
         return {
             "experiment": self.experiment,
             "study": self.study,
+            "line": self.line,
+            "stage": self.stage,
             "cell": c.model.cell,
             "task": c.task.name,
             "T": c.task.T,
             "family": self.family,
             "row": self.row,
+            "axis": self.axis,
+            "value": self.value,
+            "base": self.base,
         }
 
 
@@ -87,29 +145,80 @@ class Experiment(RunDefaults):
     seeds: list[Seed] = Field(default=[0], min_length=1)
     search: dict[str, Param] = {}
     study: StudyConfig = StudyConfig()
+    T_search: TSearch | None = None
+    calibrate: Calibration | None = None
+
+    @property
+    def searching(self) -> bool:
+        """Whether Optuna searches parameters; without a search every study is one trial of fixed runs."""
+        return bool(self.search)
+
+    def pruner_for(self, cfg: RunConfig) -> str:
+        """The pruner of a study: ``study.pruner``, or by default median, except none on a plateau task (copy)."""
+        if not self.searching:
+            return "none"  # a fixed point is a result, never pruned
+        return self.study.pruner or ("none" if TASKS[cfg.task.name].plateau else "median")
+
+    @property
+    def target(self) -> int:
+        """Finished trials per study: ``study.trials`` when searching, else one (a second would repeat the same runs)."""
+        return self.study.trials if self.searching else 1
 
     def base(self) -> RunConfig:
         """The run defaults of this experiment."""
         fields = {k: getattr(self, k) for k in RunDefaults.model_fields}
         return RunConfig(experiment=self.name, **fields)
 
-    def points(self) -> list[GridPoint]:
-        """Every study: each row x grid point x initialisation family (a family only on the cells it names)."""
+    def _bases(self) -> list[tuple[str, str, RunConfig]]:
+        """Each row x grid point before the families: (its label, its row, its config)."""
         base = self.base()
         keys = list(self.grid)
-        families = self.families or {"": {}}
         out = []
         for row in self.rows or [{}]:
             row = dict(row)
             label = row.pop("name", "")
             for values in itertools.product(*(self.grid[k] for k in keys)):
-                cfg = apply_overrides(base, {**row, **dict(zip(keys, values))})
-                for family, spec in families.items():
-                    spec = dict(spec)
-                    cells = spec.pop("cells", None)
-                    if cells is None or cfg.model.cell in cells:
-                        out.append(GridPoint(self.name, apply_overrides(cfg, spec), family, label))
+                setting = ",".join(f"{k}={v}" for k, v in zip(keys, values))
+                out.append(
+                    ("/".join(p for p in (label, setting) if p), label, apply_overrides(base, {**row, **dict(zip(keys, values))}))
+                )
         return out
+
+    def points(self) -> list[GridPoint]:
+        """Every study (with a T search: every line, at its first T): row x grid point x family x axis value.
+
+        A family applies only on the cells it names; a family key given a list of values is the family's axis,
+        one point per value.
+        """
+        families = self.families or {"": {}}
+        out = []
+        for key, label, cfg in self._bases():
+            if self.T_search:
+                cfg = apply_overrides(cfg, {"task.T": self.T_search.start})
+            for family, spec in families.items():
+                spec = dict(spec)
+                cells = spec.pop("cells", None)
+                if cells is not None and cfg.model.cell not in cells:
+                    continue
+                axis = next((k for k, v in spec.items() if isinstance(v, list)), "")
+                for value in spec[axis] if axis else [None]:
+                    fixed = {**spec, axis: value} if axis else spec
+                    out.append(GridPoint(self.name, apply_overrides(cfg, fixed), family, label, axis, value, base=key))
+        return out
+
+    def calibration_points(self) -> list[GridPoint]:
+        """The calibration studies: each row x grid point (the experiment's own init, no family) at the reference T, per lr."""
+        if self.calibrate is None:
+            return []
+        c = self.calibrate
+        fixed = {"task.T": c.T, "train.early_stop": False, **({"train.steps": c.steps} if c.steps else {})}
+        return [
+            GridPoint(
+                self.name, apply_overrides(cfg, {**fixed, "train.lr": lr}), "default", label, "train.lr", lr, CALIBRATION, key
+            )
+            for key, label, cfg in self._bases()
+            for lr in c.lr
+        ]
 
     @model_validator(mode="after")
     def _points_valid(self) -> Experiment:
@@ -129,11 +238,37 @@ class Experiment(RunDefaults):
         for key, spec in self.search.items():
             for cond, wanted in spec.when.items():
                 check_when(f"search.{key}.when.{cond}", cond, wanted, searched.get(cond))
+        for name, spec in self.families.items():
+            lists = [k for k, v in spec.items() if isinstance(v, list) and k != "cells"]
+            if len(lists) > 1:
+                raise ValueError(
+                    f"families.{name}: {', '.join(lists)} are all lists; allowed: one axis (list of values) per family"
+                )
+        if not self.searching and "trials" in self.study.model_fields_set and self.study.trials != 1:
+            raise ValueError(
+                f"study.trials = {self.study.trials}: nothing is searched, a second trial would repeat the same runs; allowed: 1"
+            )
+        if self.T_search and "task.T" in self.grid:
+            raise ValueError("grid.task.T: T_search chooses T; allowed: either grid.task.T or T_search, not both")
+        if self.T_search and self.searching:
+            raise ValueError("search: a T search compares fixed points; allowed: no search (put init values on the families)")
+        if self.calibrate and ("train.lr" in self.grid or "train.lr" in map(param_path, self.search)):
+            raise ValueError("calibrate: the lr is calibrated; allowed: no train.lr in grid or search")
         points = self.points()
         if not points:
             raise ValueError("grid, families and rows select no study at all (check the families' `cells`)")
         if len({p.study for p in points}) != len(points):
             raise ValueError("two grid points map to the same study; give rows distinct `name`s")
+        warmup = self.study.warmup_validations * self.train.val_every
+        plateaus = sorted({p.cfg.task.name for p in points if TASKS[p.cfg.task.name].plateau})
+        if self.searching and self.study.pruner not in (None, "none") and plateaus:
+            if self.study.pruner == "hyperband" or warmup < self.train.steps / 2:
+                raise ValueError(
+                    f"study.pruner = {self.study.pruner!r}: {', '.join(plateaus)} runs sit on the memoryless plateau for "
+                    f"thousands of steps, and this pruner could stop them at step {warmup}; allowed: pruner none (the "
+                    f"default there), or median with warmup_validations x train.val_every >= train.steps / 2 = "
+                    f"{self.train.steps // 2}"
+                )
         for point in points:
             for key, spec in self.search.items():
                 if not param_applies(key, spec, lambda k, cfg=point.cfg: ANY if k in searched else current(cfg, k)):

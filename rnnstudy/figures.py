@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 from rnnstudy.cells import CELL_COLOURS, CELL_ORDER  # noqa: E402
 
@@ -82,3 +83,10 @@ def save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def plain_log_ticks(axis: plt.Axes) -> None:
+    """Ticks of a log axis at 1, 2, 5 x 10^k written as plain numbers (20, 50, 100), not 2 x 10^1."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(ScalarFormatter())
+    axis.set_minor_formatter(NullFormatter())

@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, IterableDataset
 
 from rnnstudy.config import RunConfig
-from rnnstudy.gradflow import GradFlowProbe, Profile, resolve_method
+from rnnstudy.gradflow import GradFlowProbe, Profile, profile, resolve_method
 from rnnstudy.models import initial_net
 from rnnstudy.tasks import Batch, Task, make_task
 
@@ -112,6 +112,8 @@ class RecurrentModule(pl.LightningModule):
         self.solved_at: int | None = None
         self.best: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
+        self._probed_at: int | None = None
+        self._stopped: tuple[int, Batch] | None = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["rnnstudy"] = {"best": self.best, "solved_at": self.solved_at, "last_val": self.last_val}
@@ -170,7 +172,18 @@ class RecurrentModule(pl.LightningModule):
 
     def _emit(self, step: int, prof: Profile | None) -> None:
         if prof is not None:
+            self._probed_at = step
             self.emit_profile(step, prof.frame(step, self.cfg.probe.percentiles), prof.summary(self.cfg.probe.eps))
+
+    def on_train_end(self) -> None:
+        """A run stopped early (solved) gets a last probe at the step it stopped, on a training-sized validation batch."""
+        if self.probe is None or self._stopped is None or self._probed_at == self._stopped[0]:
+            return
+        step, batch = self._stopped
+        size = self.cfg.train.batch_size
+        part = Batch(*(v[:, :size] if v.dim() > 1 else v[:size] for v in batch))
+        with torch.enable_grad():
+            self._emit(step, profile(self.net, part, self.task, self.probe.chunk, self.probe.loss, self.probe.method))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         step = self.global_step
@@ -195,6 +208,7 @@ class RecurrentModule(pl.LightningModule):
         self.log("val/norm_loss", values["norm_loss"], prog_bar=True, logger=False, batch_size=batch.x.shape[1])
         if values["solved"] and self.cfg.train.early_stop:
             self.trainer.should_stop = True
+            self._stopped = (step, batch)
 
 
 class StepProgressBar(TQDMProgressBar):

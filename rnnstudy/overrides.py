@@ -8,7 +8,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rnnstudy.config import ConfigError, RunConfig
+from rnnstudy.config import RunConfig
+from rnnstudy.errors import ConfigError
 from rnnstudy.tasks import TASKS
 
 

@@ -18,7 +18,8 @@ from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from rnnstudy.config import ConfigError, RunConfig
+from rnnstudy.config import RunConfig
+from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import Experiment
 from rnnstudy.store import FAILED, RUN_FILE, RUNNING, read_info, run_folders, write_json
 

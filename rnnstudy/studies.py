@@ -44,14 +44,24 @@ def sampler(exp: Experiment) -> optuna.samplers.BaseSampler:
 
 def pruner(exp: Experiment, cfg: RunConfig) -> optuna.pruners.BasePruner:
     """The pruner; its steps are training steps (intermediate values are reported at the training step)."""
-    s, every = exp.study, cfg.train.val_every
-    if s.pruner == "median":
+    s, every, kind = exp.study, cfg.train.val_every, exp.pruner_for(cfg)
+    if kind == "median":
         return optuna.pruners.MedianPruner(
             n_startup_trials=s.startup_trials, n_warmup_steps=s.warmup_validations * every, interval_steps=every
         )
-    if s.pruner == "hyperband":
+    if kind == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=every, max_resource=max(every, cfg.train.steps))
     return optuna.pruners.NopPruner()
+
+
+def sampling(exp: Experiment) -> str:
+    """What a study's trials are, in words: fixed runs, random sampling, or a model-based search after its start-up."""
+    s = exp.study
+    if not exp.searching:
+        return "none: one trial of fixed runs"
+    if s.sampler == "random" or exp.target <= s.startup_trials:
+        return f"random sampling ({exp.target} trials, start-up {s.startup_trials}: TPE never modelled anything)"
+    return f"TPE after {s.startup_trials} random start-up trials, {exp.target} trials"
 
 
 def load_study(point: GridPoint, storage: RDBStorage, exp: Experiment) -> optuna.Study:
@@ -65,10 +75,17 @@ def load_study(point: GridPoint, storage: RDBStorage, exp: Experiment) -> optuna
         pruner=pruner(exp, point.cfg),
     )
     if study.user_attrs.get("study") != point.study:
-        for key, value in {**point.facts(), "description": exp.description, "objective": OBJECTIVE}.items():
+        attrs = {**point.facts(), "description": exp.description, "objective": OBJECTIVE, "sampling": sampling(exp)}
+        for key, value in attrs.items():
             study.set_user_attr(key, value)
         study.set_metric_names([OBJECTIVE])
     return study
+
+
+def experiment_studies(storage: RDBStorage, experiment: str) -> list[optuna.Study]:
+    """Every study of an experiment in the storage (by the ``experiment`` fact each study carries), by name."""
+    names = sorted(s.study_name for s in storage.get_all_studies() if s.user_attrs.get("experiment") == experiment)
+    return [optuna.load_study(study_name=n, storage=storage) for n in names]
 
 
 def summary(studies: list[optuna.Study], target: int) -> dict[str, Any]:

@@ -14,46 +14,56 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 
-import optuna
+from optuna.storages import RDBStorage
 
-from rnnstudy.config import ConfigError, RunConfig
+from rnnstudy.config import RunConfig
 from rnnstudy.device import check_device, has_cuda, results_folder
+from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import Experiment, load_experiment
 from rnnstudy.launch import ClusterOptions
+from rnnstudy.stages import next_point
 from rnnstudy.storage import STORAGE_ENV, default_db, mask, open_storage
 from rnnstudy.store import DEAD, status_counts
-from rnnstudy.studies import load_study, print_table, summarise_to_wandb, summary
+from rnnstudy.studies import experiment_studies, load_study, print_table, summarise_to_wandb, summary
 from rnnstudy.tracking import check_mode
 
 PROGRESS_EVERY_S = 15
 
 
-def _progress_line(s: dict[str, Any], started: float) -> str:
+def _progress_line(exp: Experiment, storage: RDBStorage, started: float) -> str:
+    """One progress line: trials finished, failed and running, the best study, and an ETA (or, staged, the lines done)."""
+    s = summary(experiment_studies(storage, exp.name), exp.target)
     t = s["totals"]
     done = t["complete"] + t["pruned"]
     elapsed = time.time() - started
-    eta = ""
-    if done and t["target"] > done:
-        eta = f", ETA {(t['target'] - done) * elapsed / done / 60:.1f} min (this session's pace)"
+    if exp.T_search or exp.calibrate:
+        lines = [*exp.calibration_points(), *exp.points()]
+        finished = sum(next_point(exp, storage, line).done for line in lines)
+        where = f"; {finished}/{len(lines)} calibration points and lines done (a line's T are chosen as it goes)"
+        total = "?"
+    else:
+        total = t["target"]
+        where = f", ETA {(total - done) * elapsed / done / 60:.1f} min (this session's pace)" if done and total > done else ""
     best = min(s["best"].items(), key=lambda kv: kv[1][0], default=None)
-    best_text = f", best {best[0]} = {best[1][0]:.4f}" if best else ""
+    best_text = f", best {best[0]} = {best[1][0]:.4f}" if best and not exp.T_search else ""
     return (
-        f"[{time.strftime('%H:%M:%S')}] trials {done}/{t['target']} finished (complete {t['complete']}, "
-        f"pruned {t['pruned']}), failed {t['fail']}, running {t['running']}{best_text}{eta}"
+        f"[{time.strftime('%H:%M:%S')}] trials {done}/{total} finished (complete {t['complete']}, "
+        f"pruned {t['pruned']}), failed {t['fail']}, running {t['running']}{best_text}{where}"
     )
 
 
-def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[Experiment, RunConfig, str, list[optuna.Study]]:
+def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[Experiment, RunConfig, RDBStorage, str]:
+    """Load and check the experiment, open the storage, create the studies known before any trial (the first T of a search)."""
     exp = load_experiment(path, overrides)
     base = exp.base()
     check_device(base)  # before the storage or any study exists
     check_mode(base)
     results_folder(base)
     storage, url = open_storage(storage_url, exp, base)
-    studies = [load_study(p, storage, exp) for p in exp.points()]
-    return exp, base, url, studies
+    for point in [*exp.calibration_points(), *exp.points()]:
+        load_study(point, storage, exp)
+    return exp, base, storage, url
 
 
 def run_sweep(
@@ -68,14 +78,16 @@ def run_sweep(
     """Create the studies, start the workers (local processes or a scheduler's array tasks), print progress until they finish."""
     if workers < 1:
         raise ConfigError(f"--workers = {workers}: need at least 1")
-    exp, base, url, studies = _prepare(path, storage, overrides or [])
+    exp, base, opened, url = _prepare(path, storage, overrides or [])
+    studies = experiment_studies(opened, exp.name)
     results = base.out / exp.name
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()]
     slots = [(g, w) for g in gpu_list for w in range(workers)] or [(None, w) for w in range(workers)]
     where = f"{launcher} array of {workers} tasks" if launcher != "local" else f"{len(slots)} local workers"
     device = f"GPUs {','.join(gpu_list)}" if gpu_list else ("cuda" if has_cuda() else "cpu")
     print(
-        f"sweep {exp.name}: {len(studies)} studies x {exp.study.trials} trials x {len(exp.seeds)} seeds, {where}; "
+        f"sweep {exp.name}: {len(studies)} studies{' so far' if exp.T_search else ''} x {exp.target} trials x "
+        f"{len(exp.seeds)} seeds, {where}; "
         f"device {device}; storage {mask(url)}; results {results}",
         flush=True,
     )
@@ -106,14 +118,15 @@ def run_sweep(
             time.sleep(1)
             if time.time() >= next_line:
                 next_line += PROGRESS_EVERY_S
-                print(_progress_line(summary(studies, exp.study.trials), started), flush=True)
+                print(_progress_line(exp, opened, started), flush=True)
     except KeyboardInterrupt:
         print("stopping workers (their running trials end as failed) ...", file=sys.stderr, flush=True)
         stop()
         code = 130
     failed = [p.returncode for p in handles if p.returncode not in (0, None)] if launcher == "local" else []
-    print(_progress_line(summary(studies, exp.study.trials), started), flush=True)
-    print_table(studies, exp.study.trials)
+    print(_progress_line(exp, opened, started), flush=True)
+    studies = experiment_studies(opened, exp.name)
+    print_table(studies, exp.target)
     summarise_to_wandb(exp, base, studies)
     return code or (1 if failed else 0)
 
@@ -146,13 +159,13 @@ def print_status(path: str, storage: str | None = None, overrides: list[str] | N
         return 0
     opened, url = open_storage(storage, exp, base, create=False)
     try:
-        existing = set(optuna.get_all_study_names(opened))
+        studies = experiment_studies(opened, exp.name)
     except Exception as err:
         raise ConfigError(f"storage {mask(url)}: cannot read it: {' '.join(str(err).split())[:200]}") from None
     points = exp.points()
-    studies = [optuna.load_study(study_name=p.study, storage=opened) for p in points if p.study in existing]
-    print(f"experiment {exp.name}; storage {mask(url)}; {len(studies)} of {len(points)} studies started")
-    print_table(studies, exp.study.trials)
+    planned = f"{len(points)} lines, their T chosen as they go" if exp.T_search else f"{len(points)} studies planned"
+    print(f"experiment {exp.name}; storage {mask(url)}; {len(studies)} studies started ({planned})")
+    print_table(studies, exp.target)
     runs = status_counts(base.out / exp.name)
     if runs:
         dead = f" ({DEAD}: killed, their lock is free; rerun the sweep to resume them)" if runs.get(DEAD) else ""

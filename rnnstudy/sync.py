@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from rnnstudy.config import ConfigError
+from rnnstudy.errors import ConfigError
 from rnnstudy.tracking import api_host, api_url, has_api_key
 
 #: How long the server may take to accept a connection before sync gives up.

@@ -49,6 +49,8 @@ class Task(ABC):
     #: How many steps beyond T an informative input lies before the step that answers from it
     #: (copy: each symbol is recalled T + 10 steps after it is shown; adding: the first marker up to T - 1 steps).
     recall_offset: ClassVar[int] = 0
+    #: Runs sit on the memoryless plateau for thousands of steps before they learn (no pruner may judge them early).
+    plateau: ClassVar[bool] = False
     #: Whether the answer loss is the whole training loss (the probe then needs no backward of its own).
     answer_is_loss: ClassVar[bool] = False
     #: Name of the metric ``solved`` compares with the threshold and whether higher is better.
@@ -125,6 +127,7 @@ class CopyTask(Task):
     output_size = 9
     default_threshold = 0.99
     recall_offset = n_recall
+    plateau = True
     solved_metric = "recall_accuracy"
     solved_higher_is_better = True
 

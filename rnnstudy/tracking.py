@@ -20,7 +20,8 @@ from urllib.parse import ParseResult, urlparse
 import numpy as np
 import pandas as pd
 
-from rnnstudy.config import ConfigError, RunConfig
+from rnnstudy.config import RunConfig
+from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import GridPoint
 
 SETTINGS = {"silent": True, "disable_git": True, "save_code": False, "disable_code": True, "console": "off"}

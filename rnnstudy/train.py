@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
@@ -71,6 +72,8 @@ class StoreSink:
 
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
+#: The folder (under the experiment's results) of the per-run-key claim locks.
+KEYS = ".keys"
 
 
 def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
@@ -80,15 +83,44 @@ def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def resumable(cfg: RunConfig, key: str) -> tuple[Path, Any] | None:
-    """An unfinished, unlocked run of the same key with a checkpoint, and its lock; None when there is none."""
-    # Run folders carry the run's readable name, so only same-named folders can hold the same run.
+def _same_named(cfg: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
+    """The readable run folders of the experiment that carry this run's name (only they can hold the same run)."""
+    out = []
     for info_path in sorted((cfg.out / cfg.experiment).glob(f"*-{run_name(cfg)}*/{RUN_FILE}")):
-        folder = info_path.parent
         try:
-            info = read_info(folder)
+            out.append((info_path.parent, read_info(info_path.parent)))
         except (OSError, ValueError):
             continue
+    return out
+
+
+def recorded(cfg: RunConfig, key: str) -> RunResult | None:
+    """The result of a run of the same key that already ended as a result (complete or diverged), read from its run.json."""
+    for folder, info in _same_named(cfg):
+        if info.get("key") == key and info.get("status") in (COMPLETE, DIVERGED):
+            names = ("run_id", "status", "reason", "final", "best", "steps", "steps_to_solve", "wall_s")
+            fields = {f: info.get(f) for f in names}
+            return RunResult(path=folder, **fields)
+    return None
+
+
+@contextmanager
+def claimed(cfg: RunConfig, key: str) -> Iterator[None]:
+    """Hold the claim on a run key for as long as this process trains it; another process waits here until it is free.
+
+    The claim is a lock file per key under the experiment's ``.keys`` folder (flock, dropped by the OS when the
+    process dies), so two workers that reach the same run at once never both train it.
+    """
+    folder = cfg.out / cfg.experiment / KEYS
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def resumable(cfg: RunConfig, key: str) -> tuple[Path, Any] | None:
+    """An unfinished, unlocked run of the same key with a checkpoint, and its lock; None when there is none."""
+    for folder, info in _same_named(cfg):
         if info.get("key") == key and info.get("status") in (RUNNING, FAILED) and (folder / CHECKPOINT).exists():
             lock = hold(folder)
             if lock is not None:
@@ -179,7 +211,10 @@ def train(
     """Train one run, write it to the results store (and W&B), and return how it ended.
 
     Divergence ends the run with status ``diverged``; an Optuna prune with ``pruned``; any
-    other exception is recorded as ``failed`` and re-raised. Files are complete either way.
+    other exception is recorded as ``failed`` and re-raised. Files are complete either way. A run of a
+    study (``meta`` given) that already ended as a result is not trained again: its recorded result is
+    returned (a retried trial whose worker died after some of its seeds finished, or a trial whose
+    family reads none of the searched parameters); one that another process is training is waited for.
     """
     check_device(cfg)
     check_mode(cfg)
@@ -187,10 +222,20 @@ def train(
     set_tf32(cfg.train.tf32)
     if cfg.train.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    key = run_key(cfg, meta)
+    if meta is None:
+        return _train(cfg, key, callbacks, meta, group, tag)
+    with claimed(cfg, key):  # a study's run is trained once: whoever holds its key trains it, the others read it back
+        return recorded(cfg, key) or _train(cfg, key, callbacks, meta, group, tag)
+
+
+def _train(
+    cfg: RunConfig, key: str, callbacks: list[pl.Callback] | None, meta: dict[str, Any] | None, group: str | None, tag: str
+) -> RunResult:
+    """Train one run of the given key (resuming a killed one), write it, and return how it ended."""
     pl.seed_everything(cfg.seed, verbose=False)
     task = build_task(cfg)
     module = RecurrentModule(cfg, task)
-    key = run_key(cfg, meta)
     found = resumable(cfg, key) if cfg.train.checkpoint else None
     resume_step = None
     if found:  # a killed run of the same config: continue it from its last checkpoint, in its own folder

@@ -20,12 +20,16 @@ import lightning.pytorch as pl
 import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
 
-from rnnstudy.experiment import Experiment, GridPoint, load_experiment
+from rnnstudy.experiment import CALIBRATION, Experiment, GridPoint, load_experiment
 from rnnstudy.overrides import apply_overrides
 from rnnstudy.space import suggest
+from rnnstudy.stages import next_point
 from rnnstudy.storage import STORAGE_ENV, open_storage
 from rnnstudy.store import DIVERGED
 from rnnstudy.studies import LIVE, SURPLUS, counts, load_study
+
+#: How often a worker with nothing it may run looks again.
+POLL_S = 5.0
 
 
 class PreScreen(pl.Callback):
@@ -73,23 +77,26 @@ class Surplus(RuntimeError):
 
 
 def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
-    """Mean final normalised validation loss over the experiment's seeds.
+    """Mean final normalised validation loss over the point's seeds (a calibration point has its own seeds).
 
-    The first seed reports every validation to the pruner; a diverging run prunes the trial
-    with its reason recorded.
+    When searching, the first seed reports every validation to the pruner and a diverging run prunes the trial
+    with its reason recorded. A fixed point (no search) is never pruned: a diverged seed counts as unsolved with
+    an infinite loss, and every seed runs.
     """
     from rnnstudy.train import train
 
     live = sorted(t.number for t in trial.study.get_trials(deepcopy=False, states=LIVE))
-    if live.index(trial.number) >= exp.study.trials:
+    if live.index(trial.number) >= exp.target:
         trial.set_user_attr("reason", SURPLUS)
         raise Surplus(SURPLUS)
     params = suggest(trial, exp.search, point.cfg)
     cfg = apply_overrides(point.cfg, params)
-    values, runs = [], []
-    for i, seed in enumerate(exp.seeds):
+    seeds = exp.calibrate.seeds if point.stage == CALIBRATION and exp.calibrate else exp.seeds
+    prune = exp.pruner_for(point.cfg) != "none"
+    values, runs, solved = [], [], []
+    for i, seed in enumerate(seeds):
         run_cfg = cfg.model_copy(update={"seed": seed})
-        callbacks = [StepPruning(trial)] if i == 0 and exp.study.pruner != "none" else []
+        callbacks = [StepPruning(trial)] if i == 0 and prune else []
         if i == 0 and exp.study.prescreen:
             callbacks.append(PreScreen(exp.study.prescreen))
         meta = {**point.facts(), "trial": trial.number, "params": params, "seed": seed}
@@ -100,11 +107,13 @@ def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
             raise
         runs.append(result.run_id)
         trial.set_user_attr("run_ids", runs)
-        if result.status == DIVERGED:
+        if result.status == DIVERGED and exp.searching:
             trial.set_user_attr("reason", f"diverged: {result.reason}")
             raise optuna.TrialPruned(f"diverged: {result.reason}")
-        values.append(result.final.get("norm_loss", math.nan))
-        trial.set_user_attr("solved", [*trial.user_attrs.get("solved", []), result.solved])
+        values.append(math.inf if result.status == DIVERGED else result.final.get("norm_loss", math.nan))
+        solved.append(result.solved)
+        trial.set_user_attr("solved", solved)
+        trial.set_user_attr("final", values)
     return float(sum(values) / len(values))
 
 
@@ -126,31 +135,55 @@ def _run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
     study.optimize(report, n_trials=1, catch=(Exception,))
 
 
-def work(exp: Experiment, storage: RDBStorage) -> None:
-    """One worker: take trials study by study until every study holds exactly its target.
+def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
+    """One worker: take trials until every point of every stage holds exactly its target, then return.
 
-    Running and waiting (re-queued) trials count towards the target; a trial that starts when
-    every place is taken (two workers raced for the last) ends at once as a surplus failure
-    without training, so the study never holds more than its target of finished trials.
-    Stale trials of killed workers are failed and re-queued first. The loop is bounded: after
-    ``2 x study.trials`` failed or surplus trials of a study, the worker gives up on it.
+    The calibration points come first; a line whose learning rate is not calibrated yet, or whose next T
+    waits on another worker's trial, is passed over and come back to (one line said, then a poll every
+    ``poll_s``). Running and waiting (re-queued) trials count towards a study's target; a trial that starts
+    when every place is taken (two workers raced for the last) ends at once as a surplus failure without
+    training, so a study never holds more than its target. Stale trials of killed workers are failed and
+    re-queued first. The loop is bounded: after ``2 x target`` failed or surplus trials of a study, the
+    worker gives up on it.
     """
-    target = exp.study.trials
-    for point in exp.points():
-        study = load_study(point, storage, exp)
-        while True:
-            fail_stale_trials(study)
-            c = counts(study)
-            if not c["waiting"] and c["complete"] + c["pruned"] + c["running"] >= target:
-                break
-            if c["fail"] + c["surplus"] >= 2 * target:
-                print(
-                    f"{point.study}: {c['fail']} failed and {c['surplus']} surplus trials; giving up on it "
-                    "(see run.json reasons)",
-                    file=sys.stderr,
-                )
-                break
-            _run_one(study, exp, point)
+    target, given_up, said = exp.target, set(), ""
+    while True:
+        pending, ran, waiting = 0, False, ""
+        for line in [*exp.calibration_points(), *exp.points()]:
+            nxt = next_point(exp, storage, line)
+            if nxt.done:
+                continue
+            if nxt.point is None:
+                pending, waiting = pending + 1, nxt.waiting_for
+                continue
+            point = nxt.point
+            if point.study in given_up:
+                continue
+            pending += 1
+            study = load_study(point, storage, exp)
+            while True:
+                fail_stale_trials(study)
+                c = counts(study)
+                if not c["waiting"] and c["complete"] + c["pruned"] + c["running"] >= target:
+                    waiting = waiting or f"another worker's trial of {point.study}"
+                    break
+                if c["fail"] + c["surplus"] >= 2 * target:
+                    print(
+                        f"{point.study}: {c['fail']} failed and {c['surplus']} surplus trials; giving up on it "
+                        "(see run.json reasons)",
+                        file=sys.stderr,
+                    )
+                    given_up.add(point.study)
+                    break
+                _run_one(study, exp, point)
+                ran = True
+        if not pending:
+            return
+        if not ran:
+            if waiting != said:
+                print(f"worker {os.getpid()}: waiting for {waiting}; polling every {poll_s:g} s", file=sys.stderr, flush=True)
+                said = waiting
+            time.sleep(poll_s)
 
 
 def main(argv: list[str]) -> int:

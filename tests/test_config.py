@@ -8,7 +8,8 @@ import pytest
 from conftest import cli
 
 from rnnstudy.cli import main
-from rnnstudy.config import ConfigError, RunConfig
+from rnnstudy.config import RunConfig
+from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import load_experiment, load_run_config
 from rnnstudy.overrides import apply_overrides, parse_overrides
 

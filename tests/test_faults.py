@@ -85,7 +85,9 @@ def test_sweeps_started_together_on_a_new_storage(tmp_path):
     counts = complete_counts(tmp_path / "runs" / "f" / "optuna.db", path)
     assert set(counts.values()) == {3}, counts  # exactly the target, never more, whatever the race
     runs = load(tmp_path / "runs" / "f").runs
-    assert (runs["status"] == "complete").sum() == 6
+    keys = runs.loc[runs["status"] == "complete", "key"]
+    assert not keys.duplicated().any()  # no run trained twice: the default family reads no gain, so its trials share a run
+    assert len(keys) == 4  # default: one run; orthogonal: three gains
 
 
 def test_workers_end_when_the_sweep_parent_is_killed(tmp_path):
@@ -154,7 +156,7 @@ def test_full_disk_at_the_final_write_is_one_line(tmp_path, monkeypatch, capsys)
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     root = tmp_path_factory.mktemp("swept")
-    path = experiment(root, trials=2)
+    path = experiment(root, trials=3)  # default: one run (it reads no gain); orthogonal: three
     assert main(["sweep", str(path)]) == 0
     return root / "runs" / "f"
 

@@ -134,18 +134,25 @@ def test_unreachable_storage_is_masked_exit_2(capsys):
     assert mask("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
 
 
-def test_diverging_trial_is_pruned_with_reason(tmp_path):
+@pytest.mark.parametrize("searched", [True, False])
+def test_a_diverging_run_prunes_a_search_and_is_unsolved_at_a_fixed_point(tmp_path, searched):
     exp = tmp_path / "div.yaml"
+    search = "search: {init.scale: {type: float, low: 40.0, high: 50.0}}\nstudy: {trials: 1, pruner: none}\n" if searched else ""
     exp.write_text(
         "name: div\nmodel: {hidden_size: 8, cell: rnn_relu}\ntask: {name: adding, T: 30, val_size: 64}\n"
         "train: {steps: 20, batch_size: 16, val_every: 10, progress: false, optimizer: sgd, lr: 1.0e+30, clip: null}\n"
-        "init: {recurrent: identity, scale: 50.0}\nwandb: {mode: disabled}\n"
-        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 1}}\n"
+        "init: {recurrent: identity, scale: 50.0}\nwandb: {mode: disabled}\nseeds: [0, 1]\n"
+        f"out: {tmp_path / 'runs'}\n{search}"
     )
     assert main(["sweep", str(exp)]) == 0
     study = optuna.load_study(study_name="div/rnn_relu/adding/T=30", storage=f"sqlite:///{tmp_path}/runs/div/optuna.db")
     (trial,) = study.trials
-    assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["reason"].startswith("diverged")
+    if searched:  # a search prunes the trial at its first diverged seed, with the reason
+        assert trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs["reason"].startswith("diverged")
+        assert len(trial.user_attrs["run_ids"]) == 1
+    else:  # a fixed point is a result: every seed runs, a diverged one is unsolved with an infinite loss
+        assert trial.state == optuna.trial.TrialState.COMPLETE and trial.value == float("inf")
+        assert trial.user_attrs["solved"] == [False, False] and trial.user_attrs["final"] == [float("inf")] * 2
     info = json.loads(next((tmp_path / "runs" / "div").glob("*/run.json")).read_text())
     assert info["status"] == "diverged" and info["meta"]["trial"] == 0
 
@@ -153,8 +160,18 @@ def test_diverging_trial_is_pruned_with_reason(tmp_path):
 def test_conditional_and_per_cell_parameters(tmp_path):
     from rnnstudy.space import suggest
 
-    exp = load_experiment("experiments/memory_length.yaml")
-    points = {(p.cfg.model.cell, p.family): p.cfg for p in exp.points() if p.cfg.task.name == "adding" and p.cfg.task.T == 100}
+    searched = tmp_path / "searched.yaml"
+    searched.write_text(
+        "name: s\ntask: {name: adding, T: 100}\ngrid: {model.cell: [rnn_tanh, rnn_relu, lstm, gru]}\n"
+        "families:\n  default: {}\n  orthogonal: {init.recurrent: orthogonal}\n"
+        "  identity: {init.recurrent: identity, init.bias: zero, cells: [rnn_tanh, rnn_relu]}\n"
+        "  forget: {init.bias: forget, cells: [lstm]}\n  chrono: {init.bias: chrono, cells: [lstm, gru]}\n"
+        "search:\n  init.gain: {type: float, low: 0.5, high: 1.5}\n  init.scale: {type: float, low: 0.5, high: 1.2}\n"
+        "  init.rho: {type: float, low: 0.5, high: 1.5}\n  init.forget_bias: {type: float, low: 0.5, high: 5.0}\n"
+        "  train.lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}\n"
+    )
+    exp = load_experiment(searched)
+    points = {(p.cfg.model.cell, p.family): p.cfg for p in exp.points()}
     assert ("rnn_tanh", "chrono") not in points and ("lstm", "identity") not in points  # families only on their cells
     space = {"init.gain": 1.1, "init.scale": 0.9, "init.rho": 0.7, "init.forget_bias": 2.0, "train.lr": 1e-3}
     fixed = optuna.trial.FixedTrial(space)

@@ -136,7 +136,7 @@ def test_memoryless_digits_loss_is_ln10():
 
 
 def test_digits_train_end_to_end_and_bad_T(tiny):
-    from rnnstudy.config import ConfigError
+    from rnnstudy.errors import ConfigError
     from rnnstudy.train import train
 
     result = train(tiny(task__name="digits_permuted", task__T=64, train__steps=10, model__cell="gru"))

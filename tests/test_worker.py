@@ -52,18 +52,29 @@ def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
     assert len(winner_runs) == 2
 
 
-def test_a_worker_that_meets_only_surplus_places_stops(tmp_path, capsys):
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_a_worker_that_met_only_surplus_places_gives_up(tmp_path, capsys):
+    exp, storage, point = one_study(tmp_path, trials=2)
+    study = load_study(point, storage, exp)
+    for _ in range(2 * exp.study.trials):  # the trials a long race left behind: each ended as surplus
+        trial = study.ask()
+        trial.set_user_attr("reason", SURPLUS)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    worker.work(exp, storage, poll_s=0.01)
+    c = counts(study)
+    assert (c["complete"], c["fail"], c["surplus"]) == (0, 0, 4)  # surplus trials count towards giving up: nothing ran
+    assert "0 failed and 4 surplus trials; giving up" in capsys.readouterr().err
+
+
+def test_waiting_trials_of_a_full_study_are_left_alone(tmp_path):
     exp, storage, point = one_study(tmp_path, trials=2)
     study = load_study(point, storage, exp)
     for _ in range(2):
         worker._run_one(study, exp, point)
-    for _ in range(10):  # re-queued trials beyond a full study: each one is surplus
-        study.enqueue_trial({"train.lr": 0.005}, skip_if_exists=False)
-    worker.work(exp, storage)
+    study.enqueue_trial({"train.lr": 0.005}, skip_if_exists=False)  # a retry that lost its place
+    worker.work(exp, storage, poll_s=0.01)
     c = counts(study)
-    assert c["complete"] == 2 and c["surplus"] == 2 * exp.study.trials  # stopped at the bound, not after all ten
-    assert c["waiting"] == 10 - 2 * exp.study.trials
-    assert "4 surplus trials; giving up" in capsys.readouterr().err
+    assert (c["complete"], c["surplus"], c["waiting"]) == (2, 0, 1)
 
 
 @pytest.mark.parametrize("trials", [1, 3])

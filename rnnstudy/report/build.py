@@ -16,8 +16,9 @@ from optuna.storages import RDBStorage
 
 from rnnstudy import figures
 from rnnstudy.cells import CELL_LABELS
-from rnnstudy.config import ConfigError
-from rnnstudy.report import curves, frames, frontier, gradient_lag, heatmaps, reproduction, search, tables
+from rnnstudy.errors import ConfigError
+from rnnstudy.memory import MIN_SEEDS
+from rnnstudy.report import calibration, curves, frames, frontier, gradient_lag, heatmaps, phase, reproduction, search, tables
 from rnnstudy.storage import DB_FILE, mask
 from rnnstudy.store import DEAD, RUNNING, Results, load
 from rnnstudy.tasks import TASKS
@@ -107,56 +108,41 @@ def _solved_bars(runs: pd.DataFrame) -> str:
 
 
 def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[str]:
-    """Sentences that compare only numbers measured under the same conditions (same task, same T, same budget)."""
+    """Sentences that compare only numbers measured under the same conditions (same task, T, budget, per family)."""
     lines = []
-    probe = res.metrics[
-        (res.metrics["split"] == "probe")
-        & (res.metrics["metric"] == frames.probe_metric("decay_rate"))
-        & (res.metrics["step"] == 0)
-    ]
-    at_init = probe.merge(runs[["run_id", "cell", "task", "T"]], on="run_id").dropna(subset=["value"])
-    for task, d in at_init.groupby("task"):
-        common = [T for T, g in d.groupby("T") if g["cell"].nunique() == d["cell"].nunique()]
-        if not common:
-            continue
-        T = max(common)
-        med = d[d["T"] == T].groupby("cell")["value"].median().sort_values()
-        parts = [f"{CELL_LABELS[c]} {v:+.3f}" for c, v in med.items()]
-        lines.append(
-            f"{task}, T = {T}: median log10 decay of the answer-loss gradient per step back in time at initialisation "
-            f"(all initialisations tried): " + ", ".join(parts) + " (-0.1 loses a factor 10 every 10 steps)."
-        )
-    if not memory.empty:
-        for task, d in memory.groupby("task"):
-            judged = d.dropna(subset=["memory length"])
-            if not judged.empty:
-                top = judged[judged["memory length"] == judged["memory length"].max()]
-                who = "; ".join(f"{CELL_LABELS[r['cell']]} with {r['init family']} init" for _, r in top.iterrows())
-                longest = int(top["memory length"].iloc[0])
-                bound = (
-                    f"T >= {longest}, the largest T tried, so the grid does not reach their limit"
-                    if longest == runs[runs["task"] == task]["T"].max()
-                    else f"T = {longest}"
-                )
-                lines.append(
-                    f"{task}: the longest memory length measured is {bound} ({who}): "
-                    "at least half the seeds solved it, and every smaller T of the grid was tried."
-                )
-            never = d[d["memory length"].isna()]
-            if not never.empty:
-                lines.append(
-                    f"{task}, never solved by half the seeds within the budget at the smallest T tried (or a smaller T "
-                    "missing): " + "; ".join(f"{CELL_LABELS[r['cell']]} {r['init family']}" for _, r in never.iterrows()) + "."
-                )
-            gaps = d[d["T not tried"] != "-"]
-            if not gaps.empty:
-                lines.append(
-                    f"{task}, missing from the grid (no verdict above the gap): "
-                    + "; ".join(
-                        f"{CELL_LABELS[r['cell']]} {r['init family']} at T = {r['T not tried']}" for _, r in gaps.iterrows()
-                    )
-                    + "."
-                )
+    studied = frames.studied(runs)
+    for state, what in (("h", "h_t"), ("c", "the LSTM's cell state c_t")):
+        probe = res.metrics[
+            (res.metrics["split"] == "probe")
+            & (res.metrics["metric"] == frames.probe_metric("decay_rate", state=state))
+            & (res.metrics["step"] == 0)
+        ]
+        at_init = probe.merge(studied[["run_id", "cell", "task", "T", "family", "setting"]], on="run_id").dropna(subset=["value"])
+        for task, d in at_init.groupby("task"):
+            T = int(d["T"].min())
+            med = d[d["T"] == T].groupby(["cell", "family", "setting"])["value"].median()
+            parts = [f"{CELL_LABELS[c]} {f}{' ' + s if s else ''} {v:+.3f}" for (c, f, s), v in med.items()]
+            lines.append(
+                f"{task}, T = {T}: median log10 decay per step back in time of the answer-loss gradient through {what} at "
+                "initialisation, per cell and family: " + "; ".join(parts) + " (-0.1 loses a factor 10 every 10 steps)."
+            )
+    for task, d in memory.groupby("task") if not memory.empty else []:
+        order = d.assign(key=d["T50"] * np.where(d["censored"] == ">", 10.0, np.where(d["censored"] == "<", 0.1, 1.0)))
+        parts = [
+            f"{CELL_LABELS[r['cell']]} {r['init family']}{'' if r['setting'] == '-' else ' ' + r['setting']}: "
+            f"{r['memory length']}"
+            for _, r in order.sort_values("key", ascending=False).iterrows()
+        ]
+        lines.append(f"{task}, memory length (T50 with its 95% interval over seeds, longest first): " + "; ".join(parts) + ".")
+        few = d[d["seeds"] < MIN_SEEDS]
+        if not few.empty:
+            lines.append(f"{task}: {len(few)} estimates rest on fewer than {MIN_SEEDS} seeds and are exploratory, not verdicts.")
+        censored = d[d["censored"] != "-"]
+        if not censored.empty:
+            lines.append(
+                f"{task}: {len(censored)} of {len(d)} estimates are censored (every T tried solved, or none): the T tried "
+                "did not reach their transition, so they bound T50 and locate nothing."
+            )
     return lines
 
 
@@ -211,7 +197,10 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
     runs = frames.run_table(res)
 
     front = frontier.frame(runs)
-    memory = tables.memory_length(front, res, runs)
+    memory = tables.memory_length(runs, res)
+    calibration_runs = calibration.frame(runs)
+    picked = calibration.chosen(calibration_runs, runs)
+    phase_cells = phase.frame(runs)
     steps: list[tuple[str, Callable[[], Section]]] = [
         (
             "gradient flow against lag",
@@ -222,8 +211,8 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
                     "end of the sequence (the last answer step), at initialisation and at the end of training, for the best "
                     "and the default initialisation of each cell; one row per task and T. The answer loss is the loss on the "
                     "steps that carry the answer (copy: the ten recall steps; adding: the last step). A flat line reaches "
-                    "far back; a falling one vanishes. A run that stopped early (solved) before its second probe has no "
-                    "'end' line."
+                    "far back; a falling one vanishes. 'end' is the last probe, also for a run that stopped early once "
+                    "solved (it is probed at the step it stopped)."
                 ],
                 [p for p in [gradient_lag.draw(gradient_lag.frame(res, runs), out / "gradient_lag.png")] if p],
             ),
@@ -233,24 +222,65 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             lambda: Section(
                 "Gradient-flow heatmaps",
                 [
-                    "Each panel: one run (best initialisation, first seed); rows are probed training steps, columns the lag "
-                    "back from the end of the sequence; ||d(answer loss)/dh_t||, layer 1, on one colour scale shared by "
-                    "every panel."
+                    "Each panel: one run per task and cell (its best initialisation's first seed, at the largest T that "
+                    "cell was trained at); rows are probed training steps (a run stopped early once solved is probed "
+                    "at the step it stopped), columns the lag back from the end of the sequence; "
+                    "||d(answer loss)/dh_t||, layer 1, on one colour scale shared by every panel."
                 ],
                 [p for p in [heatmaps.draw(heatmaps.frame(res, runs), out / "heatmaps.png")] if p],
             ),
         ),
         (
-            "memory-length frontier",
+            "memory length",
             lambda: Section(
-                "Memory-length frontier",
+                "Memory length",
                 [
-                    "Final normalised validation loss and the fraction of seeds solved against T, one panel per task and "
-                    "cell, one line per initialisation family at its best searched parameters at each T. The table's "
-                    "verdict needs at least half the seeds solved at T and every smaller T of the grid tried."
+                    "Memory length is T50: each (seed, T) run is one observation, solved within its budget or not; "
+                    "P(solved | T) is fitted as a logistic curve in log T and T50 is where it crosses one half, with a "
+                    "95% percentile bootstrap interval over seeds. 'T50 > x' means every T tried up to x was solved "
+                    "(censored: the transition lies beyond), 'T50 < x' that none was; fewer than "
+                    f"{MIN_SEEDS} seeds make an estimate exploratory. Steps to solve are a Kaplan-Meier median (unsolved "
+                    "runs censored at the budget). 'T visited' lists the T each line was trained at (a T search brackets "
+                    "the transition: it doubles T while at least half the seeds solve, then bisects in log T).",
+                    "The frontier figures show the final normalised validation loss and the fraction of seeds solved "
+                    "against T, one panel per task and cell, one line per family (and setting), side by side where they "
+                    "share a T.",
                 ],
-                frontier.draw(front, out / "frontier.png"),
-                [memory],
+                [p for p in [frontier.draw_t50(memory, out / "memory_length.png")] if p]
+                + frontier.draw(front, out / "frontier.png"),
+                [memory.drop(columns=["T50", "low", "high", "axis", "value"], errors="ignore")],
+            ),
+        ),
+        (
+            "phase diagram",
+            lambda: Section(
+                "Trainability phase diagram",
+                [
+                    "Each cell held at a list of values of one initialisation parameter: the fraction of seeds solved at "
+                    "every (value, T) the T search visited, and T50 against the value with its interval; the dashed line "
+                    "is the init-time prediction (`rnnstudy diagnose`) where its predicted memory length equals T."
+                ]
+                if not phase_cells.empty
+                else ["No line of this experiment holds an initialisation parameter at a list of values."],
+                [p for p in [phase.draw(phase_cells, memory, phase.predicted(runs), out / "phase.png")] if p]
+                if not phase_cells.empty
+                else [],
+            ),
+        ),
+        (
+            "learning-rate calibration",
+            lambda: Section(
+                "Learning-rate calibration",
+                [
+                    "The learning rate is held apart from what is compared: per cell and task, the calibration stage "
+                    "trained the experiment's own initialisation at a reference T over a log grid of learning rates "
+                    "(several seeds, no early stop); the lr with the lowest median final normalised loss was chosen, "
+                    "and every family and setting of that cell trained at it."
+                ]
+                if not calibration_runs.empty
+                else ["This experiment has no calibration stage: its learning rates are set (or searched) in the file."],
+                [p for p in [calibration.draw(calibration_runs, picked, out / "calibration.png")] if p],
+                [picked],
             ),
         ),
         (
@@ -266,9 +296,10 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             lambda: Section(
                 "Initialisation search",
                 [
-                    "The objective against each searched parameter (one row per task and T); Optuna's parameter "
-                    "importances per study (only where a study has enough complete trials and a parameter took more than "
-                    "one value); the best trial of each study with the number of trials it was chosen from."
+                    "The objective against each searched parameter (one row per task and T); per searched study how "
+                    "its trials were drawn (a study with no more trials than start-up trials is random sampling, not a "
+                    "search) and Optuna's parameter importances (only where a study has enough complete trials and a "
+                    "parameter took more than one value); the best configuration of each study with how many it beat."
                 ],
                 [p for p in [search.draw(search.objective_frame(runs), out / "search.png")] if p],
                 [search.importance_table(storage, sorted(runs["study"].dropna().unique())), tables.best_parameters(runs)],

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy import inits
+from rnnstudy.experiment import CALIBRATION
 from rnnstudy.gradflow import metric_key
 from rnnstudy.store import COMPLETE, Results
 
@@ -54,6 +55,7 @@ def run_table(res: Results) -> pd.DataFrame:
     out = pd.DataFrame(
         {
             "run_id": r["run_id"],
+            "path": r["path"],
             "experiment": _col(r, "experiment", ""),
             "status": r["status"],
             "reason": _col(r, "reason", None),
@@ -63,6 +65,10 @@ def run_table(res: Results) -> pd.DataFrame:
             "T": r["config.task.T"].astype(int),
             "seed": r["config.seed"],
             "study": _col(r, "meta.study", None),
+            "line": _col(r, "meta.line", None),
+            "stage": _col(r, "meta.stage", "").fillna(""),
+            "axis": _col(r, "meta.axis", "").fillna(""),
+            "value": pd.to_numeric(_col(r, "meta.value"), errors="coerce"),
             "row": _col(r, "meta.row", ""),
             "trial": _col(r, "meta.trial"),
             "final_norm_loss": pd.to_numeric(_col(r, "final.norm_loss"), errors="coerce"),
@@ -81,10 +87,14 @@ def run_table(res: Results) -> pd.DataFrame:
     )
     out["family"] = r.apply(init_family, axis=1)
     out["init"] = r.apply(init_label, axis=1)
+    out["setting"] = [f"{a.removeprefix('init.')}={v:g}" if a else "" for a, v in zip(out["axis"], out["value"])]
     out["solved"] = out["steps_to_solve"].notna()
-    # One configuration = one trial of a study (its seeds), or one init label outside sweeps.
-    out["config"] = np.where(out["study"].notna(), out["study"].astype(str) + "#" + out["trial"].astype(str), out["init"])
-    for key in [c for c in r.columns if c.startswith("meta.params.")]:
+    # One configuration = a study's searched values (its seeds; a retried trial has the same ones), or one init label
+    # outside sweeps.
+    searched = [c for c in r.columns if c.startswith("meta.params.")]
+    values = r[searched].astype(object).map(str).agg(",".join, axis=1) if searched else pd.Series("", index=r.index)
+    out["config"] = np.where(out["study"].notna(), out["study"].astype(str) + "#" + values, out["init"])
+    for key in searched:
         out[key.removeprefix("meta.params.")] = r[key]
     decay = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == probe_metric("decay_rate"))]
     if not decay.empty:
@@ -94,6 +104,11 @@ def run_table(res: Results) -> pd.DataFrame:
     else:
         out = out.assign(decay_init=np.nan, decay_end=np.nan)
     return out
+
+
+def studied(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the study proper: everything but the learning-rate calibration stage."""
+    return runs[runs["stage"] != CALIBRATION] if not runs.empty else runs
 
 
 def complete(runs: pd.DataFrame) -> pd.DataFrame:

@@ -1,63 +1,75 @@
-"""Figure 3: the memory-length frontier, normalised loss and solved fraction against T, per task and cell."""
+"""Figures: the memory-length frontier (normalised loss and solved fraction against T) and T50 per cell x family."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
 from rnnstudy import figures
-from rnnstudy.cells import CELL_LABELS, CELL_ORDER
-from rnnstudy.report import frames
+from rnnstudy.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
+from rnnstudy.report import frames, tables
+from rnnstudy.tasks import TASKS
+
+#: Families at one T are drawn side by side, this far apart on the log-T axis (a factor), so none hides another.
+DODGE = 1.06
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """One point per cell x init family x task x T x seed: the seeds of the family's best trial at that T."""
-    best = frames.best_configs(runs, ["cell", "family", "task", "T"])
+    """One point per line x T x seed: the seeds of the line's best configuration at that T (diverged seeds included)."""
+    best = tables.best_trials(frames.studied(runs))
     if best.empty:
         return best
-    return best[["cell", "family", "init", "task", "T", "seed", "final_norm_loss", "solved", "run_id"]]
+    label = np.where(best["setting"] != "", best["family"] + " " + best["setting"], best["family"])
+    return best.assign(line=label)[
+        ["cell", "line", "family", "task", "T", "seed", "final_norm_loss", "solved", "threshold", "baseline", "run_id"]
+    ]
+
+
+def _dodged(data: pd.DataFrame) -> pd.DataFrame:
+    lines = sorted(data["line"].unique())
+    offset = {name: DODGE ** (i - (len(lines) - 1) / 2) for i, name in enumerate(lines)}
+    return data.assign(T_drawn=data["T"] * data["line"].map(offset))
 
 
 def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
-    seeds = int(data.groupby(["cell", "family", "task", "T"])["seed"].nunique().max())
+    seeds = int(data.groupby(["cell", "line", "task", "T"])["seed"].nunique().max())
+    data = _dodged(data)
     grid = sns.relplot(
-        data=data,
-        kind="line",
-        x="T",
-        y=y,
-        row="task",
-        col="cell",
+        data=data, kind="line", x="T_drawn", y=y, row="task", col="cell",
         col_order=[CELL_LABELS[c] for c in CELL_ORDER if CELL_LABELS[c] in set(data["cell"])],
-        hue="family",
-        style="family",
-        markers=True,
-        dashes=False,
-        errorbar=("pi", 100) if seeds > 1 else None,
-        height=2.8,
-        aspect=1.1,
-        facet_kws={"sharex": "row", "sharey": "row" if log else True},
-    )
+        hue="line", style="line", markers=True, dashes=False, errorbar=("pi", 100) if seeds > 1 else None,
+        err_style="bars", height=2.8, aspect=1.15, facet_kws={"sharex": "row", "sharey": "row" if log else True},
+    )  # fmt: skip
     for (task, _), ax in grid.axes_dict.items():
         if log:
-            ax.axhline(1.0, color="grey", ls="--", lw=1)
+            ax.axhline(1.0, color="grey", ls="--", lw=1, label="memoryless")
+            if not TASKS[task].solved_higher_is_better:  # the bar is a loss: draw it on the loss axis
+                bars = data[data["task"] == task]
+                bar = (bars["threshold"].fillna(TASKS[task].default_threshold) / bars["baseline"]).median()
+                ax.axhline(bar, color="green", ls=":", lw=1.2)
             ax.set_yscale("log")
+            figures.plain_log_ticks(ax.yaxis)
         else:
+            ax.axhline(0.5, color="grey", ls=":", lw=1)
             ax.set_ylim(-0.05, 1.05)
         ts = sorted(data[data["task"] == task]["T"].unique())
         ax.set_xscale("log")
-        ax.set_xticks(ts, [str(int(t)) for t in ts])
-        ax.minorticks_off()
+        ax.set_xticks(ts, [str(int(t)) for t in ts], rotation=45)
+        ax.minorticks_off() if not log else None
     grid.set_titles("{row_name} | {col_name}")
     grid.set_axis_labels("T (copy: delay; adding: length)", label)
-    band = f"band: range over {seeds} seeds" if seeds > 1 else "one seed"
-    grid.figure.suptitle(f"Memory-length frontier: each family at its best searched parameters at each T ({band})", y=1.02)
+    band = f"bars: range over {seeds} seeds" if seeds > 1 else "one seed"
+    extra = "; dotted green: the solved bar (adding)" if log else "; dotted: half the seeds"
+    grid.figure.suptitle(f"Memory-length frontier, each line at its best configuration at each T ({band}{extra})", y=1.02)
     return figures.save(grid.figure, out)
 
 
 def draw(data: pd.DataFrame, out: Path) -> list[Path]:
-    """Final normalised loss (log, baseline at 1) and the fraction of seeds solved, against T."""
+    """Final normalised loss (log, baseline at 1, solved bar) and the fraction of seeds solved, against T."""
     if data.empty:
         return []
     data = data.assign(solved=data["solved"].astype(float), cell=data["cell"].map(CELL_LABELS))
@@ -65,3 +77,34 @@ def draw(data: pd.DataFrame, out: Path) -> list[Path]:
         _draw(data, "final_norm_loss", "final val loss / baseline (log)", out, log=True),
         _draw(data, "solved", "fraction of seeds solved", out.with_name(out.stem + "_solved.png"), log=False),
     ]
+
+
+def draw_t50(memory: pd.DataFrame, out: Path) -> Path | None:
+    """T50 with its 95% interval per cell x family (x setting), one panel per task; triangles are censored bounds."""
+    if memory.empty:
+        return None
+    tasks = sorted(memory["task"].unique())
+    width = max(5.0, 0.5 * len(memory) / len(tasks) + 3)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), 4.2), squeeze=False, layout="constrained")
+    for ax, task in zip(axes.flat, tasks):
+        m = memory[memory["task"] == task].copy()
+        m["order"] = m["cell"].map({c: i for i, c in enumerate(CELL_ORDER)})
+        m = m.sort_values(["order", "init family", "value"]).reset_index(drop=True)
+        for i, row in m.iterrows():
+            colour = CELL_COLOURS[row["cell"]]
+            if row["censored"] == "-":
+                ax.errorbar(
+                    i, row["T50"], yerr=[[row["T50"] - row["low"]], [row["high"] - row["T50"]]], fmt="o", color=colour, capsize=3
+                )
+            else:
+                ax.scatter(i, row["T50"], marker="^" if row["censored"] == ">" else "v", color=colour, s=40)
+        labels = [
+            f"{CELL_LABELS[c]}\n{f}" + (f"\n{s}" if s != "-" else "")
+            for c, f, s in zip(m["cell"], m["init family"], m["setting"])
+        ]
+        ax.set_xticks(range(len(m)), labels, fontsize=7, rotation=60, ha="right", rotation_mode="anchor")
+        ax.set_yscale("log")
+        figures.plain_log_ticks(ax.yaxis)
+        ax.set(title=task, ylabel="T50 (log): where half the seeds solve")
+    fig.suptitle("Memory length T50 with 95% bootstrap intervals over seeds (triangles: censored, T50 beyond the T tried)")
+    return figures.save(fig, out)

@@ -1,4 +1,4 @@
-"""Figure 2: gradient-flow heatmaps (training step x t, log colour) for selected runs."""
+"""Figure 2: gradient-flow heatmaps (training step x lag, log colour), one run per task x cell at its largest T."""
 
 from __future__ import annotations
 
@@ -14,16 +14,15 @@ from rnnstudy.figures import log_scale, profile_heatmap
 from rnnstudy.report import frames
 from rnnstudy.store import Results
 
-MAX_PANELS = 12
-
 
 def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
-    """Profiles of the best run (first seed) per cell/task/T, at most MAX_PANELS runs."""
-    best = frames.best_configs(runs, ["cell", "task", "T"])
+    """Profiles of one run per task x cell: the best configuration's first seed at the largest T that cell was trained at."""
+    best = frames.best_configs(frames.studied(runs), ["cell", "task", "T"])
     if best.empty:
         return pd.DataFrame()
-    best = best.sort_values(["task", "T", "cell", "seed"]).groupby(["cell", "task", "T"]).head(1).head(MAX_PANELS)
-    return frames.profiles(res, best)
+    largest = best[best["T"] == best.groupby(["task", "cell"])["T"].transform("max")]
+    chosen = largest.sort_values(["task", "cell", "seed"]).groupby(["task", "cell"]).head(1)
+    return frames.profiles(res, chosen)
 
 
 def draw(data: pd.DataFrame, out: Path) -> Path | None:

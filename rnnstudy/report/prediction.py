@@ -23,7 +23,7 @@ import seaborn as sns
 from rnnstudy import figures
 from rnnstudy.config import RunConfig
 from rnnstudy.diagnostics import diagnose, predicted_loss
-from rnnstudy.report import frames, frontier, tables
+from rnnstudy.report import frames, tables
 from rnnstudy.store import Results, read_info
 
 BOOTSTRAP = 2000
@@ -48,12 +48,11 @@ def spearman(x: pd.Series, y: pd.Series, seed: int = 0) -> tuple[float, float, f
 
 def run_diagnostics(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """The diagnostics of every finished run's initial network, beside its final normalised loss."""
-    done = frames.complete(runs)
+    done = frames.complete(frames.studied(runs))
     rows = []
-    folders = res.runs.set_index("run_id")["path"]
     for i, (_, run) in enumerate(done.iterrows(), 1):
-        d = diagnose(run_config(folders[run["run_id"]]))
-        rows.append({**run[["run_id", "cell", "task", "T", "family", "seed", "final_norm_loss"]].to_dict(), **d.row()})
+        d = diagnose(run_config(run["path"]))
+        rows.append({**run[["run_id", "cell", "task", "T", "family", "setting", "seed", "final_norm_loss"]].to_dict(), **d.row()})
         rows[-1]["predicted_loss"] = predicted_loss(d.reach, d.task, d.T)
         if i % 50 == 0 or i == len(done):
             print(f"  diagnostics {i}/{len(done)} runs", file=sys.stderr, flush=True)
@@ -66,12 +65,17 @@ def run_config(folder: str | Path) -> RunConfig:
 
 
 def memory_comparison(diag: pd.DataFrame, memory: pd.DataFrame) -> pd.DataFrame:
-    """Per task x cell x family: predicted (median over runs) and measured memory length."""
-    predicted = diag.groupby(["task", "cell", "family"])[["predicted_memory", "lyapunov_reach", "timescale_median"]].median()
-    measured = memory.rename(columns={"init family": "family"}).set_index(["task", "cell", "family"])
-    both = predicted.join(measured[["memory length", "T not tried", "verdict"]], how="inner").reset_index()
-    both = both[both["T not tried"] == "-"]  # a verdict only where every T of the grid was tried
-    return both.assign(measured=both["memory length"].fillna(0.0))
+    """Per task x cell x family x setting: predicted (median over runs) and measured memory length (T50, uncensored only)."""
+    key = ["task", "cell", "family", "setting"]
+    predicted = (
+        diag.assign(setting=diag["setting"].replace("", "-"))
+        .groupby(key)[["predicted_memory", "lyapunov_reach", "timescale_median"]]
+        .median()
+    )
+    measured = memory.rename(columns={"init family": "family"}).set_index(key)
+    both = predicted.join(measured[["memory length", "T50", "censored"]], how="inner").reset_index()
+    both = both[both["censored"] == "-"]  # a censored T50 bounds the memory length and locates nothing
+    return both.assign(measured=both["T50"])
 
 
 def draw(both: pd.DataFrame, out: Path) -> Path | None:
@@ -84,7 +88,7 @@ def draw(both: pd.DataFrame, out: Path) -> Path | None:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("predicted memory length at init (steps; log)")
-    ax.set_ylabel("measured memory length (largest T solved; none = 0.5)")
+    ax.set_ylabel("measured memory length T50 (uncensored estimates)")
     ax.set_title("Init-time predictor against training")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
     return figures.save(fig, out)
@@ -94,8 +98,7 @@ def build(res: Results, out: Path) -> pd.DataFrame:
     """Write predicted-vs-measured tables and the figure under ``out``; return the summary table."""
     figures.apply()
     runs = frames.run_table(res)
-    front = frontier.frame(runs)
-    memory = tables.memory_length(front, res, runs)
+    memory = tables.memory_length(runs, res)
     diag = run_diagnostics(res, runs)
     out.mkdir(parents=True, exist_ok=True)
     diag.to_csv(out / "run_diagnostics.csv", index=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from rnnstudy.report import frames, frontier, tables
+from rnnstudy.report import frames, tables
 from rnnstudy.storage import DB_FILE
 from rnnstudy.store import load
 
@@ -59,7 +59,7 @@ def compare(off: Path, on: Path, out: Path) -> pd.DataFrame:
     memory = {}
     for k, r in runs.items():
         res = load(off if k == "off" else on)
-        memory[k] = tables.memory_length(frontier.frame(r), res, r).set_index(["task", "cell", "init family"])["verdict"]
+        memory[k] = tables.memory_length(r, res).set_index(["task", "cell", "init family", "setting"])["memory length"]
     verdicts = pd.concat(memory, axis=1).reset_index()
     changed = verdicts[verdicts["off"] != verdicts["on"]]
     out.mkdir(parents=True, exist_ok=True)

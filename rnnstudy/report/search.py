@@ -28,14 +28,15 @@ def objective_frame(runs: pd.DataFrame) -> pd.DataFrame:
     done = runs[runs["status"].isin([COMPLETE, PRUNED])]
     if not cols or done.empty:
         return pd.DataFrame()
-    long = done.melt(id_vars=["cell", "task", "T", "status", "final_norm_loss"], value_vars=cols, var_name="param")
+    ids = ["cell", "task", "T", "status", "final_norm_loss"]
+    long = done[ids + cols].melt(id_vars=ids, value_vars=cols, var_name="param")
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     long = long.dropna(subset=["value", "final_norm_loss"])
     return long.assign(panel=long["task"] + ", T=" + long["T"].astype(int).astype(str))
 
 
 def importance_table(storage: str | None, studies: list[str]) -> pd.DataFrame:
-    """Parameter importances per study, with the number of complete trials behind them."""
+    """Per searched study: how its trials were drawn, how many completed, and Optuna's importances where they mean something."""
     if not storage or not studies:
         return pd.DataFrame()
     rows = []
@@ -44,11 +45,18 @@ def importance_table(storage: str | None, studies: list[str]) -> pd.DataFrame:
             study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             continue
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not any(t.params for t in complete):
+            continue  # fixed runs: nothing was searched
         values = study_importances(study)
-        if values:
-            n = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            text = ", ".join(f"{p} {v:.2f}" for p, v in values.items())
-            rows.append({"study": name, "complete trials": n, "importances (Optuna default evaluator)": text})
+        rows.append(
+            {
+                "study": name,
+                "sampling": study.user_attrs.get("sampling", "-"),
+                "complete trials": len(complete),
+                "importances (Optuna default evaluator)": ", ".join(f"{p} {v:.2f}" for p, v in values.items()) or "-",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -70,9 +78,12 @@ def draw(objective: pd.DataFrame, out: Path) -> Path | None:
         aspect=1.2,
         facet_kws={"sharex": "col", "sharey": False},
     )
-    for ax in grid.axes.flat:
+    for (_, param), ax in grid.axes_dict.items():
         ax.axhline(1.0, color="grey", ls="--", lw=1)
         ax.set_yscale("log")
+        values = objective.loc[objective["param"] == param, "value"]
+        if (values > 0).all() and values.max() >= 10 * values.min():  # a log-sampled range (the learning rate)
+            ax.set_xscale("log")
     grid.set_titles("{row_name} | {col_name}")
     grid.set_axis_labels("parameter value", "final val loss / baseline (log)")
     grid.figure.suptitle("Objective against each searched parameter (one row per task and T)", y=1.01)

@@ -1,82 +1,101 @@
-"""Tables: memory length per cell x init, best parameters per study, run status counts."""
+"""Tables: memory length (T50) per cell x init, best parameters per study, run status counts."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from rnnstudy.memory import steps_to_solve, t50
 from rnnstudy.report import frames, search
-from rnnstudy.store import Results
+from rnnstudy.store import COMPLETE, DIVERGED, Results
+
+#: What identifies one line of a memory-length study: its cell, task, family and the axis value it is held at.
+LINE = ["task", "cell", "family", "setting"]
 
 
-def memory_length(frontier: pd.DataFrame, res: Results, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per task x cell x init family: the largest T solved by at least half the seeds, every smaller T of the grid tried.
+def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
+    """Per task x cell x family x setting: T50 with its bootstrap interval over seeds, and the data behind it.
 
-    The grid of a task is every T any run of it used; a family missing at a smaller T gets no verdict above it.
-    Beside it: the median answer-loss gradient horizon at initialisation, at the largest T the family was tried.
+    Each run is one (seed, T) observation, solved within its budget or not; grid experiments with several
+    trials per study use each T's best trial (its seeds). Beside T50: the seeds, the T visited, the solved
+    fraction at each T, the Kaplan-Meier median steps-to-solve at the largest T at least half the seeds
+    solved (unsolved runs censored at the budget), the learning rate, and the answer-loss gradient
+    horizon at initialisation at the largest T tried.
     """
-    if frontier.empty:
+    lines = best_trials(frames.studied(runs))
+    if lines.empty:
         return pd.DataFrame()
-    grid = runs.groupby("task")["T"].apply(lambda ts: sorted({int(t) for t in ts}))
-    per_t = frontier.groupby(["task", "cell", "family", "T"]).agg(solved=("solved", "mean"), seeds=("seed", "nunique"))
     probe = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == frames.probe_metric("horizon"))]
     at_init = probe[probe["step"] == 0].set_index("run_id")["value"]
     rows = []
-    for (task, cell, family), d in per_t.groupby(level=["task", "cell", "family"]):
-        fractions = {int(T): frac for (_, _, _, T), frac in d["solved"].items()}
-        memory, missing = None, []
-        for T in grid[task]:
-            if T not in fractions:
-                missing.append(T)
-            elif fractions[T] >= 0.5 and not missing:
-                memory = T
-        largest = max(fractions)
-        ids = frontier[
-            (frontier["task"] == task) & (frontier["cell"] == cell) & (frontier["family"] == family) & (frontier["T"] == largest)
-        ]["run_id"]
-        horizons = at_init.reindex(ids).dropna()
-        seeds = int(d["seeds"].max())
+    for (task, cell, family, setting), d in lines.groupby(LINE, dropna=False):
+        estimate = t50(d)
+        fractions = d.groupby("T")["solved"].mean()
+        good = fractions[fractions >= 0.5]
+        at = int(good.index.max()) if not good.empty else int(fractions.index.min())
+        here = d[d["T"] == at]
+        km = steps_to_solve(here["steps_to_solve"].astype(float), here["budget"].astype(float))
+        largest = d[d["T"] == d["T"].max()]
+        horizons = at_init.reindex(largest["run_id"]).dropna()
         rows.append(
             {
                 "task": task,
                 "cell": cell,
                 "init family": family,
-                "memory length": memory if memory is not None else np.nan,
-                "verdict": _verdict(memory, largest, grid[task]),
-                "solved fraction at each T": ", ".join(f"{T}: {fractions[T]:.0%}" for T in sorted(fractions)),
-                "seeds": seeds,
-                "T not tried": ", ".join(map(str, missing)) or "-",
+                "setting": setting or "-",
+                "axis": d["axis"].iloc[0],
+                "value": d["value"].iloc[0],
+                "memory length": estimate.text(),
+                "T50": estimate.estimate,
+                "low": estimate.low,
+                "high": estimate.high,
+                "censored": estimate.censored or "-",
+                "seeds": estimate.seeds,
+                "T visited": ", ".join(map(str, estimate.T_tried)),
+                "solved fraction at each T": ", ".join(f"{int(T)}: {f:.0%}" for T, f in fractions.items()),
+                "steps to solve (KM median [95%])": f"{_steps(km.median)} [{_steps(km.low)}, {_steps(km.high)}] at T = {at}",
+                "lr": ", ".join(f"{v:g}" for v in sorted(d["lr"].unique())),
                 "gradient horizon at init (answer loss, steps)": float(np.median(horizons)) if len(horizons) else np.nan,
-                "horizon measured at T": largest,
+                "at T": int(largest["T"].iloc[0]),
             }
         )
     return pd.DataFrame(rows)
 
 
-def _verdict(memory: int | None, largest: int, grid: list[int]) -> str:
-    if memory is None:
-        return f"none of T <= {largest}"
-    return f"T >= {memory} (the largest T of the grid)" if memory == max(grid) else f"T = {memory}"
+def best_trials(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every seed of each line x T's best configuration; a diverged seed stays in, as unsolved with an infinite loss."""
+    ended = runs[runs["status"].isin([COMPLETE, DIVERGED])]
+    if ended.empty:
+        return ended
+    ended = ended.assign(score=ended["final_norm_loss"].where(ended["status"] == COMPLETE, np.inf).fillna(np.inf))
+    means = ended.groupby([*LINE, "T", "config"], dropna=False)["score"].mean().reset_index()
+    best = means.loc[means.groupby([*LINE, "T"], dropna=False)["score"].idxmin(), [*LINE, "T", "config"]]
+    return ended.merge(best, on=[*LINE, "T", "config"])
+
+
+def _steps(value: float) -> str:
+    return "not reached" if np.isinf(value) else ("-" if np.isnan(value) else f"{value:.0f}")
 
 
 def best_parameters(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per study, the trial with the lowest mean final normalised loss, its parameters and how many trials it beat."""
-    done = frames.complete(runs).dropna(subset=["study", "final_norm_loss"])
+    """Per searched study, the configuration with the lowest mean final normalised loss, its parameters, and how many it beat."""
+    done = frames.complete(frames.studied(runs)).dropna(subset=["study", "final_norm_loss"])
     if done.empty:
         return pd.DataFrame()
     params = [c for c in runs.columns if c.startswith(search.PARAM_PREFIXES)]
     rows = []
     for study, d in done.groupby("study"):
-        per_trial = d.groupby("trial")["final_norm_loss"].mean()
-        trial = per_trial.idxmin()
-        first = d[d["trial"] == trial].iloc[0]
+        per_config = d.groupby("config")["final_norm_loss"].mean()
+        first = d[d["config"] == per_config.idxmin()].sort_values("trial").iloc[0]
         chosen = {p: first[p] for p in params if pd.notna(first.get(p))}
+        if not chosen:
+            continue  # nothing searched: a fixed point, not a search result
         rows.append(
             {
                 "study": study,
-                "trials finished": int(d["trial"].nunique()),
-                "best trial": int(trial),
-                "best loss / baseline": per_trial.min(),
+                "configurations finished": int(d["config"].nunique()),
+                "best trial": int(first["trial"]),
+                "best loss / baseline": per_config.min(),
                 "init": first["init"],
                 "parameters": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in chosen.items()),
             }

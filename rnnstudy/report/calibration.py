@@ -1,0 +1,58 @@
+"""Figure and table: the learning-rate calibration, final loss against lr per cell, and the lr each cell then trained at."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from rnnstudy import figures
+from rnnstudy.cells import CELL_COLOURS
+from rnnstudy.experiment import CALIBRATION
+from rnnstudy.report import frames
+
+
+def frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """The calibration runs: cell, task, T, lr, seed and final normalised loss (a diverged run: NaN, drawn at the top)."""
+    if runs.empty:
+        return pd.DataFrame()
+    cal = runs[runs["stage"] == CALIBRATION]
+    return cal[["cell", "task", "T", "lr", "seed", "status", "final_norm_loss"]].reset_index(drop=True)
+
+
+def chosen(calibration: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per cell x task: the lr with the lowest median final loss (ties: the smaller), and the lr its study runs trained at."""
+    if calibration.empty:
+        return pd.DataFrame()
+    scored = calibration.assign(score=calibration["final_norm_loss"].fillna(np.inf))
+    med = scored.groupby(["task", "cell", "lr"])["score"].median().reset_index()
+    best = med.sort_values(["task", "cell", "score", "lr"]).groupby(["task", "cell"]).head(1)
+    used = frames.studied(runs).groupby(["task", "cell"])["lr"].agg(lambda v: ", ".join(f"{x:g}" for x in sorted(set(v))))
+    out = best.rename(columns={"lr": "chosen lr", "score": "median final loss / baseline"}).merge(
+        used.rename("lr the study trained at").reset_index(), on=["task", "cell"], how="left"
+    )
+    return out
+
+
+def draw(calibration: pd.DataFrame, picked: pd.DataFrame, out: Path) -> Path | None:
+    """Final normalised loss against lr (both log), one panel per task, a line per cell (median over seeds, each seed a dot)."""
+    if calibration.empty:
+        return None
+    data = calibration.assign(final=calibration["final_norm_loss"].fillna(calibration["final_norm_loss"].max() * 2))
+    grid = sns.relplot(
+        data=data, kind="line", x="lr", y="final", col="task", estimator="median", errorbar=None, marker="o",
+        height=3.2, aspect=1.3, facet_kws={"sharey": False}, **figures.by_cell(data),
+    )  # fmt: skip
+    for task, ax in grid.axes_dict.items():
+        d = data[data["task"] == task]
+        sns.scatterplot(data=d, x="lr", y="final", ax=ax, legend=False, s=12, alpha=0.5, **figures.by_cell(d))
+        for _, row in picked[picked["task"] == task].iterrows():
+            ax.axvline(row["chosen lr"], color=CELL_COLOURS[row["cell"]], ls=":", lw=1.2)
+        ax.set(xscale="log", yscale="log")
+        ax.axhline(1.0, color="grey", ls="--", lw=1)
+    T = ", ".join(str(int(t)) for t in sorted(data["T"].unique()))
+    grid.set_axis_labels("learning rate (log)", "final val loss / baseline (log)")
+    grid.figure.suptitle(f"Learning-rate calibration at T = {T} (line: median over seeds; dotted: the lr chosen)", y=1.03)
+    return figures.save(grid.figure, out)

@@ -1,0 +1,73 @@
+"""Bracketing the memory transition in T: start, multiply while at least half the seeds solve, refine in log T.
+
+The search is a pure function of the verdicts so far (:func:`next_T`), so every worker, a rerun after
+a kill, and one worker or several all visit the same points in the same order; the verdict of a
+point is read back from its finished study, never remembered by a process.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, PositiveInt, model_validator
+
+from rnnstudy.config import Strict
+
+
+class TSearch(Strict):
+    """Where to look for the transition: ``start``, x ``factor`` while solved, up to ``max``; ``refine`` bisections in log T."""
+
+    start: PositiveInt
+    """The first T tried."""
+    factor: float = Field(default=2.0, gt=1.0)
+    """T is multiplied by this while at least half the seeds solve."""
+    max: PositiveInt
+    """The largest T tried: solved there means memory length > max."""
+    refine: int = Field(default=2, ge=0)
+    """Bisections in log T between the last T solved and the first T failed."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> TSearch:
+        if self.max < self.start:
+            raise ValueError(f"max = {self.max} is below start = {self.start}; allowed: max >= start")
+        return self
+
+    def ladder(self) -> list[int]:
+        """The T of the multiplying phase, in order: start, start x factor, ..., max."""
+        out = [self.start]
+        while out[-1] < self.max:
+            out.append(min(self.max, max(out[-1] + 1, round(out[-1] * self.factor))))
+        return out
+
+
+def next_T(search: TSearch, verdicts: dict[int, bool]) -> int | None:
+    """The next T to visit given the verdicts so far (True: at least half the seeds solved), or None when the search is done."""
+    ladder = search.ladder()
+    lo = None
+    for T in ladder:
+        if T not in verdicts:
+            return T
+        if not verdicts[T]:
+            hi = T
+            break
+        lo = T
+    else:
+        return None  # solved up to max
+    if lo is None:
+        return None  # failed at the start
+    for _ in range(search.refine):
+        mid = round(math.sqrt(lo * hi))
+        if mid <= lo or mid >= hi:
+            return None
+        if mid not in verdicts:
+            return mid
+        lo, hi = (mid, hi) if verdicts[mid] else (lo, mid)
+    return None
+
+
+def visited(search: TSearch, verdicts: dict[int, bool]) -> list[int]:
+    """The T the search has visited so far, in the order it visited them (replayed from the verdicts)."""
+    seen: dict[int, bool] = {}
+    while (T := next_T(search, seen)) is not None and T in verdicts:
+        seen[T] = verdicts[T]
+    return list(seen)

@@ -1,0 +1,179 @@
+"""Guards for bugs a reviewer planted and the fast suite once let through: each test checks one against an independent answer."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from rnnstudy.cli import main
+from rnnstudy.config import InitConfig, ModelConfig
+from rnnstudy.diagnostics import step_function
+from rnnstudy.experiment import load_run_config
+from rnnstudy.inits import initialise
+from rnnstudy.models import RecurrentNet
+from rnnstudy.report import reproduction, tables
+from rnnstudy.store import Results
+from rnnstudy.tasks import make_task
+
+
+def hand_built_runs(rows):
+    """A run table built by hand: one row per (line, T, seed) with its outcome."""
+    out = []
+    for i, (cell, family, T, seed, solved) in enumerate(rows):
+        out.append(
+            {"run_id": f"r{i}", "task": "adding", "cell": cell, "family": family, "setting": "", "axis": "", "value": np.nan,
+             "T": T, "seed": seed, "solved": solved, "steps_to_solve": 100.0 if solved else np.nan, "budget": 1000,
+             "status": "complete", "final_norm_loss": 0.01 if solved else 1.0, "config": f"{cell}/{family}/{T}", "lr": 1e-3,
+             "stage": ""}
+        )  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def test_the_memory_verdicts_of_a_hand_built_frontier():
+    seeds = range(5)
+    rows = [("lstm", "a", T, s, T <= 20) for T in (10, 20, 40, 80) for s in seeds]  # every seed solves up to 20, none at 40
+    rows += [("gru", "b", T, s, True) for T in (10, 20, 40) for s in seeds]  # solves everything tried
+    rows += [("rnn_tanh", "c", 10, s, s == 0) for s in seeds]  # one seed in five at the smallest T
+    rows += [("rnn_relu", "d", T, s, (T == 10) or (T == 20 and s < 3)) for T in (10, 20, 40) for s in seeds]  # 3/5 at 20
+    empty = Results(pd.DataFrame(), pd.DataFrame(columns=["step", "split", "metric", "value", "run_id"]), pd.DataFrame())
+    memory = tables.memory_length(hand_built_runs(rows), empty).set_index("cell")
+    assert memory.loc["lstm", "memory length"].startswith(f"T50 = {math.sqrt(20 * 40):.3g}")  # the gap's geometric midpoint
+    assert memory.loc["gru", "memory length"] == "T50 > 40"
+    assert memory.loc["rnn_tanh", "memory length"] == "T50 < 10"  # 1 of 5 is not half: no memory at all
+    relu = memory.loc["rnn_relu"]
+    assert relu["censored"] == "-" and 20 < relu["T50"] < 40  # 60% at 20, 0% at 40: the crossing lies between
+    assert relu["solved fraction at each T"] == "10: 100%, 20: 60%, 40: 0%"
+    assert memory.loc["lstm", "steps to solve (KM median [95%])"].startswith("100 ") and memory.loc["lstm", "seeds"] == 5
+
+
+def test_reference_verdicts_solved_decays_and_every_seed():
+    def runs(losses, solved, decay=(-0.05, -0.05)):
+        return pd.DataFrame(
+            {"final_norm_loss": losses, "solved": solved, "decay_init": decay[0], "decay_end": decay[1], "budget": 1000}
+        )
+
+    by_id = {r.id: r for r in reproduction.REFERENCE}
+    assert reproduction._judge(by_id["rnn-sgd-adding"], runs([0.1, 0.1, 0.9], [True, True, False]))[0] == "agree"
+    assert reproduction._judge(by_id["rnn-sgd-adding"], runs([0.1, 0.9, 0.9], [True, False, False]))[0] == "disagree"
+    assert reproduction._judge(by_id["gradflow-tanh128"], runs([1.0], [False], (-0.05, -0.02)))[0] == "agree"
+    assert reproduction._judge(by_id["gradflow-tanh128"], runs([1.0], [False], (-0.05, 0.0)))[0] == "disagree"
+    # "stuck at baseline" needs every seed at the baseline: a mean above the bar with one seed below it disagrees
+    stuck = by_id["tanh128-adding"]
+    assert reproduction._judge(stuck, runs([1.0, 1.0, 0.95], [False] * 3))[0] == "agree"
+    assert reproduction._judge(stuck, runs([1.2, 1.2, 0.5], [False] * 3))[0] == "disagree"  # mean 0.97, one seed 0.5
+
+
+def test_the_digits_loss_reads_the_last_step_only():
+    task = make_task("digits", 64)
+    batch = task.sample(8, torch.Generator().manual_seed(0))
+    out = torch.zeros(64, 8, task.output_size)
+    out[-1] = torch.randn(8, task.output_size, generator=torch.Generator().manual_seed(1))
+    expected = nn.functional.cross_entropy(out[-1], batch.y)
+    assert task.loss(out, batch).item() == pytest.approx(expected.item(), rel=1e-6)
+    out[0] += 100.0  # anything before the last step changes nothing
+    assert task.loss(out, batch).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert task.answer_steps == slice(63, 64)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_the_diagnostics_step_is_the_torch_modules_own_step(cell):
+    torch.manual_seed(0)
+    net = RecurrentNet(ModelConfig(cell=cell, hidden_size=6), 3, 2).double()
+    for layer in net.layers:  # non-zero biases in both vectors, so a forgotten b_hh shows
+        nn.init.uniform_(layer.bias_hh_l0, 0.2, 0.5)
+        nn.init.uniform_(layer.bias_ih_l0, -0.5, -0.2)
+    layer, H = net.layers[0], 6
+    x = torch.randn(4, 3, dtype=torch.float64)
+    h0 = torch.randn(4, H, dtype=torch.float64)
+    step = step_function(net)
+    if cell == "lstm":
+        c0 = torch.randn(4, H, dtype=torch.float64)
+        out, (h1, c1) = layer(x[None], (h0[None], c0[None]))
+        ours, _ = step(torch.cat([h0, c0], dim=-1), x, None)
+        torch.testing.assert_close(ours, torch.cat([h1[0], c1[0]], dim=-1), rtol=1e-12, atol=1e-12)
+    else:
+        out, h1 = layer(x[None], h0[None])
+        ours, _ = step(h0, x, None)
+        torch.testing.assert_close(ours, h1[0], rtol=1e-12, atol=1e-12)
+
+
+def fresh_layer(cell="rnn_tanh", hidden=256, inputs=64):
+    torch.manual_seed(0)
+    return {"lstm": nn.LSTM, "gru": nn.GRU}.get(cell, nn.RNN)(inputs, hidden)
+
+
+def test_xavier_and_orthogonal_input_weights_and_xavier_kaiming_recurrent():
+    layer = fresh_layer()
+    initialise(layer, "rnn_tanh", InitConfig(input="xavier", input_gain=1.0, recurrent="xavier", gain=2.0), 100)
+    w_ih, w_hh = layer.weight_ih_l0.detach(), layer.weight_hh_l0.detach()
+    xavier_in = math.sqrt(6 / (64 + 256))  # Glorot's bound 0.137, above PyTorch's default 1/sqrt(256) = 0.0625
+    assert w_ih.abs().max() <= xavier_in and w_ih.abs().max() > 0.95 * xavier_in
+    assert w_ih.std().item() == pytest.approx(xavier_in / math.sqrt(3), rel=0.05)  # U(-a, a) has sd a / sqrt 3
+    assert w_hh.abs().max() <= 2.0 * math.sqrt(6 / 512) and w_hh.std().item() == pytest.approx(2.0 / math.sqrt(256), rel=0.05)
+    layer = fresh_layer()
+    initialise(layer, "rnn_tanh", InitConfig(input="orthogonal", input_gain=0.5, recurrent="kaiming", gain=0.5), 100)
+    w_ih, w_hh = layer.weight_ih_l0.detach().double(), layer.weight_hh_l0.detach().double()
+    torch.testing.assert_close(
+        w_ih.T @ w_ih, 0.25 * torch.eye(64, dtype=torch.float64), atol=1e-5, rtol=0
+    )  # 256 x 64: W^T W = g^2 I
+    assert w_hh.std().item() == pytest.approx(0.5 * math.sqrt(2 / 256), rel=0.05)  # He normal: sd sqrt(2 / fan_in), times gain
+
+
+def test_chrono_takes_the_sequence_length_as_its_default_T_max():
+    cfg = load_run_config(None, ["model.cell=lstm", "model.hidden_size=512", "task.name=copy", "task.T=30", "init.bias=chrono"])
+    assert cfg.chrono_tmax == 50  # copy's sequence: T + 20
+    layer = fresh_layer("lstm", hidden=512, inputs=10)
+    initialise(layer, "lstm", cfg.init, int(cfg.chrono_tmax))
+    forget = layer.bias_ih_l0.detach()[512:1024]
+    assert forget.min() >= 0 and forget.max() <= math.log(49)  # log U(1, T_max - 1)
+    assert forget.exp().mean().item() == pytest.approx((1 + 49) / 2, rel=0.1)  # exp(b_f) is U(1, 49)
+    torch.testing.assert_close(layer.bias_ih_l0.detach()[:512], -forget)
+
+
+def test_probe_chunk_is_checked_against_the_sequence_not_T(capsys):
+    # copy T=5 has a 25-step sequence: a chunk of 20 > T is allowed, 26 is not
+    assert load_run_config(None, ["task.name=copy", "task.T=5", "probe.chunk=20"]).probe.chunk == 20
+    assert main(["train", "task.name=copy", "task.T=5", "probe.chunk=26"]) == 2
+    assert "probe.chunk = 26: larger than the sequence (25 steps); allowed: 1 .. 25" in capsys.readouterr().err
+
+
+def test_seed_bounds_name_the_value_and_the_range(capsys):
+    assert load_run_config(None, [f"seed={2**32 - 1}"]).seed == 2**32 - 1
+    assert main(["train", f"seed={2**32}"]) == 2
+    err = capsys.readouterr().err
+    assert f"seed = {2**32}" in err and "less than or equal to 4294967295" in err
+
+
+def test_the_validation_set_does_not_depend_on_the_run_seed(tiny):
+    from rnnstudy.lit import TaskData, build_task
+
+    sets = []
+    for seed in (0, 1):
+        cfg = tiny(seed=seed)
+        data = TaskData(cfg, build_task(cfg))
+        data.setup("fit")
+        sets.append(next(iter(data.val_dataloader())))
+    assert all(torch.equal(a, b) for a, b in zip(*sets))
+    other = tiny(**{"task.val_seed": 5})
+    data = TaskData(other, build_task(other))
+    data.setup("fit")
+    assert not torch.equal(next(iter(data.val_dataloader())).x, sets[0].x)
+
+
+def test_version_config_and_storage_file(tmp_path, capsys):
+    from rnnstudy import __version__
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"rnnstudy {__version__}"
+    assert main(["config", "model.cell=gru", "task.T=7"]) == 0
+    shown = capsys.readouterr().out
+    assert '  cell: "gru"  # choice; default "lstm"; allowed: rnn_tanh, rnn_relu, lstm, gru; The recurrent cell' in shown
+    assert "  T: 7  # int; default 100; allowed: > 0;" in shown
+    empty = tmp_path / "url"
+    empty.write_text("")
+    assert main(["status", "experiments/demo.yaml", "--storage-file", str(empty)]) == 2
+    assert "the file is empty; it should hold one storage URL" in capsys.readouterr().err

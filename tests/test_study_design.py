@@ -1,0 +1,75 @@
+"""Study design a referee accepts: IRNN as published, the early-stop probe, runs never trained twice, design checks."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from rnnstudy.errors import ConfigError
+from rnnstudy.experiment import load_experiment
+from rnnstudy.models import initial_net
+from rnnstudy.overrides import apply_overrides
+from rnnstudy.store import load
+from rnnstudy.tasks import make_task
+from rnnstudy.train import train
+
+
+def test_irnn_family_follows_le_et_al(tiny):
+    exp = load_experiment("experiments/phase_cpu.yaml")
+    (point,) = [p for p in exp.points() if p.family == "irnn" and p.value == 1.0]
+    cfg = apply_overrides(point.cfg, {"model.hidden_size": 256, "task.T": 10})
+    torch.manual_seed(0)
+    layer = initial_net(cfg, make_task("adding", 10)).layers[0]
+    assert cfg.model.cell == "rnn_relu"
+    assert torch.equal(layer.weight_hh_l0, torch.eye(256))  # W_hh = scale x I at scale 1
+    assert not layer.bias_ih_l0.any() and not layer.bias_hh_l0.any()  # zero biases
+    w = layer.weight_ih_l0.detach().double()
+    assert w.mean().abs() < 3 * 0.001 / math.sqrt(w.numel()) * 4
+    assert w.std().item() == pytest.approx(0.001, rel=0.1)  # input weights N(0, 0.001^2), not PyTorch's U(+-1/16)
+    assert w.abs().max() < 0.006
+
+
+def test_an_early_stopped_run_is_probed_at_the_step_it_stopped(tiny):
+    cfg = tiny(**{"train.early_stop": True, "task.solved_threshold": 10.0, "train.steps": 200, "probe.every": 100})
+    result = train(cfg)
+    assert result.steps_to_solve == 10 and result.steps == 10  # solved at the first validation
+    profile = pd.read_parquet(result.path / "gradflow.parquet")
+    assert sorted(profile["step"].unique()) == [0, 10]
+    last = profile[profile["step"] == 10]
+    first = profile[profile["step"] == 0]
+    assert (last["norm"] > 0).all() and len(last) == len(first) == 2 * cfg.task.T  # LSTM h and c at every step, as at 0
+
+
+def test_a_sweep_never_trains_the_same_run_twice(tiny):
+    cfg = tiny()
+    meta = {"study": "s/rnn/adding/T=12", "trial": 0, "params": {}, "seed": 0}
+    first = train(cfg, meta=meta)
+    again = train(cfg, meta={**meta, "trial": 1})  # a retried trial reaches the same run
+    assert (again.run_id, again.path, again.final) == (first.run_id, first.path, first.final)
+    assert len(load(cfg.out).runs) == 1
+    plain = train(cfg)  # outside a sweep every call is a new run
+    assert plain.run_id != first.run_id
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ("grid: {task.T: [10, 20]}\nT_search: {start: 10, max: 40}\n", "grid.task.T: T_search chooses T"),
+        ("T_search: {start: 10, max: 5}\n", "max = 5 is below start = 10"),
+        ("calibrate: {lr: [1.0e-3, 2.0e-3, 3.0e-3, 4.0e-3, 5.0e-3], T: 10}\n", "spans less than two decades"),
+        ("calibrate: {lr: [1.0e-4, 1.0e-2], T: 10}\n", "calibrate.lr"),
+        ("study: {trials: 3}\n", "study.trials = 3: nothing is searched"),
+        ("families: {a: {init.gain: [1, 2], init.scale: [1, 2]}}\n", "allowed: one axis"),
+        (
+            "task: {name: copy, T: 5}\nsearch: {train.lr: {type: float, low: 0.001, high: 0.01}}\n"
+            "study: {trials: 4, pruner: median, warmup_validations: 1}\n",
+            "copy runs sit on the memoryless plateau",
+        ),
+    ],
+)
+def test_designs_a_referee_would_refuse_are_config_errors(tmp_path, extra, message):
+    path = tmp_path / "e.yaml"
+    path.write_text(f"name: e\ntrain: {{steps: 1000, val_every: 100}}\n{extra}")
+    with pytest.raises(ConfigError, match=message):
+        load_experiment(path)

@@ -1,0 +1,148 @@
+"""The T search: the points it visits on a known outcome, through the real worker loop and storage, a kill, two workers."""
+
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+import rnnstudy.train
+from rnnstudy import worker
+from rnnstudy.experiment import load_experiment
+from rnnstudy.stages import next_point
+from rnnstudy.storage import open_storage
+from rnnstudy.studies import counts, experiment_studies
+from rnnstudy.train import RunResult
+from rnnstudy.tsearch import TSearch, next_T, visited
+
+
+def walk(search, solved_up_to):
+    """Every T the search visits when a point is solved exactly when T <= solved_up_to."""
+    verdicts = {}
+    while (T := next_T(search, verdicts)) is not None:
+        verdicts[T] = T <= solved_up_to
+    return visited(search, verdicts)
+
+
+def test_the_search_multiplies_then_bisects_in_log_T():
+    search = TSearch(start=10, factor=2, max=160, refine=2)
+    assert search.ladder() == [10, 20, 40, 80, 160]
+    assert walk(search, 50) == [10, 20, 40, 80, 57, 48]  # 57 = round(sqrt(40 x 80)), 48 = round(sqrt(40 x 57))
+    assert walk(search, 5) == [10]  # failed at the start: T50 < 10, nothing to refine
+    assert walk(search, 1000) == [10, 20, 40, 80, 160]  # solved at max: T50 > 160
+    assert walk(TSearch(start=10, factor=2, max=100, refine=1), 1000) == [10, 20, 40, 80, 100]  # the ladder stops at max
+    assert walk(TSearch(start=10, max=20, refine=9), 15) == [10, 20, 14, 17, 15, 16]  # stops once no integer T is left
+    with pytest.raises(ValueError, match="max = 5 is below start = 10"):
+        TSearch(start=10, max=5)
+
+
+def search_experiment(tmp_path: Path, heartbeat_s: int = 30, storage_url: str | None = None, name: str = "ts"):
+    exp = tmp_path / f"{name}.yaml"
+    exp.write_text(
+        f"name: {name}\n"
+        "model: {hidden_size: 4}\ntask: {name: adding, T: 10, val_size: 16}\n"
+        "train: {steps: 4, batch_size: 4, val_every: 2, progress: false, accelerator: cpu}\nwandb: {mode: disabled}\n"
+        "grid: {model.cell: [rnn_tanh, gru]}\nseeds: [0, 1, 2]\n"
+        "T_search: {start: 10, factor: 2, max: 160, refine: 2}\n"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 1, pruner: none, heartbeat_s: {heartbeat_s}}}\n"
+    )
+    e = load_experiment(exp)
+    storage, _ = open_storage(storage_url, e, e.base())
+    return e, storage
+
+
+#: The fake outcome: the tanh RNN remembers up to T = 50 (seed 2 only to 30, so a point is still decided by the majority),
+#: the GRU up to T = 100.
+LIMIT = {"rnn_tanh": 50, "gru": 100}
+
+
+class FakeTraining:
+    """Stands in for training: records each call and says solved by the known outcome, or stops like a kill."""
+
+    def __init__(self, kill_at_call: int | None = None):
+        self.calls, self.kill_at_call, self.lock = [], kill_at_call, threading.Lock()
+
+    def __call__(self, cfg, callbacks=(), meta=None, group=None, tag=""):
+        with self.lock:
+            self.calls.append((cfg.model.cell, cfg.task.T, cfg.seed))
+            if self.kill_at_call is not None and len(self.calls) == self.kill_at_call:
+                raise KeyboardInterrupt  # the worker dies mid-trial: its trial stays running until its heartbeat is stale
+        limit = LIMIT[cfg.model.cell] - (20 if cfg.seed == 2 else 0)
+        solved = cfg.task.T <= limit
+        final = {"norm_loss": 0.5 if solved else 1.0}
+        run_id = f"{cfg.model.cell}-{cfg.task.T}-{cfg.seed}"
+        return RunResult(run_id, Path("."), "complete", None, final, {}, 4, 2 if solved else None, 0.0)
+
+
+def visited_points(exp, storage):
+    return {line.cfg.model.cell: next_point(exp, storage, line).visited for line in exp.points()}
+
+
+EXPECTED = {"rnn_tanh": (10, 20, 40, 80, 57, 48), "gru": (10, 20, 40, 80, 160, 113, 95)}
+
+
+def test_the_worker_visits_the_right_points_each_once(tmp_path, monkeypatch):
+    fake = FakeTraining()
+    monkeypatch.setattr(rnnstudy.train, "train", fake)
+    exp, storage = search_experiment(tmp_path)
+    worker.work(exp, storage, poll_s=0.01)
+    assert visited_points(exp, storage) == EXPECTED
+    points = sum(len(v) for v in EXPECTED.values())
+    assert len(fake.calls) == points * 3 and len(set(fake.calls)) == len(fake.calls)  # every point x seed trained once
+    assert (
+        all(counts(s)["complete"] == 1 for s in experiment_studies(storage, "ts"))
+        and len(experiment_studies(storage, "ts")) == points
+    )
+
+
+def test_a_killed_search_resumes_without_running_a_point_twice(tmp_path, monkeypatch):
+    exp, storage = search_experiment(tmp_path, heartbeat_s=1)
+    killed = FakeTraining(kill_at_call=8)  # the third point's second seed
+    monkeypatch.setattr(rnnstudy.train, "train", killed)
+    with pytest.raises(KeyboardInterrupt):
+        worker.work(exp, storage, poll_s=0.01)
+    time.sleep(2.5)  # past the heartbeat grace period (2 x heartbeat_s): the dead trial is failed and retried
+    rerun = FakeTraining()
+    monkeypatch.setattr(rnnstudy.train, "train", rerun)
+    worker.work(exp, storage, poll_s=0.01)
+    assert visited_points(exp, storage) == EXPECTED
+    studies = experiment_studies(storage, "ts")
+    assert all(counts(s)["complete"] == 1 for s in studies)  # never a point twice
+    assert sum(counts(s)["fail"] for s in studies) == 1  # the killed trial, retried
+    finished = set(killed.calls[:6])  # the two points finished before the kill are not run again
+    assert not finished & set(rerun.calls) and len(rerun.calls) == sum(len(v) for v in EXPECTED.values()) * 3 - 6
+
+
+def test_one_and_two_workers_visit_the_same_points(tmp_path, monkeypatch):
+    two_workers_on(tmp_path, monkeypatch, None, "ts")
+
+
+def test_two_workers_on_postgresql_visit_the_same_points(tmp_path, monkeypatch, postgres_url):
+    two_workers_on(tmp_path, monkeypatch, postgres_url, f"ts_pg_{tmp_path.name[-8:].replace('-', '_')}")
+
+
+def two_workers_on(tmp_path, monkeypatch, url, name):
+    fake = FakeTraining()
+    monkeypatch.setattr(rnnstudy.train, "train", fake)
+    exp, storage = search_experiment(tmp_path, storage_url=url, name=name)
+    errors = []
+
+    def run():
+        try:
+            worker.work(exp, storage, poll_s=0.01)
+        except Exception as err:  # surfaced below
+            errors.append(err)
+
+    workers = [threading.Thread(target=run) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert not errors and visited_points(exp, storage) == EXPECTED
+    assert all(counts(s)["complete"] == 1 for s in experiment_studies(storage, name))
+    assert len(set(fake.calls)) == len(fake.calls) == sum(len(v) for v in EXPECTED.values()) * 3
+    assert {t.state for s in experiment_studies(storage, name) for t in s.trials} <= {
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.FAIL,
+    }
