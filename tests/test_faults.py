@@ -208,27 +208,30 @@ def test_status_and_report_create_nothing(swept, tmp_path, capsys):
 
 # --- bad input ---------------------------------------------------------------------------------------
 
-BAD = [
-    ("train.lr=inf", "train.lr"),
-    ("train.lr=1e400", "train.lr"),
-    ("init.gain=.inf", "init.gain"),
-    ("train.clip=inf", "train.clip"),
-    ("task.solved_threshold=.nan", "task.solved_threshold"),
-    ("seed=-1", "seed"),
-    ("task.val_seed=18446744073709551616", "task.val_seed"),
-    ("task.T=1e12", "task.T"),
-    ("probe.chunk=500", "probe.chunk"),
-    ("experiment=../../escape", "experiment"),
-    ("train.precision=16", "train.precision"),
-    ("probe.loss=whole", "probe.loss"),
+BAD = [  # the override, and the one line it must give: key = value, then what is wrong or what is allowed
+    ("train.lr=inf", "train.lr = 'inf': Input should be a finite number"),
+    ("train.lr=1e400", "train.lr = inf: Input should be a finite number"),
+    ("init.gain=.inf", "init.gain = inf: Input should be a finite number"),
+    ("train.clip=inf", "train.clip = 'inf': Input should be a finite number"),
+    ("task.solved_threshold=.nan", "task.solved_threshold = nan: Input should be a finite number"),
+    ("seed=-1", "seed = -1: Input should be greater than or equal to 0"),
+    (
+        "task.val_seed=18446744073709551616",
+        "task.val_seed = 18446744073709551616: Input should be less than or equal to 18446744073709551615",
+    ),
+    ("task.T=1e12", "task.T = 1000000000000: one batch would need about 3.91e+09 GiB of activations"),
+    ("probe.chunk=500", "probe.chunk = 500: larger than the sequence (120 steps); allowed: 1 .. 120"),
+    ("experiment=../../escape", "experiment = '../../escape': names a folder under the results root; allowed: up to 100 letters"),
+    ("train.precision=16", "train.precision = 16: Input should be 32 or 64"),
+    ("probe.loss=whole", "probe.loss = 'whole': Input should be 'answer' or 'training'"),
 ]
 
 
-@pytest.mark.parametrize("override,key", BAD)
-def test_bad_run_values_exit_2_one_line_nothing_written(override, key, tmp_path, capsys):
+@pytest.mark.parametrize("override,message", BAD)
+def test_bad_run_values_exit_2_one_line_nothing_written(override, message, tmp_path, capsys):
     assert main(["train", override, f"out={tmp_path}/runs"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"{key} = " in err, err
+    assert len(err.splitlines()) == 1 and err.startswith(f"rnnstudy train: configuration error: {message}"), err
     assert not (tmp_path / "runs").exists() and not list(tmp_path.parent.glob("escape"))
 
 

@@ -1,6 +1,7 @@
 """Guards for bugs a reviewer planted and the fast suite once let through: each test checks one against an independent answer."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -177,3 +178,68 @@ def test_version_config_and_storage_file(tmp_path, capsys):
     empty.write_text("")
     assert main(["status", "experiments/demo.yaml", "--storage-file", str(empty)]) == 2
     assert "the file is empty; it should hold one storage URL" in capsys.readouterr().err
+
+
+def test_diagnose_prints_the_diagnostics_it_computes_and_draws_them(tmp_path, capsys):
+    from rnnstudy.diagnostics import diagnose
+
+    args = ["model.cell=rnn_tanh", "model.hidden_size=16", "task.name=adding", "task.T=20", "init.recurrent=orthogonal"]
+    assert main(["diagnose", *args, "--figure", str(tmp_path / "d" / "diag.png")]) == 0
+    shown = capsys.readouterr().out
+    d = diagnose(load_run_config(None, args))
+    lines = shown.splitlines()
+    rows = dict(re.fullmatch(r"  (.+?)\s{2,}(\S.*)", line).groups() for line in lines[1:] if line.startswith("  "))
+    assert lines[0] == "rnn_tanh 16, adding T=20, init orthogonal/default"
+    assert rows["answer-loss decay rate (log10 per step)"] == f"{d.decay_rate:+.4f}"
+    assert rows["predicted memory length (steps)"] == f"{d.predicted_memory:.1f}"
+    assert (tmp_path / "d" / "diag.png").stat().st_size > 10_000
+
+
+def test_gpus_give_each_worker_its_own_device(tmp_path, monkeypatch):
+    import rnnstudy.sweep as sweep
+
+    started = []
+
+    class Done:
+        returncode = 0
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", lambda cmd, env: started.append((cmd, env)) or Done())
+    exp = tmp_path / "g.yaml"
+    exp.write_text(f"name: g\nwandb: {{mode: disabled}}\nout: {tmp_path / 'runs'}\n")
+    assert sweep.run_sweep(str(exp), workers=2, gpus="0,3") == 0
+    assert sorted(env["CUDA_VISIBLE_DEVICES"] for _, env in started) == ["0", "0", "3", "3"]  # two workers on each GPU
+    assert all(cmd[1:3] == ["-m", "rnnstudy.worker"] and cmd[-2:] == ["--threads", "1"] for cmd, _ in started)
+
+
+def test_importances_sampling_and_best_parameters_of_a_known_study(tmp_path):
+    import optuna
+
+    from rnnstudy.report import search
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    study = optuna.create_study(study_name="s", storage=url)
+    study.set_user_attr("sampling", "random sampling (6 trials, start-up 6: TPE never modelled anything)")
+    for i, (gain, lr) in enumerate([(0.5, 1e-3), (1.0, 1e-3), (1.5, 1e-3), (0.5, 1e-2), (1.0, 1e-2), (1.5, 1e-2)]):
+        dist = {
+            "init.gain": optuna.distributions.FloatDistribution(0.1, 2.0),
+            "train.lr": optuna.distributions.FloatDistribution(1e-4, 1e-1),
+        }
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={"init.gain": gain, "train.lr": lr}, distributions=dist, value=abs(gain - 1.0) + 0.01 * i
+            )
+        )
+    table = search.importance_table(url, ["s", "missing"]).set_index("study")
+    assert table.loc["s", "complete trials"] == 6 and table.loc["s", "sampling"].startswith("random sampling")
+    first = table.loc["s", "importances (Optuna default evaluator)"].split(",")[0]
+    assert first.startswith("init.gain")  # the value depends on the gain, barely on the lr
+    runs = pd.DataFrame(
+        {"study": "s", "stage": "", "status": "complete", "config": ["a", "a", "b", "b"], "trial": [0, 0, 1, 1],
+         "final_norm_loss": [0.5, 0.7, 0.2, 0.4], "init.gain": [1.5, 1.5, 1.0, 1.0], "init": "orthogonal"}
+    )  # fmt: skip
+    best = tables.best_parameters(runs).iloc[0]
+    assert (best["best trial"], best["configurations finished"], best["parameters"]) == (1, 2, "init.gain=1")
+    assert best["best loss / baseline"] == pytest.approx(0.3)

@@ -63,7 +63,7 @@ def test_frames_behind_the_figures(store):
     assert len(front) == combos * 2  # one point per cell x init x T x seed
     lag = gradient_lag.frame(res, runs)
     assert set(lag["phase"]) == {"at init", "end"} and (lag["lag"] >= 0).all()
-    assert set(lag.groupby("run_id")["T"].first()) <= {6, 12}
+    assert set(lag.groupby("run_id")["T"].first()) == {6, 12}  # every T of the grid has its gradient lines
 
 
 def test_empty_store_exit_2(tmp_path, capsys):
@@ -134,3 +134,16 @@ def test_reference_verdicts():
     assert table.loc["chrono-lstm128-copy", "ours"].startswith("not run here")
     runs.loc[2, "final_norm_loss"] = 0.5
     assert reproduction.frame(runs).set_index("reference").loc["tanh128-adding", "verdict"].startswith("disagree")
+
+
+def test_predict_and_prescreen_commands(store, tmp_path, capsys):
+    assert main(["predict", str(store), "--out", str(tmp_path / "p")]) == 0
+    diag = pd.read_csv(tmp_path / "p" / "run_diagnostics.csv")
+    runs = frames.run_table(load(store))
+    assert len(diag) == len(frames.complete(runs)) and set(diag["cell"]) == {"rnn_tanh", "lstm"}
+    assert diag["predicted_memory"].ge(0).all() and "written:" in capsys.readouterr().out
+    assert main(["prescreen", str(store), str(store), "--out", str(tmp_path / "q")]) == 0
+    text = (tmp_path / "q" / "report.md").read_text()
+    assert "Training steps saved: 0.0%; training wall time saved: 0.0%." in text  # the same study on both sides
+    assert main(["prescreen", str(store), str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
+    assert "not a results folder" in capsys.readouterr().err and not (tmp_path / "r").exists()

@@ -136,10 +136,16 @@ def test_memoryless_digits_loss_is_ln10():
 
 
 def test_digits_train_end_to_end_and_bad_T(tiny):
+    import pandas as pd
+
     from rnnstudy.errors import ConfigError
     from rnnstudy.train import train
 
-    result = train(tiny(task__name="digits_permuted", task__T=64, train__steps=10, model__cell="gru"))
-    assert result.status == "complete" and 0 <= result.final["accuracy"] <= 1
+    result = train(tiny(task__name="digits_permuted", task__T=64, train__steps=10, model__cell="gru", task__val_size=64))
+    assert result.status == "complete"
+    accuracy = result.final["accuracy"]
+    assert accuracy * 64 == pytest.approx(round(accuracy * 64))  # a count of 64 validation digits, not a soft score
+    val = pd.read_parquet(result.path / "metrics.parquet").query("split == 'val' and metric == 'accuracy'")
+    assert val["value"].iloc[-1] == accuracy
     with pytest.raises(ConfigError, match="fixed length; allowed: 64"):
         tiny(task__name="digits", task__T=100)

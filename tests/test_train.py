@@ -88,6 +88,9 @@ def test_early_stop_when_solved(tiny):
 def test_float64_runs(tiny):
     r = train(tiny(train__precision=64, model__cell="gru"))
     assert r.status == "complete" and np.isfinite(r.final["loss"])
+    single = train(tiny(model__cell="gru", experiment="t32"))
+    assert r.final["loss"] != single.final["loss"]  # the same seed in float32 rounds differently: precision was applied
+    assert r.final["loss"] == pytest.approx(single.final["loss"], rel=1e-3)  # ... and only by rounding
 
 
 def test_lstm_learns_adding_t30_well_below_baseline(tiny):
@@ -179,3 +182,19 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     a, b = a.sort_values(key).reset_index(drop=True), b.sort_values(key).reset_index(drop=True)
     assert a[key].equals(b[key])  # no step lost, none duplicated
     assert (a["value"].to_numpy() == b["value"].to_numpy()).all()  # bit-identical on the CPU
+
+
+def test_a_resumed_run_keeps_its_best_and_its_solved_step(tiny):
+    """The checkpoint carries what decides "solved" in every report: the solved step and the best validation."""
+    import torch
+
+    cfg = tiny(model__cell="gru", train__steps=60, train__val_every=20, probe__enabled=False, task__solved_threshold=10.0)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[Interrupt(47)])
+    (folder,) = (cfg.out / "t").iterdir()
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["rnnstudy"]
+    assert saved["solved_at"] == 20 and saved["best"]["step"] in (20, 40)  # solved at the first validation
+    resumed = train(cfg)
+    fresh = train(cfg.model_copy(update={"out": cfg.out / "fresh"}))
+    assert resumed.steps_to_solve == fresh.steps_to_solve == 20  # not the first validation after the resume (60)
+    assert resumed.best == fresh.best and resumed.final == fresh.final

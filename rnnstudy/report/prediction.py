@@ -5,7 +5,7 @@ the exact weights training started from), then compares, with Spearman rank corr
 bootstrap intervals:
 
 - per task x cell x init family: the predicted memory length (median over the family's runs)
-  against the measured one (the memory-length table's verdict; none solved counts as 0);
+  against the measured one (T50 of the memory-length table; censored estimates left out);
 - per task and T: each run's predicted normalised loss against its final normalised loss.
 """
 
@@ -150,20 +150,21 @@ def build(res: Results, out: Path) -> pd.DataFrame:
 
 def _write_report(out: Path, summary: pd.DataFrame, both: pd.DataFrame, runs: int) -> None:
     """report.md: what was compared, the correlations, the figure and the per-family table."""
-    shown = both[["task", "cell", "family", "predicted_memory", "lyapunov_reach", "timescale_median", "verdict"]].rename(
+    columns = ["task", "cell", "family", "setting", "predicted_memory", "lyapunov_reach", "timescale_median", "memory length"]
+    shown = both[columns].rename(
         columns={
             "predicted_memory": "predicted memory (steps)",
             "lyapunov_reach": "Lyapunov reach (steps)",
             "timescale_median": "median gate timescale",
-            "verdict": "measured",
+            "memory length": "measured",
         }
     )
     text = [
         "# Init-time predictor against training\n",
         f"Diagnostics of the exact initial network of {runs} finished runs (each run's config and seed), compared with what "
         "training measured. Predicted memory length: k* - 10 (copy) or k* (adding), k* = log10(1/eps) / -(answer-loss decay "
-        "rate at init); predicted normalised loss at T: min(1, lag_T / k*). Nothing fitted (docs/diagnostics.md). A family "
-        "that solved no T counts as measured memory 0; families with a T missing from the grid are left out.\n",
+        "rate at init); predicted normalised loss at T: min(1, lag_T / k*). Nothing fitted (docs/diagnostics.md). Measured "
+        "memory length: T50 with its interval; censored estimates (T50 beyond the T tried) locate nothing and are left out.\n",
         "## Spearman rank correlations (95% bootstrap intervals)\n",
         tables.markdown(summary, floatfmt=".3f") + "\n",
         "![predicted vs measured](predicted_vs_measured.png)\n",
