@@ -23,6 +23,8 @@ LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.W
 FINISHED_TRIALS = (TrialState.COMPLETE, TrialState.PRUNED)
 
 OBJECTIVE = "final validation loss / memoryless baseline (mean over seeds)"
+#: The objective's short name in Optuna (``trials_dataframe()`` column ``value_final_norm_loss``); the sentence is an attribute.
+METRIC = "final_norm_loss"
 SURPLUS = "surplus: other workers already hold every place of the study; nothing was trained"
 
 
@@ -78,7 +80,7 @@ def load_study(point: GridPoint, storage: RDBStorage, exp: Experiment) -> optuna
         attrs = {**point.facts(), "description": exp.description, "objective": OBJECTIVE, "sampling": sampling(exp)}
         for key, value in attrs.items():
             study.set_user_attr(key, value)
-        study.set_metric_names([OBJECTIVE])
+        study.set_metric_names([METRIC])
     return study
 
 

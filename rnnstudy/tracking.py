@@ -136,6 +136,7 @@ class WandbSink:
         if images:
             self._log(images, self.step)
         self.run.summary.update(summary)
+        self.run.tags = (*self.run.tags, f"status={summary['status']}")  # a W&B filter finds pruned, diverged, failed runs
         self.run.finish(exit_code=exit_code)
 
 

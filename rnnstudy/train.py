@@ -10,6 +10,7 @@ import os
 import platform
 import secrets
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -141,6 +142,21 @@ def _device_name(trainer: pl.Trainer) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def provenance(module: pl.LightningModule) -> dict[str, Any]:
+    """Where a run's code came from: the git commit of the rnnstudy checkout and whether its tree was dirty (None
+    outside a git checkout, e.g. an installed wheel), and the network's parameter count."""
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source.parent, capture_output=True,
+                                    text=True, check=True).stdout.strip())  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = None, None
+    return {"commit": commit, "dirty": dirty, "parameters": sum(p.numel() for p in module.parameters())}
+
+
 def versions() -> dict[str, str]:
     """Library versions recorded with every run."""
     import wandb
@@ -250,6 +266,7 @@ def _train(
         writer = RunWriter(folder)
         lock = hold(folder)
     store = StoreSink(writer)
+    origin = provenance(module)
     started = time.time()
     writer.flush(
         key=key,
@@ -267,6 +284,7 @@ def _train(
         tf32={"cuda.matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
         deterministic=cfg.train.deterministic,
         versions=versions(),
+        provenance=origin,
         command=" ".join(sys.argv),
         started=datetime.now(timezone.utc).isoformat(),
     )
@@ -277,7 +295,7 @@ def _train(
         if cfg.wandb.mode != "disabled":
             from rnnstudy.tracking import WandbSink
 
-            tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id})
+            tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id, "provenance": origin})
         module.sinks = [store] + ([tracker] if tracker else [])
         checkpoints = [checkpointing(folder)] if cfg.train.checkpoint else []
         trainer = make_trainer(cfg, [*checkpoints, *(callbacks or [])])
@@ -345,4 +363,4 @@ def _finish(writer: RunWriter, tracker: Any, result: RunResult, trainer: pl.Trai
         )
     finally:
         if tracker:
-            tracker.finish(result.summary, exit_code=0 if result.status in (COMPLETE, PRUNED) else 1)
+            tracker.finish(result.summary, exit_code=1 if result.status == FAILED else 0)  # a diverged run is a result

@@ -61,7 +61,8 @@ def test_sweep_resumes_tops_up_and_records_facts(tmp_path, capsys):
     assert runs[runs["meta.family"] == "orthogonal"]["meta.params.init.gain"].notna().all()
     study = optuna.load_study(study_name=names[1], storage=f"sqlite:///{db}")
     assert study.user_attrs["family"] == "orthogonal" and study.user_attrs["T"] == 6 and study.user_attrs["cell"] == "gru"
-    assert study.metric_names == [OBJECTIVE]
+    assert study.metric_names == ["final_norm_loss"] and study.user_attrs["objective"] == OBJECTIVE
+    assert "value_final_norm_loss" in study.trials_dataframe().columns  # a short identifier, not a sentence
     assert all(set(t.intermediate_values) == {5, 10} for t in study.trials)  # reported at the training step
     assert main([*args[:-2], "--workers", "1"]) == 0  # rerun: nothing to do
     assert study_states(db, names) == first

@@ -1,5 +1,6 @@
 """W&B tracking with real offline runs, read back from the files wandb writes."""
 
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +40,20 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     assert list((run.dir / "files" / "media" / "images" / "grad" / "answer").glob("heatmap_l1_h_*.png"))
     assert run.summary["status"] == "complete" and run.exit_code == 0
     assert not any(k.startswith(("decay_rate", "horizon", "best_norm_loss")) for k in run.summary)  # no duplicates
+    info = json.loads((result.path / "run.json").read_text())
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    assert info["provenance"]["commit"] == commit and isinstance(info["provenance"]["dirty"], bool)
+    assert info["provenance"]["parameters"] == 4 * (8 * 2 + 8 * 8 + 2 * 8) + 8 + 1  # LSTM 8 on 2 inputs + readout to 1
+    assert run.config["provenance"] == info["provenance"]
+
+
+def test_final_status_is_a_tag_and_a_diverged_run_is_no_failure(tiny):
+    diverged = train(tiny(wandb__mode="offline", train__optimizer="sgd", train__lr=1e30, train__clip=None, model__cell="rnn_relu",
+                          init__recurrent="identity", init__scale=50.0))  # fmt: skip
+    run = offline_run(diverged.path)
+    assert diverged.status == "diverged" and run.exit_code == 0  # a result, not a crash
+    tags = [r["run"].get("tags", []) for r in run.records if r["type"] == "run"]
+    assert "status=diverged" in tags[-1]
 
 
 def test_disabled_writes_no_wandb_folder(tiny):
