@@ -272,7 +272,8 @@ class DigitsTask(Task):
         """The order in which pixels are read (row by row)."""
         return torch.arange(64)
 
-    def _split(self, validation: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(self, validation: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The fixed train or validation part of the bundled digits (a seeded split, the same for every run)."""
         images, labels = _digits()
         perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.SPLIT_SEED))
         cut = int(len(labels) * self.VAL_FRACTION)
@@ -284,13 +285,13 @@ class DigitsTask(Task):
         return Batch(x, labels, torch.ones(64, len(labels), dtype=torch.bool, device=x.device))
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        images, labels = self._split(validation=False)
+        images, labels = self.split(validation=False)
         device = generator.device
         rows = torch.randint(0, len(labels), (batch_size,), generator=generator, device=device)
         return self._batch(images.to(device)[rows], labels.to(device)[rows])
 
     def validation(self, size: int, generator: torch.Generator) -> Batch:
-        images, labels = self._split(validation=True)
+        images, labels = self.split(validation=True)
         return self._batch(images[:size].to(generator.device), labels[:size].to(generator.device))
 
     def per_sample_loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import math
 import os
 import platform
-import secrets
 import signal
 import subprocess
 import sys
@@ -31,7 +27,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from rnnstudy.config import RunConfig
 from rnnstudy.device import check_device, results_folder, set_tf32
 from rnnstudy.lit import Diverged, RecurrentModule, StepProgressBar, TaskData, build_task
-from rnnstudy.store import COMPLETE, DIVERGED, FAILED, PRUNED, RUN_FILE, RUNNING, RunWriter, hold, read_info
+from rnnstudy.runs import CHECKPOINT, claimed, new_run_id, recorded, resumable, run_key
+from rnnstudy.store import COMPLETE, DIVERGED, FAILED, PRUNED, RUNNING, RunWriter, hold
 from rnnstudy.tracking import check_mode, run_name
 
 
@@ -70,69 +67,6 @@ class StoreSink:
     def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
         self.writer.add_gradflow(frame)
         self.writer.add_metrics(step, "probe", scalars)
-
-
-CHECKPOINT = Path("checkpoints") / "last.ckpt"
-#: The folder (under the experiment's results) of the per-run-key claim locks.
-KEYS = ".keys"
-
-
-def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
-    """What makes two runs the same run: the config and the study's facts, not the trial number (a retry is the same run)."""
-    facts = {k: v for k, v in (meta or {}).items() if k != "trial"}
-    text = json.dumps({"config": cfg.model_dump(mode="json"), "meta": facts}, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
-
-
-def _same_named(cfg: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
-    """The readable run folders of the experiment that carry this run's name (only they can hold the same run)."""
-    out = []
-    for info_path in sorted((cfg.out / cfg.experiment).glob(f"*-{run_name(cfg)}*/{RUN_FILE}")):
-        try:
-            out.append((info_path.parent, read_info(info_path.parent)))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def recorded(cfg: RunConfig, key: str) -> RunResult | None:
-    """The result of a run of the same key that already ended as a result (complete or diverged), read from its run.json."""
-    for folder, info in _same_named(cfg):
-        if info.get("key") == key and info.get("status") in (COMPLETE, DIVERGED):
-            names = ("run_id", "status", "reason", "final", "best", "steps", "steps_to_solve", "wall_s")
-            fields = {f: info.get(f) for f in names}
-            return RunResult(path=folder, **fields)
-    return None
-
-
-@contextmanager
-def claimed(cfg: RunConfig, key: str) -> Iterator[None]:
-    """Hold the claim on a run key for as long as this process trains it; another process waits here until it is free.
-
-    The claim is a lock file per key under the experiment's ``.keys`` folder (flock, dropped by the OS when the
-    process dies), so two workers that reach the same run at once never both train it.
-    """
-    folder = cfg.out / cfg.experiment / KEYS
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{key}.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def resumable(cfg: RunConfig, key: str) -> tuple[Path, Any] | None:
-    """An unfinished, unlocked run of the same key with a checkpoint, and its lock; None when there is none."""
-    for folder, info in _same_named(cfg):
-        if info.get("key") == key and info.get("status") in (RUNNING, FAILED) and (folder / CHECKPOINT).exists():
-            lock = hold(folder)
-            if lock is not None:
-                return folder, lock
-    return None
-
-
-def new_run_id(cfg: RunConfig, tag: str = "") -> str:
-    """A unique, sortable, readable run id."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{run_name(cfg)}{tag}-{secrets.token_hex(3)}"
 
 
 def _device_name(trainer: pl.Trainer) -> str:
@@ -242,7 +176,11 @@ def train(
     if meta is None:
         return _train(cfg, key, callbacks, meta, group, tag)
     with claimed(cfg, key):  # a study's run is trained once: whoever holds its key trains it, the others read it back
-        return recorded(cfg, key) or _train(cfg, key, callbacks, meta, group, tag)
+        if found := recorded(cfg, key):
+            folder, info = found
+            names = ("run_id", "status", "reason", "final", "best", "steps", "steps_to_solve", "wall_s")
+            return RunResult(path=folder, **{f: info.get(f) for f in names})
+        return _train(cfg, key, callbacks, meta, group, tag)
 
 
 def _train(

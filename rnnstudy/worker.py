@@ -117,7 +117,7 @@ def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
     return float(sum(values) / len(values))
 
 
-def _run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
+def run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
     """One trial; a failure is one line on stderr (its reason is in run.json), never a traceback."""
 
     def report(trial: optuna.Trial) -> float:
@@ -175,7 +175,7 @@ def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
                     )
                     given_up.add(point.study)
                     break
-                _run_one(study, exp, point)
+                run_one(study, exp, point)
                 ran = True
         if not pending:
             return

@@ -57,14 +57,14 @@ def test_reference_verdicts_solved_decays_and_every_seed():
         )
 
     by_id = {r.id: r for r in reproduction.REFERENCE}
-    assert reproduction._judge(by_id["rnn-sgd-adding"], runs([0.1, 0.1, 0.9], [True, True, False]))[0] == "agree"
-    assert reproduction._judge(by_id["rnn-sgd-adding"], runs([0.1, 0.9, 0.9], [True, False, False]))[0] == "disagree"
-    assert reproduction._judge(by_id["gradflow-tanh128"], runs([1.0], [False], (-0.05, -0.02)))[0] == "agree"
-    assert reproduction._judge(by_id["gradflow-tanh128"], runs([1.0], [False], (-0.05, 0.0)))[0] == "disagree"
+    assert reproduction.judge(by_id["rnn-sgd-adding"], runs([0.1, 0.1, 0.9], [True, True, False]))[0] == "agree"
+    assert reproduction.judge(by_id["rnn-sgd-adding"], runs([0.1, 0.9, 0.9], [True, False, False]))[0] == "disagree"
+    assert reproduction.judge(by_id["gradflow-tanh128"], runs([1.0], [False], (-0.05, -0.02)))[0] == "agree"
+    assert reproduction.judge(by_id["gradflow-tanh128"], runs([1.0], [False], (-0.05, 0.0)))[0] == "disagree"
     # "stuck at baseline" needs every seed at the baseline: a mean above the bar with one seed below it disagrees
     stuck = by_id["tanh128-adding"]
-    assert reproduction._judge(stuck, runs([1.0, 1.0, 0.95], [False] * 3))[0] == "agree"
-    assert reproduction._judge(stuck, runs([1.2, 1.2, 0.5], [False] * 3))[0] == "disagree"  # mean 0.97, one seed 0.5
+    assert reproduction.judge(stuck, runs([1.0, 1.0, 0.95], [False] * 3))[0] == "agree"
+    assert reproduction.judge(stuck, runs([1.2, 1.2, 0.5], [False] * 3))[0] == "disagree"  # mean 0.97, one seed 0.5
 
 
 def test_the_digits_loss_reads_the_last_step_only():

@@ -115,8 +115,8 @@ def test_digits_read_one_pixel_per_step_with_a_fixed_split():
     for b in range(8):  # every training sequence is a bundled image read row by row, with its label
         matches = (images == batch.x[:, b, 0]).all(dim=1).nonzero().flatten()
         assert len(matches) and batch.y[b].item() in {int(digits.target[i]) for i in matches}
-    train_x, _ = task._split(validation=False)
-    val_x, _ = task._split(validation=True)
+    train_x, _ = task.split(validation=False)
+    val_x, _ = task.split(validation=True)
     assert len(train_x) + len(val_x) == 1797 and len(val_x) == 359
     train_set = {tuple(r.tolist()) for r in train_x}
     assert sum(tuple(r.tolist()) in train_set for r in val_x) < 10  # disjoint up to duplicated images in the data

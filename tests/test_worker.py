@@ -29,7 +29,7 @@ def one_study(tmp_path, trials=2):
 def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
     exp, storage, point = one_study(tmp_path, trials=2)
     study = load_study(point, storage, exp)
-    worker._run_one(study, exp, point)  # one place taken; one left
+    worker.run_one(study, exp, point)  # one place taken; one left
     barrier = threading.Barrier(2)
     original = worker.objective
 
@@ -38,7 +38,7 @@ def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
         return original(trial, *args)
 
     monkeypatch.setattr(worker, "objective", released_together)
-    racers = [threading.Thread(target=worker._run_one, args=(load_study(point, storage, exp), exp, point)) for _ in range(2)]
+    racers = [threading.Thread(target=worker.run_one, args=(load_study(point, storage, exp), exp, point)) for _ in range(2)]
     for t in racers:
         t.start()
     for t in racers:
@@ -70,7 +70,7 @@ def test_waiting_trials_of_a_full_study_are_left_alone(tmp_path):
     exp, storage, point = one_study(tmp_path, trials=2)
     study = load_study(point, storage, exp)
     for _ in range(2):
-        worker._run_one(study, exp, point)
+        worker.run_one(study, exp, point)
     study.enqueue_trial({"train.lr": 0.005}, skip_if_exists=False)  # a retry that lost its place
     worker.work(exp, storage, poll_s=0.01)
     c = counts(study)

@@ -66,7 +66,8 @@ REFERENCE = [
 GPU_COMMAND = "make sweep EXP=experiments/paper_reproduction.yaml  (GPU; or python benchmarks/gpu_reproduction.py)"
 
 
-def _judge(ref: Reference, d: pd.DataFrame) -> tuple[str, str]:
+def judge(ref: Reference, d: pd.DataFrame) -> tuple[str, str]:
+    """Our runs against one reference: ("agree" | "disagree", why), by the reference's ``expect`` rule."""
     losses = d["final_norm_loss"].dropna()
     budget = f"{int(d['budget'].max())} steps"
     if ref.expect == "beats":
@@ -123,7 +124,7 @@ def _measured(ref: Reference, d: pd.DataFrame) -> tuple[str, str]:
             f"({setting}; {len(g)} seeds, {int(g['budget'].max())} steps)"
         )
     device = ", ".join(sorted(set(map(str, d["device"]))))
-    verdict, reason = _judge(ref, d)
+    verdict, reason = judge(ref, d)
     return "; ".join(parts) + f" on {device}", verdict + (f": {reason}" if reason else "")
 
 

@@ -1,0 +1,78 @@
+"""Which folder a run trains in: the same run (its config and study facts) is read back once it ended, resumed from its
+checkpoint when it was killed, and claimed while one process trains it, so no run is trained twice or lost."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from rnnstudy.config import RunConfig
+from rnnstudy.store import COMPLETE, DIVERGED, FAILED, RUN_FILE, RUNNING, hold, read_info
+from rnnstudy.tracking import run_name
+
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+#: The folder (under the experiment's results) of the per-run-key claim locks.
+KEYS = ".keys"
+
+
+def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
+    """What makes two runs the same run: the config and the study's facts, not the trial number (a retry is the same run)."""
+    facts = {k: v for k, v in (meta or {}).items() if k != "trial"}
+    text = json.dumps({"config": cfg.model_dump(mode="json"), "meta": facts}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def _same_named(cfg: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
+    """The readable run folders of the experiment that carry this run's name (only they can hold the same run)."""
+    out = []
+    for info_path in sorted((cfg.out / cfg.experiment).glob(f"*-{run_name(cfg)}*/{RUN_FILE}")):
+        try:
+            out.append((info_path.parent, read_info(info_path.parent)))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def recorded(cfg: RunConfig, key: str) -> tuple[Path, dict[str, Any]] | None:
+    """The folder and run.json of a run of the same key that already ended as a result (complete or diverged)."""
+    for folder, info in _same_named(cfg):
+        if info.get("key") == key and info.get("status") in (COMPLETE, DIVERGED):
+            return folder, info
+    return None
+
+
+@contextmanager
+def claimed(cfg: RunConfig, key: str) -> Iterator[None]:
+    """Hold the claim on a run key for as long as this process trains it; another process waits here until it is free.
+
+    The claim is a lock file per key under the experiment's ``.keys`` folder (flock, dropped by the OS when the
+    process dies), so two workers that reach the same run at once never both train it.
+    """
+    folder = cfg.out / cfg.experiment / KEYS
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{key}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def resumable(cfg: RunConfig, key: str) -> tuple[Path, Any] | None:
+    """An unfinished, unlocked run of the same key with a checkpoint, and its lock; None when there is none."""
+    for folder, info in _same_named(cfg):
+        if info.get("key") == key and info.get("status") in (RUNNING, FAILED) and (folder / CHECKPOINT).exists():
+            lock = hold(folder)
+            if lock is not None:
+                return folder, lock
+    return None
+
+
+def new_run_id(cfg: RunConfig, tag: str = "") -> str:
+    """A unique, sortable, readable run id."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{run_name(cfg)}{tag}-{secrets.token_hex(3)}"
