@@ -26,6 +26,8 @@ from rnnstudy.experiment import GridPoint
 
 SETTINGS = {"silent": True, "disable_git": True, "save_code": False, "disable_code": True, "console": "off"}
 STEP = "trainer/global_step"
+#: The folder under a run's results folder where W&B stages what the run uploads when synced.
+DATA_DIR = "wandb-data"
 #: What ``define_metric`` keeps in the summary beside the last value.
 SUMMARIES = {"val/norm_loss": "min,last", "val/loss": "min,last", "train/loss": "last"}
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run", "shared")
@@ -77,6 +79,9 @@ class WandbSink:
         import wandb
 
         tags = [cfg.model.cell, cfg.task.name, f"T={cfg.task.T}", f"init={cfg.init.recurrent}", f"bias={cfg.init.bias}"]
+        # W&B stages the table artifacts a run logs under its data dir (default: the user's home); here it is the run's
+        # own folder, so a results folder copied to another box carries every file its offline runs refer to.
+        os.environ["WANDB_DATA_DIR"] = str(folder / DATA_DIR)
         self.run = wandb.init(
             name=run_name(cfg),
             dir=str(folder),

@@ -47,6 +47,22 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     assert run.config["provenance"] == info["provenance"]
 
 
+def test_an_offline_run_refers_to_no_file_outside_the_results_root(tiny):
+    import re
+
+    cfg = tiny(wandb__mode="offline", train__steps=20)
+    result = train(cfg)
+    run = offline_run(result.path)
+    root = str(cfg.out.resolve())
+    text = json.dumps(run.records)
+    paths = set(re.findall(r'"(/[^"]+)"', text))
+    files = [p for p in paths if "/" in p.strip("/") and not p.startswith(("/proc", "/dev"))]
+    staged = [p for p in files if "staging" in p]
+    assert staged and all(p.startswith(root) for p in staged), staged  # the tables' staged copies travel with the run
+    outside = {p for p in files if not p.startswith(root)}
+    assert outside <= {sys.executable}, outside  # besides the interpreter the environment record names, nothing
+
+
 def test_final_status_is_a_tag_and_a_diverged_run_is_no_failure(tiny):
     diverged = train(tiny(wandb__mode="offline", train__optimizer="sgd", train__lr=1e30, train__clip=None, model__cell="rnn_relu",
                           init__recurrent="identity", init__scale=50.0))  # fmt: skip
