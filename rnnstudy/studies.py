@@ -170,7 +170,11 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
             name=f"summary {study.study_name}",
             dir=str(folder),
             mode=base.wandb.mode,
-            config={"best_params": study.best_params, **study.user_attrs},
+            config={
+                "best_params": study.best_params,
+                "search_space": {key: spec.model_dump() for key, spec in exp.search.items()},
+                **study.user_attrs,
+            },
             settings=wandb.Settings(**SETTINGS),
             reinit="create_new",
             resume="allow",

@@ -39,6 +39,18 @@ def run_name(cfg: RunConfig) -> str:
     return f"{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{init}-s{cfg.seed}"
 
 
+def display_name(cfg: RunConfig, meta: dict[str, Any]) -> str:
+    """The W&B run name: a study's run says its family (and axis value) and trial, so each trial is findable."""
+    if not meta.get("study"):
+        return run_name(cfg)
+    value = meta.get("value")
+    setting = f"-{meta['axis'].removeprefix('init.')}={value:g}" if meta.get("axis") else ""
+    family = meta.get("family") or run_name(cfg).split("-")[3]
+    stage = "calibration-" if meta.get("stage") else ""
+    trial = f"-t{meta['trial']}" if "trial" in meta else ""
+    return f"{stage}{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{family}{setting}{trial}-s{cfg.seed}"
+
+
 def api_url() -> ParseResult:
     """The W&B server this process would talk to (``WANDB_BASE_URL``, else W&B's cloud)."""
     return urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
@@ -83,7 +95,7 @@ class WandbSink:
         # own folder, so a results folder copied to another box carries every file its offline runs refer to.
         os.environ["WANDB_DATA_DIR"] = str(folder / DATA_DIR)
         self.run = wandb.init(
-            name=run_name(cfg),
+            name=display_name(cfg, extra.get("meta", {})),
             dir=str(folder),
             id=run_id,
             project=cfg.wandb.project or cfg.experiment,
@@ -91,7 +103,7 @@ class WandbSink:
             group=group or GridPoint(cfg.experiment, cfg).study,
             job_type="train",
             tags=tags + list(cfg.wandb.tags),
-            config={**cfg.model_dump(mode="json"), **extra},
+            config={**cfg.model_dump(mode="json"), **extra, **extra.get("meta", {}).get("params", {})},
             mode=cfg.wandb.mode,
             settings=wandb.Settings(**SETTINGS),
             reinit="create_new",
@@ -138,6 +150,16 @@ class WandbSink:
                 fig = profile_heatmap(rows, title=f"|d({loss} loss)/d{state}_t|, layer {layer}")
                 images[f"grad/{loss}/heatmap_l{layer}_{state}"] = wandb.Image(fig)
                 plt.close(fig)
+                grid = rows.assign(log10_g=np.log10(rows["norm"].clip(lower=1e-300))).pivot_table(
+                    index="step", columns="lag", values="log10_g"
+                )
+                images[f"grad/{loss}/profiles_l{layer}_{state}"] = wandb.plot.line_series(
+                    xs=[int(lag) for lag in grid.columns],
+                    ys=grid.to_numpy().tolist(),
+                    keys=[f"step {step}" for step in grid.index],
+                    title=f"log10 |d({loss} loss)/d{state}_t| at every probe, layer {layer}",
+                    xname="lag",
+                )
         if images:
             self._log(images, self.step)
         self.run.summary.update(summary)

@@ -211,6 +211,11 @@ def test_study_summary_run_in_wandb(tmp_path):
     run = finished_run(run_dir)
     assert run.job_type == "study-summary" and run.group == "demo/lstm/adding/T=10/orthogonal" and run.project == "demo"
     assert run.config["best_params"] == {"init.gain": 1.0, "train.lr": 0.01}
+    space = run.config["search_space"]
+    assert space["train.lr"]["type"] == "float" and space["train.lr"]["log"] is True  # the ranges searched, as in the file
+    assert (space["init.gain"]["low"], space["init.gain"]["high"]) == tuple(
+        exp.search["init.gain"].model_dump()[k] for k in ("low", "high")
+    )
     assert run.summary["best_value"] == pytest.approx(0.1) and run.summary["complete_trials"] == 3
     assert not any(k.startswith("importance/") for k in run.summary)  # 3 trials: too few to mean anything
     study.enqueue_trial({"init.gain": 0.7, "train.lr": 0.01})

@@ -37,6 +37,11 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     tables = run.tables("grad/answer/profile_l1_h")
     assert len(tables) == 4  # steps 0, 10, 20 and the last, 29: one table per probe, each of that probe only
     assert all(t["columns"] == ["lag", "log10_g"] and len(t["data"]) == 12 for t in tables)
+    (every,) = run.tables("grad/answer/profiles_l1_h")  # every probe in one chart: a line per probed step
+    assert every["columns"] == ["step", "lineKey", "lineVal"] and len(every["data"]) == 4 * 12
+    assert {row[1] for row in every["data"]} == {"step 0", "step 10", "step 20", "step 29"}
+    last = {row[0]: row[2] for row in every["data"] if row[1] == "step 29"}
+    assert last == {row[0]: row[1] for row in tables[-1]["data"]}  # the same numbers as that probe's own table
     assert list((run.dir / "files" / "media" / "images" / "grad" / "answer").glob("heatmap_l1_h_*.png"))
     assert run.summary["status"] == "complete" and run.exit_code == 0
     assert not any(k.startswith(("decay_rate", "horizon", "best_norm_loss")) for k in run.summary)  # no duplicates
@@ -45,6 +50,14 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     assert info["provenance"]["commit"] == commit and isinstance(info["provenance"]["dirty"], bool)
     assert info["provenance"]["parameters"] == 4 * (8 * 2 + 8 * 8 + 2 * 8) + 8 + 1  # LSTM 8 on 2 inputs + readout to 1
     assert run.config["provenance"] == info["provenance"]
+
+
+def test_a_trials_run_is_named_by_family_and_trial_with_its_searched_values_on_top(tiny):
+    cfg = tiny(wandb__mode="offline", init__recurrent="orthogonal", init__gain=1.3)
+    meta = {"study": "t/lstm/adding/T=12/ortho", "family": "ortho", "trial": 4, "seed": 0, "params": {"init.gain": 1.3}}
+    run = offline_run(train(cfg, meta=meta).path)
+    assert run.name == "lstm-adding-T12-ortho-t4-s0"  # the family label and the trial, not only the scheme
+    assert run.config["init.gain"] == 1.3 and run.config["init"]["gain"] == 1.3  # the searched value at the top level
 
 
 def test_an_offline_run_refers_to_no_file_outside_the_results_root(tiny):
