@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterator
 from typing import Any, Protocol
 
@@ -209,6 +210,23 @@ class RecurrentModule(pl.LightningModule):
         if values["solved"] and self.cfg.train.early_stop:
             self.trainer.should_stop = True
             self._stopped = (step, batch)
+
+
+class StepLines(pl.Callback):
+    """Progress for a log file (stderr not a terminal): a line at every tenth of the step budget, no carriage returns."""
+
+    PARTS = 10
+
+    def __init__(self, description: str) -> None:
+        self.description, self.next = description, 1
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
+        n, total = trainer.global_step, trainer.max_steps
+        if n * self.PARTS >= self.next * total:
+            self.next = n * self.PARTS // total + 1
+            loss = pl_module.last_val.get("norm_loss", math.nan)
+            print(f"{self.description}: step {n}/{total} ({n / total:.0%}), last val loss / baseline {loss:.4g}",
+                  file=sys.stderr, flush=True)  # fmt: skip
 
 
 class StepProgressBar(TQDMProgressBar):

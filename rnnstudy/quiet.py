@@ -5,7 +5,6 @@ Only named, understood messages are silenced; everything else still shows.
 
 from __future__ import annotations
 
-import logging
 import warnings
 
 #: Lightning warnings that do not apply here, with why.
@@ -22,11 +21,13 @@ TORCH_NOTES = (".*torch.jit.script` is deprecated.*",)
 
 
 def quiet_libraries() -> None:
-    """Lightning's per-run notes off, Optuna's trial logs off (the harness prints one line per trial outcome)."""
+    """Named library warnings off, Optuna's trial logs off (the harness prints one line per trial outcome).
+
+    Lightning's INFO notes (GPU/TPU availability, tips) are turned down where the Trainer is made (``train.make_trainer``):
+    importing Lightning resets its loggers, and importing it here would slow every command that never trains.
+    """
     import optuna
 
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (*LIGHTNING_NOTES, *TORCH_NOTES):
         warnings.filterwarnings("ignore", pattern)
     # Heartbeats, fail_stale_trials and the retry callback have carried this label since Optuna 2.9.

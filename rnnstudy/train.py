@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import platform
@@ -26,7 +27,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rnnstudy.config import RunConfig
 from rnnstudy.device import check_device, results_folder, set_tf32
-from rnnstudy.lit import Diverged, RecurrentModule, StepProgressBar, TaskData, build_task
+from rnnstudy.lit import Diverged, RecurrentModule, StepLines, StepProgressBar, TaskData, build_task
 from rnnstudy.runs import CHECKPOINT, claimed, new_run_id, recorded, resumable, run_key
 from rnnstudy.store import COMPLETE, DIVERGED, FAILED, PRUNED, RUNNING, RunWriter, hold
 from rnnstudy.tracking import check_mode, run_name
@@ -129,7 +130,10 @@ def checkpointing(folder: Path) -> ModelCheckpoint:
 def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A Trainer whose 'epochs' are validation periods of ``val_every`` steps (the module sends numbers to its sinks)."""
     t = cfg.train
-    progress = [StepProgressBar(run_name(cfg))] if t.progress else []
+    bar = t.progress and sys.stderr.isatty()
+    progress = [StepProgressBar(run_name(cfg))] if bar else [StepLines(run_name(cfg))] if t.progress else []
+    for name in ("lightning.pytorch", "lightning.fabric"):  # set after Lightning's import, which resets them to INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
     return pl.Trainer(
         accelerator=t.accelerator,
         devices=[t.devices] if t.devices is not None and t.accelerator != "cpu" and torch.cuda.is_available() else 1,
@@ -145,7 +149,7 @@ def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
         logger=False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
         enable_model_summary=False,
-        enable_progress_bar=t.progress,
+        enable_progress_bar=bar,
         callbacks=[_StopAtBudget(), *progress, *callbacks],
     )
 

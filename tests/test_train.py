@@ -198,3 +198,19 @@ def test_a_resumed_run_keeps_its_best_and_its_solved_step(tiny):
     fresh = train(cfg.model_copy(update={"out": cfg.out / "fresh"}))
     assert resumed.steps_to_solve == fresh.steps_to_solve == 20  # not the first validation after the resume (60)
     assert resumed.best == fresh.best and resumed.final == fresh.final
+
+
+def test_train_output_to_a_log_is_lines_without_library_chatter(tmp_path):
+    import subprocess
+
+    from conftest import cli
+
+    args = ["model.hidden_size=4", "task.name=adding", "task.T=6", "train.steps=20", "train.val_every=10", "task.val_size=16",
+            "train.batch_size=4", "wandb.mode=disabled", f"out={tmp_path}"]  # fmt: skip
+    proc = subprocess.run(cli("train", *args), capture_output=True, text=True)  # stdout and stderr are pipes, not terminals
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout + proc.stderr
+    assert "\r" not in text and "GPU available" not in text and "Tip" not in text and "limit_val_batches" not in text
+    steps = [line for line in proc.stderr.splitlines() if ": step " in line]
+    assert [line.split(": step ")[1].split(" ")[0] for line in steps] == [f"{2 * k}/20" for k in range(1, 11)]
+    assert proc.stdout.splitlines()[0].startswith("rnnstudy train: results under") and "complete: 20 steps" in proc.stdout
