@@ -294,3 +294,25 @@ def test_sweep_as_a_real_slurm_job_array(tmp_path, slurm_cluster):
     assert len(jobs) == 2 and all("_" in j["job_id"] for j in jobs)  # array task ids: <array>_<index>
     status = subprocess.run(cli("status", str(exp_file)), env=slurm_cluster, capture_output=True, text=True)
     assert status.returncode == 0 and "scheduler jobs:" in status.stdout
+
+
+def test_a_memory_length_sweep_puts_its_T50_table_in_wandb(tmp_path):
+    from wandb_records import finished_run
+
+    exp = tmp_path / "ml.yaml"
+    exp.write_text(
+        "name: ml\nmodel: {hidden_size: 4, cell: gru}\ntask: {name: adding, T: 4, val_size: 16, solved_threshold: 0.3}\n"
+        "train: {steps: 4, batch_size: 4, val_every: 2, progress: false, accelerator: cpu}\nprobe: {enabled: false}\n"
+        f"wandb: {{mode: offline}}\nseeds: [0, 1]\nT_search: {{start: 4, max: 8, refine: 0}}\nout: {tmp_path / 'runs'}\n"
+    )
+    assert main(["sweep", str(exp)]) == 0
+    folder = tmp_path / "runs" / "ml" / "studies" / "wandb"
+    runs = [finished_run(d) for d in folder.glob("offline-run-*")]
+    (memory,) = [r for r in runs if r.job_type == "memory-length"]
+    (path,) = (memory.dir / "files" / "media" / "table").glob("memory_length_*.table.json")
+    table = json.loads(path.read_text())
+    row = dict(zip(table["columns"], table["data"][0]))
+    assert row["cell"] == "gru" and row["memory length"].startswith("T50") and row["seeds"] == "2"
+    summaries = [r for r in runs if r.job_type == "study-summary"]
+    assert summaries and all("study-summary" in r.tags and "gru" in r.tags for r in summaries)
+    assert all(len(r.config["best_runs"]) == 2 for r in summaries)  # the W&B runs of the best trial's two seeds
