@@ -18,7 +18,7 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     result = train(cfg, meta={"study": "s", "trial": 7})
     run = offline_run(result.path)
     assert run.project == "t" and run.group == "t/lstm/adding/T=12" and run.job_type == "train"
-    assert run.name == "lstm-adding-T12-orthogonal-s0"
+    assert run.name == "lstm-adding-T12-orthogonal-t7-s0"  # a study's run names its trial
     assert {"lstm", "adding", "T=12", "init=orthogonal"} <= set(run.tags)
     assert run.config["model"]["cell"] == "lstm" and run.config["task"]["T"] == 12 and run.config["meta"]["trial"] == 7
     keys = run.history_keys()
