@@ -28,8 +28,8 @@ from rnnstudy.storage import STORAGE_ENV, open_storage
 from rnnstudy.store import DIVERGED
 from rnnstudy.studies import LIVE, SURPLUS, counts, load_study
 
-#: How often a worker with nothing it may run looks again.
-POLL_S = 5.0
+#: How often a worker of a staged experiment (T search, calibration) with nothing it may run looks again.
+POLL_S = 2.0
 
 
 class PreScreen(pl.Callback):
@@ -140,7 +140,8 @@ def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
 
     The calibration points come first; a line whose learning rate is not calibrated yet, or whose next T
     waits on another worker's trial, is passed over and come back to (one line said, then a poll every
-    ``poll_s``). Running and waiting (re-queued) trials count towards a study's target; a trial that starts
+    ``poll_s``); in a plain grid, a worker whose remaining places are all held by other workers ends.
+    Running and waiting (re-queued) trials count towards a study's target; a trial that starts
     when every place is taken (two workers raced for the last) ends at once as a surplus failure without
     training, so a study never holds more than its target. Stale trials of killed workers are failed and
     re-queued first. The loop is bounded: after ``2 x target`` failed or surplus trials of a study, the
@@ -177,8 +178,8 @@ def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
                     break
                 run_one(study, exp, point)
                 ran = True
-        if not pending:
-            return
+        if not pending or (not ran and not (exp.T_search or exp.calibrate)):
+            return  # a grid's places are all taken by others: a rerun of the sweep retries any trial they leave stale
         if not ran:
             if waiting != said:
                 print(f"worker {os.getpid()}: waiting for {waiting}; polling every {poll_s:g} s", file=sys.stderr, flush=True)

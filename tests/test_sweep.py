@@ -296,6 +296,7 @@ def test_sweep_as_a_real_slurm_job_array(tmp_path, slurm_cluster):
     assert status.returncode == 0 and "scheduler jobs:" in status.stdout
 
 
+@pytest.mark.slow
 def test_a_memory_length_sweep_puts_its_T50_table_in_wandb(tmp_path):
     from wandb_records import finished_run
 

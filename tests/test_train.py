@@ -200,6 +200,7 @@ def test_a_resumed_run_keeps_its_best_and_its_solved_step(tiny):
     assert resumed.best == fresh.best and resumed.final == fresh.final
 
 
+@pytest.mark.slow
 def test_train_output_to_a_log_is_lines_without_library_chatter(tmp_path):
     import subprocess
 
