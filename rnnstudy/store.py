@@ -26,12 +26,9 @@ GRADFLOW_FILE = "gradflow.parquet"
 #: Held (flock) by the process that runs a run, for as long as it runs; the OS drops it when that process dies.
 LOCK_FILE = "run.lock"
 
-#: A run's status in run.json: ``running`` until it ends, then one of ``FINAL``.
+#: A run's status in run.json: ``running`` until it ends, then complete, pruned or diverged (each a result: trained to
+#: its budget or solved bar, stopped by the pruner, or diverged) or failed (a crash or an interrupt, not a result).
 RUNNING, COMPLETE, PRUNED, DIVERGED, FAILED = "running", "complete", "pruned", "diverged", "failed"
-FINAL = (COMPLETE, PRUNED, DIVERGED, FAILED)
-#: Ended as a result: trained to its budget or its solved bar (complete), stopped by the pruner (pruned), or diverged.
-#: A failed run (a crash, an interrupt) is not a result.
-RESULTS = (COMPLETE, PRUNED, DIVERGED)
 #: A running run whose process is gone (its lock is free): killed; rerunning the command resumes it.
 DEAD = "dead"
 
