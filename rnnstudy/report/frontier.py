@@ -8,14 +8,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import NullFormatter
 
 from rnnstudy import figures
 from rnnstudy.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
 from rnnstudy.report import frames, tables
 from rnnstudy.tasks import TASKS
 
-#: Families at one T are drawn side by side, this far apart on the log-T axis (a factor), so none hides another.
-DODGE = 1.06
+#: Lines of one panel at one T are drawn side by side, this far apart on the log-T axis (a factor).
+DODGE = 1.04
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -30,9 +31,13 @@ def frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _dodged(data: pd.DataFrame) -> pd.DataFrame:
-    lines = sorted(data["line"].unique())
-    offset = {name: DODGE ** (i - (len(lines) - 1) / 2) for i, name in enumerate(lines)}
-    return data.assign(T_drawn=data["T"] * data["line"].map(offset))
+    """Each panel's lines side by side around their T (a few percent apart on the log axis), so none hides another."""
+    offset = pd.Series(1.0, index=data.index)
+    for _, d in data.groupby(["task", "cell"]):
+        lines = sorted(d["line"].unique())
+        shift = {name: DODGE ** (i - (len(lines) - 1) / 2) for i, name in enumerate(lines)}
+        offset[d.index] = d["line"].map(shift)
+    return data.assign(T_drawn=data["T"] * offset)
 
 
 def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
@@ -41,7 +46,7 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
     grid = sns.relplot(
         data=data, kind="line", x="T_drawn", y=y, row="task", col="cell",
         col_order=[CELL_LABELS[c] for c in CELL_ORDER if CELL_LABELS[c] in set(data["cell"])],
-        hue="line", style="line", markers=True, dashes=False, errorbar=("pi", 100) if seeds > 1 else None,
+        hue="line", style="line", markers=True, dashes=False, errorbar=("pi", 100) if seeds > 1 and log else None,
         err_style="bars", height=2.8, aspect=1.15, facet_kws={"sharex": "row", "sharey": "row" if log else True},
     )  # fmt: skip
     for (task, _), ax in grid.axes_dict.items():
@@ -58,13 +63,14 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
             ax.set_ylim(-0.05, 1.05)
         ts = sorted(data[data["task"] == task]["T"].unique())
         ax.set_xscale("log")
+        ax.set_xlim(min(ts) / 1.3, max(ts) * 1.3)  # a little room around the T tried, also when only one was
         ax.set_xticks(ts, [str(int(t)) for t in ts], rotation=45)
-        ax.minorticks_off() if not log else None
+        ax.xaxis.set_minor_formatter(NullFormatter())  # the T tried are the only labels on the log-T axis
     grid.set_titles("{row_name} | {col_name}")
     grid.set_axis_labels("T (copy: delay; adding: length)", label)
-    band = f"bars: range over {seeds} seeds" if seeds > 1 else "one seed"
+    band = (f"bars: range over {seeds} seeds" if log else f"{seeds} seeds") if seeds > 1 else "one seed"
     extra = "; dotted green: the solved bar (adding)" if log else "; dotted: half the seeds"
-    grid.figure.suptitle(f"Memory-length frontier, each line at its best configuration at each T ({band}{extra})", y=1.02)
+    grid.figure.suptitle(f"Memory-length frontier, each line at its best configuration at each T ({band}{extra})", y=1.1)
     return figures.save(grid.figure, out)
 
 
