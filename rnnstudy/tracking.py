@@ -33,10 +33,14 @@ SUMMARIES = {"val/norm_loss": "min,last", "val/loss": "min,last", "train/loss": 
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run", "shared")
 
 
+def schemes(cfg: RunConfig) -> str:
+    """The run's initialisation schemes in a name: ``orthogonal``, ``default+chrono``."""
+    return cfg.init.recurrent if cfg.init.bias == "default" else f"{cfg.init.recurrent}+{cfg.init.bias}"
+
+
 def run_name(cfg: RunConfig) -> str:
     """Readable run name: cell-task-T-init-seed."""
-    init = cfg.init.recurrent if cfg.init.bias == "default" else f"{cfg.init.recurrent}+{cfg.init.bias}"
-    return f"{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{init}-s{cfg.seed}"
+    return f"{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{schemes(cfg)}-s{cfg.seed}"
 
 
 def display_name(cfg: RunConfig, meta: dict[str, Any]) -> str:
@@ -45,7 +49,7 @@ def display_name(cfg: RunConfig, meta: dict[str, Any]) -> str:
         return run_name(cfg)
     value = meta.get("value")
     setting = f"-{meta['axis'].removeprefix('init.')}={value:g}" if meta.get("axis") else ""
-    family = meta.get("family") or run_name(cfg).split("-")[3]
+    family = meta.get("family") or schemes(cfg)
     stage = "calibration-" if meta.get("stage") else ""
     trial = f"-t{meta['trial']}" if "trial" in meta else ""
     return f"{stage}{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{family}{setting}{trial}-s{cfg.seed}"

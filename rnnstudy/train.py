@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -77,9 +78,9 @@ def _device_name(trainer: pl.Trainer) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def provenance(module: pl.LightningModule) -> dict[str, Any]:
-    """Where a run's code came from: the git commit of the rnnstudy checkout and whether its tree was dirty (None
-    outside a git checkout, e.g. an installed wheel), and the network's parameter count."""
+@functools.cache
+def _source_revision() -> tuple[str | None, bool | None]:
+    """The git commit of the rnnstudy checkout and whether its tree is dirty (None outside a git checkout); once a process."""
     source = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(
@@ -88,7 +89,13 @@ def provenance(module: pl.LightningModule) -> dict[str, Any]:
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source.parent, capture_output=True,
                                     text=True, check=True).stdout.strip())  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
-        commit, dirty = None, None
+        return None, None
+    return commit, dirty
+
+
+def provenance(module: pl.LightningModule) -> dict[str, Any]:
+    """Where a run's code came from (git commit, dirty tree; None outside a git checkout) and its parameter count."""
+    commit, dirty = _source_revision()
     return {"commit": commit, "dirty": dirty, "parameters": sum(p.numel() for p in module.parameters())}
 
 
