@@ -2,21 +2,27 @@
 
 A password never reaches a command line, a file the harness writes, or a message: URLs are shown
 masked. Several sweeps may start at once on a new storage; whoever loses the race to create its
-schema retries.
+schema retries. A database that goes away (a restart, a dropped connection, a locked SQLite file)
+is waited for: every storage call retries with backoff, said once per outage and process.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import random
+import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from rnnstudy.config import RunConfig
 from rnnstudy.errors import ConfigError
@@ -71,6 +77,84 @@ def storage_url(given: str | None = None, file: str | None = None) -> str | None
     return given or os.environ.get(STORAGE_ENV) or None
 
 
+#: How long a process waits for a database that went away before it gives up (a server restart takes seconds).
+PATIENCE_S = 600.0
+#: The first and the longest wait between tries while it is away.
+BACKOFF_S = (0.5, 5.0)
+#: Operational errors that are a wrong schema or query, not an absent database: never waited for.
+NOT_AWAY = ("no such table", "no such column", "does not exist", "syntax error")
+
+
+def database_away(err: BaseException) -> BaseException | None:
+    """The database error behind ``err`` when it says the database cannot be reached now (refused, cut, locked), else None."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, (OperationalError, InterfaceError)):
+            return None if any(w in str(seen).lower() for w in NOT_AWAY) else seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+class Outage:
+    """This process's view of the database being away: said once when it goes, once when it is back."""
+
+    lock = threading.Lock()
+    since: float | None = None
+
+    @classmethod
+    def begin(cls, url: str, err: BaseException) -> None:
+        with cls.lock:
+            if cls.since is None:
+                cls.since = time.monotonic()
+                first = " ".join(str(getattr(err, "orig", err)).split())[:160]
+                print(f"pid {os.getpid()}: storage unreachable ({mask(url)}: {first}); retrying with backoff "
+                      f"({BACKOFF_S[0]:g} s up to {BACKOFF_S[1]:g} s) for up to {PATIENCE_S / 60:g} min",
+                      file=sys.stderr, flush=True)  # fmt: skip
+
+    @classmethod
+    def end(cls) -> None:
+        with cls.lock:
+            if cls.since is not None:
+                print(f"pid {os.getpid()}: storage reachable again after {time.monotonic() - cls.since:.1f} s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                cls.since = None
+
+
+def _patient(method: Callable[..., Any]) -> Callable[..., Any]:
+    """The storage method, retried with backoff while the database is away, for up to ``PATIENCE_S``."""
+
+    @functools.wraps(method)
+    def call(self: PatientStorage, *args: Any, **kwargs: Any) -> Any:
+        wait, started = BACKOFF_S[0], time.monotonic()
+        while True:
+            try:
+                result = method(self, *args, **kwargs)
+            except Exception as err:
+                away = database_away(err)
+                if away is None or time.monotonic() - started > PATIENCE_S:
+                    raise
+                Outage.begin(self.url, away)
+                time.sleep(wait * (0.5 + random.random()))
+                wait = min(2 * wait, BACKOFF_S[1])
+                continue
+            Outage.end()
+            return result
+
+    return call
+
+
+class PatientStorage(RDBStorage):
+    """Optuna's RDB storage whose every call waits out a database that went away, so a restart loses no trial.
+
+    Writes are idempotent in effect: a retried state change that had landed raises Optuna's
+    ``UpdateFinishedTrialError``, which the worker treats as a trial already finished.
+    """
+
+
+for _name in [n for n in vars(BaseStorage) if not n.startswith("_")] + ["record_heartbeat"]:
+    setattr(PatientStorage, _name, _patient(getattr(RDBStorage, _name)))
+
+
 class RetryAndMark:
     """On a stale heartbeat: retry the trial and mark its unfinished store runs failed."""
 
@@ -87,18 +171,23 @@ class RetryAndMark:
                 write_json(folder / RUN_FILE, info)
 
 
-def open_storage(url: str | None, exp: Experiment, cfg: RunConfig, create: bool = True) -> tuple[RDBStorage, str]:
+def open_storage(
+    url: str | None, exp: Experiment, cfg: RunConfig, create: bool = True, wait: bool = False
+) -> tuple[PatientStorage, str]:
     """Connect to the storage (creating the schema unless ``create`` is off); unreachable URLs are config errors.
 
     Several sweeps may start at once on a new storage: whoever loses the race to create the schema retries.
+    With ``wait`` (a worker, whose sweep already opened it) a database that is away is waited for, as every call is.
     """
     url = url or default_storage(cfg)
     heartbeat = exp.study.heartbeat_s
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    started = time.monotonic()
     try:
-        for attempt in range(SCHEMA_ATTEMPTS):
+        attempt = 0
+        while True:
             try:
-                storage = RDBStorage(
+                storage = PatientStorage(
                     url,
                     engine_kwargs=kwargs,
                     heartbeat_interval=heartbeat,
@@ -108,7 +197,12 @@ def open_storage(url: str | None, exp: Experiment, cfg: RunConfig, create: bool 
                 )
                 break
             except (IntegrityError, OperationalError) as err:
-                if attempt == SCHEMA_ATTEMPTS - 1 or not any(w in str(err).lower() for w in SCHEMA_RACE):
+                if wait and (away := database_away(err)) is not None and time.monotonic() - started < PATIENCE_S:
+                    Outage.begin(url, away)
+                    time.sleep(BACKOFF_S[1])
+                    continue
+                attempt += 1
+                if attempt == SCHEMA_ATTEMPTS or not any(w in str(err).lower() for w in SCHEMA_RACE):
                     raise
                 time.sleep(0.2 + random.random())
     except Exception as err:

@@ -29,6 +29,8 @@ from rnnstudy.studies import experiment_studies, load_study, print_table, summar
 from rnnstudy.tracking import check_mode
 
 PROGRESS_EVERY_S = 15
+#: How many times a local worker slot is restarted after its worker was killed (the OOM killer, kill -9).
+RESTARTS_PER_WORKER = 10
 
 
 def _progress_line(exp: Experiment, storage: RDBStorage, started: float) -> str:
@@ -94,7 +96,19 @@ def run_sweep(
     if launcher == "local":
         threads = max(1, (os.cpu_count() or 1) // len(slots))
         handles = [_start_worker(path, overrides or [], url, gpu, threads) for gpu, _ in slots]
-        alive, stop = (lambda: any(p.poll() is None for p in handles)), (lambda: _stop(handles))
+        restarts = [0] * len(slots)
+
+        def alive() -> bool:
+            for i, p in enumerate(handles):
+                code = p.poll()
+                if code is not None and code < 0 and -code not in STOPPING and restarts[i] < RESTARTS_PER_WORKER:
+                    restarts[i] += 1
+                    handles[i] = _start_worker(path, overrides or [], url, slots[i][0], threads)
+                    said = f"worker {p.pid} was killed ({signal.Signals(-code).name}); started worker {handles[i].pid}"
+                    print(f"{said} in its place (restart {restarts[i]} of {RESTARTS_PER_WORKER})", file=sys.stderr, flush=True)
+            return any(p.poll() is None for p in handles)
+
+        stop = lambda: _stop(handles)  # noqa: E731
     else:
         from rnnstudy.launch import storage_for_cluster, submit
 
@@ -129,6 +143,10 @@ def run_sweep(
     print_table(studies, exp.target)
     summarise_to_wandb(exp, base, studies)
     return code or (1 if failed else 0)
+
+
+#: Signals that ask a worker to stop: a worker ended by one is not replaced.
+STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
 def _start_worker(path: str, overrides: list[str], url: str, gpu: str | None, threads: int) -> subprocess.Popen:

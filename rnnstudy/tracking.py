@@ -24,7 +24,14 @@ from rnnstudy.config import RunConfig
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import GridPoint
 
-SETTINGS = {"silent": True, "disable_git": True, "save_code": False, "disable_code": True, "console": "off"}
+SETTINGS = {
+    "silent": True,
+    "disable_git": True,
+    "save_code": False,
+    "disable_code": True,
+    "console": "off",
+    "x_transaction_log_flush_interval": 1.0,
+}  # a killed run keeps its record up to its last second
 STEP = "trainer/global_step"
 #: The folder under a run's results folder where W&B stages what the run uploads when synced.
 DATA_DIR = "wandb-data"

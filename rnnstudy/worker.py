@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -20,16 +19,27 @@ import lightning.pytorch as pl
 import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
 
+from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import CALIBRATION, Experiment, GridPoint, load_experiment
 from rnnstudy.overrides import apply_overrides
 from rnnstudy.space import suggest
 from rnnstudy.stages import next_point
-from rnnstudy.storage import STORAGE_ENV, open_storage
+from rnnstudy.storage import BACKOFF_S, PATIENCE_S, STORAGE_ENV, Outage, database_away, open_storage
 from rnnstudy.store import DIVERGED
 from rnnstudy.studies import LIVE, SURPLUS, counts, load_study
 
 #: How often a worker of a staged experiment (T search, calibration) with nothing it may run looks again.
 POLL_S = 2.0
+#: Set when the sweep that started this worker is gone: the running run stops at its next step, no new trial starts.
+ORPHANED = threading.Event()
+
+
+class EndWithSweep(pl.Callback):
+    """Interrupts a run (as Ctrl-C would: it ends failed, its trial too) at the first step after the sweep is gone."""
+
+    def on_train_batch_end(self, *_: object) -> None:
+        if ORPHANED.is_set():
+            raise KeyboardInterrupt
 
 
 class PreScreen(pl.Callback):
@@ -96,7 +106,7 @@ def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
     values, runs, solved = [], [], []
     for i, seed in enumerate(seeds):
         run_cfg = cfg.model_copy(update={"seed": seed})
-        callbacks = [StepPruning(trial)] if i == 0 and prune else []
+        callbacks = [EndWithSweep(), *([StepPruning(trial)] if i == 0 and prune else [])]
         if i == 0 and exp.study.prescreen:
             callbacks.append(PreScreen(exp.study.prescreen))
         meta = {**point.facts(), "trial": trial.number, "params": params, "seed": seed}
@@ -120,11 +130,14 @@ def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
 def run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
     """One trial; a failure is one line on stderr (its reason is in run.json), never a traceback."""
 
+    ran: list[int] = []
+
     def report(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
         try:
             return objective(trial, exp, point)
-        except (optuna.TrialPruned, Surplus):
-            raise
+        except (optuna.TrialPruned, Surplus, optuna.exceptions.UpdateFinishedTrialError):
+            raise  # the last: another worker failed and retried this trial meanwhile (said below)
         except KeyboardInterrupt:
             print(f"{point.study}: trial {trial.number} interrupted (Ctrl-C); it ends as failed", file=sys.stderr, flush=True)
             raise
@@ -132,7 +145,16 @@ def run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
             print(f"{point.study}: trial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
             raise
 
-    study.optimize(report, n_trials=1, catch=(Exception,))
+    try:
+        study.optimize(report, n_trials=1, catch=(Exception,))
+    except Exception:
+        mine = [t for t in study.get_trials(deepcopy=False) if ran and t.number == ran[0]]
+        if not mine or mine[0].state == optuna.trial.TrialState.RUNNING:
+            raise
+        # Another worker found this trial's heartbeat stale (this one was cut off from the database) and failed and
+        # retried it while it ran here; the retry reads back the runs recorded here.
+        print(f"{point.study}: trial {ran[0]} was retried by another worker while this one ran it (its heartbeat "
+              "went stale); the retry counts", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
@@ -147,37 +169,18 @@ def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
     re-queued first. The loop is bounded: after ``2 x target`` failed or surplus trials of a study, the
     worker gives up on it.
     """
-    target, given_up, said = exp.target, set(), ""
+    given_up, said, away_since = set(), "", None
     while True:
-        pending, ran, waiting = 0, False, ""
-        for line in [*exp.calibration_points(), *exp.points()]:
-            nxt = next_point(exp, storage, line)
-            if nxt.done:
-                continue
-            if nxt.point is None:
-                pending, waiting = pending + 1, nxt.waiting_for
-                continue
-            point = nxt.point
-            if point.study in given_up:
-                continue
-            pending += 1
-            study = load_study(point, storage, exp)
-            while True:
-                fail_stale_trials(study)
-                c = counts(study)
-                if not c["waiting"] and c["complete"] + c["pruned"] + c["running"] >= target:
-                    waiting = waiting or f"another worker's trial of {point.study}"
-                    break
-                if c["fail"] + c["surplus"] >= 2 * target:
-                    print(
-                        f"{point.study}: {c['fail']} failed and {c['surplus']} surplus trials; giving up on it "
-                        "(see run.json reasons)",
-                        file=sys.stderr,
-                    )
-                    given_up.add(point.study)
-                    break
-                run_one(study, exp, point)
-                ran = True
+        try:
+            pending, ran, waiting = _round(exp, storage, given_up)
+        except Exception as err:  # what the storage's own retries cannot cover: Optuna's stale-trial sweep
+            if (away := database_away(err)) is None or (away_since and time.monotonic() - away_since > PATIENCE_S):
+                raise
+            away_since = away_since or time.monotonic()
+            Outage.begin(storage.url, away)
+            time.sleep(BACKOFF_S[1])
+            continue
+        away_since = None
         if not pending or (not ran and not (exp.T_search or exp.calibrate)):
             return  # a grid's places are all taken by others: a rerun of the sweep retries any trial they leave stale
         if not ran:
@@ -185,6 +188,43 @@ def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
                 print(f"worker {os.getpid()}: waiting for {waiting}; polling every {poll_s:g} s", file=sys.stderr, flush=True)
                 said = waiting
             time.sleep(poll_s)
+
+
+def _round(exp: Experiment, storage: RDBStorage, given_up: set[str]) -> tuple[int, bool, str]:
+    """One pass over every line: run what is runnable; how many points are pending, whether any ran, what is waited for."""
+    target = exp.target
+    pending, ran, waiting = 0, False, ""
+    for line in [*exp.calibration_points(), *exp.points()]:
+        nxt = next_point(exp, storage, line)
+        if nxt.done:
+            continue
+        if nxt.point is None:
+            pending, waiting = pending + 1, nxt.waiting_for
+            continue
+        point = nxt.point
+        if point.study in given_up:
+            continue
+        pending += 1
+        study = load_study(point, storage, exp)
+        while True:
+            fail_stale_trials(study)
+            c = counts(study)
+            if not c["waiting"] and c["complete"] + c["pruned"] + c["running"] >= target:
+                waiting = waiting or f"another worker's trial of {point.study}"
+                break
+            if c["fail"] + c["surplus"] >= 2 * target:
+                print(
+                    f"{point.study}: {c['fail']} failed and {c['surplus']} surplus trials; giving up on it "
+                    "(see run.json reasons)",
+                    file=sys.stderr,
+                )
+                given_up.add(point.study)
+                break
+            if ORPHANED.is_set():
+                raise KeyboardInterrupt  # the sweep is gone: end as a Ctrl-C would, with no new trial
+            run_one(study, exp, point)
+            ran = True
+    return pending, ran, waiting
 
 
 def main(argv: list[str]) -> int:
@@ -203,22 +243,35 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     exp = load_experiment(args.experiment, args.overrides)
-    storage, _ = open_storage(os.environ.get(STORAGE_ENV), exp, exp.base())
     try:
+        storage, _ = open_storage(os.environ.get(STORAGE_ENV), exp, exp.base(), wait=True)
         work(exp, storage)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as err:
+        print(f"worker {os.getpid()}: {err}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as err:
+        if (away := database_away(err)) is None:
+            raise
+        print(f"worker {os.getpid()}: storage unreachable for over {PATIENCE_S / 60:g} min ({away.__class__.__name__}); "
+              "giving up (rerun the sweep when it is back)", file=sys.stderr, flush=True)  # fmt: skip
+        return 1
     return 0
 
 
 def _end_with_parent(every_s: float = 1.0) -> None:
-    """Interrupt this worker (its trial ends as failed, cleanly) as soon as the sweep that started it is gone."""
+    """Mark this worker orphaned as soon as the sweep that started it is gone: its run stops at the next step.
+
+    A flag the training step and the worker loop read, not a signal: an interrupt can land where Python only
+    prints it (a garbage-collector callback) or while a run writes its final state, and be lost.
+    """
     parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(every_s)
-        os.kill(os.getpid(), signal.SIGINT)
+        ORPHANED.set()
 
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 

@@ -47,8 +47,27 @@ def tiny(tmp_path):
     return make
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL server: its URL, and stop/start for tests that take the database away."""
+
+    def __init__(self, pg_ctl: list[str], data: str, options: str, log: str, url: str) -> None:
+        self.pg_ctl, self.data, self.options, self.log, self.url = pg_ctl, data, options, log, url
+
+    def start(self) -> None:
+        import subprocess
+
+        cmd = [*self.pg_ctl, "-D", self.data, "-o", self.options, "-l", self.log, "-w", "start"]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def stop(self) -> None:
+        """A fast shutdown: open connections are cut, as when the database host restarts."""
+        import subprocess
+
+        subprocess.run([*self.pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop"], capture_output=True)
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres_server():
     """A throwaway PostgreSQL server on 127.0.0.1, stopped at the end (skipped where none is installed)."""
     import shutil
     import socket
@@ -74,14 +93,25 @@ def postgres_url():
         port = s.getsockname()[1]
     data = root / "data"
     subprocess.run([*as_postgres, initdb, "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-    start = [*as_postgres, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
-    subprocess.run(start, check=True, capture_output=True)
+    server = PostgresServer(
+        [*as_postgres, pg_ctl],
+        str(data),
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+        str(root / "log"),
+        f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres",
+    )
+    server.start()
     try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+        yield server
     finally:
-        subprocess.run([*as_postgres, pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server):
+    """The throwaway PostgreSQL server's URL."""
+    return postgres_server.url
 
 
 @pytest.fixture(scope="session")
