@@ -100,6 +100,26 @@ def bench(cell: str, task_name: str, T: int, batch: int, hidden: int, device: to
     return timed(steps, device, repeats)
 
 
+#: A probed-step ratio this many times above or below the recorded one is flagged: the probe's cost moved.
+MOVED = 2.0
+
+
+def recorded_ratios(path: Path, task: str) -> dict[tuple[str, int], float]:
+    """The recorded faster-method probe ratio per (cell, T): the table after the line that starts with the task's name."""
+    rows: dict[tuple[str, int], float] = {}
+    inside = False
+    for line in path.read_text().splitlines():
+        if line.startswith(f"{task.capitalize()} ("):
+            inside = True
+        elif inside and line.startswith("| ") and not line.startswith("| cell"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            ratios = [float(c) for c in cells[4:6] if c.replace(".", "", 1).isdigit()]
+            rows[(cells[0], int(cells[1]))] = min(ratios)
+        elif inside and rows and not line.startswith("|"):
+            break
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--T", type=int, nargs="+", default=[100, 500, 1000])
@@ -110,7 +130,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--every", type=int, default=100, help="probe cadence for the amortised cost (probe.every)")
     p.add_argument("--quick", action="store_true", help="T=100 only, 3 repeats")
+    p.add_argument("--recorded", type=Path, help=f"flag a probe ratio {MOVED:g}x away from this file's (benchmarks/RESULTS.md)")
     args = p.parse_args()
+    recorded = recorded_ratios(args.recorded, args.task) if args.recorded else {}
     if args.quick:
         args.T, args.repeats = [100], 3
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -125,9 +147,10 @@ def main() -> None:
     )
     print(
         "| cell | T | plain step (ms) | fused / plain | chunked probe / fused | fused probe / fused | faster method "
-        f"| amortised cost at every {args.every} |"
+        f"| amortised cost at every {args.every} |" + (" recorded probe / fused |" if recorded else "")
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|" + ("---|" if recorded else ""))
+    moved = []
     for T in args.T:
         for cell in args.cells:
             t = bench(cell, args.task, T, args.batch, args.hidden, device, args.repeats)
@@ -135,11 +158,21 @@ def main() -> None:
             best = min(methods, key=methods.get)
             amortised = (methods[best] - t["fused"]) / (args.every * t["fused"])
             fused = f"{methods['fused'] / t['fused']:.2f}" if "fused" in methods else "- (not exact)"
+            then = recorded.get((cell, T))
+            now = methods[best] / t["fused"]
+            flag = ""
+            if then is not None:
+                flag = f" {then:.2f}{' **moved**' if max(now / then, then / now) > MOVED else ''} |"
+                if "moved" in flag:
+                    moved.append(f"{cell} T={T}: {now:.2f} now, {then:.2f} recorded")
             print(
                 f"| {cell} | {T} | {1e3 * t['plain']:.1f} | {t['fused'] / t['plain']:.2f} | "
-                f"{methods['chunked'] / t['fused']:.2f} | {fused} | {best} | {100 * amortised:.2f}% |",
+                f"{methods['chunked'] / t['fused']:.2f} | {fused} | {best} | {100 * amortised:.2f}% |{flag}",
                 flush=True,
             )
+    if moved:
+        print(f"bench_probe: the probed step's cost moved more than {MOVED:g}x from {args.recorded}: " + "; ".join(moved),
+              file=sys.stderr)  # fmt: skip
 
 
 if __name__ == "__main__":

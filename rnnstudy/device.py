@@ -50,3 +50,13 @@ def set_tf32(allowed: bool) -> None:
     """TF32 for both cuBLAS and cuDNN, on or off together (PyTorch's default leaves cuDNN's on: 10-bit mantissas in RNNs)."""
     torch.backends.cuda.matmul.allow_tf32 = allowed
     torch.backends.cudnn.allow_tf32 = allowed
+
+
+def flush_subnormals() -> None:
+    """Flush float32 subnormals (below 1.2e-38) to zero on this CPU thread and every thread it starts afterwards.
+
+    A long probe's answer gradient decays into the subnormal range, where x86 arithmetic can run tens of times
+    slower; below float32's smallest normal number a gradient has lost its precision anyway. Called before any
+    intra-op thread exists (the worker and the CLI call it first), it covers every thread of the backward.
+    """
+    torch.set_flush_denormal(True)

@@ -213,7 +213,8 @@ def from_gradients(
             mine = [next(grads) for _ in tensors]
             read = _injected_grads if isinstance(trace, InjectedTrace) else _chunked_grads
             for state, d in read(layer, trace, mine).items():
-                norms[(number, state)] = torch.linalg.vector_norm(d, dim=-1)
+                # In float64: squaring a float32 gradient below ~1e-19 underflows, and g_t would read 0 where it is not.
+                norms[(number, state)] = torch.linalg.vector_norm(d, dim=-1, dtype=torch.float64)
     length = batch.x.shape[0]
     ends = list(range(length)) if isinstance(traces[0], InjectedTrace) else traces[0].ends
     return Profile(t=ends, length=length, norms=norms, informative=batch.informative, answer=task.answer_steps, loss=loss)

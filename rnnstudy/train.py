@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rnnstudy.config import RunConfig
-from rnnstudy.device import check_device, results_folder, set_tf32
+from rnnstudy.device import check_device, flush_subnormals, results_folder, set_tf32
 from rnnstudy.lit import Diverged, RecurrentModule, StepLines, StepProgressBar, TaskData, build_task
 from rnnstudy.runs import CHECKPOINT, claimed, new_run_id, recorded, resumable, run_key
 from rnnstudy.store import COMPLETE, DIVERGED, FAILED, PRUNED, RUNNING, RunWriter, hold
@@ -181,6 +181,7 @@ def train(
     check_mode(cfg)
     results_folder(cfg)
     set_tf32(cfg.train.tf32)
+    flush_subnormals()
     if cfg.train.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     key = run_key(cfg, meta)

@@ -236,8 +236,10 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     import torch
 
+    from rnnstudy.device import flush_subnormals
     from rnnstudy.quiet import quiet_libraries
 
+    flush_subnormals()  # before any intra-op thread starts, so every one inherits it
     quiet_libraries()
     _end_with_parent()
     if args.threads:
