@@ -11,7 +11,7 @@ GPUS        ?= $(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev
 RESULTS     ?= runs
 NAME         = $(basename $(notdir $(EXP)))
 
-.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction phase-cpu frontier-cpu prescreen-cpu
+.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction phase-cpu frontier-cpu prediction
 
 $(BIN)/rnnstudy: pyproject.toml
 	@echo "setting up $(VENV) (first time: about a minute)"
@@ -83,8 +83,7 @@ frontier-cpu: setup
 	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/frontier_cpu --out docs/results/frontier_cpu
 
-# The init-time predictor and the pre-screen measured on the CPU frontier (after frontier-cpu; about an hour).
-prescreen-cpu: setup
-	$(BIN)/rnnstudy predict $(RESULTS)/frontier_cpu --out docs/results/prediction
-	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2 name=frontier_cpu_prescreen study.prescreen=1.0
-	$(BIN)/rnnstudy prescreen $(RESULTS)/frontier_cpu $(RESULTS)/frontier_cpu_prescreen --out docs/results/prescreen
+# The init-time predictor and the pre-screen scored per run on the committed studies' runs (no sweep of its own):
+# docs/results/prediction/. Needs the runs of `make phase-cpu` and `make frontier-cpu` under $(RESULTS).
+prediction: setup
+	$(BIN)/rnnstudy predict $(RESULTS)/phase_cpu $(RESULTS)/frontier_cpu --out docs/results/prediction

@@ -117,15 +117,15 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Compare the init-time predictor with the memory lengths measured in a results folder."""
+    """Score the init-time features and the pre-screen per run against what training measured in results folders."""
     from pathlib import Path
 
     from rnnstudy.report.prediction import build
     from rnnstudy.store import load
 
-    res = load(args.results)
+    res = load(*args.results)
     if res.runs.empty:
-        raise ConfigError(f"{args.results}: no runs under it")
+        raise ConfigError(f"{' '.join(args.results)}: no runs under them")
     summary = build(res, Path(args.out))
     print(summary.to_string(index=False))
     print(f"written: {args.out}")
@@ -247,8 +247,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--figure", help="also draw the diagnostics to this PNG")
     d.set_defaults(fn=cmd_diagnose)
 
-    q = sub.add_parser("predict", help="predicted vs measured memory length for a results folder")
-    q.add_argument("results", help="results folder of a study with families on the grid, e.g. runs/frontier_cpu")
+    q = sub.add_parser("predict", help="init-time features and the pre-screen scored per run against training")
+    q.add_argument("results", nargs="+", help="results folders of memory-length studies, e.g. runs/phase_cpu")
     q.add_argument("--out", required=True, help="folder for the tables and the figure")
     q.set_defaults(fn=cmd_predict)
 

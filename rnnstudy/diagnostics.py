@@ -36,6 +36,9 @@ from rnnstudy.tasks import TASKS, Task, make_task
 LYAPUNOV_SAMPLES = 4
 #: Predicted reach when the gradient does not decay at all (no finite horizon).
 UNBOUNDED = math.inf
+#: Driven steps (at least) a Lyapunov exponent used as a feature is averaged over: short tasks are driven by
+#: several of their sequences back to back.
+LYAPUNOV_DRIVEN = 200
 
 
 @dataclass
@@ -216,6 +219,30 @@ def diagnose_net(
         predicted_memory=max(0.0, reach - task.recall_offset),
         lyapunov_reach=reach_from_rate(float(spectrum[0]) / math.log(10), eps),
     )
+
+
+def init_features(cfg: RunConfig, batch_size: int = 16, k: int = 4, data_seed: int = 0) -> dict[str, float]:
+    """Zero-parameter features of a run's exact initial network, each a memory predictor on its own (higher: more memory).
+
+    ``timescale_reach``: the fraction of gate timescales 1/(1 - keep gate) (unit x step x sample, on the task's own
+    sequences) that reach the lag the task needs (T + its recall offset); NaN for vanilla RNNs.
+    ``lyapunov_top``: the top Lyapunov exponent over at least ``LYAPUNOV_DRIVEN`` driven steps, with
+    ``lyapunov_converged`` (its last two quarters agree); ``-lyapunov_top`` is the feature, so a chaotic
+    network (lambda_1 > 0) counts against memory, not for it.
+    """
+    torch.manual_seed(cfg.seed)  # what training's seed_everything does for the weights
+    task = make_task(cfg.task.name, cfg.task.T, cfg.task.solved_threshold)
+    net = initial_net(cfg, task)
+    gen = torch.Generator().manual_seed(data_seed)
+    x = task.sample(batch_size, gen).x.to(next(net.parameters()).dtype)
+    lag = task.T + task.recall_offset
+    with torch.no_grad():
+        reach = float((_timescales(net, x) >= lag).mean()) if net.cell in ("lstm", "gru") else math.nan
+        repeats = math.ceil(LYAPUNOV_DRIVEN / x.shape[0])
+        drive = torch.cat([task.sample(LYAPUNOV_SAMPLES, gen).x for _ in range(repeats)]).to(x.dtype)
+        n = 2 * net.layers[0].hidden_size if net.cell == "lstm" else net.layers[0].hidden_size
+        spectrum, converged = lyapunov_spectrum(step_function(net), x.new_zeros(LYAPUNOV_SAMPLES, n), drive, k)
+    return {"timescale_reach": reach, "lyapunov_top": float(spectrum[0]), "lyapunov_converged": float(converged)}
 
 
 def draw(diag: Diagnostics, keep: dict, path: str) -> str:

@@ -81,21 +81,6 @@ def test_prescreen_prunes_exactly_what_the_threshold_says(tiny):
     assert pruned["steps"] == 0 and pruned["reason"].startswith("pre-screen")
 
 
-def test_spearman_and_its_interval_against_scipy():
-    import pandas as pd
-    from scipy.stats import spearmanr
-
-    from rnnstudy.report.prediction import spearman
-
-    rng = np.random.default_rng(0)
-    x = pd.Series(rng.normal(size=40))
-    y = x + pd.Series(rng.normal(scale=0.7, size=40))
-    rho, low, high, n = spearman(x, y)
-    assert rho == pytest.approx(spearmanr(x, y).statistic, abs=1e-12) and n == 40
-    assert low < rho < high and high - low < 0.6
-    assert math.isnan(spearman(pd.Series([1.0, 1.0, 1.0]), pd.Series([1.0, 2.0, 3.0]))[0])  # no ranking to correlate
-
-
 def test_prediction_rebuilds_each_runs_exact_config(tiny):
     from rnnstudy.report.prediction import run_config
     from rnnstudy.store import load

@@ -138,10 +138,13 @@ def test_reference_verdicts():
 
 def test_predict_and_prescreen_commands(store, tmp_path, capsys):
     assert main(["predict", str(store), "--out", str(tmp_path / "p")]) == 0
-    diag = pd.read_csv(tmp_path / "p" / "run_diagnostics.csv")
+    rows = pd.read_csv(tmp_path / "p" / "run_features.csv")
     runs = frames.run_table(load(store))
-    assert len(diag) == len(frames.complete(runs)) and set(diag["cell"]) == {"rnn_tanh", "lstm"}
-    assert diag["predicted_memory"].ge(0).all() and "written:" in capsys.readouterr().out
+    assert len(rows) == len(frames.complete(frames.studied(runs))) and set(rows["cell"]) == {"rnn_tanh", "lstm"}
+    first = rows.groupby("study")["seed"].transform("min") == rows["seed"]  # the pre-screen looks at a point's first seed
+    assert rows.loc[first, "predicted_memory"].ge(0).all() and rows.loc[~first, "predicted_memory"].isna().all()
+    assert "## The pre-screen as a paired counterfactual" in (tmp_path / "p" / "report.md").read_text()
+    assert "written:" in capsys.readouterr().out
     assert main(["prescreen", str(store), str(store), "--out", str(tmp_path / "q")]) == 0
     text = (tmp_path / "q" / "report.md").read_text()
     assert "Training steps saved: 0.0%; training wall time saved: 0.0%." in text  # the same study on both sides
