@@ -72,6 +72,7 @@ def main() -> None:
     p.add_argument("--cells", nargs="+", default=list(CELLS))
     p.add_argument("--quick", action="store_true", help="T=100 only")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels on both sides (train.deterministic)")
+    p.add_argument("--steps", type=int, default=None, help="timed steps per side (default: 8000 / T, at least 30)")
     args = p.parse_args()
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
@@ -90,7 +91,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as out:
         for T in args.T:
-            steps = max(30, 8000 // T)
+            steps = args.steps or max(30, 8000 // T)
             for cell in args.cells:
                 cfg = apply_overrides(
                     RunConfig(),

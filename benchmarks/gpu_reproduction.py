@@ -19,7 +19,7 @@ from rnnstudy.experiment import load_experiment
 from rnnstudy.overrides import apply_overrides
 from rnnstudy.report import tables
 from rnnstudy.report.frames import run_table
-from rnnstudy.report.reproduction import comparison
+from rnnstudy.report.reproduction import frame
 from rnnstudy.store import load
 from rnnstudy.train import train
 
@@ -53,7 +53,7 @@ def main() -> None:
                 flush=True,
             )
     runs = run_table(load(f"{args.out}/paper_reproduction_gpu"))
-    print(tables.markdown(comparison(runs)))
+    print(tables.markdown(frame(runs)))
 
 
 if __name__ == "__main__":
