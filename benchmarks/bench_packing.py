@@ -76,11 +76,11 @@ class StackedCell(nn.Module):
         """``x`` (K, T, B, in) -> the readout of the last state (K, B, out)."""
         K, T, B, _ = x.shape
         projected = torch.bmm(x.reshape(K, T * B, -1), self.w_ih).view(K, T, B, -1) + self.b_ih.unsqueeze(1)
+        inputs = projected.unbind(1)  # one backward for all steps (indexing per step would scatter a full-size gradient T times)
         h = x.new_zeros(K, B, self.hidden)
         c = torch.zeros_like(h)
-        for t in range(T):
+        for gi in inputs:
             gh = torch.baddbmm(self.b_hh, h, self.w_hh)
-            gi = projected[:, t]
             if self.cell == "lstm":
                 i, f, g, o = (gi + gh).chunk(4, dim=-1)
                 c = f.sigmoid() * c + i.sigmoid() * g.tanh()

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
 from rnnstudy.cells import CELLS
+from rnnstudy.lazy import LazyModule
+
+torch = LazyModule("torch")  # the config path reads the scheme registry without paying for torch's import
+nn = LazyModule("torch.nn")
 
 if TYPE_CHECKING:
     from rnnstudy.config import InitConfig

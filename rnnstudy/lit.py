@@ -162,9 +162,10 @@ class RecurrentModule(pl.LightningModule):
                 raise Diverged(f"training loss became {values['loss']} at step {step}")
             values["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
             self.emit(step, "train", values)
-            self.log_dict(
-                {"loss": values["loss"], "norm_loss": values["norm_loss"]}, prog_bar=True, logger=False, batch_size=x.shape[1]
-            )
+            if self.trainer.progress_bar_callback is not None:  # self.log only feeds the bar: skip its machinery without one
+                self.log_dict(
+                    {"loss": values["loss"], "norm_loss": values["norm_loss"]}, prog_bar=True, logger=False, batch_size=x.shape[1]
+                )
         return loss
 
     def on_after_backward(self) -> None:
@@ -206,7 +207,8 @@ class RecurrentModule(pl.LightningModule):
         if math.isfinite(values["norm_loss"]) and values["norm_loss"] < self.best.get("norm_loss", math.inf):
             self.best = {"norm_loss": values["norm_loss"], "step": step}
         self.emit(step, "val", values)
-        self.log("val/norm_loss", values["norm_loss"], prog_bar=True, logger=False, batch_size=batch.x.shape[1])
+        if self.trainer.progress_bar_callback is not None:
+            self.log("val/norm_loss", values["norm_loss"], prog_bar=True, logger=False, batch_size=batch.x.shape[1])
         if values["solved"] and self.cfg.train.early_stop:
             self.trainer.should_stop = True
             self._stopped = (step, batch)

@@ -11,8 +11,10 @@ import math
 from abc import ABC, abstractmethod
 from typing import ClassVar, NamedTuple
 
-import torch
-import torch.nn.functional as F
+from rnnstudy.lazy import LazyModule
+
+torch = LazyModule("torch")  # the config path reads the task registry without paying for torch's import
+F = LazyModule("torch.nn.functional")
 
 TASKS: dict[str, type[Task]] = {}
 
