@@ -48,6 +48,7 @@ report: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_overhead.py
 	$(BIN)/python benchmarks/bench_probe.py --recorded benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_probe.py --task adding --recorded benchmarks/RESULTS.md
 	$(BIN)/python benchmarks/bench_packing.py --K 1 4 16
