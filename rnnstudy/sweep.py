@@ -31,6 +31,8 @@ from rnnstudy.tracking import check_mode
 PROGRESS_EVERY_S = 15
 #: How many times a local worker slot is restarted after its worker was killed (the OOM killer, kill -9).
 RESTARTS_PER_WORKER = 10
+#: Signals that ask a worker to stop: a worker ended by one is not replaced.
+STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
 def _progress_line(exp: Experiment, storage: RDBStorage, started: float) -> str:
@@ -108,7 +110,8 @@ def run_sweep(
                     print(f"{said} in its place (restart {restarts[i]} of {RESTARTS_PER_WORKER})", file=sys.stderr, flush=True)
             return any(p.poll() is None for p in handles)
 
-        stop = lambda: _stop(handles)  # noqa: E731
+        def stop() -> None:
+            _stop(handles)
     else:
         from rnnstudy.launch import storage_for_cluster, submit
 
@@ -143,10 +146,6 @@ def run_sweep(
     print_table(studies, exp.target)
     summarise_to_wandb(exp, base, studies)
     return code or (1 if failed else 0)
-
-
-#: Signals that ask a worker to stop: a worker ended by one is not replaced.
-STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
 def _start_worker(path: str, overrides: list[str], url: str, gpu: str | None, threads: int) -> subprocess.Popen:
