@@ -161,12 +161,24 @@ def lyapunov_spectrum(push: Push, s0: torch.Tensor, xs: torch.Tensor, k: int) ->
     return spectrum, converged
 
 
+def state_size(net: RecurrentNet) -> int:
+    """The first layer's full state: h, or (h, c) for the LSTM."""
+    hidden = net.layers[0].hidden_size
+    return 2 * hidden if net.cell == "lstm" else hidden
+
+
+def driven_spectrum(net: RecurrentNet, xs: torch.Tensor, k: int) -> tuple[np.ndarray, bool]:
+    """The first layer's top-``k`` Lyapunov exponents driven by the inputs ``xs`` (L, B, in) from a zero state."""
+    with torch.no_grad():
+        return lyapunov_spectrum(step_function(net), xs.new_zeros(xs.shape[1], state_size(net)), xs, k)
+
+
 def _timescales(net: RecurrentNet, xs: torch.Tensor) -> np.ndarray:
     """1 / (1 - keep gate) of every unit, step and sample along the first layer's trajectory."""
     layer = net.layers[0]
     H = layer.hidden_size
     step = step_function(net)
-    s = torch.zeros(xs.shape[1], 2 * H if net.cell == "lstm" else H, dtype=xs.dtype, device=xs.device)
+    s = xs.new_zeros(xs.shape[1], state_size(net))
     keep = []
     for x in xs:
         h = s[..., :H]
@@ -196,11 +208,7 @@ def diagnose_net(
     prof = profile(net, batch._replace(x=x), task, method="auto")
     summary = prof.summary(eps)
     rate, horizon = summary[metric_key("decay_rate")], summary[metric_key("horizon")]
-    n = 2 * net.layers[0].hidden_size if net.cell == "lstm" else net.layers[0].hidden_size
-    few = x[:, :LYAPUNOV_SAMPLES]  # the exponents are time averages: a few sequences suffice
-    with torch.no_grad():
-        state = torch.zeros(few.shape[1], n, dtype=x.dtype, device=x.device)
-        spectrum, converged = lyapunov_spectrum(step_function(net), state, few, k)
+    spectrum, converged = driven_spectrum(net, x[:, :LYAPUNOV_SAMPLES], k)  # time averages: a few sequences suffice
     scales = _timescales(net, x) if net.cell in ("lstm", "gru") else np.array([np.nan])
     if keep is not None:
         keep.update(profile=prof, timescales=scales, spectrum=spectrum)
@@ -240,8 +248,7 @@ def init_features(cfg: RunConfig, batch_size: int = 16, k: int = 4, data_seed: i
         reach = float((_timescales(net, x) >= lag).mean()) if net.cell in ("lstm", "gru") else math.nan
         repeats = math.ceil(LYAPUNOV_DRIVEN / x.shape[0])
         drive = torch.cat([task.sample(LYAPUNOV_SAMPLES, gen).x for _ in range(repeats)]).to(x.dtype)
-        n = 2 * net.layers[0].hidden_size if net.cell == "lstm" else net.layers[0].hidden_size
-        spectrum, converged = lyapunov_spectrum(step_function(net), x.new_zeros(LYAPUNOV_SAMPLES, n), drive, k)
+    spectrum, converged = driven_spectrum(net, drive, k)
     return {"timescale_reach": reach, "lyapunov_top": float(spectrum[0]), "lyapunov_converged": float(converged)}
 
 
