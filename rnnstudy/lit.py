@@ -103,6 +103,7 @@ class RecurrentModule(pl.LightningModule):
 
     def __init__(self, cfg: RunConfig, task: Task) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.cfg, self.task = cfg, task
         self.net = initial_net(cfg, task)
         self.sinks: list[Sink] = []
@@ -148,24 +149,35 @@ class RecurrentModule(pl.LightningModule):
         return values
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        """One step written out (Lightning's manual optimisation): the norm the clipping computes is the logged one."""
+        optimizer = self.optimizers()
+        optimizer.zero_grad()
         x = batch.x.to(self.dtype)
         step = self.global_step
+        logged = step % self.cfg.train.log_every == 0 or step == self.trainer.max_steps - 1
         probing = self.probe is not None and self.probe.due(step)
         out = self.probe.forward(self.net, x) if probing else self.net(x)
         loss = self.task.loss(out, batch)
         if probing:
             self._emit(step, self.probe.measure(self.net, out, batch, self.task))
-        if step % self.cfg.train.log_every == 0 or step == self.trainer.max_steps - 1:
+        if logged:
             with torch.no_grad():
                 values = self._scalars(out, batch, loss)
             if not math.isfinite(values["loss"]):
                 raise Diverged(f"training loss became {values['loss']} at step {step}")
-            values["lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+            values["lr"] = optimizer.param_groups[0]["lr"]
             self.emit(step, "train", values)
             if self.trainer.progress_bar_callback is not None:  # self.log only feeds the bar: skip its machinery without one
                 self.log_dict(
                     {"loss": values["loss"], "norm_loss": values["norm_loss"]}, prog_bar=True, logger=False, batch_size=x.shape[1]
                 )
+        self.manual_backward(loss)
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.train.clip or math.inf)
+        if step % self.cfg.train.log_every == 0:
+            if not math.isfinite(grad_norm := float(norm)):
+                raise Diverged(f"gradient norm became {grad_norm} at step {step}")
+            self.emit(step, "train", {"grad_norm": grad_norm})
+        optimizer.step()
         return loss
 
     def on_after_backward(self) -> None:
@@ -186,15 +198,6 @@ class RecurrentModule(pl.LightningModule):
         part = Batch(*(v[:, :size] if v.dim() > 1 else v[:size] for v in batch))
         with torch.enable_grad():
             self._emit(step, profile(self.net, part, self.task, self.probe.chunk, self.probe.loss, self.probe.method))
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        step = self.global_step
-        if step % self.cfg.train.log_every == 0:
-            grads = [torch.linalg.vector_norm(p.grad) for p in self.parameters() if p.grad is not None]
-            norm = float(torch.linalg.vector_norm(torch.stack(grads)))
-            if not math.isfinite(norm):
-                raise Diverged(f"gradient norm became {norm} at step {step}")
-            self.emit(step, "train", {"grad_norm": norm})
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         out = self.net(batch.x.to(self.dtype))

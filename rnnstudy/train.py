@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,7 @@ def provenance(module: pl.LightningModule) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    """Library versions recorded with every run."""
-    import wandb
-
+    """Library versions recorded with every run (W&B's from its metadata: a run without W&B need not import it)."""
     from rnnstudy import __version__
 
     return {
@@ -111,7 +110,7 @@ def versions() -> dict[str, str]:
         "torch": torch.__version__,
         "lightning": lightning.__version__,
         "optuna": optuna.__version__,
-        "wandb": wandb.__version__,
+        "wandb": metadata.version("wandb"),
     }
 
 
@@ -150,8 +149,6 @@ def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
         limit_train_batches=t.val_every,
         limit_val_batches=1,
         num_sanity_val_steps=0,
-        gradient_clip_val=t.clip,
-        gradient_clip_algorithm="norm",
         precision=f"{t.precision}-true",
         logger=False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
