@@ -9,7 +9,8 @@ For each size and cell, paired runs (harness, plain, harness, plain, ...), media
 The harness runs as a user runs it (`rnnstudy train`, probe every 100 steps, validation every 100 on 1024
 sequences, W&B offline, checkpoints), the plain loop is benchmarks/plain_loop.py (the same task batches,
 fused layer, RMSprop, clipping and validation; nothing logged or written). Then the per-trial cost a sweep
-worker adds beyond training, and how long a configuration error and ``--version`` take to come back.
+worker adds beyond training (median of ``--pairs`` sweep pairs), and how long a configuration error and
+``--version`` take to come back.
 
     python benchmarks/bench_overhead.py                       # small and medium, LSTM; about 10 minutes here
     python benchmarks/bench_overhead.py --sizes small --cells lstm rnn_tanh --pairs 3
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,6 +85,7 @@ def per_trial(out: Path, trials: int = 6) -> float:
     """Seconds a sweep worker spends per trial beyond the runs' own wall time: sweeps of n and 2n one-seed trials."""
     walls, trained = [], []
     for n in (trials, 2 * trials):
+        shutil.rmtree(out / f"sweep{n}", ignore_errors=True)  # a repeat starts a fresh study
         exp = out / f"trials{n}.yaml"
         exp.write_text(
             f"name: trials{n}\nmodel: {{hidden_size: 16, cell: lstm}}\ntask: {{name: adding, T: 20, val_size: 64}}\n"
@@ -102,12 +105,14 @@ def main() -> None:
     p.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES))
     p.add_argument("--cells", nargs="+", default=["lstm"], choices=["rnn_tanh", "rnn_relu", "lstm", "gru"])
     p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--only-trial", action="store_true", help="only the per-trial, configuration-error and --version rows")
     args = p.parse_args()
     print("# harness vs a hand-written loop, whole processes, paired, median of", args.pairs)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
-        run_rows(args.sizes, args.cells, args.pairs, out)
-        trial = per_trial(out)
+        if not args.only_trial:
+            run_rows(args.sizes, args.cells, args.pairs, out)
+        trial = statistics.median(per_trial(out) for _ in range(args.pairs))
     error = statistics.median(
         wall_ok([sys.executable, "-m", "rnnstudy.cli", "train", "model.cell=lstn"]) for _ in range(args.pairs)
     )
