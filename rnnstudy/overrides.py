@@ -108,13 +108,14 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
 
 
 class YamlLoader(yaml.SafeLoader):
-    """Safe YAML with YAML 1.2's numbers: ``1e-3`` is a float, a quoted ``"2024"`` stays a string."""
+    """Safe YAML with YAML 1.2's numbers and booleans: ``1e-3`` is a float, ``off`` and ``yes`` stay strings."""
 
 
 YamlLoader.yaml_implicit_resolvers = {
-    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:float"]
+    first: [r for r in resolvers if r[0] not in ("tag:yaml.org,2002:float", "tag:yaml.org,2002:bool")]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 YamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),

@@ -11,7 +11,18 @@ from rnnstudy.cli import main
 from rnnstudy.config import RunConfig
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import load_experiment, load_run_config
-from rnnstudy.overrides import apply_overrides, parse_overrides
+from rnnstudy.overrides import apply_overrides, parse_overrides, read_yaml
+
+
+def test_yaml_1_2_booleans_leave_off_and_yes_as_strings():
+    assert read_yaml("name: off\ntags: [on, no]\nflag: true\nother: False") == {
+        "name": "off",
+        "tags": ["on", "no"],
+        "flag": True,
+        "other": False,
+    }
+    assert apply_overrides(RunConfig(), parse_overrides(["experiment=off", "train.early_stop=yes"])).experiment == "off"
+    assert apply_overrides(RunConfig(), parse_overrides(["train.early_stop=yes"])).train.early_stop is True
 
 
 def test_overrides_parse_yaml_scalars():
