@@ -18,7 +18,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnstudy.experiment import load_run_config
 
     cfg = load_run_config(*_experiment_and_overrides(args))
-    from rnnstudy.device import device_name
+    from rnnstudy.device import device_name, preflight
+
+    preflight(cfg)  # a configuration error comes back before the training libraries load
     from rnnstudy.store import COMPLETE
     from rnnstudy.train import train
 

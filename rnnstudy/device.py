@@ -1,18 +1,21 @@
-"""Where a run trains: the checks of a configuration's device against this machine, and the device in words."""
+"""Where a run trains: the checks a configuration passes on this machine before anything is written, the device in words."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from rnnstudy.config import RunConfig
 from rnnstudy.errors import ConfigError
+from rnnstudy.lazy import LazyModule
+
+torch = LazyModule("torch")
+#: Present wherever the NVIDIA driver is loaded (also inside a container given GPUs); CUDA needs it.
+NVIDIA_DRIVER = (Path("/proc/driver/nvidia"), Path("/dev/nvidiactl"))
 
 
 def has_cuda() -> bool:
-    """Whether a CUDA GPU is visible to this process."""
-    return torch.cuda.is_available()
+    """Whether a CUDA GPU is visible to this process (without the driver, answered without importing torch)."""
+    return any(p.exists() for p in NVIDIA_DRIVER) and torch.cuda.is_available()
 
 
 def device_name(accelerator: str = "auto") -> str:
@@ -44,6 +47,15 @@ def results_folder(cfg: RunConfig) -> Path:
             f"out = {str(cfg.out)!r}: cannot create {str(folder)!r} ({why}); allowed: a folder you can write"
         ) from None
     return folder
+
+
+def preflight(cfg: RunConfig) -> Path:
+    """Every check a run or a sweep passes before it writes anything (device, W&B mode, results folder); the folder."""
+    from rnnstudy.tracking import check_mode
+
+    check_device(cfg)
+    check_mode(cfg)
+    return results_folder(cfg)
 
 
 def set_tf32(allowed: bool) -> None:

@@ -18,7 +18,7 @@ import time
 from optuna.storages import RDBStorage
 
 from rnnstudy.config import RunConfig
-from rnnstudy.device import check_device, has_cuda, results_folder
+from rnnstudy.device import has_cuda, preflight
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import Experiment, load_experiment
 from rnnstudy.launch import ClusterOptions
@@ -26,7 +26,6 @@ from rnnstudy.stages import next_point
 from rnnstudy.storage import STORAGE_ENV, default_db, mask, open_storage
 from rnnstudy.store import DEAD, status_counts
 from rnnstudy.studies import experiment_studies, load_study, print_table, summarise_to_wandb, summary
-from rnnstudy.tracking import check_mode
 
 PROGRESS_EVERY_S = 15
 #: How many times a local worker slot is restarted after its worker was killed (the OOM killer, kill -9).
@@ -61,9 +60,7 @@ def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[
     """Load and check the experiment, open the storage, create the studies known before any trial (the first T of a search)."""
     exp = load_experiment(path, overrides)
     base = exp.base()
-    check_device(base)  # before the storage or any study exists
-    check_mode(base)
-    results_folder(base)
+    preflight(base)  # before the storage or any study exists
     storage, url = open_storage(storage_url, exp, base)
     for point in [*exp.calibration_points(), *exp.points()]:
         load_study(point, storage, exp)

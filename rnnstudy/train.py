@@ -28,11 +28,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rnnstudy.config import RunConfig
-from rnnstudy.device import check_device, flush_subnormals, results_folder, set_tf32
+from rnnstudy.device import flush_subnormals, preflight, set_tf32
 from rnnstudy.lit import Diverged, RecurrentModule, StepLines, StepProgressBar, TaskData, build_task
 from rnnstudy.runs import CHECKPOINT, claimed, new_run_id, recorded, resumable, run_key
 from rnnstudy.store import COMPLETE, DIVERGED, FAILED, PRUNED, RUNNING, RunWriter, hold
-from rnnstudy.tracking import check_mode, run_name
+from rnnstudy.tracking import run_name
 
 
 @dataclass
@@ -174,9 +174,7 @@ def train(
     returned (a retried trial whose worker died after some of its seeds finished, or a trial whose
     family reads none of the searched parameters); one that another process is training is waited for.
     """
-    check_device(cfg)
-    check_mode(cfg)
-    results_folder(cfg)
+    preflight(cfg)
     set_tf32(cfg.train.tf32)
     flush_subnormals()
     if cfg.train.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace

@@ -16,7 +16,7 @@ from rnnstudy.cli import main
 from rnnstudy.experiment import load_experiment
 from rnnstudy.storage import mask, open_storage
 from rnnstudy.store import load
-from rnnstudy.studies import OBJECTIVE
+from rnnstudy.studies import OBJECTIVE, SURPLUS
 
 
 def study_states(db, names):
@@ -53,7 +53,11 @@ def test_sweep_resumes_tops_up_and_records_facts(tmp_path, capsys):
     first = study_states(db, names)
     assert all(finished(s) == 2 for s in first.values())
     runs = load(tmp_path / "runs" / "tiny").runs
-    assert len(runs) == sum(len(s) for s in first.values())  # one seed: one run per trial
+    assert len(runs) == sum(finished(s) for s in first.values())  # one seed: one run per finished trial
+    failed = [
+        t for n in names for t in optuna.load_study(study_name=n, storage=f"sqlite:///{db}").trials if t.state.name == "FAIL"
+    ]
+    assert all(t.user_attrs.get("reason") == SURPLUS for t in failed)  # only a raced-for last place, which trains nothing
     assert set(runs["meta.study"]) == set(names) and set(runs["meta.family"]) == {"default", "orthogonal"}
     assert set(runs["status"]) == {"complete"}
     default = runs[runs["meta.family"] == "default"]
@@ -63,7 +67,8 @@ def test_sweep_resumes_tops_up_and_records_facts(tmp_path, capsys):
     assert study.user_attrs["family"] == "orthogonal" and study.user_attrs["T"] == 6 and study.user_attrs["cell"] == "gru"
     assert study.metric_names == ["final_norm_loss"] and study.user_attrs["objective"] == OBJECTIVE
     assert "value_final_norm_loss" in study.trials_dataframe().columns  # a short identifier, not a sentence
-    assert all(set(t.intermediate_values) == {5, 10} for t in study.trials)  # reported at the training step
+    trained = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all(set(t.intermediate_values) == {5, 10} for t in trained)  # reported at the training step
     assert main([*args[:-2], "--workers", "1"]) == 0  # rerun: nothing to do
     assert study_states(db, names) == first
     assert main([*args[:-2], "--workers", "1", "study.trials=3"]) == 0  # raise the target: top up
