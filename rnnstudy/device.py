@@ -30,8 +30,10 @@ def check_device(cfg: RunConfig) -> None:
     t = cfg.train
     if t.accelerator == "gpu" and not has_cuda():
         raise ConfigError("train.accelerator = 'gpu': no CUDA device is visible here; allowed: auto, cpu")
+    if t.devices is None:
+        return
     count = torch.cuda.device_count() if has_cuda() else 0
-    if t.devices is not None and t.devices >= count:
+    if t.devices >= count:
         allowed = f"0 .. {count - 1} (the GPUs visible here)" if count else "null (no GPU is visible here)"
         raise ConfigError(f"train.devices = {t.devices}: allowed: {allowed}")
 

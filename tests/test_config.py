@@ -1,7 +1,9 @@
 """Configuration: overrides, experiment files, and bad input failing early with a clear message."""
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,7 @@ from conftest import cli
 
 from rnnstudy.cli import main
 from rnnstudy.config import RunConfig
+from rnnstudy.device import has_cuda
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import load_experiment, load_run_config
 from rnnstudy.overrides import apply_overrides, parse_overrides, read_yaml
@@ -23,6 +26,19 @@ def test_yaml_1_2_booleans_leave_off_and_yes_as_strings():
     }
     assert apply_overrides(RunConfig(), parse_overrides(["experiment=off", "train.early_stop=yes"])).experiment == "off"
     assert apply_overrides(RunConfig(), parse_overrides(["train.early_stop=yes"])).train.early_stop is True
+
+
+@pytest.mark.parametrize("bad", ["model.cell=lstn", "wandb.mode=online", "train.devices=4096"])
+def test_a_configuration_error_comes_back_before_torch_loads(tmp_path, bad):
+    script = (
+        "import sys\nfrom rnnstudy.cli import main\n"
+        f"code = main(['train', {bad!r}, 'out={tmp_path}/runs'])\n"
+        "print(code, 'torch' in sys.modules, 'lightning' in sys.modules)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")} | {"HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert proc.stdout.split() == ["2", "False", "False"] or (bad == "train.devices=4096" and has_cuda()), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "runs").exists()
 
 
 def test_overrides_parse_yaml_scalars():
