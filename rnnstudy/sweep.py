@@ -25,7 +25,8 @@ from rnnstudy.launch import ClusterOptions
 from rnnstudy.stages import next_point
 from rnnstudy.storage import STORAGE_ENV, default_db, mask, open_storage
 from rnnstudy.store import DEAD, status_counts
-from rnnstudy.studies import experiment_studies, load_study, print_table, summarise_to_wandb, summary
+from rnnstudy.studies import experiment_studies, load_study, print_table, summary
+from rnnstudy.summaries import summarise_to_wandb
 
 PROGRESS_EVERY_S = 15
 #: How many times a local worker slot is restarted after its worker was killed (the OOM killer, kill -9).

@@ -202,7 +202,7 @@ def test_conditional_and_per_cell_parameters(tmp_path):
 def test_study_summary_run_in_wandb(tmp_path):
     from wandb_records import finished_run
 
-    from rnnstudy.studies import summarise_to_wandb
+    from rnnstudy.summaries import summarise_to_wandb
 
     exp = load_experiment("experiments/demo.yaml", [f"out={tmp_path}", "wandb.mode=offline"])
     study = optuna.create_study(study_name="demo/lstm/adding/T=10/orthogonal")
