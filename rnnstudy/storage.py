@@ -120,25 +120,31 @@ class Outage:
                 cls.since = None
 
 
+def patiently(url: str, call: Callable[[], Any]) -> Any:
+    """``call()``, retried with backoff while the database is away, for up to ``PATIENCE_S`` from the first failure."""
+    wait, away_since = BACKOFF_S[0], None
+    while True:
+        try:
+            result = call()
+        except Exception as err:
+            away = database_away(err)
+            away_since = away_since or time.monotonic()
+            if away is None or time.monotonic() - away_since > PATIENCE_S:
+                raise
+            Outage.begin(url, away)
+            time.sleep(wait * (0.5 + random.random()))
+            wait = min(2 * wait, BACKOFF_S[1])
+            continue
+        Outage.end()
+        return result
+
+
 def _patient(method: Callable[..., Any]) -> Callable[..., Any]:
-    """The storage method, retried with backoff while the database is away, for up to ``PATIENCE_S``."""
+    """The storage method, waiting out a database that went away (:func:`patiently`)."""
 
     @functools.wraps(method)
     def call(self: PatientStorage, *args: Any, **kwargs: Any) -> Any:
-        wait, started = BACKOFF_S[0], time.monotonic()
-        while True:
-            try:
-                result = method(self, *args, **kwargs)
-            except Exception as err:
-                away = database_away(err)
-                if away is None or time.monotonic() - started > PATIENCE_S:
-                    raise
-                Outage.begin(self.url, away)
-                time.sleep(wait * (0.5 + random.random()))
-                wait = min(2 * wait, BACKOFF_S[1])
-                continue
-            Outage.end()
-            return result
+        return patiently(self.url, lambda: method(self, *args, **kwargs))
 
     return call
 
@@ -182,12 +188,12 @@ def open_storage(
     url = url or default_storage(cfg)
     heartbeat = exp.study.heartbeat_s
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    started = time.monotonic()
-    try:
+
+    def connect() -> PatientStorage:
         attempt = 0
         while True:
             try:
-                storage = PatientStorage(
+                return PatientStorage(
                     url,
                     engine_kwargs=kwargs,
                     heartbeat_interval=heartbeat,
@@ -195,16 +201,14 @@ def open_storage(
                     heartbeat_stale_trial_callback=RetryAndMark(cfg.out / cfg.experiment),
                     skip_table_creation=not create,
                 )
-                break
             except (IntegrityError, OperationalError) as err:
-                if wait and (away := database_away(err)) is not None and time.monotonic() - started < PATIENCE_S:
-                    Outage.begin(url, away)
-                    time.sleep(BACKOFF_S[1])
-                    continue
                 attempt += 1
                 if attempt == SCHEMA_ATTEMPTS or not any(w in str(err).lower() for w in SCHEMA_RACE):
                     raise
                 time.sleep(0.2 + random.random())
+
+    try:
+        storage = patiently(url, connect) if wait else connect()
     except Exception as err:
         text = str(err).splitlines()[0] if str(err) else type(err).__name__
         secret = password(url)

@@ -24,7 +24,7 @@ from rnnstudy.experiment import CALIBRATION, Experiment, GridPoint, load_experim
 from rnnstudy.overrides import apply_overrides
 from rnnstudy.space import suggest
 from rnnstudy.stages import next_point
-from rnnstudy.storage import BACKOFF_S, PATIENCE_S, STORAGE_ENV, Outage, database_away, open_storage
+from rnnstudy.storage import PATIENCE_S, STORAGE_ENV, database_away, open_storage, patiently
 from rnnstudy.store import DIVERGED
 from rnnstudy.studies import LIVE, SURPLUS, counts, load_study
 
@@ -169,18 +169,10 @@ def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
     re-queued first. The loop is bounded: after ``2 x target`` failed or surplus trials of a study, the
     worker gives up on it.
     """
-    given_up, said, away_since = set(), "", None
+    given_up, said = set(), ""
     while True:
-        try:
-            pending, ran, waiting = _round(exp, storage, given_up)
-        except Exception as err:  # what the storage's own retries cannot cover: Optuna's stale-trial sweep
-            if (away := database_away(err)) is None or (away_since and time.monotonic() - away_since > PATIENCE_S):
-                raise
-            away_since = away_since or time.monotonic()
-            Outage.begin(storage.url, away)
-            time.sleep(BACKOFF_S[1])
-            continue
-        away_since = None
+        # The storage's own calls wait out an outage; this also covers Optuna's stale-trial sweep between them.
+        pending, ran, waiting = patiently(storage.url, lambda: _round(exp, storage, given_up))
         if not pending or (not ran and not (exp.T_search or exp.calibrate)):
             return  # a grid's places are all taken by others: a rerun of the sweep retries any trial they leave stale
         if not ran:
