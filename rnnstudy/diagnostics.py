@@ -30,7 +30,7 @@ import torch
 from rnnstudy.config import RunConfig
 from rnnstudy.gradflow import metric_key, profile
 from rnnstudy.models import RecurrentNet, initial_net
-from rnnstudy.tasks import TASKS, Task, make_task
+from rnnstudy.tasks import TASKS, Task, build_task
 
 #: Sequences the Lyapunov spectrum is averaged over (besides every time step of the second half).
 LYAPUNOV_SAMPLES = 4
@@ -195,7 +195,7 @@ def diagnose(cfg: RunConfig, batch_size: int = 16, k: int = 8, data_seed: int = 
     ``keep``, when given, receives the profile, the spectrum and the timescales (for :func:`draw`).
     """
     torch.manual_seed(cfg.seed)  # what training's seed_everything does for the weights
-    task = make_task(cfg.task.name, cfg.task.T, cfg.task.solved_threshold)
+    task = build_task(cfg)
     return diagnose_net(initial_net(cfg, task), task, cfg.probe.eps, batch_size, k, data_seed, keep)
 
 
@@ -239,7 +239,7 @@ def init_features(cfg: RunConfig, batch_size: int = 16, k: int = 4, data_seed: i
     network (lambda_1 > 0) counts against memory, not for it.
     """
     torch.manual_seed(cfg.seed)  # what training's seed_everything does for the weights
-    task = make_task(cfg.task.name, cfg.task.T, cfg.task.solved_threshold)
+    task = build_task(cfg)
     net = initial_net(cfg, task)
     gen = torch.Generator().manual_seed(data_seed)
     x = task.sample(batch_size, gen).x.to(next(net.parameters()).dtype)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from rnnstudy.config import RunConfig
 from rnnstudy.gradflow import GradFlowProbe, Profile, profile, resolve_method
 from rnnstudy.models import initial_net
-from rnnstudy.tasks import Batch, Task, make_task
+from rnnstudy.tasks import Batch, Task
 
 SEED_STREAM = 0x5EED  # offsets the data seed from the weight-init seed
 
@@ -31,11 +31,6 @@ class Sink(Protocol):
     def metrics(self, step: int, split: str, values: dict[str, float]) -> None: ...
 
     def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None: ...
-
-
-def build_task(cfg: RunConfig) -> Task:
-    """The configured task."""
-    return make_task(cfg.task.name, cfg.task.T, cfg.task.solved_threshold)
 
 
 class _Stream(IterableDataset):

@@ -9,9 +9,12 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 from rnnstudy.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from rnnstudy.config import RunConfig
 
 torch = LazyModule("torch")  # the config path reads the task registry without paying for torch's import
 F = LazyModule("torch.nn.functional")
@@ -28,6 +31,11 @@ def register_task(cls: type[Task]) -> type[Task]:
 def make_task(name: str, T: int, solved_threshold: float | None = None) -> Task:
     """Build a registered task for delay/length ``T``."""
     return TASKS[name](T, solved_threshold)
+
+
+def build_task(cfg: RunConfig) -> Task:
+    """The task a run's configuration names (name, T, solved bar)."""
+    return make_task(cfg.task.name, cfg.task.T, cfg.task.solved_threshold)
 
 
 class Batch(NamedTuple):

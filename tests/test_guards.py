@@ -149,7 +149,8 @@ def test_seed_bounds_name_the_value_and_the_range(capsys):
 
 
 def test_the_validation_set_does_not_depend_on_the_run_seed(tiny):
-    from rnnstudy.lit import TaskData, build_task
+    from rnnstudy.lit import TaskData
+    from rnnstudy.tasks import build_task
 
     sets = []
     for seed in (0, 1):
