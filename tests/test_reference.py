@@ -1,10 +1,12 @@
 """Speed work changes no number: the same seeds give the same curves and gradient profiles as the stored reference.
 
-The reference (tests/data/reference_runs.json) was written by the code before the speed changes of the
-training step and the probe, and before g_t's norm was taken in float64: that keeps gradients below ~1e-19
-which a float32 norm squared to zero, the only numbers meant to move (with the profile scalars fitted to
-them). ``python tests/test_reference.py`` rewrites it, which is only right when a change is meant to move
-the numbers (say so in the commit).
+The reference (tests/data/reference_runs.json) holds float64 runs. In float64 the CPU kernel paths agree to about
+1e-14 relative over these 40 steps (measured under ATEN_CPU_CAPABILITY=default and avx2), so a float64 run must
+match it to 1e-10 on any x86 CPU, every logged number and every g_t. float32 differs between CPUs and kernel paths
+at about 1e-6 and drifts over steps (PyTorch does not promise it equal), so a float32 run is held to the float64
+reference at a tolerance measured across kernel paths: the curves and g_t above float32's underflow range within
+2e-4 relative (measured at most 1.3e-5). ``python tests/test_reference.py`` rewrites the reference, which is only
+right when a change is meant to move the numbers (say so in the commit).
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ from pathlib import Path
 import pytest
 
 REFERENCE = Path(__file__).with_name("data") / "reference_runs.json"
-#: Below this a float32 norm (the reference's) had lost part of the sum: its elements' squares underflowed.
-UNDERFLOW = 1e-18
 #: One vanilla RNN on adding (the probe reads the training backward) and one LSTM on copy (its own answer backward,
-#: long enough for the answer gradient to reach float32's subnormal range).
+#: long enough for the answer gradient to fall far below float32's range).
 CASES = {
     "rnn_tanh-adding": {"model.cell": "rnn_tanh", "task.name": "adding", "task.T": 30},
     "lstm-copy": {"model.cell": "lstm", "task.name": "copy", "task.T": 400},
 }
+#: float64 against the float64 reference: kernel paths agree to ~1e-14, so 1e-10 holds anywhere and still bites.
+EXACT = 1e-10
+#: float32 against the float64 reference: measured at most 1.3e-5 across kernel paths over 40 steps.
+FLOAT32 = 2e-4
+#: Below this the float32 gradient is within a few hundred of float32's subnormals (flushed to zero): not compared.
+FLOAT32_FLOOR = 1e-30
 
 
-def measured(case: str, out: Path) -> dict:
+def measured(case: str, out: Path, precision: int = 64) -> dict:
     """The numbers a run of the case records: training and validation curves, every probe's profile."""
     from rnnstudy.config import RunConfig
     from rnnstudy.overrides import apply_overrides
@@ -48,6 +54,7 @@ def measured(case: str, out: Path) -> dict:
             "train.log_every": 5,
             "train.progress": False,
             "train.accelerator": "cpu",
+            "train.precision": precision,
             "probe.every": 20,
             "wandb.mode": "disabled",
         },
@@ -62,23 +69,31 @@ def measured(case: str, out: Path) -> dict:
     }
 
 
+def _same(a: float, b: float, rel: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=rel, abs=1e-300)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_same_seed_same_numbers_as_the_reference(case, tmp_path):
+def test_float64_run_matches_the_reference_on_any_cpu(case, tmp_path):
     expected, got = json.loads(REFERENCE.read_text())[case], measured(case, tmp_path)
-    assert [row[:3] for row in got["metrics"]] == [row[:3] for row in expected["metrics"]]
-    # A profile whose reference tail read 0 (see above) fits its decay rate and horizon to more points now.
-    underflowed = {(step, state) for step, state, _, norm in expected["gradflow"] if norm < UNDERFLOW}
-    for (split, step, name, a), (*_, b) in zip(got["metrics"], expected["metrics"]):
-        if split == "probe" and (step, name.split("/")[-1]) in underflowed:
-            continue
-        assert a == pytest.approx(b, rel=1e-6, abs=1e-12) or (math.isnan(a) and math.isnan(b)), (split, step, name)
-    assert [row[:3] for row in got["gradflow"]] == [row[:3] for row in expected["gradflow"]]
-    tiny = 1.18e-38  # float32's smallest normal number: below it the reference may hold subnormals, now flushed to zero
-    for (*key, a), (*_, b) in zip(got["gradflow"], expected["gradflow"]):
-        if b < UNDERFLOW:  # the reference's float32 norm lost (squared to 0) gradients below ~1e-19; float64 keeps them
-            assert a < 10 * UNDERFLOW, key
-        else:
-            assert a == pytest.approx(b, rel=1e-5, abs=tiny), key
+    for kind in ("metrics", "gradflow"):
+        assert [row[:-1] for row in got[kind]] == [row[:-1] for row in expected[kind]], kind
+        for (*key, a), (*_, b) in zip(got[kind], expected[kind]):
+            assert _same(a, b, EXACT), (kind, *key, a, b)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_float32_run_matches_the_reference_within_its_measured_tolerance(case, tmp_path):
+    expected, got = json.loads(REFERENCE.read_text())[case], measured(case, tmp_path, precision=32)
+    assert [row[:-1] for row in got["metrics"]] == [row[:-1] for row in expected["metrics"]]
+    curves = [(g, e) for g, e in zip(got["metrics"], expected["metrics"]) if g[0] != "probe"]  # probe scalars fit the tail
+    assert curves and all(_same(g[-1], e[-1], FLOAT32) for g, e in curves), [
+        (g, e) for g, e in curves if not _same(g[-1], e[-1], FLOAT32)
+    ][:3]
+    assert [row[:-1] for row in got["gradflow"]] == [row[:-1] for row in expected["gradflow"]]
+    above = [(g, e) for g, e in zip(got["gradflow"], expected["gradflow"]) if e[-1] >= FLOAT32_FLOOR]
+    assert len(above) > len(got["gradflow"]) // 4
+    assert all(_same(g[-1], e[-1], FLOAT32) for g, e in above), [(g, e) for g, e in above if not _same(g[-1], e[-1], FLOAT32)][:3]
 
 
 if __name__ == "__main__":
