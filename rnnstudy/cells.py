@@ -1,38 +1,143 @@
-"""The recurrent cells the harness knows: one table of their facts (name, label, colour, gates, probe method).
+"""The recurrent cells the harness knows: one table of their facts, and each cell's update with its tangent map.
 
-Every other module reads cells from here: the config's allowed values, the gate blocks of the
-initialisation schemes, which cells the fused probe is exact for, and the report's labels and colours.
+Every other module asks a cell's :class:`CellSpec` instead of testing its name: the config's allowed values,
+the module a layer is built from, the gate blocks of the initialisation schemes, the state layout the probe and
+the diagnostics read, which cells the fused probe is exact for, and the report's labels and colours.
+Adding a cell is one entry in :data:`CELLS` (see docs/architecture.md, "Add a cell").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+from rnnstudy.lazy import LazyModule
+
+torch = LazyModule("torch")  # the config path reads this table without paying for torch's import
+nn = LazyModule("torch.nn")
+
+if TYPE_CHECKING:
+    from torch import Tensor
+    from torch.nn import RNNBase
+
+#: A layer's update with its exact tangent map: (s, x, V) -> (F(s, x), dF/ds V); s is the full state (B, n), V (B, n, k).
+Push = Callable[["Tensor", "Tensor", "Tensor | None"], tuple["Tensor", "Tensor | None"]]
 
 
 @dataclass(frozen=True)
 class CellSpec:
-    """One cell type: how people call it, its fixed colour, its gate blocks, and whether the fused probe is exact for it."""
+    """One cell type: its names and colour, how its layer is built, its gate blocks and state, and its update written out."""
 
     label: str
     colour: str
+    #: Gate blocks of W_ih, W_hh and the biases, in PyTorch's order (LSTM: i, f, g, o; GRU: r, z, n).
     gates: int
     #: The recurrence sees h_{t-1} only through W_hh h_{t-1}, so a perturbation injected through W_hh is exact
     #: (a GRU multiplies W_hn h_{t-1} by its reset gate, so it is not).
     injectable: bool
-    #: The cell keeps a separate cell state c_t (probed as ``state = c``).
-    has_cell_state: bool = False
+    #: (input_size, hidden_size, device) -> the single-layer fused module.
+    module: Callable[[int, int, str | None], RNNBase]
+    #: The layer -> its update with its tangent map (:data:`Push`), written out for the diagnostics.
+    step: Callable[[RNNBase], Push]
+    #: The states the cell carries, in the order the full state stacks them: h, and c for a separate cell state.
+    state: tuple[str, ...] = ("h",)
+    #: The gate block whose sigmoid keeps the state (timescale 1 / (1 - gate)); None: the cell has no gates.
+    keep_gate: int | None = None
+    #: The gate block that writes new content apart from the keep gate (chrono sets its bias to minus the keep gate's);
+    #: None where the keep gate also writes (the GRU's z) or there are no gates.
+    write_gate: int | None = None
+
+    def state_size(self, hidden: int) -> int:
+        """The full state's width: h, or h and c stacked."""
+        return len(self.state) * hidden
+
+
+def _times_w(w_hh: Tensor, v: Tensor, rows: slice) -> Tensor:
+    """W_hh[rows] applied to each tangent: (B, n, k) -> (B, m, k)."""
+    return torch.einsum("mn,bnk->bmk", w_hh[rows], v)
+
+
+def _vanilla_step(layer: RNNBase) -> Push:
+    w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+    relu = layer.nonlinearity == "relu"
+
+    def push(s: Tensor, x: Tensor, v: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        pre = x @ w_ih.T + b_ih + s @ w_hh.T + b_hh
+        if relu:
+            h, slope = pre.relu(), (pre > 0).to(pre.dtype)
+        else:
+            h = pre.tanh()
+            slope = 1 - h.square()
+        return h, None if v is None else slope[..., None] * _times_w(w_hh, v, slice(None))
+
+    return push
+
+
+def _lstm_step(layer: RNNBase) -> Push:
+    w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+    H = layer.hidden_size
+
+    def push(s: Tensor, x: Tensor, v: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        h, c = s[..., :H], s[..., H:]
+        i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)
+        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+        c2 = f * c + i * g
+        t = c2.tanh()
+        out = torch.cat([o * t, c2], dim=-1)
+        if v is None:
+            return out, None
+        vh, vc = v[:, :H], v[:, H:]
+        gate = [_times_w(w_hh, vh, slice(k * H, (k + 1) * H)) for k in range(4)]
+        di, df = (i * (1 - i))[..., None] * gate[0], (f * (1 - f))[..., None] * gate[1]
+        dg, do = (1 - g.square())[..., None] * gate[2], (o * (1 - o))[..., None] * gate[3]
+        dc = df * c[..., None] + f[..., None] * vc + di * g[..., None] + i[..., None] * dg
+        dh = do * t[..., None] + (o * (1 - t.square()))[..., None] * dc
+        return out, torch.cat([dh, dc], dim=1)
+
+    return push
+
+
+def _gru_step(layer: RNNBase) -> Push:
+    w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+    H = layer.hidden_size
+
+    def push(s: Tensor, x: Tensor, v: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        ir, iz, in_ = (x @ w_ih.T + b_ih).chunk(3, dim=-1)
+        hr, hz, hn = (s @ w_hh.T + b_hh).chunk(3, dim=-1)
+        r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()
+        n = (in_ + r * hn).tanh()
+        out = (1 - z) * n + z * s
+        if v is None:
+            return out, None
+        dr = (r * (1 - r))[..., None] * _times_w(w_hh, v, slice(0, H))
+        dz = (z * (1 - z))[..., None] * _times_w(w_hh, v, slice(H, 2 * H))
+        dn = (1 - n.square())[..., None] * (dr * hn[..., None] + r[..., None] * _times_w(w_hh, v, slice(2 * H, 3 * H)))
+        return out, (1 - z)[..., None] * dn + z[..., None] * v + dz * (s - n)[..., None]
+
+    return push
+
+
+def _rnn(nonlinearity: str) -> Callable[[int, int, str | None], RNNBase]:
+    return lambda i, h, device=None: nn.RNN(i, h, nonlinearity=nonlinearity, device=device)
 
 
 CELLS: dict[str, CellSpec] = {
-    "rnn_tanh": CellSpec("tanh RNN", "#d62728", 1, True),
-    "rnn_relu": CellSpec("ReLU RNN", "#ff7f0e", 1, True),
-    "lstm": CellSpec("LSTM", "#1f77b4", 4, True, has_cell_state=True),
-    "gru": CellSpec("GRU", "#2ca02c", 3, False),
+    "rnn_tanh": CellSpec("tanh RNN", "#d62728", 1, True, _rnn("tanh"), _vanilla_step),
+    "rnn_relu": CellSpec("ReLU RNN", "#ff7f0e", 1, True, _rnn("relu"), _vanilla_step),
+    "lstm": CellSpec(
+        "LSTM", "#1f77b4", 4, True, lambda i, h, device=None: nn.LSTM(i, h, device=device), _lstm_step,
+        state=("h", "c"), keep_gate=1, write_gate=0,
+    ),  # fmt: skip
+    "gru": CellSpec("GRU", "#2ca02c", 3, False, lambda i, h, device=None: nn.GRU(i, h, device=device), _gru_step, keep_gate=1),
 }
 Cell = Literal[tuple(CELLS)]  # type: ignore[valid-type]
 #: Cells whose fused probe is exact.
 INJECTABLE = tuple(name for name, spec in CELLS.items() if spec.injectable)
+#: Cells with a keep gate (their gate timescales exist; chrono applies).
+GATED = tuple(name for name, spec in CELLS.items() if spec.keep_gate is not None)
+#: Cells whose keep gate has a separate write gate (the forget-gate bias applies).
+FORGET_GATED = tuple(name for name, spec in CELLS.items() if spec.write_gate is not None)
 CELL_ORDER = list(CELLS)
 CELL_LABELS = {name: spec.label for name, spec in CELLS.items()}
 CELL_COLOURS = {name: spec.colour for name, spec in CELLS.items()}

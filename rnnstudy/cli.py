@@ -21,7 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnstudy.device import device_name, preflight
 
     preflight(cfg)  # a configuration error comes back before the training libraries load
-    from rnnstudy.store import COMPLETE
+    from rnnstudy.names import COMPLETE
     from rnnstudy.train import train
 
     print(f"rnnstudy train: results under {cfg.out / cfg.experiment}; device {device_name(cfg.train.accelerator)}", flush=True)

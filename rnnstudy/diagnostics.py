@@ -21,12 +21,12 @@ information undiminished, 1 where it has fallen by eps. Nothing is fitted.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from rnnstudy.cells import CELLS, GATED, Push
 from rnnstudy.config import RunConfig
 from rnnstudy.gradflow import metric_key, profile
 from rnnstudy.models import RecurrentNet, initial_net
@@ -56,14 +56,6 @@ class Diagnostics:
     timescale_p90: float
     reach: float
     predicted_memory: float
-    lyapunov_reach: float
-
-    def row(self) -> dict[str, object]:
-        """One flat row for a table."""
-        out = asdict(self)
-        out["lyapunov_top"] = self.lyapunov[0] if self.lyapunov else math.nan
-        del out["lyapunov"]
-        return out
 
 
 def predicted_loss(reach: float, task: str, T: int) -> float:
@@ -77,61 +69,9 @@ def reach_from_rate(rate_log10: float, eps: float) -> float:
     return math.log10(1 / eps) / -rate_log10 if rate_log10 < 0 else UNBOUNDED
 
 
-Push = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor | None]]
-
-
 def step_function(net: RecurrentNet, layer_index: int = 0) -> Push:
-    """The layer's update written out, with its exact tangent map: (s, x, V) -> (F(s, x), dF/ds V).
-
-    s is h, or (h, c) stacked for the LSTM, shape (B, n); V holds k tangent vectors, (B, n, k), or None.
-    """
-    layer = net.layers[layer_index]
-    w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
-    H = layer.hidden_size
-
-    def times_w(v: torch.Tensor, rows: slice) -> torch.Tensor:  # W_hh[rows] applied to each tangent: (B, n, k) -> (B, m, k)
-        return torch.einsum("mn,bnk->bmk", w_hh[rows], v)
-
-    def rnn(s: torch.Tensor, x: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = (x @ w_ih.T + b_ih + s @ w_hh.T + b_hh).tanh() if net.cell == "rnn_tanh" else None
-        if h is None:
-            pre = x @ w_ih.T + b_ih + s @ w_hh.T + b_hh
-            h, slope = pre.relu(), (pre > 0).to(pre.dtype)
-        else:
-            slope = 1 - h.square()
-        return h, None if v is None else slope[..., None] * times_w(v, slice(None))
-
-    def lstm(s: torch.Tensor, x: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h, c = s[..., :H], s[..., H:]
-        i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)
-        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-        c2 = f * c + i * g
-        t = c2.tanh()
-        out = torch.cat([o * t, c2], dim=-1)
-        if v is None:
-            return out, None
-        vh, vc = v[:, :H], v[:, H:]
-        gate = [times_w(vh, slice(k * H, (k + 1) * H)) for k in range(4)]
-        di, df = (i * (1 - i))[..., None] * gate[0], (f * (1 - f))[..., None] * gate[1]
-        dg, do = (1 - g.square())[..., None] * gate[2], (o * (1 - o))[..., None] * gate[3]
-        dc = df * c[..., None] + f[..., None] * vc + di * g[..., None] + i[..., None] * dg
-        dh = do * t[..., None] + (o * (1 - t.square()))[..., None] * dc
-        return out, torch.cat([dh, dc], dim=1)
-
-    def gru(s: torch.Tensor, x: torch.Tensor, v: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        ir, iz, in_ = (x @ w_ih.T + b_ih).chunk(3, dim=-1)
-        hr, hz, hn = (s @ w_hh.T + b_hh).chunk(3, dim=-1)
-        r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()
-        n = (in_ + r * hn).tanh()
-        out = (1 - z) * n + z * s
-        if v is None:
-            return out, None
-        dr = (r * (1 - r))[..., None] * times_w(v, slice(0, H))
-        dz = (z * (1 - z))[..., None] * times_w(v, slice(H, 2 * H))
-        dn = (1 - n.square())[..., None] * (dr * hn[..., None] + r[..., None] * times_w(v, slice(2 * H, 3 * H)))
-        return out, (1 - z)[..., None] * dn + z[..., None] * v + dz * (s - n)[..., None]
-
-    return {"lstm": lstm, "gru": gru}.get(net.cell, rnn)
+    """The layer's update written out, with its exact tangent map (its cell's :attr:`CellSpec.step`)."""
+    return CELLS[net.cell].step(net.layers[layer_index])
 
 
 def lyapunov_spectrum(push: Push, s0: torch.Tensor, xs: torch.Tensor, k: int) -> tuple[np.ndarray, bool]:
@@ -163,8 +103,7 @@ def lyapunov_spectrum(push: Push, s0: torch.Tensor, xs: torch.Tensor, k: int) ->
 
 def state_size(net: RecurrentNet) -> int:
     """The first layer's full state: h, or (h, c) for the LSTM."""
-    hidden = net.layers[0].hidden_size
-    return 2 * hidden if net.cell == "lstm" else hidden
+    return CELLS[net.cell].state_size(net.layers[0].hidden_size)
 
 
 def driven_spectrum(net: RecurrentNet, xs: torch.Tensor, k: int) -> tuple[np.ndarray, bool]:
@@ -183,7 +122,7 @@ def _timescales(net: RecurrentNet, xs: torch.Tensor) -> np.ndarray:
     for x in xs:
         h = s[..., :H]
         gates = x @ layer.weight_ih_l0.T + layer.bias_ih_l0 + h @ layer.weight_hh_l0.T + layer.bias_hh_l0
-        block = 1  # the forget gate (LSTM: i, f, g, o) and the update gate (GRU: r, z, n) are both block 1
+        block = CELLS[net.cell].keep_gate
         keep.append(torch.sigmoid(gates[..., block * H : (block + 1) * H]).detach())
         s = step(s, x, None)[0].detach()
     return (1 / (1 - torch.stack(keep).clamp(max=1 - 1e-12))).flatten().double().cpu().numpy()
@@ -209,7 +148,7 @@ def diagnose_net(
     summary = prof.summary(eps)
     rate, horizon = summary[metric_key("decay_rate")], summary[metric_key("horizon")]
     spectrum, converged = driven_spectrum(net, x[:, :LYAPUNOV_SAMPLES], k)  # time averages: a few sequences suffice
-    scales = _timescales(net, x) if net.cell in ("lstm", "gru") else np.array([np.nan])
+    scales = _timescales(net, x) if net.cell in GATED else np.array([np.nan])
     if keep is not None:
         keep.update(profile=prof, timescales=scales, spectrum=spectrum)
     reach = reach_from_rate(rate, eps) if math.isfinite(rate) else 0.0
@@ -225,7 +164,6 @@ def diagnose_net(
         timescale_p90=float(np.quantile(scales, 0.9)),
         reach=reach,
         predicted_memory=max(0.0, reach - task.recall_offset),
-        lyapunov_reach=reach_from_rate(float(spectrum[0]) / math.log(10), eps),
     )
 
 
@@ -245,7 +183,7 @@ def init_features(cfg: RunConfig, batch_size: int = 16, k: int = 4, data_seed: i
     x = task.sample(batch_size, gen).x.to(next(net.parameters()).dtype)
     lag = task.T + task.recall_offset
     with torch.no_grad():
-        reach = float((_timescales(net, x) >= lag).mean()) if net.cell in ("lstm", "gru") else math.nan
+        reach = float((_timescales(net, x) >= lag).mean()) if net.cell in GATED else math.nan
         repeats = math.ceil(LYAPUNOV_DRIVEN / x.shape[0])
         drive = torch.cat([task.sample(LYAPUNOV_SAMPLES, gen).x for _ in range(repeats)]).to(x.dtype)
     spectrum, converged = driven_spectrum(net, drive, k)

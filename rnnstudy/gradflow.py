@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rnnstudy.cells import INJECTABLE
+from rnnstudy.cells import CELLS, INJECTABLE, CellSpec
 from rnnstudy.models import InjectedTrace, LayerTrace, RecurrentNet
 from rnnstudy.tasks import Batch, Task
 
@@ -173,13 +173,15 @@ def _lstm_gates(layer: torch.nn.LSTM, inputs: torch.Tensor, output: torch.Tensor
     return i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
 
 
-def _injected_grads(layer: torch.nn.RNNBase, trace: InjectedTrace, grads: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+def _injected_grads(
+    layer: torch.nn.RNNBase, spec: CellSpec, trace: InjectedTrace, grads: list[torch.Tensor]
+) -> dict[str, torch.Tensor]:
     """dL/dh_t = (gradient into the output at t) + dL/dz_{t+1}; for the LSTM, dL/dc_t by its backward recursion."""
     d_out, d_z = grads
     dh = d_out.clone()
     dh[:-1] += d_z[1:]
     out = {"h": dh}
-    if isinstance(layer, torch.nn.LSTM):
+    if "c" in spec.state:
         i, f, g, o = _lstm_gates(layer, trace.inputs.detach(), trace.output.detach())
         c = torch.empty_like(dh)
         state = torch.zeros_like(dh[0])
@@ -211,8 +213,11 @@ def from_gradients(
     with torch.no_grad():
         for number, (layer, trace, tensors) in enumerate(zip(net.layers, traces, _differentiable(traces)), start=1):
             mine = [next(grads) for _ in tensors]
-            read = _injected_grads if isinstance(trace, InjectedTrace) else _chunked_grads
-            for state, d in read(layer, trace, mine).items():
+            if isinstance(trace, InjectedTrace):
+                read = _injected_grads(layer, CELLS[net.cell], trace, mine)
+            else:
+                read = _chunked_grads(layer, trace, mine)
+            for state, d in read.items():
                 # In float64: squaring a float32 gradient below ~1e-19 underflows, and g_t would read 0 where it is not.
                 norms[(number, state)] = torch.linalg.vector_norm(d, dim=-1, dtype=torch.float64)
     length = batch.x.shape[0]

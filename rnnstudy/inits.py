@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rnnstudy.cells import CELLS
+from rnnstudy.cells import CELLS, FORGET_GATED, GATED
 from rnnstudy.lazy import LazyModule
 
 torch = LazyModule("torch")  # the config path reads the scheme registry without paying for torch's import
@@ -21,9 +21,6 @@ nn = LazyModule("torch.nn")
 
 if TYPE_CHECKING:
     from rnnstudy.config import InitConfig
-
-LSTM_INPUT, LSTM_FORGET = 0, 1
-GRU_UPDATE = 1
 
 
 @dataclass(frozen=True)
@@ -132,30 +129,28 @@ def _gate(bias: torch.Tensor, index: int, hidden: int) -> torch.Tensor:
     return bias[index * hidden : (index + 1) * hidden]
 
 
-@_register(BIAS, "forget", params=("forget_bias",), cells=("lstm",))
+@_register(BIAS, "forget", params=("forget_bias",), cells=FORGET_GATED)
 def bias_forget(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
-    """LSTM forget-gate bias ``forget_bias``, other biases 0 (Gers et al.; Jozefowicz et al.)."""
+    """Forget-gate bias ``forget_bias`` (the LSTM's f), other biases 0 (Gers et al.; Jozefowicz et al.)."""
     bias_zero(layer, cell, cfg, t_max)
     with torch.no_grad():
-        _gate(layer.bias_ih_l0, LSTM_FORGET, layer.hidden_size).fill_(cfg.forget_bias)
+        _gate(layer.bias_ih_l0, CELLS[cell].keep_gate, layer.hidden_size).fill_(cfg.forget_bias)
 
 
-@_register(BIAS, "chrono", params=("chrono_tmax",), cells=("lstm", "gru"))
+@_register(BIAS, "chrono", params=("chrono_tmax",), cells=GATED)
 def bias_chrono(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
-    """Chrono (Tallec & Ollivier 2018): keep-gate bias log U(1, T_max-1), others 0.
+    """Chrono (Tallec & Ollivier 2018): keep-gate bias log U(1, T_max-1), the write gate's its negative, others 0.
 
     LSTM: b_f = log U(1, T_max-1), b_i = -b_f. GRU: the update gate z keeps the state
-    (h' = (1-z) n + z h), so b_z = +log U(1, T_max-1).
+    (h' = (1-z) n + z h) and also writes, so b_z = +log U(1, T_max-1) alone.
     """
     bias_zero(layer, cell, cfg, t_max)
-    hidden = layer.hidden_size
+    hidden, spec = layer.hidden_size, CELLS[cell]
     with torch.no_grad():
         keep = torch.log(torch.empty(hidden).uniform_(1.0, t_max - 1.0))
-        if cell == "lstm":
-            _gate(layer.bias_ih_l0, LSTM_FORGET, hidden).copy_(keep)
-            _gate(layer.bias_ih_l0, LSTM_INPUT, hidden).copy_(-keep)
-        else:
-            _gate(layer.bias_ih_l0, GRU_UPDATE, hidden).copy_(keep)
+        _gate(layer.bias_ih_l0, spec.keep_gate, hidden).copy_(keep)
+        if spec.write_gate is not None:
+            _gate(layer.bias_ih_l0, spec.write_gate, hidden).copy_(-keep)
 
 
 def initialise(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:

@@ -14,20 +14,12 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from rnnstudy.cells import INJECTABLE
+from rnnstudy.cells import CELLS, INJECTABLE
 from rnnstudy.inits import initialise
 
 if TYPE_CHECKING:
     from rnnstudy.config import InitConfig, ModelConfig, RunConfig
     from rnnstudy.tasks import Task
-
-
-def _layer(cell: str, input_size: int, hidden_size: int, device: str | None = None) -> nn.RNNBase:
-    if cell == "lstm":
-        return nn.LSTM(input_size, hidden_size, device=device)
-    if cell == "gru":
-        return nn.GRU(input_size, hidden_size, device=device)
-    return nn.RNN(input_size, hidden_size, nonlinearity=cell.removeprefix("rnn_"), device=device)
 
 
 @dataclass
@@ -65,10 +57,10 @@ class RecurrentNet(nn.Module):
         super().__init__()
         self.cell = cfg.cell
         sizes = [input_size] + [cfg.hidden_size] * cfg.num_layers
-        self.layers = nn.ModuleList(_layer(cfg.cell, i, cfg.hidden_size) for i in sizes[:-1])
+        self.layers = nn.ModuleList(CELLS[cfg.cell].module(i, cfg.hidden_size) for i in sizes[:-1])
         self.readout = nn.Linear(cfg.hidden_size, output_size)
         # Parameter-free twins taking [x_t, z_t] as input; they only ever run with this net's weights.
-        self._wide = [_layer(cfg.cell, i + cfg.hidden_size, cfg.hidden_size, device="meta") for i in sizes[:-1]]
+        self._wide = [CELLS[cfg.cell].module(i + cfg.hidden_size, cfg.hidden_size, "meta") for i in sizes[:-1]]
 
     def initialise(self, cfg: InitConfig, t_max: int) -> None:
         """Apply an initialisation to every recurrent layer (the readout keeps its default)."""

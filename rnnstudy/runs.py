@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rnnstudy.config import RunConfig
-from rnnstudy.store import COMPLETE, DIVERGED, FAILED, RUN_FILE, RUNNING, hold, read_info
+from rnnstudy.names import COMPLETE, DIVERGED, FAILED, RUNNING
+from rnnstudy.store import RUN_FILE, hold, read_info
 from rnnstudy.tracking import run_name
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"

@@ -1,24 +1,29 @@
-"""What an experiment runs next, read from its Optuna storage: the calibrated learning rate, the T search, each point's verdict.
+"""An experiment's plan of stages, each one object: its points and seeds, its rule on finished trials, its label.
 
-Nothing here is remembered by a process: every worker (and a rerun after a kill, and the parent's
-progress lines) derives the same next point from the finished studies, so points are never run twice
-and one worker or several visit the same points.
+The worker, the sweep's progress and the report iterate :func:`plan`; nothing here is remembered by a
+process: every worker (and a rerun after a kill, and the parent's progress lines) derives the same next
+point from the finished studies, so points are never run twice and one worker or several visit the same points.
+
+- :class:`CalibrationStage`: each row x grid point with the experiment's own init at a reference T, per lr;
+  its choice (:meth:`CalibrationStage.choose`) is the lr of the stages after it.
+- :class:`TSearchStage`: each line's T chosen from the verdicts of the T already finished.
+- :class:`GridStage`: every point once.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import optuna
 from optuna.storages import BaseStorage
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from rnnstudy.experiment import CALIBRATION, Experiment, GridPoint
+from rnnstudy.names import SOLVED_FRACTION, TrialAttr
 from rnnstudy.tsearch import next_T, visited
-
-#: At least this fraction of a point's seeds solved: the T search goes on past it.
-SOLVED_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -31,7 +36,7 @@ class Next:
     visited: tuple[int, ...] = ()
 
 
-def _finished(storage: BaseStorage, name: str, target: int) -> list[optuna.trial.FrozenTrial] | None:
+def finished(storage: BaseStorage, name: str, target: int) -> list[FrozenTrial] | None:
     """The complete trials of a study that holds its target of finished trials; None while it does not (or does not exist)."""
     try:
         study = optuna.load_study(study_name=name, storage=storage)
@@ -43,38 +48,123 @@ def _finished(storage: BaseStorage, name: str, target: int) -> list[optuna.trial
     return [t for t in trials if t.state == TrialState.COMPLETE]
 
 
-def verdict(trials: list[optuna.trial.FrozenTrial]) -> bool:
-    """Whether at least half the seeds of a finished fixed point solved (a diverged seed did not)."""
-    solved = [s for t in trials for s in t.user_attrs.get("solved", [])]
-    return bool(solved) and sum(solved) / len(solved) >= SOLVED_FRACTION
+def solved(flags: Iterable[bool]) -> bool:
+    """Whether a point's seeds make it solved: at least the solved fraction of them (a diverged seed did not solve)."""
+    flags = list(flags)
+    return bool(flags) and sum(flags) / len(flags) >= SOLVED_FRACTION
 
 
-def calibrated_lr(exp: Experiment, storage: BaseStorage, base: str) -> float | None:
-    """The learning rate the calibration chose for one row x grid point: the lowest median final loss (ties: smaller lr)."""
-    scores = []
-    for point in (p for p in exp.calibration_points() if p.base == base):
-        trials = _finished(storage, point.study, exp.target)
-        if not trials:
-            return None
-        finals = trials[0].user_attrs.get("final", [])
-        scores.append((statistics.median(finals) if finals else float("inf"), point.value))
-    return min(scores)[1]
+def verdict(trials: list[FrozenTrial]) -> bool:
+    """Whether a finished fixed point is solved, from the per-seed flags its trial recorded."""
+    return solved(s for t in trials for s in t.user_attrs.get(TrialAttr.SOLVED, []))
 
 
-def next_point(exp: Experiment, storage: BaseStorage, point: GridPoint) -> Next:
-    """What to run next for one point of ``exp.calibration_points()`` or one line of ``exp.points()``."""
-    if point.stage != CALIBRATION and exp.calibrate is not None:
-        lr = calibrated_lr(exp, storage, point.base)
-        if lr is None:
-            return Next(waiting_for="the learning-rate calibration")
-        point = point.at(**{"train.lr": lr})
-    if point.stage == CALIBRATION or exp.T_search is None:
-        return Next(done=True) if _finished(storage, point.study, exp.target) is not None else Next(point)
-    verdicts: dict[int, bool] = {}
-    while (T := next_T(exp.T_search, verdicts)) is not None:
-        at = point.at(**{"task.T": T})
-        trials = _finished(storage, at.study, exp.target)
-        if trials is None:
-            return Next(at, visited=tuple(visited(exp.T_search, verdicts)))
-        verdicts[T] = verdict(trials)
-    return Next(done=True, visited=tuple(visited(exp.T_search, verdicts)))
+class Stage:
+    """One stage of an experiment: its points (lines), the seeds each runs, and what to run next for a line."""
+
+    #: The stage's label: a fact of its studies and runs (``stage``) and part of their names; "" for the study proper.
+    label = ""
+
+    def __init__(self, exp: Experiment) -> None:
+        self.exp = exp
+
+    def points(self) -> list[GridPoint]:
+        """The stage's lines (a T search: each line at its first T)."""
+        raise NotImplementedError
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seeds each trial of this stage trains."""
+        return self.exp.seeds
+
+    def next(self, storage: BaseStorage, point: GridPoint) -> Next:
+        """What to run next for one of :meth:`points`."""
+        return Next(done=True) if finished(storage, point.study, self.exp.target) is not None else Next(point)
+
+
+class CalibrationStage(Stage):
+    """The learning-rate calibration: per row x grid point and lr, its seeds trained to the end of the budget."""
+
+    label = CALIBRATION
+
+    def points(self) -> list[GridPoint]:
+        return self.exp.calibration_points()
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.exp.calibrate.seeds
+
+    @staticmethod
+    def score(finals: list[float]) -> float:
+        """One lr's score: the median final normalised loss over its seeds (a diverged seed is inf; none run: inf)."""
+        finals = [math.inf if math.isnan(v) else v for v in finals]
+        return statistics.median(finals) if finals else math.inf
+
+    @classmethod
+    def choose(cls, finals_by_lr: Mapping[float, list[float]]) -> float:
+        """The lr chosen: the lowest score (ties: the smaller lr)."""
+        return min((cls.score(finals), lr) for lr, finals in finals_by_lr.items())[1]
+
+    def chosen_lr(self, storage: BaseStorage, base: str) -> float | None:
+        """The lr chosen for one row x grid point (``base``), or None while any of its lr is unfinished."""
+        finals = {}
+        for point in (p for p in self.points() if p.base == base):
+            trials = finished(storage, point.study, self.exp.target)
+            if not trials:
+                return None
+            finals[point.value] = list(trials[0].user_attrs.get(TrialAttr.FINAL, []))
+        return self.choose(finals)
+
+
+class GridStage(Stage):
+    """Every point of the grid once, at the calibrated lr where the experiment calibrates."""
+
+    def __init__(self, exp: Experiment, calibration: CalibrationStage | None) -> None:
+        super().__init__(exp)
+        self.calibration = calibration
+
+    def points(self) -> list[GridPoint]:
+        return self.exp.points()
+
+    def next(self, storage: BaseStorage, point: GridPoint) -> Next:
+        if self.calibration is not None:
+            lr = self.calibration.chosen_lr(storage, point.base)
+            if lr is None:
+                return Next(waiting_for="the learning-rate calibration")
+            point = point.at(**{"train.lr": lr})
+        return self.next_at_lr(storage, point)
+
+    def next_at_lr(self, storage: BaseStorage, point: GridPoint) -> Next:
+        """What to run next for a line whose lr is set."""
+        return super().next(storage, point)
+
+
+class TSearchStage(GridStage):
+    """Each line's T search: the next T is a function of the verdicts of the T already finished (rnnstudy.tsearch)."""
+
+    def next_at_lr(self, storage: BaseStorage, point: GridPoint) -> Next:
+        search, verdicts = self.exp.T_search, {}
+        while (T := next_T(search, verdicts)) is not None:
+            at = point.at(**{"task.T": T})
+            trials = finished(storage, at.study, self.exp.target)
+            if trials is None:
+                return Next(at, visited=tuple(visited(search, verdicts)))
+            verdicts[T] = verdict(trials)
+        return Next(done=True, visited=tuple(visited(search, verdicts)))
+
+
+def plan(exp: Experiment) -> list[Stage]:
+    """The experiment's stages in the order they run: the calibration (if any), then the grid or its T searches."""
+    calibration = CalibrationStage(exp) if exp.calibrate is not None else None
+    main = (TSearchStage if exp.T_search else GridStage)(exp, calibration)
+    return [s for s in (calibration, main) if s is not None]
+
+
+def stage_of(exp: Experiment, point: GridPoint) -> Stage:
+    """The stage a point belongs to (by its ``stage`` fact)."""
+    return next(s for s in plan(exp) if s.label == point.stage)
+
+
+def lines(exp: Experiment) -> list[tuple[Stage, GridPoint]]:
+    """Every line of every stage, in plan order."""
+    return [(stage, point) for stage in plan(exp) for point in stage.points()]

@@ -27,7 +27,8 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from rnnstudy.config import RunConfig
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import Experiment
-from rnnstudy.store import FAILED, RUN_FILE, RUNNING, read_info, run_folders, write_json
+from rnnstudy.names import FAILED, RUNNING, sqlite_url
+from rnnstudy.store import RUN_FILE, read_info, run_folders, write_json
 
 SCHEMA_ATTEMPTS = 10
 #: What losing the race to create a new storage's schema looks like (SQLite and PostgreSQL); anything else is an error.
@@ -54,7 +55,7 @@ def default_storage(cfg: RunConfig) -> str:
     """The default storage's URL (its folder is created)."""
     path = default_db(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    return sqlite_url(path)
 
 
 def storage_url(given: str | None = None, file: str | None = None) -> str | None:

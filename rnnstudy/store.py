@@ -20,17 +20,14 @@ from typing import Any
 
 import pandas as pd
 
+from rnnstudy.names import DEAD, RUNNING
+
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.parquet"
 GRADFLOW_FILE = "gradflow.parquet"
 #: Held (flock) by the process that runs a run, for as long as it runs; the OS drops it when that process dies.
 LOCK_FILE = "run.lock"
 
-#: A run's status in run.json: ``running`` until it ends, then complete, pruned or diverged (each a result: trained to
-#: its budget or solved bar, stopped by the pruner, or diverged) or failed (a crash or an interrupt, not a result).
-RUNNING, COMPLETE, PRUNED, DIVERGED, FAILED = "running", "complete", "pruned", "diverged", "failed"
-#: A running run whose process is gone (its lock is free): killed; rerunning the command resumes it.
-DEAD = "dead"
 
 
 def read_info(folder: Path) -> dict[str, Any]:

@@ -18,8 +18,6 @@ from rnnstudy.experiment import Experiment, GridPoint
 
 #: Trials that hold or will hold one of a study's places (a failed trial holds none).
 LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-#: Trials that count as finished towards ``study.trials``.
-FINISHED_TRIALS = (TrialState.COMPLETE, TrialState.PRUNED)
 
 OBJECTIVE = "final validation loss / memoryless baseline (mean over seeds)"
 #: The objective's short name in Optuna (``trials_dataframe()`` column ``value_final_norm_loss``); the sentence is an attribute.

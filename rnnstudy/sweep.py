@@ -22,9 +22,10 @@ from rnnstudy.device import has_cuda, preflight
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import Experiment, load_experiment
 from rnnstudy.launch import ClusterOptions
-from rnnstudy.stages import next_point
+from rnnstudy.names import DEAD
+from rnnstudy.stages import lines
 from rnnstudy.storage import STORAGE_ENV, default_db, mask, open_storage
-from rnnstudy.store import DEAD, status_counts
+from rnnstudy.store import status_counts
 from rnnstudy.studies import experiment_studies, load_study, print_table, summary
 from rnnstudy.summaries import summarise_to_wandb
 
@@ -42,9 +43,9 @@ def _progress_line(exp: Experiment, storage: RDBStorage, started: float) -> str:
     done = t["complete"] + t["pruned"]
     elapsed = time.time() - started
     if exp.T_search or exp.calibrate:
-        lines = [*exp.calibration_points(), *exp.points()]
-        finished = sum(next_point(exp, storage, line).done for line in lines)
-        where = f"; {finished}/{len(lines)} calibration points and lines done (a line's T are chosen as it goes)"
+        planned = lines(exp)
+        finished = sum(stage.next(storage, line).done for stage, line in planned)
+        where = f"; {finished}/{len(planned)} lines of every stage done (a line's T are chosen as it goes)"
         total = "?"
     else:
         total = t["target"]
@@ -63,7 +64,7 @@ def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[
     base = exp.base()
     preflight(base)  # before the storage or any study exists
     storage, url = open_storage(storage_url, exp, base)
-    for point in [*exp.calibration_points(), *exp.points()]:
+    for _, point in lines(exp):
         load_study(point, storage, exp)
     return exp, base, storage, url
 

@@ -57,7 +57,7 @@ def display_name(cfg: RunConfig, meta: dict[str, Any]) -> str:
     value = meta.get("value")
     setting = f"-{meta['axis'].removeprefix('init.')}={value:g}" if meta.get("axis") else ""
     family = meta.get("family") or schemes(cfg)
-    stage = "calibration-" if meta.get("stage") else ""
+    stage = f"{meta['stage']}-" if meta.get("stage") else ""
     trial = f"-t{meta['trial']}" if "trial" in meta else ""
     return f"{stage}{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{family}{setting}{trial}-s{cfg.seed}"
 

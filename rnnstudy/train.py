@@ -30,8 +30,9 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from rnnstudy.config import RunConfig
 from rnnstudy.device import flush_subnormals, preflight, set_tf32
 from rnnstudy.lit import Diverged, RecurrentModule, StepLines, StepProgressBar, TaskData
+from rnnstudy.names import COMPLETE, DIVERGED, FAILED, PRUNED, RUNNING
 from rnnstudy.runs import CHECKPOINT, claimed, new_run_id, recorded, resumable, run_key
-from rnnstudy.store import COMPLETE, DIVERGED, FAILED, PRUNED, RUNNING, RunWriter, hold
+from rnnstudy.store import RunWriter, hold
 from rnnstudy.tasks import build_task
 from rnnstudy.tracking import run_name
 

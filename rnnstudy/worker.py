@@ -20,12 +20,12 @@ import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
 
 from rnnstudy.errors import ConfigError
-from rnnstudy.experiment import CALIBRATION, Experiment, GridPoint, load_experiment
+from rnnstudy.experiment import Experiment, GridPoint, load_experiment
+from rnnstudy.names import DIVERGED, NORM_LOSS, TrialAttr
 from rnnstudy.overrides import apply_overrides
 from rnnstudy.space import suggest
-from rnnstudy.stages import next_point
+from rnnstudy.stages import Stage, lines
 from rnnstudy.storage import PATIENCE_S, STORAGE_ENV, database_away, open_storage, patiently
-from rnnstudy.store import DIVERGED
 from rnnstudy.studies import LIVE, SURPLUS, counts, load_study
 
 #: How often a worker of a staged experiment (T search, calibration) with nothing it may run looks again.
@@ -74,7 +74,7 @@ class StepPruning(pl.Callback):
         self.trial = trial
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = pl_module.last_val.get("norm_loss", math.nan)
+        value = pl_module.last_val.get(NORM_LOSS, math.nan)
         step = trainer.global_step
         if math.isfinite(value):
             self.trial.report(value, step=step)
@@ -86,8 +86,8 @@ class Surplus(RuntimeError):
     """A trial started after the study's places were all taken (two workers raced for the last one)."""
 
 
-def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
-    """Mean final normalised validation loss over the point's seeds (a calibration point has its own seeds).
+def objective(trial: optuna.Trial, exp: Experiment, stage: Stage, point: GridPoint) -> float:
+    """Mean final normalised validation loss over the seeds of the point's stage.
 
     When searching, the first seed reports every validation to the pruner and a diverging run prunes the trial
     with its reason recorded. A fixed point (no search) is never pruned: a diverged seed counts as unsolved with
@@ -97,14 +97,13 @@ def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
 
     live = sorted(t.number for t in trial.study.get_trials(deepcopy=False, states=LIVE))
     if live.index(trial.number) >= exp.target:
-        trial.set_user_attr("reason", SURPLUS)
+        trial.set_user_attr(TrialAttr.REASON, SURPLUS)
         raise Surplus(SURPLUS)
     params = suggest(trial, exp.search, point.cfg)
     cfg = apply_overrides(point.cfg, params)
-    seeds = exp.calibrate.seeds if point.stage == CALIBRATION and exp.calibrate else exp.seeds
     prune = exp.pruner_for(point.cfg) != "none"
     values, runs, solved = [], [], []
-    for i, seed in enumerate(seeds):
+    for i, seed in enumerate(stage.seeds):
         run_cfg = cfg.model_copy(update={"seed": seed})
         callbacks = [EndWithSweep(), *([StepPruning(trial)] if i == 0 and prune else [])]
         if i == 0 and exp.study.prescreen:
@@ -113,21 +112,21 @@ def objective(trial: optuna.Trial, exp: Experiment, point: GridPoint) -> float:
         try:
             result = train(run_cfg, callbacks=callbacks, meta=meta, group=point.study, tag=f"-t{trial.number}")
         except optuna.TrialPruned as err:
-            trial.set_user_attr("reason", str(err))
+            trial.set_user_attr(TrialAttr.REASON, str(err))
             raise
         runs.append(result.run_id)
-        trial.set_user_attr("run_ids", runs)
+        trial.set_user_attr(TrialAttr.RUN_IDS, runs)
         if result.status == DIVERGED and exp.searching:
-            trial.set_user_attr("reason", f"diverged: {result.reason}")
+            trial.set_user_attr(TrialAttr.REASON, f"diverged: {result.reason}")
             raise optuna.TrialPruned(f"diverged: {result.reason}")
-        values.append(math.inf if result.status == DIVERGED else result.final.get("norm_loss", math.nan))
+        values.append(math.inf if result.status == DIVERGED else result.final.get(NORM_LOSS, math.nan))
         solved.append(result.solved)
-        trial.set_user_attr("solved", solved)
-        trial.set_user_attr("final", values)
+        trial.set_user_attr(TrialAttr.SOLVED, solved)
+        trial.set_user_attr(TrialAttr.FINAL, values)
     return float(sum(values) / len(values))
 
 
-def run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
+def run_one(study: optuna.Study, exp: Experiment, stage: Stage, point: GridPoint) -> None:
     """One trial; a failure is one line on stderr (its reason is in run.json), never a traceback."""
 
     ran: list[int] = []
@@ -135,7 +134,7 @@ def run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
     def report(trial: optuna.Trial) -> float:
         ran.append(trial.number)
         try:
-            return objective(trial, exp, point)
+            return objective(trial, exp, stage, point)
         except (optuna.TrialPruned, Surplus, optuna.exceptions.UpdateFinishedTrialError):
             raise  # the last: another worker failed and retried this trial meanwhile (said below)
         except KeyboardInterrupt:
@@ -160,10 +159,10 @@ def run_one(study: optuna.Study, exp: Experiment, point: GridPoint) -> None:
 def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
     """One worker: take trials until every point of every stage holds exactly its target, then return.
 
-    The calibration points come first; a line whose learning rate is not calibrated yet, or whose next T
-    waits on another worker's trial, is passed over and come back to (one line said, then a poll every
-    ``poll_s``); in a plain grid, a worker whose remaining places are all held by other workers ends.
-    Running and waiting (re-queued) trials count towards a study's target; a trial that starts
+    The stages are taken in plan order (rnnstudy.stages: the calibration first); a line whose learning rate
+    is not calibrated yet, or whose next T waits on another worker's trial, is passed over and come back to
+    (one line said, then a poll every ``poll_s``); in a plain grid, a worker whose remaining places are all held
+    by other workers ends. Running and waiting (re-queued) trials count towards a study's target; a trial that starts
     when every place is taken (two workers raced for the last) ends at once as a surplus failure without
     training, so a study never holds more than its target. Stale trials of killed workers are failed and
     re-queued first. The loop is bounded: after ``2 x target`` failed or surplus trials of a study, the
@@ -186,8 +185,8 @@ def _round(exp: Experiment, storage: RDBStorage, given_up: set[str]) -> tuple[in
     """One pass over every line: run what is runnable; how many points are pending, whether any ran, what is waited for."""
     target = exp.target
     pending, ran, waiting = 0, False, ""
-    for line in [*exp.calibration_points(), *exp.points()]:
-        nxt = next_point(exp, storage, line)
+    for stage, line in lines(exp):
+        nxt = stage.next(storage, line)
         if nxt.done:
             continue
         if nxt.point is None:
@@ -214,7 +213,7 @@ def _round(exp: Experiment, storage: RDBStorage, given_up: set[str]) -> tuple[in
                 break
             if ORPHANED.is_set():
                 raise KeyboardInterrupt  # the sweep is gone: end as a Ctrl-C would, with no new trial
-            run_one(study, exp, point)
+            run_one(study, exp, stage, point)
             ran = True
     return pending, ran, waiting
 

@@ -21,7 +21,8 @@ from conftest import cli
 from wandb_records import inspect
 
 from rnnstudy.experiment import load_experiment
-from rnnstudy.store import COMPLETE, DIVERGED, FAILED, PRUNED, load, run_folders, status_of
+from rnnstudy.names import COMPLETE, DIVERGED, FAILED, PRUNED
+from rnnstudy.store import load, run_folders, status_of
 
 pytestmark = pytest.mark.slow
 

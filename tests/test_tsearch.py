@@ -10,7 +10,7 @@ import pytest
 import rnnstudy.train
 from rnnstudy import worker
 from rnnstudy.experiment import load_experiment
-from rnnstudy.stages import next_point
+from rnnstudy.stages import lines
 from rnnstudy.storage import open_storage
 from rnnstudy.studies import counts, experiment_studies
 from rnnstudy.train import RunResult
@@ -76,7 +76,7 @@ class FakeTraining:
 
 
 def visited_points(exp, storage):
-    return {line.cfg.model.cell: next_point(exp, storage, line).visited for line in exp.points()}
+    return {line.cfg.model.cell: stage.next(storage, line).visited for stage, line in lines(exp)}
 
 
 EXPECTED = {"rnn_tanh": (10, 20, 40, 80, 57, 48), "gru": (10, 20, 40, 80, 160, 113, 95)}
@@ -146,3 +146,49 @@ def two_workers_on(tmp_path, monkeypatch, url, name):
         optuna.trial.TrialState.COMPLETE,
         optuna.trial.TrialState.FAIL,
     }
+
+
+#: The fake calibration outcome per lr: each seed's final normalised loss, None where it diverged. At 1e-2 the best
+#: seed is best of all, but two of three diverge, so its median is inf; 3e-3 wins on its median.
+CALIBRATION_FINALS = {1e-3: [0.6, 0.6, 0.7], 3e-3: [0.5, 0.4, 0.45], 1e-2: [0.1, None, None], 3e-2: [0.55] * 3, 1e-1: [None] * 3}
+
+
+def test_the_calibrated_lr_is_the_stages_choice_in_the_worker_and_the_report(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from rnnstudy.report.calibration import chosen
+    from rnnstudy.stages import CalibrationStage, plan
+
+    calls = []
+
+    def fake(cfg, callbacks=(), meta=None, group=None, tag=""):
+        calls.append((meta["stage"], cfg.train.lr, cfg.seed, cfg.task.T))
+        value = CALIBRATION_FINALS[cfg.train.lr][cfg.seed] if meta["stage"] else 0.5
+        status = "diverged" if value is None else "complete"
+        return RunResult(f"r{len(calls)}", Path("."), status, None, {} if value is None else {"norm_loss": value}, {}, 4, None, 0.0)
+
+    monkeypatch.setattr(rnnstudy.train, "train", fake)
+    exp_file = tmp_path / "cal.yaml"
+    exp_file.write_text(
+        "name: cal\nmodel: {hidden_size: 4, cell: rnn_tanh}\ntask: {name: adding, T: 10, val_size: 16}\n"
+        "train: {steps: 4, batch_size: 4, val_every: 2, progress: false, accelerator: cpu}\nwandb: {mode: disabled}\n"
+        f"calibrate: {{lr: {list(CALIBRATION_FINALS)}, T: 20}}\nseeds: [0, 1]\n"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 1}}\n"
+    )
+    exp = load_experiment(exp_file)
+    storage, _ = open_storage(None, exp, exp.base())
+    calibration, grid = plan(exp)
+    assert isinstance(calibration, CalibrationStage) and calibration.seeds == [0, 1, 2] and grid.seeds == [0, 1]
+    worker.work(exp, storage, poll_s=0.01)
+    assert sorted(c for c in calls if c[0]) == sorted(("calibration", lr, s, 20) for lr in CALIBRATION_FINALS for s in range(3))
+    assert [c for c in calls if not c[0]] == [("", 3e-3, 0, 10), ("", 3e-3, 1, 10)]  # the line trained at the choice
+    assert calibration.chosen_lr(storage, grid.points()[0].base) == 3e-3
+    # The report reads the same rule off the run frames (a diverged run: NaN final loss there).
+    rows = [
+        {"task": "adding", "cell": "rnn_tanh", "base": "", "T": 20, "lr": lr, "seed": s, "stage": "calibration",
+         "status": "diverged" if v is None else "complete", "final_norm_loss": float("nan") if v is None else v}
+        for lr, finals in CALIBRATION_FINALS.items() for s, v in enumerate(finals)
+    ]  # fmt: skip
+    runs = pd.DataFrame([*rows, {**rows[0], "stage": "", "lr": 3e-3, "T": 10}])
+    table = chosen(runs[runs["stage"] == "calibration"], runs)
+    assert table["chosen lr"].tolist() == [3e-3] and table["lr the study trained at"].tolist() == ["0.003"]

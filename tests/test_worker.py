@@ -7,6 +7,7 @@ import pytest
 
 from rnnstudy import worker
 from rnnstudy.experiment import load_experiment
+from rnnstudy.stages import plan
 from rnnstudy.storage import open_storage
 from rnnstudy.studies import SURPLUS, counts, load_study
 
@@ -22,14 +23,15 @@ def one_study(tmp_path, trials=2):
     )
     e = load_experiment(exp)
     storage, _ = open_storage(None, e, e.base())
-    (point,) = e.points()
-    return e, storage, point
+    (stage,) = plan(e)
+    (point,) = stage.points()
+    return e, storage, stage, point
 
 
 def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
-    exp, storage, point = one_study(tmp_path, trials=2)
+    exp, storage, stage, point = one_study(tmp_path, trials=2)
     study = load_study(point, storage, exp)
-    worker.run_one(study, exp, point)  # one place taken; one left
+    worker.run_one(study, exp, stage, point)  # one place taken; one left
     barrier = threading.Barrier(2)
     original = worker.objective
 
@@ -38,7 +40,7 @@ def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
         return original(trial, *args)
 
     monkeypatch.setattr(worker, "objective", released_together)
-    racers = [threading.Thread(target=worker.run_one, args=(load_study(point, storage, exp), exp, point)) for _ in range(2)]
+    racers = [threading.Thread(target=worker.run_one, args=(load_study(point, storage, exp), exp, stage, point)) for _ in range(2)]
     for t in racers:
         t.start()
     for t in racers:
@@ -54,7 +56,7 @@ def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_a_worker_that_met_only_surplus_places_gives_up(tmp_path, capsys):
-    exp, storage, point = one_study(tmp_path, trials=2)
+    exp, storage, stage, point = one_study(tmp_path, trials=2)
     study = load_study(point, storage, exp)
     for _ in range(2 * exp.study.trials):  # the trials a long race left behind: each ended as surplus
         trial = study.ask()
@@ -67,10 +69,10 @@ def test_a_worker_that_met_only_surplus_places_gives_up(tmp_path, capsys):
 
 
 def test_waiting_trials_of_a_full_study_are_left_alone(tmp_path):
-    exp, storage, point = one_study(tmp_path, trials=2)
+    exp, storage, stage, point = one_study(tmp_path, trials=2)
     study = load_study(point, storage, exp)
     for _ in range(2):
-        worker.run_one(study, exp, point)
+        worker.run_one(study, exp, stage, point)
     study.enqueue_trial({"train.lr": 0.005}, skip_if_exists=False)  # a retry that lost its place
     worker.work(exp, storage, poll_s=0.01)
     c = counts(study)
@@ -79,7 +81,7 @@ def test_waiting_trials_of_a_full_study_are_left_alone(tmp_path):
 
 @pytest.mark.parametrize("trials", [1, 3])
 def test_the_worker_loop_trains_exactly_the_target(tmp_path, trials):
-    exp, storage, point = one_study(tmp_path, trials=trials)
+    exp, storage, stage, point = one_study(tmp_path, trials=trials)
     worker.work(exp, storage)
     c = counts(load_study(point, storage, exp))
     assert (c["complete"], c["fail"], c["surplus"], c["running"]) == (trials, 0, 0, 0)

@@ -18,9 +18,10 @@ from rnnstudy import figures
 from rnnstudy.cells import CELL_LABELS
 from rnnstudy.errors import ConfigError
 from rnnstudy.memory import MIN_SEEDS
+from rnnstudy.names import DEAD, RUNNING, sqlite_url
 from rnnstudy.report import calibration, curves, frames, frontier, gradient_lag, heatmaps, phase, reproduction, search, tables
 from rnnstudy.storage import DB_FILE, mask
-from rnnstudy.store import DEAD, RUNNING, Results, load
+from rnnstudy.store import Results, load
 from rnnstudy.tasks import TASKS
 
 CSS = (
@@ -45,7 +46,7 @@ def _storage(results: list[Path], storage: str | None) -> str | None:
         dbs = [r / DB_FILE for r in results if (r / DB_FILE).exists()]
         if len(dbs) != 1:
             return None
-        storage = f"sqlite:///{dbs[0].resolve()}"
+        storage = sqlite_url(dbs[0])
     try:
         optuna.get_all_study_names(RDBStorage(storage, skip_table_creation=True, skip_compatibility_check=True))
     except Exception as err:
@@ -93,7 +94,7 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
         )
     if done.empty:
         text.append("**No run finished**, so there is nothing to compare yet. Why the runs ended:")
-    return Section("Overview", text, tables=[tables.status_counts(runs)])
+    return Section("Overview", text, tables=[tables.status_by_cell(runs)])
 
 
 def _solved_bars(runs: pd.DataFrame) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -12,6 +11,7 @@ from rnnstudy import figures
 from rnnstudy.cells import CELL_COLOURS
 from rnnstudy.experiment import CALIBRATION
 from rnnstudy.report import frames
+from rnnstudy.stages import CalibrationStage
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -19,21 +19,23 @@ def frame(runs: pd.DataFrame) -> pd.DataFrame:
     if runs.empty:
         return pd.DataFrame()
     cal = runs[runs["stage"] == CALIBRATION]
-    return cal[["cell", "task", "T", "lr", "seed", "status", "final_norm_loss"]].reset_index(drop=True)
+    return cal[["cell", "task", "base", "T", "lr", "seed", "status", "final_norm_loss"]].reset_index(drop=True)
 
 
 def chosen(calibration: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per cell x task: the lr with the lowest median final loss (ties: the smaller), and the lr its study runs trained at."""
+    """Per cell x task (x row and grid point): the lr the calibration stage chose by its own rule, and the lr its
+    study runs trained at."""
     if calibration.empty:
         return pd.DataFrame()
-    scored = calibration.assign(score=calibration["final_norm_loss"].fillna(np.inf))
-    med = scored.groupby(["task", "cell", "lr"])["score"].median().reset_index()
-    best = med.sort_values(["task", "cell", "score", "lr"]).groupby(["task", "cell"]).head(1)
-    used = frames.studied(runs).groupby(["task", "cell"])["lr"].agg(lambda v: ", ".join(f"{x:g}" for x in sorted(set(v))))
-    out = best.rename(columns={"lr": "chosen lr", "score": "median final loss / baseline"}).merge(
-        used.rename("lr the study trained at").reset_index(), on=["task", "cell"], how="left"
-    )
-    return out
+    rows = []
+    for (task, cell, base), d in calibration.groupby(["task", "cell", "base"]):
+        finals = {lr: list(g["final_norm_loss"]) for lr, g in d.groupby("lr")}
+        lr = CalibrationStage.choose(finals)
+        score = CalibrationStage.score(finals[lr])
+        rows.append({"task": task, "cell": cell, "base": base, "chosen lr": lr, "median final loss / baseline": score})
+    keys = ["task", "cell", "base"]
+    used = frames.studied(runs).groupby(keys)["lr"].agg(lambda v: ", ".join(f"{x:g}" for x in sorted(set(v))))
+    return pd.DataFrame(rows).merge(used.rename("lr the study trained at").reset_index(), on=keys, how="left")
 
 
 def draw(calibration: pd.DataFrame, picked: pd.DataFrame, out: Path) -> Path | None:

@@ -8,7 +8,8 @@ import pandas as pd
 from rnnstudy import inits
 from rnnstudy.experiment import CALIBRATION
 from rnnstudy.gradflow import metric_key
-from rnnstudy.store import COMPLETE, Results
+from rnnstudy.names import COMPLETE
+from rnnstudy.store import Results
 
 #: The probe metrics the report reads: the answer-loss profile of the first layer's hidden state.
 PROBE_LOSS = "answer"
@@ -70,6 +71,7 @@ def run_table(res: Results) -> pd.DataFrame:
             "axis": _col(r, "meta.axis", "").fillna(""),
             "value": pd.to_numeric(_col(r, "meta.value"), errors="coerce"),
             "row": _col(r, "meta.row", ""),
+            "base": _col(r, "meta.base", "").fillna(""),
             "trial": _col(r, "meta.trial"),
             "final_norm_loss": pd.to_numeric(_col(r, "final.norm_loss"), errors="coerce"),
             "best_norm_loss": pd.to_numeric(_col(r, "best.norm_loss"), errors="coerce"),

@@ -28,12 +28,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from rnnstudy import figures
-from rnnstudy.cells import CELL_LABELS, CELL_ORDER
+from rnnstudy.cells import CELL_LABELS, CELL_ORDER, CELLS
 from rnnstudy.config import RunConfig
 from rnnstudy.diagnostics import diagnose, init_features
-from rnnstudy.experiment import CALIBRATION
+from rnnstudy.names import SOLVED_FRACTION
 from rnnstudy.report import frames, tables
-from rnnstudy.stages import SOLVED_FRACTION
 from rnnstudy.store import Results, read_info
 
 BOOTSTRAP = 1000
@@ -85,14 +84,13 @@ def bootstrap(stat: Callable[..., float], *columns: np.ndarray, seed: int = 0) -
 def features(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per studied run: its outcome (solved, steps censored at the budget) and every feature."""
     done = frames.complete(frames.studied(runs))
-    done = done[done["stage"] != CALIBRATION]
     probe = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["step"] == 0)]
     ratios = probe.pivot_table(index="run_id", columns="metric", values="value")
     first = done.groupby("study")["seed"].min()
     rows = []
     for i, (_, run) in enumerate(done.iterrows(), 1):
         cfg = run_config(run["path"])
-        state = "c" if run["cell"] == "lstm" else "h"
+        state = CELLS[run["cell"]].state[-1]  # the memory state: c where the cell keeps one, else h
         ratio = ratios.get(frames.probe_metric("informative", state=state), pd.Series(dtype=float)).get(run["run_id"])
         init = init_features(cfg)
         rows.append(

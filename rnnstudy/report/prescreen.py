@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from rnnstudy.names import sqlite_url
 from rnnstudy.report import frames, tables
 from rnnstudy.storage import DB_FILE
 from rnnstudy.store import load
@@ -20,7 +21,7 @@ from rnnstudy.store import load
 
 def best_values(results: Path) -> pd.Series:
     """Best objective per study, keyed by the study's facts (cell, task, T, family), not its name."""
-    storage = f"sqlite:///{(results / DB_FILE).resolve()}"
+    storage = sqlite_url(results / DB_FILE)
     out = {}
     for name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from rnnstudy.names import COMPLETE
 from rnnstudy.report import tables
-from rnnstudy.store import COMPLETE
 
 
 @dataclass(frozen=True)

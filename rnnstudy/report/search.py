@@ -10,7 +10,7 @@ import seaborn as sns
 from optuna.trial import TrialState
 
 from rnnstudy import figures
-from rnnstudy.store import COMPLETE, PRUNED
+from rnnstudy.names import COMPLETE, PRUNED
 from rnnstudy.studies import study_importances
 
 PARAM_PREFIXES = ("init.", "train.")

@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy.memory import steps_to_solve, t50
+from rnnstudy.names import COMPLETE, DIVERGED
 from rnnstudy.report import frames, search
-from rnnstudy.store import COMPLETE, DIVERGED, Results
+from rnnstudy.store import Results
 
 #: What identifies one line of a memory-length study: its cell, task, family and the axis value it is held at.
 LINE = ["task", "cell", "family", "setting"]
@@ -103,8 +104,8 @@ def best_parameters(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def status_counts(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs per status and cell."""
+def status_by_cell(runs: pd.DataFrame) -> pd.DataFrame:
+    """The report's table of runs per status and cell (``store.status_counts`` counts run folders on disk)."""
     return runs.pivot_table(index="cell", columns="status", values="run_id", aggfunc="count", fill_value=0).reset_index()
 
 
