@@ -21,12 +21,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnstudy.device import device_name, preflight
 
     preflight(cfg)  # a configuration error comes back before the training libraries load
-    from rnnstudy.names import COMPLETE
+    from rnnstudy.names import COMPLETE, NORM_LOSS
     from rnnstudy.train import train
 
     print(f"rnnstudy train: results under {cfg.out / cfg.experiment}; device {device_name(cfg.train.accelerator)}", flush=True)
     result = train(cfg)
-    final = result.final.get("norm_loss", float("nan"))
+    final = result.final.get(NORM_LOSS, float("nan"))
     print(
         f"{result.status}: {result.steps} steps in {result.wall_s:.1f}s, final normalised loss {final:.4f}, "
         f"solved {'at step ' + str(result.steps_to_solve) if result.solved else 'no'}\nresults: {result.path}"

@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from rnnstudy.config import RunConfig
 from rnnstudy.gradflow import GradFlowProbe, Profile, profile, resolve_method
 from rnnstudy.models import initial_net
+from rnnstudy.names import NORM_LOSS
 from rnnstudy.tasks import Batch, Task
 
 SEED_STREAM = 0x5EED  # offsets the data seed from the weight-init seed
@@ -140,7 +141,7 @@ class RecurrentModule(pl.LightningModule):
     def _scalars(self, out: torch.Tensor, batch: Batch, loss: torch.Tensor) -> dict[str, float]:
         values = {k: float(v) for k, v in self.task.metrics(out, batch).items()}
         values["loss"] = float(loss)
-        values["norm_loss"] = values["loss"] / self.task.baseline
+        values[NORM_LOSS] = values["loss"] / self.task.baseline
         return values
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
@@ -164,7 +165,7 @@ class RecurrentModule(pl.LightningModule):
             self.emit(step, "train", values)
             if self.trainer.progress_bar_callback is not None:  # self.log only feeds the bar: skip its machinery without one
                 self.log_dict(
-                    {"loss": values["loss"], "norm_loss": values["norm_loss"]}, prog_bar=True, logger=False, batch_size=x.shape[1]
+                    {"loss": values["loss"], NORM_LOSS: values[NORM_LOSS]}, prog_bar=True, logger=False, batch_size=x.shape[1]
                 )
         self.manual_backward(loss)
         norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.train.clip or math.inf)
@@ -202,11 +203,11 @@ class RecurrentModule(pl.LightningModule):
         if values["solved"] and self.solved_at is None:
             self.solved_at = step
         self.last_val = values
-        if math.isfinite(values["norm_loss"]) and values["norm_loss"] < self.best.get("norm_loss", math.inf):
-            self.best = {"norm_loss": values["norm_loss"], "step": step}
+        if math.isfinite(values[NORM_LOSS]) and values[NORM_LOSS] < self.best.get(NORM_LOSS, math.inf):
+            self.best = {NORM_LOSS: values[NORM_LOSS], "step": step}
         self.emit(step, "val", values)
         if self.trainer.progress_bar_callback is not None:
-            self.log("val/norm_loss", values["norm_loss"], prog_bar=True, logger=False, batch_size=batch.x.shape[1])
+            self.log(f"val/{NORM_LOSS}", values[NORM_LOSS], prog_bar=True, logger=False, batch_size=batch.x.shape[1])
         if values["solved"] and self.cfg.train.early_stop:
             self.trainer.should_stop = True
             self._stopped = (step, batch)
@@ -224,7 +225,7 @@ class StepLines(pl.Callback):
         n, total = trainer.global_step, trainer.max_steps
         if n * self.PARTS >= self.next * total:
             self.next = n * self.PARTS // total + 1
-            loss = pl_module.last_val.get("norm_loss", math.nan)
+            loss = pl_module.last_val.get(NORM_LOSS, math.nan)
             print(f"{self.description}: step {n}/{total} ({n / total:.0%}), last val loss / baseline {loss:.4g}",
                   file=sys.stderr, flush=True)  # fmt: skip
 

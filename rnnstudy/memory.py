@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
+from rnnstudy.names import SOLVED_FRACTION, Censored
+
 #: Bootstrap resamples of the seeds for T50's interval.
 BOOTSTRAP = 1000
 #: Fewer seeds than this give an exploratory estimate, not a verdict.
@@ -32,9 +34,9 @@ class T50:
     estimate: float
     low: float
     high: float
-    #: "" (estimated), ">" (the curve stays at or above one half over the T tried: T50 > estimate),
-    #: "<" (it stays below: T50 < estimate); every T solved, or none, is the plainest case of each.
-    censored: str
+    #: NONE (estimated), ABOVE (the curve stays at or above one half over the T tried: T50 > estimate),
+    #: BELOW (it stays below: T50 < estimate); every T solved, or none, is the plainest case of each.
+    censored: Censored
     seeds: int
     T_tried: tuple[int, ...]
     level: float = 0.95
@@ -46,31 +48,32 @@ class T50:
 
     def text(self) -> str:
         """How a report writes it: ``T50 = 57 [41, 80]``, ``T50 > 320``, ``T50 < 10``, with (exploratory) for few seeds."""
-        if self.censored:
-            out = f"T50 {self.censored} {self.estimate:.0f}"
+        if self.censored is not Censored.NONE:
+            out = f"T50 {self.censored.value} {self.estimate:.0f}"
         else:
             out = f"T50 = {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
         return out + (f" (exploratory: {self.seeds} seeds)" if self.exploratory else "")
 
 
-def _point(log_T: np.ndarray, solved: np.ndarray) -> tuple[float, str]:
+def _point(log_T: np.ndarray, solved: np.ndarray) -> tuple[float, Censored]:
     """T50 of one sample (log scale), or a censored bound with its direction."""
     if solved.all():
-        return float(log_T.max()), ">"
+        return float(log_T.max()), Censored.ABOVE
     if not solved.any():
-        return float(log_T.min()), "<"
+        return float(log_T.min()), Censored.BELOW
     top_solved, first_failed = log_T[solved].max(), log_T[~solved].min()
     if top_solved < first_failed:  # complete separation: no maximum-likelihood slope, T50 is in the gap
-        return float((top_solved + first_failed) / 2), ""
+        return float((top_solved + first_failed) / 2), Censored.NONE
     intercept, slope = _logistic(*_binomial(log_T, solved))
     if slope >= 0:  # solved more often at larger T: no transition in this range
-        return (float(log_T.max()), ">") if solved.mean() >= 0.5 else (float(log_T.min()), "<")
+        mostly = solved.mean() >= SOLVED_FRACTION
+        return (float(log_T.max()), Censored.ABOVE) if mostly else (float(log_T.min()), Censored.BELOW)
     crossing = -intercept / slope
     if crossing > log_T.max():  # the fitted curve is still above one half at the largest T tried
-        return float(log_T.max()), ">"
+        return float(log_T.max()), Censored.ABOVE
     if crossing < log_T.min():
-        return float(log_T.min()), "<"
-    return float(crossing), ""
+        return float(log_T.min()), Censored.BELOW
+    return float(crossing), Censored.NONE
 
 
 def _binomial(log_T: np.ndarray, solved: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,8 +108,8 @@ def t50(runs: pd.DataFrame, level: float = 0.95, resamples: int = BOOTSTRAP, see
     seeds = data["seed"].to_numpy()
     unique = np.unique(seeds)
     estimate, censored = _point(log_T, solved)
-    if censored:
-        bound = max(tried) if censored == ">" else min(tried)
+    if censored is not Censored.NONE:
+        bound = max(tried) if censored == Censored.ABOVE else min(tried)
         return T50(float(bound), math.nan, math.nan, censored, len(unique), tried, level)
     rows = {s: np.flatnonzero(seeds == s) for s in unique}
     rng = np.random.default_rng(seed)
@@ -115,7 +118,7 @@ def t50(runs: pd.DataFrame, level: float = 0.95, resamples: int = BOOTSTRAP, see
         idx = np.concatenate([rows[s] for s in rng.choice(unique, size=len(unique), replace=True)])
         draws.append(_point(log_T[idx], solved[idx])[0])
     low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return T50(math.exp(estimate), math.exp(low), math.exp(high), "", len(unique), tried, level)
+    return T50(math.exp(estimate), math.exp(low), math.exp(high), Censored.NONE, len(unique), tried, level)
 
 
 @dataclass(frozen=True)

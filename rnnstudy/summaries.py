@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 
 from rnnstudy.config import RunConfig
 from rnnstudy.experiment import Experiment
+from rnnstudy.names import Censored
 from rnnstudy.studies import study_importances
 
 
@@ -89,9 +90,11 @@ def _memory_length_to_wandb(exp: Experiment, base: RunConfig, common: dict[str, 
         **common,
     )
     try:
-        numbers = ["T50", "low", "high"]  # numeric columns W&B can chart; the rest as the report writes them
-        table = memory.drop(columns=["axis", *numbers]).astype(str).assign(**{k: memory[k] for k in numbers})
+        # Numbers stay numbers W&B can chart (NaN where there is none: a censored T50 has its bound column instead);
+        # the lists per T visited become text.
+        lists = ["T_visited", "solved_fraction", "lr"]
+        table = memory.assign(**{k: memory[k].map(lambda v: ", ".join(f"{x:g}" for x in v)) for k in lists})
         run.log({"memory_length": wandb.Table(dataframe=table)})
-        run.summary.update({"lines": len(memory), "censored": int((memory["censored"] != "-").sum())})
+        run.summary.update({"lines": len(memory), "censored": int((memory["censored"] != Censored.NONE).sum())})
     finally:
         run.finish()

@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from rnnstudy.config import RunConfig
 from rnnstudy.device import flush_subnormals, preflight, set_tf32
 from rnnstudy.lit import Diverged, RecurrentModule, StepLines, StepProgressBar, TaskData
-from rnnstudy.names import COMPLETE, DIVERGED, FAILED, PRUNED, RUNNING
+from rnnstudy.names import COMPLETE, DIVERGED, FAILED, NORM_LOSS, PRUNED, RUNNING
 from rnnstudy.runs import CHECKPOINT, claimed, new_run_id, recorded, resumable, run_key
 from rnnstudy.store import RunWriter, hold
 from rnnstudy.tasks import build_task
@@ -274,7 +274,7 @@ def _train(
         "steps": result.steps,
         "solved": result.solved,
         "steps_to_solve": result.steps_to_solve,
-        "final_norm_loss": module.last_val.get("norm_loss", math.nan),
+        "final_norm_loss": module.last_val.get(NORM_LOSS, math.nan),
     }
     with _no_interrupts():
         _finish(writer, tracker, result, trainer, wall)

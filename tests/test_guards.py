@@ -15,6 +15,7 @@ from rnnstudy.diagnostics import step_function
 from rnnstudy.experiment import load_run_config
 from rnnstudy.inits import initialise
 from rnnstudy.models import RecurrentNet
+from rnnstudy.names import Censored
 from rnnstudy.report import reproduction, tables
 from rnnstudy.store import Results
 from rnnstudy.tasks import make_task
@@ -41,13 +42,20 @@ def test_the_memory_verdicts_of_a_hand_built_frontier():
     rows += [("rnn_relu", "d", T, s, (T == 10) or (T == 20 and s < 3)) for T in (10, 20, 40) for s in seeds]  # 3/5 at 20
     empty = Results(pd.DataFrame(), pd.DataFrame(columns=["step", "split", "metric", "value", "run_id"]), pd.DataFrame())
     memory = tables.memory_length(hand_built_runs(rows), empty).set_index("cell")
-    assert memory.loc["lstm", "memory length"].startswith(f"T50 = {math.sqrt(20 * 40):.3g}")  # the gap's geometric midpoint
-    assert memory.loc["gru", "memory length"] == "T50 > 40"
-    assert memory.loc["rnn_tanh", "memory length"] == "T50 < 10"  # 1 of 5 is not half: no memory at all
+    assert memory.loc["lstm", "T50"] == pytest.approx(math.sqrt(20 * 40))  # the gap's geometric midpoint
+    assert (memory.loc["gru", "censored"], memory.loc["gru", "bound"]) == (Censored.ABOVE, 40)
+    assert math.isnan(memory.loc["gru", "T50"])  # a bound, not a number: no T50 where there is none
+    assert (memory.loc["rnn_tanh", "censored"], memory.loc["rnn_tanh", "bound"]) == (Censored.BELOW, 10)  # 1 of 5: no memory
     relu = memory.loc["rnn_relu"]
-    assert relu["censored"] == "-" and 20 < relu["T50"] < 40  # 60% at 20, 0% at 40: the crossing lies between
-    assert relu["solved fraction at each T"] == "10: 100%, 20: 60%, 40: 0%"
-    assert memory.loc["lstm", "steps to solve (KM median [95%])"].startswith("100 ") and memory.loc["lstm", "seeds"] == 5
+    assert relu["censored"] == Censored.NONE and 20 < relu["T50"] < 40  # 60% at 20, 0% at 40: the crossing lies between
+    assert relu["T_visited"] == [10, 20, 40] and relu["solved_fraction"] == [1.0, 0.6, 0.0]
+    assert memory.loc["lstm", "steps_to_solve"] == 100 and memory.loc["lstm", "seeds"] == 5
+    # Written for people: the same facts in words.
+    text = tables.memory_table(memory.reset_index()).set_index("cell")
+    assert text.loc["lstm", "memory length"].startswith(f"T50 = {math.sqrt(20 * 40):.3g} [")
+    assert text.loc["gru", "memory length"] == "T50 > 40" and text.loc["rnn_tanh", "memory length"] == "T50 < 10"
+    assert text.loc["rnn_relu", "solved fraction at each T"] == "10: 100%, 20: 60%, 40: 0%"
+    assert text.loc["lstm", "steps to solve (KM median [95%])"].startswith("100 [")
 
 
 def test_reference_verdicts_solved_decays_and_every_seed():

@@ -1,6 +1,7 @@
 """The sweep end to end: worker processes, resumption, top-up, a killed worker, bad storage."""
 
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -318,7 +319,9 @@ def test_a_memory_length_sweep_puts_its_T50_table_in_wandb(tmp_path):
     (path,) = (memory.dir / "files" / "media" / "table").glob("memory_length_*.table.json")
     table = json.loads(path.read_text())
     row = dict(zip(table["columns"], table["data"][0]))
-    assert row["cell"] == "gru" and row["memory length"].startswith("T50") and row["seeds"] == "2"
+    assert row["cell"] == "gru" and row["seeds"] == 2 and row["censored"] in ("", ">", "<")
+    assert row["T_visited"] in ("4", "4, 8") and (not math.isnan(row["bound"])) == (row["censored"] != "")
+    assert row["censored"] == "" or math.isnan(row["T50"])  # a censored line has its bound and no T50 number
     summaries = [r for r in runs if r.job_type == "study-summary"]
     assert summaries and all("study-summary" in r.tags and "gru" in r.tags for r in summaries)
     assert all(len(r.config["best_runs"]) == 2 for r in summaries)  # the W&B runs of the best trial's two seeds

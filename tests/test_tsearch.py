@@ -165,7 +165,8 @@ def test_the_calibrated_lr_is_the_stages_choice_in_the_worker_and_the_report(tmp
         calls.append((meta["stage"], cfg.train.lr, cfg.seed, cfg.task.T))
         value = CALIBRATION_FINALS[cfg.train.lr][cfg.seed] if meta["stage"] else 0.5
         status = "diverged" if value is None else "complete"
-        return RunResult(f"r{len(calls)}", Path("."), status, None, {} if value is None else {"norm_loss": value}, {}, 4, None, 0.0)
+        final = {} if value is None else {"norm_loss": value}
+        return RunResult(f"r{len(calls)}", Path("."), status, None, final, {}, 4, None, 0.0)
 
     monkeypatch.setattr(rnnstudy.train, "train", fake)
     exp_file = tmp_path / "cal.yaml"

@@ -40,7 +40,9 @@ def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
         return original(trial, *args)
 
     monkeypatch.setattr(worker, "objective", released_together)
-    racers = [threading.Thread(target=worker.run_one, args=(load_study(point, storage, exp), exp, stage, point)) for _ in range(2)]
+    racers = [
+        threading.Thread(target=worker.run_one, args=(load_study(point, storage, exp), exp, stage, point)) for _ in range(2)
+    ]
     for t in racers:
         t.start()
     for t in racers:

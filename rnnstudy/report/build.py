@@ -18,7 +18,7 @@ from rnnstudy import figures
 from rnnstudy.cells import CELL_LABELS
 from rnnstudy.errors import ConfigError
 from rnnstudy.memory import MIN_SEEDS
-from rnnstudy.names import DEAD, RUNNING, sqlite_url
+from rnnstudy.names import DEAD, RUNNING, Censored, sqlite_url
 from rnnstudy.report import calibration, curves, frames, frontier, gradient_lag, heatmaps, phase, reproduction, search, tables
 from rnnstudy.storage import DB_FILE, mask
 from rnnstudy.store import Results, load
@@ -128,17 +128,17 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[st
                 "initialisation, per cell and family: " + "; ".join(parts) + " (-0.1 loses a factor 10 every 10 steps)."
             )
     for task, d in memory.groupby("task") if not memory.empty else []:
-        order = d.assign(key=d["T50"] * np.where(d["censored"] == ">", 10.0, np.where(d["censored"] == "<", 0.1, 1.0)))
+        weight = np.where(d["censored"] == Censored.ABOVE, 10.0, np.where(d["censored"] == Censored.BELOW, 0.1, 1.0))
+        order = d.assign(key=d["T50"].fillna(d["bound"]) * weight)
         parts = [
-            f"{CELL_LABELS[r['cell']]} {r['init family']}{'' if r['setting'] == '-' else ' ' + r['setting']}: "
-            f"{r['memory length']}"
+            f"{CELL_LABELS[r['cell']]} {r['family']}{' ' + r['setting'] if r['setting'] else ''}: {tables.estimate_text(r)}"
             for _, r in order.sort_values("key", ascending=False).iterrows()
         ]
         lines.append(f"{task}, memory length (T50 with its 95% interval over seeds, longest first): " + "; ".join(parts) + ".")
         few = d[d["seeds"] < MIN_SEEDS]
         if not few.empty:
             lines.append(f"{task}: {len(few)} estimates rest on fewer than {MIN_SEEDS} seeds and are exploratory, not verdicts.")
-        censored = d[d["censored"] != "-"]
+        censored = d[d["censored"] != Censored.NONE]
         if not censored.empty:
             lines.append(
                 f"{task}: {len(censored)} of {len(d)} estimates are censored (every T tried solved, or none): the T tried "
@@ -249,7 +249,7 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
                 ],
                 [p for p in [frontier.draw_t50(memory, out / "memory_length.png")] if p]
                 + frontier.draw(front, out / "frontier.png"),
-                [memory.drop(columns=["T50", "low", "high", "axis", "value"], errors="ignore")],
+                [tables.memory_table(memory)],
             ),
         ),
         (

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from rnnstudy import figures
+from rnnstudy.names import NORM_LOSS
 from rnnstudy.report import frames
 from rnnstudy.store import Results
 
@@ -28,7 +29,7 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     grid = figures.cell_lines(
         data,
         "step",
-        "norm_loss",
+        NORM_LOSS,
         col="panel",
         col_wrap=min(4, data["panel"].nunique()),
         errorbar=("pi", 100) if seeds > 1 else None,

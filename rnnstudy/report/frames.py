@@ -8,7 +8,7 @@ import pandas as pd
 from rnnstudy import inits
 from rnnstudy.experiment import CALIBRATION
 from rnnstudy.gradflow import metric_key
-from rnnstudy.names import COMPLETE
+from rnnstudy.names import COMPLETE, NORM_LOSS
 from rnnstudy.store import Results
 
 #: The probe metrics the report reads: the answer-loss profile of the first layer's hidden state.
@@ -143,7 +143,7 @@ def profiles(res: Results, runs: pd.DataFrame, layer: int = 1, state: str = "h")
 
 def validation_curves(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """Validation normalised loss against step with the run's labels."""
-    val = res.metrics[(res.metrics["split"] == "val") & (res.metrics["metric"] == "norm_loss")]
+    val = res.metrics[(res.metrics["split"] == "val") & (res.metrics["metric"] == NORM_LOSS)]
     return val.merge(runs[["run_id", "cell", "task", "T", "seed", "family", "init"]], on="run_id").rename(
-        columns={"value": "norm_loss"}
+        columns={"value": NORM_LOSS}
     )

@@ -12,6 +12,7 @@ from matplotlib.ticker import NullFormatter
 
 from rnnstudy import figures
 from rnnstudy.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
+from rnnstudy.names import Censored
 from rnnstudy.report import frames, tables
 from rnnstudy.tasks import TASKS
 
@@ -95,18 +96,17 @@ def draw_t50(memory: pd.DataFrame, out: Path) -> Path | None:
     for ax, task in zip(axes.flat, tasks):
         m = memory[memory["task"] == task].copy()
         m["order"] = m["cell"].map({c: i for i, c in enumerate(CELL_ORDER)})
-        m = m.sort_values(["order", "init family", "value"]).reset_index(drop=True)
+        m = m.sort_values(["order", "family", "value"]).reset_index(drop=True)
         for i, row in m.iterrows():
             colour = CELL_COLOURS[row["cell"]]
-            if row["censored"] == "-":
+            if row["censored"] == Censored.NONE:
                 ax.errorbar(
                     i, row["T50"], yerr=[[row["T50"] - row["low"]], [row["high"] - row["T50"]]], fmt="o", color=colour, capsize=3
                 )
             else:
-                ax.scatter(i, row["T50"], marker="^" if row["censored"] == ">" else "v", color=colour, s=40)
+                ax.scatter(i, row["bound"], marker="^" if row["censored"] == Censored.ABOVE else "v", color=colour, s=40)
         labels = [
-            f"{CELL_LABELS[c]}\n{f}" + (f"\n{s}" if s != "-" else "")
-            for c, f, s in zip(m["cell"], m["init family"], m["setting"])
+            f"{CELL_LABELS[c]}\n{f}" + (f"\n{s}" if s else "") for c, f, s in zip(m["cell"], m["family"], m["setting"])
         ]
         ax.set_xticks(range(len(m)), labels, fontsize=7, rotation=60, ha="right", rotation_mode="anchor")
         ax.set_yscale("log")

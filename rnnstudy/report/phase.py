@@ -15,6 +15,7 @@ import pandas as pd
 
 from rnnstudy import figures
 from rnnstudy.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
+from rnnstudy.names import Censored
 from rnnstudy.report import frames, tables
 
 
@@ -91,7 +92,7 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
         top.set(title=f"{task} | {CELL_LABELS[cell]}", xlabel=axis, ylabel="T visited")
         top.grid(False)
         m = memory[(memory["task"] == task) & (memory["cell"] == cell) & (memory["axis"] != "")].sort_values("value")
-        estimated = m[m["censored"] == "-"]
+        estimated = m[m["censored"] == Censored.NONE]
         bottom.errorbar(
             estimated["value"],
             estimated["T50"],
@@ -101,10 +102,10 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
             capsize=3,
             label="T50 [95% interval]",
         )
-        for sign, marker, text in ((">", "^", "T50 > largest T"), ("<", "v", "T50 < smallest T")):
+        for sign, marker, text in ((Censored.ABOVE, "^", "T50 > largest T"), (Censored.BELOW, "v", "T50 < smallest T")):
             c = m[m["censored"] == sign]
             if not c.empty:
-                bottom.scatter(c["value"], c["T50"], marker=marker, color=CELL_COLOURS[cell], label=text)
+                bottom.scatter(c["value"], c["bound"], marker=marker, color=CELL_COLOURS[cell], label=text)
         p = (
             prediction[(prediction["task"] == task) & (prediction["cell"] == cell)].sort_values("value")
             if not prediction.empty

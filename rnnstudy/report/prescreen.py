@@ -60,7 +60,8 @@ def compare(off: Path, on: Path, out: Path) -> pd.DataFrame:
     memory = {}
     for k, r in runs.items():
         res = load(off if k == "off" else on)
-        memory[k] = tables.memory_length(r, res).set_index(["task", "cell", "init family", "setting"])["memory length"]
+        m = tables.memory_length(r, res)
+        memory[k] = m.assign(estimate=m.apply(tables.estimate_text, axis=1)).set_index(tables.LINE)["estimate"]
     verdicts = pd.concat(memory, axis=1).reset_index()
     changed = verdicts[verdicts["off"] != verdicts["on"]]
     out.mkdir(parents=True, exist_ok=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rnnstudy.memory import steps_to_solve, t50
-from rnnstudy.names import COMPLETE, DIVERGED
+from rnnstudy.memory import T50, steps_to_solve, t50
+from rnnstudy.names import COMPLETE, DIVERGED, SOLVED_FRACTION, Censored
 from rnnstudy.report import frames, search
 from rnnstudy.store import Results
 
@@ -17,11 +17,13 @@ LINE = ["task", "cell", "family", "setting"]
 def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
     """Per task x cell x family x setting: T50 with its bootstrap interval over seeds, and the data behind it.
 
-    Each run is one (seed, T) observation, solved within its budget or not; grid experiments with several
-    trials per study use each T's best trial (its seeds). Beside T50: the seeds, the T visited, the solved
-    fraction at each T, the Kaplan-Meier median steps-to-solve at the largest T at least half the seeds
-    solved (unsolved runs censored at the budget), the learning rate, and the answer-loss gradient
-    horizon at initialisation at the largest T tried.
+    Machine columns, one fact each: ``T50``/``low``/``high`` (NaN where censored), ``censored`` (a
+    :class:`~rnnstudy.names.Censored` value) with its ``bound``, ``seeds``, ``T_visited`` and ``solved_fraction``
+    (one per T visited, in T order), the Kaplan-Meier median ``steps_to_solve`` with its interval at ``steps_at_T``
+    (the largest T at least half the seeds solved; unsolved runs censored at the budget), ``lr``, and the
+    answer-loss gradient ``horizon_at_init`` at the largest T tried (``horizon_T``). Each run is one (seed, T)
+    observation, solved within its budget or not; grid experiments with several trials per study use each T's
+    best trial (its seeds). :func:`memory_table` writes it for people.
     """
     lines = best_trials(frames.studied(runs))
     if lines.empty:
@@ -32,35 +34,74 @@ def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
     for (task, cell, family, setting), d in lines.groupby(LINE, dropna=False):
         estimate = t50(d)
         fractions = d.groupby("T")["solved"].mean()
-        good = fractions[fractions >= 0.5]
+        good = fractions[fractions >= SOLVED_FRACTION]
         at = int(good.index.max()) if not good.empty else int(fractions.index.min())
         here = d[d["T"] == at]
         km = steps_to_solve(here["steps_to_solve"].astype(float), here["budget"].astype(float))
         largest = d[d["T"] == d["T"].max()]
         horizons = at_init.reindex(largest["run_id"]).dropna()
+        censored = estimate.censored is not Censored.NONE
         rows.append(
             {
                 "task": task,
                 "cell": cell,
-                "init family": family,
-                "setting": setting or "-",
+                "family": family,
+                "setting": setting,
                 "axis": d["axis"].iloc[0],
                 "value": d["value"].iloc[0],
-                "memory length": estimate.text(),
-                "T50": estimate.estimate,
+                "T50": np.nan if censored else estimate.estimate,
                 "low": estimate.low,
                 "high": estimate.high,
-                "censored": estimate.censored or "-",
+                "censored": estimate.censored.value,
+                "bound": estimate.estimate if censored else np.nan,
                 "seeds": estimate.seeds,
-                "T visited": ", ".join(map(str, estimate.T_tried)),
-                "solved fraction at each T": ", ".join(f"{int(T)}: {f:.0%}" for T, f in fractions.items()),
-                "steps to solve (KM median [95%])": f"{_steps(km.median)} [{_steps(km.low)}, {_steps(km.high)}] at T = {at}",
-                "lr": ", ".join(f"{v:g}" for v in sorted(d["lr"].unique())),
-                "gradient horizon at init (answer loss, steps)": float(np.median(horizons)) if len(horizons) else np.nan,
-                "at T": int(largest["T"].iloc[0]),
+                "T_visited": list(estimate.T_tried),
+                "solved_fraction": [float(fractions[T]) for T in estimate.T_tried],
+                "steps_to_solve": km.median,
+                "steps_low": km.low,
+                "steps_high": km.high,
+                "steps_at_T": at,
+                "lr": sorted(float(v) for v in d["lr"].unique()),
+                "horizon_at_init": float(np.median(horizons)) if len(horizons) else np.nan,
+                "horizon_T": int(largest["T"].iloc[0]),
             }
         )
     return pd.DataFrame(rows)
+
+
+def estimate_text(row: pd.Series) -> str:
+    """One line's memory length as a report writes it: ``T50 = 57 [41, 80]``, ``T50 > 320``, ``T50 < 10``."""
+    censored = Censored(row["censored"])
+    value = row["bound"] if censored is not Censored.NONE else row["T50"]
+    return T50(value, row["low"], row["high"], censored, int(row["seeds"]), tuple(row["T_visited"])).text()
+
+
+def memory_table(memory: pd.DataFrame) -> pd.DataFrame:
+    """The memory-length frame written for people: the estimate in words, the T visited and solved fractions as text."""
+    if memory.empty:
+        return memory
+    return pd.DataFrame(
+        {
+            "task": memory["task"],
+            "cell": memory["cell"],
+            "init family": memory["family"],
+            "setting": memory["setting"].replace("", "-"),
+            "memory length": memory.apply(estimate_text, axis=1),
+            "seeds": memory["seeds"],
+            "T visited": memory["T_visited"].map(lambda v: ", ".join(map(str, v))),
+            "solved fraction at each T": [
+                ", ".join(f"{T}: {f:.0%}" for T, f in sorted(zip(Ts, fs)))
+                for Ts, fs in zip(memory["T_visited"], memory["solved_fraction"])
+            ],
+            "steps to solve (KM median [95%])": [
+                f"{_steps(m)} [{_steps(lo)}, {_steps(hi)}] at T = {at}"
+                for m, lo, hi, at in memory[["steps_to_solve", "steps_low", "steps_high", "steps_at_T"]].itertuples(index=False)
+            ],
+            "lr": memory["lr"].map(lambda v: ", ".join(f"{x:g}" for x in v)),
+            "gradient horizon at init (answer loss, steps)": memory["horizon_at_init"],
+            "at T": memory["horizon_T"],
+        }
+    )
 
 
 def best_trials(runs: pd.DataFrame) -> pd.DataFrame:
