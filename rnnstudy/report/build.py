@@ -5,8 +5,6 @@ from __future__ import annotations
 import html
 import sys
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,8 @@ from rnnstudy.cells import CELL_LABELS
 from rnnstudy.errors import ConfigError
 from rnnstudy.memory import MIN_SEEDS
 from rnnstudy.names import DEAD, RUNNING, Censored, sqlite_url
-from rnnstudy.report import calibration, curves, frames, frontier, gradient_lag, heatmaps, phase, reproduction, search, tables
+from rnnstudy.report import frames, tables
+from rnnstudy.report.sections import SECTIONS, Inputs, Section
 from rnnstudy.storage import DB_FILE, mask
 from rnnstudy.store import Results, load
 from rnnstudy.tasks import TASKS
@@ -28,16 +27,6 @@ CSS = (
     "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}"
     "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
 )
-
-
-@dataclass
-class Section:
-    """One part of the report: prose, figures and tables, rendered to Markdown and HTML alike."""
-
-    title: str
-    text: list[str] = field(default_factory=list)
-    images: list[Path] = field(default_factory=list)
-    tables: list[pd.DataFrame] = field(default_factory=list)
 
 
 def _storage(results: list[Path], storage: str | None) -> str | None:
@@ -147,17 +136,6 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[st
     return lines
 
 
-def _reference_section(runs: pd.DataFrame, out: Path) -> Section:
-    """The published reference results beside ours; also ``reproduction.md`` on its own where enough rows were run."""
-    table = reproduction.frame(runs)
-    text = ["The published reference results (docs/references.md) that this experiment covers, with ours beside them."]
-    page = reproduction.page(table, "gradient_lag.png" if (out / "gradient_lag.png").exists() else None)
-    if page:
-        (out / "reproduction.md").write_text(page)
-        text.append(f"Also written to `{out / 'reproduction.md'}`.")
-    return Section("Reference results", text, tables=[table])
-
-
 def _render_md(name: str, sections: list[Section], out: Path) -> str:
     parts = [f"# rnnstudy report: {name}\n"]
     for s in sections:
@@ -197,117 +175,8 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
     figures.apply()
     runs = frames.run_table(res)
 
-    front = frontier.frame(runs)
     memory = tables.memory_length(runs, res)
-    calibration_runs = calibration.frame(runs)
-    picked = calibration.chosen(calibration_runs, runs)
-    phase_cells = phase.frame(runs)
-    steps: list[tuple[str, Callable[[], Section]]] = [
-        (
-            "gradient flow against lag",
-            lambda: Section(
-                "Gradient flow against lag",
-                [
-                    "log10 of the mean per-sample ||d(answer loss)/dh_t|| (layer 1) against how far back t lies from the "
-                    "end of the sequence (the last answer step), at initialisation and at the end of training, for the best "
-                    "and the default initialisation of each cell; one row per task and T. The answer loss is the loss on the "
-                    "steps that carry the answer (copy: the ten recall steps; adding: the last step). A flat line reaches "
-                    "far back; a falling one vanishes. 'end' is the last probe, also for a run that stopped early once "
-                    "solved (it is probed at the step it stopped)."
-                ],
-                [p for p in [gradient_lag.draw(gradient_lag.frame(res, runs), out / "gradient_lag.png")] if p],
-            ),
-        ),
-        (
-            "gradient-flow heatmaps",
-            lambda: Section(
-                "Gradient-flow heatmaps",
-                [
-                    "Each panel: one run per task and cell (its best initialisation's first seed, at the largest T that "
-                    "cell was trained at); rows are probed training steps (a run stopped early once solved is probed "
-                    "at the step it stopped), columns the lag back from the end of the sequence; "
-                    "||d(answer loss)/dh_t||, layer 1, on one colour scale shared by every panel."
-                ],
-                [p for p in [heatmaps.draw(heatmaps.frame(res, runs), out / "heatmaps.png")] if p],
-            ),
-        ),
-        (
-            "memory length",
-            lambda: Section(
-                "Memory length",
-                [
-                    "Memory length is T50: each (seed, T) run is one observation, solved within its budget or not; "
-                    "P(solved | T) is fitted as a logistic curve in log T and T50 is where it crosses one half, with a "
-                    "95% percentile bootstrap interval over seeds. 'T50 > x' means every T tried up to x was solved "
-                    "(censored: the transition lies beyond), 'T50 < x' that none was; fewer than "
-                    f"{MIN_SEEDS} seeds make an estimate exploratory. Steps to solve are a Kaplan-Meier median (unsolved "
-                    "runs censored at the budget). 'T visited' lists the T each line was trained at (a T search brackets "
-                    "the transition: it doubles T while at least half the seeds solve, then bisects in log T).",
-                    "The frontier figures show the final normalised validation loss and the fraction of seeds solved "
-                    "against T, one panel per task and cell, one line per family (and setting), side by side where they "
-                    "share a T.",
-                ],
-                [p for p in [frontier.draw_t50(memory, out / "memory_length.png")] if p]
-                + frontier.draw(front, out / "frontier.png"),
-                [tables.memory_table(memory)],
-            ),
-        ),
-        (
-            "phase diagram",
-            lambda: Section(
-                "Trainability phase diagram",
-                [
-                    "Each cell held at a list of values of one initialisation parameter: the fraction of seeds solved at "
-                    "every (value, T) the T search visited, and T50 against the value with its interval; the dashed line "
-                    "is the init-time prediction (`rnnstudy diagnose`) where its predicted memory length equals T."
-                ]
-                if not phase_cells.empty
-                else ["No line of this experiment holds an initialisation parameter at a list of values."],
-                [p for p in [phase.draw(phase_cells, memory, phase.predicted(runs), out / "phase.png")] if p]
-                if not phase_cells.empty
-                else [],
-            ),
-        ),
-        (
-            "learning-rate calibration",
-            lambda: Section(
-                "Learning-rate calibration",
-                [
-                    "The learning rate is held apart from what is compared: per cell and task, the calibration stage "
-                    "trained the experiment's own initialisation at a reference T over a log grid of learning rates "
-                    "(several seeds, no early stop); the lr with the lowest median final normalised loss was chosen, "
-                    "and every family and setting of that cell trained at it."
-                ]
-                if not calibration_runs.empty
-                else ["This experiment has no calibration stage: its learning rates are set (or searched) in the file."],
-                [p for p in [calibration.draw(calibration_runs, picked, out / "calibration.png")] if p],
-                [picked],
-            ),
-        ),
-        (
-            "learning curves",
-            lambda: Section(
-                "Learning curves",
-                ["Validation loss / baseline against training step, best initialisation per cell."],
-                [p for p in [curves.draw(curves.frame(res, runs), out / "curves.png")] if p],
-            ),
-        ),
-        (
-            "initialisation search",
-            lambda: Section(
-                "Initialisation search",
-                [
-                    "The objective against each searched parameter (one row per task and T); per searched study how "
-                    "its trials were drawn (a study with no more trials than start-up trials is random sampling, not a "
-                    "search) and Optuna's parameter importances (only where a study has enough complete trials and a "
-                    "parameter took more than one value); the best configuration of each study with how many it beat."
-                ],
-                [p for p in [search.draw(search.objective_frame(runs), out / "search.png")] if p],
-                [search.importance_table(storage, sorted(runs["study"].dropna().unique())), tables.best_parameters(runs)],
-            ),
-        ),
-        ("reference results", lambda: _reference_section(runs, out)),
-    ]
+    inputs = Inputs(res, runs, memory, storage, out)
     sections = [_overview(runs, results)]
     if res.skipped:
         sections[0].text.append(
@@ -318,11 +187,11 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
         reasons = runs[["run_id", "status", "reason"]]
         sections[0].tables.append(reasons)
     else:
-        for i, (title, make) in enumerate(steps, 1):
-            section = make()
+        for i, spec in enumerate(SECTIONS, 1):
+            section = spec.render(inputs)
             sections.append(section)
             where = ", ".join(str(p) for p in section.images) or "table only"
-            print(f"[{i}/{len(steps)}] {title}: {where}", flush=True)
+            print(f"[{i}/{len(SECTIONS)}] {spec.title.lower()}: {where}", flush=True)
         sections.insert(1, Section("What it shows", _findings(runs, res, memory) or ["Too few finished runs to compare."]))
     (out / "report.md").write_text(_render_md(name, sections, out))
     (out / "report.html").write_text(_render_html(name, sections, out))
