@@ -90,13 +90,14 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Print the init-time diagnostics of one configuration (and draw them with --figure)."""
-    from rnnstudy.diagnostics import diagnose, draw, predicted_loss
     from rnnstudy.experiment import load_run_config
 
     experiment, overrides = _experiment_and_overrides(args)
     cfg = load_run_config(experiment, overrides)
     if args.figure:
-        _writable_file(args.figure, "--figure")
+        _writable_file(args.figure, "--figure")  # before torch loads and anything is computed
+    from rnnstudy.diagnostics import diagnose, draw, predicted_loss
+
     keep: dict = {}
     d = diagnose(cfg, k=args.k, keep=keep)
     rows = {
@@ -150,6 +151,7 @@ def cmd_prescreen(args: argparse.Namespace) -> int:
 
 def _writable_file(path: str, option: str) -> None:
     """Raise ConfigError unless a file can be written at ``path`` (its folder is created)."""
+    import tempfile
     from pathlib import Path
 
     target = Path(path)
@@ -157,8 +159,8 @@ def _writable_file(path: str, option: str) -> None:
         raise ConfigError(f"{option} = {path!r}: is a folder; give a file name")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(target.parent, os.W_OK):
-            raise PermissionError(13, "Permission denied")
+        # A real file created and removed: permissions alone do not say (root, /proc, a read-only mount).
+        tempfile.NamedTemporaryFile(dir=target.parent, prefix=".write-check-").close()
     except OSError as err:
         raise ConfigError(f"{option} = {path!r}: cannot write there ({err.strerror or type(err).__name__})") from None
 

@@ -330,3 +330,6 @@ def test_out_and_figure_that_cannot_be_created_are_exit_2(tmp_path, capsys):
     assert "allowed: a folder you can write" in err
     assert main(["diagnose", "model.hidden_size=4", "task.T=6", "--figure", "/proc/rnnstudy-test/d.png"]) == 2
     assert "--figure = '/proc/rnnstudy-test/d.png': cannot write there" in capsys.readouterr().err
+    # A folder that exists and reads as writable to root, where no file can be created: still exit 2, before any work.
+    assert main(["diagnose", "model.hidden_size=4", "task.T=6", "--figure", "/proc/x.png"]) == 2
+    assert "--figure = '/proc/x.png': cannot write there" in capsys.readouterr().err
