@@ -171,7 +171,10 @@ class RetryAndMark:
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.retry(study, trial)
         for folder in run_folders(self.root):
-            info = read_info(folder)
+            try:
+                info = read_info(folder)
+            except (OSError, ValueError):
+                continue  # a damaged run.json is the report's to skip and name, not a reason to stop the sweep
             meta = info.get("meta", {})
             if meta.get("study") == study.study_name and meta.get("trial") == trial.number and info["status"] == RUNNING:
                 info.update(status=FAILED, reason="worker stopped: its heartbeat went stale; the trial was retried")
