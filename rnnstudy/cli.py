@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 
 from rnnstudy.errors import ConfigError
-from rnnstudy.launch import LAUNCHERS
+from rnnstudy.launch import LAUNCHERS, ClusterOptions
 
 EXIT_CONFIG = 2
 
@@ -36,7 +36,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the experiment's Optuna studies with worker processes."""
-    from rnnstudy.launch import ClusterOptions
     from rnnstudy.storage import storage_url
     from rnnstudy.sweep import run_sweep
 
@@ -229,9 +228,10 @@ def parser() -> argparse.ArgumentParser:
                 default="local",
                 help="local worker processes (default), a SLURM job array through submitit, or submitit's local executor",
             )
-            s.add_argument("--gpus-per-task", type=int, default=0, help="SLURM: GPUs per array task")
-            s.add_argument("--cpus-per-task", type=int, default=2, help="scheduler: CPUs per array task")
-            s.add_argument("--time-min", type=int, default=240, help="scheduler: time limit of each task, minutes")
+            ask = ClusterOptions()  # the defaults live in launch.ClusterOptions
+            s.add_argument("--gpus-per-task", type=int, default=ask.gpus_per_task, help="SLURM: GPUs per array task")
+            s.add_argument("--cpus-per-task", type=int, default=ask.cpus_per_task, help="scheduler: CPUs per array task")
+            s.add_argument("--time-min", type=int, default=ask.time_min, help="scheduler: time limit of each task, minutes")
             s.add_argument("--partition", help="SLURM partition")
             s.add_argument("--parallelism", type=int, help="SLURM: array tasks running at once (default: --workers)")
         s.set_defaults(fn=fn)

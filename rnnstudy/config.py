@@ -28,7 +28,7 @@ from pydantic import (
 
 from rnnstudy import inits
 from rnnstudy.cells import INJECTABLE, Cell
-from rnnstudy.tasks import TASKS
+from rnnstudy.tasks import TASKS, fixed_T
 
 
 class Strict(BaseModel):
@@ -109,19 +109,12 @@ class TaskConfig(Strict):
     @classmethod
     def _fixed_length(cls, data: Any) -> Any:
         """A task with a fixed length takes it when T is not given."""
-        if isinstance(data, dict) and "T" not in data and data.get("name") in TASKS:
-            fixed = TASKS[data["name"]].fixed_T
-            if fixed is not None:
-                return {**data, "T": fixed}
-        return data
+        fixed = fixed_T(data) if isinstance(data, dict) else None
+        return {**data, "T": fixed} if fixed is not None else data
 
     @model_validator(mode="after")
     def _long_enough(self) -> TaskConfig:
-        task = TASKS[self.name]
-        if task.fixed_T is not None and self.T != task.fixed_T:
-            raise ValueError(f"task.T = {self.T}: the {self.name} task has a fixed length; allowed: {task.fixed_T}")
-        if self.T < task.min_T:
-            raise ValueError(f"task.T = {self.T}: the {self.name} task needs T >= {task.min_T}")
+        TASKS[self.name].check_T(self.T)
         return self
 
 

@@ -18,9 +18,14 @@ def has_cuda() -> bool:
     return any(p.exists() for p in NVIDIA_DRIVER) and torch.cuda.is_available()
 
 
+def uses_cuda(accelerator: str) -> bool:
+    """Whether a run with this accelerator setting trains on a CUDA GPU (auto: where one is visible)."""
+    return accelerator != "cpu" and has_cuda()
+
+
 def device_name(accelerator: str = "auto") -> str:
     """The device a run with this accelerator setting trains on, in words."""
-    if accelerator != "cpu" and has_cuda():
+    if uses_cuda(accelerator):
         return f"cuda ({torch.cuda.get_device_name()})"
     return f"cpu ({torch.get_num_threads()} threads)"
 

@@ -47,6 +47,11 @@ def _register(registry: dict, *names: str, params: tuple[str, ...] = (), cells: 
     return wrap
 
 
+def schemes_name(recurrent: str, bias: str) -> str:
+    """A run's recurrent and bias schemes in one name, as run names and family labels write them: ``default+chrono``."""
+    return recurrent if bias == "default" else f"{recurrent}+{bias}"
+
+
 def tunable_params() -> set[str]:
     """Every parameter some registered scheme reads."""
     return {p for registry in KINDS.values() for scheme in registry.values() for p in scheme.params}

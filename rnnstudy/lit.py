@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from torch.utils.data import DataLoader, IterableDataset
 
 from rnnstudy.config import RunConfig
+from rnnstudy.device import uses_cuda
 from rnnstudy.gradflow import GradFlowProbe, Profile, profile, resolve_method
 from rnnstudy.models import initial_net
 from rnnstudy.names import NORM_LOSS
@@ -104,7 +105,7 @@ class RecurrentModule(pl.LightningModule):
         self.net = initial_net(cfg, task)
         self.sinks: list[Sink] = []
         p = cfg.probe
-        device = "cuda" if cfg.train.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+        device = "cuda" if uses_cuda(cfg.train.accelerator) else "cpu"
         method = resolve_method(p.method, cfg.model.cell, device)
         self.probe = GradFlowProbe(p.every, cfg.train.steps - 1, p.chunk, p.loss, method) if p.enabled else None
         self.solved_at: int | None = None

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from rnnstudy.config import RunConfig
 from rnnstudy.errors import ConfigError
-from rnnstudy.tasks import TASKS
+from rnnstudy.tasks import fixed_T
 
 
 def check_path(dotted: str, root: type[BaseModel] | None = None, leaf: bool = True) -> None:
@@ -98,7 +98,7 @@ def apply_overrides(cfg: RunConfig, overrides: dict[str, Any]) -> RunConfig:
     given = nest(overrides)
     data = cfg.model_dump()
     task = given.get("task", {})
-    if "T" not in task and task.get("name") in TASKS and TASKS[task["name"]].fixed_T is not None:
+    if fixed_T(task) is not None:
         del data["task"]["T"]
     data = merge(data, given)
     try:

@@ -18,6 +18,8 @@ LIGHTNING_NOTES = (
 )
 #: Raised by torch 2.13 itself when forward-mode AD (the Lyapunov diagnostics' jvp) first loads its decompositions.
 TORCH_NOTES = (".*torch.jit.script` is deprecated.*",)
+#: Every warning message silenced (regular expressions); the test suite silences the same ones.
+NOTES = (*LIGHTNING_NOTES, *TORCH_NOTES)
 
 
 def quiet_libraries() -> None:
@@ -28,7 +30,7 @@ def quiet_libraries() -> None:
     """
     import optuna
 
-    for pattern in (*LIGHTNING_NOTES, *TORCH_NOTES):
+    for pattern in NOTES:
         warnings.filterwarnings("ignore", pattern)
     # Heartbeats, fail_stale_trials and the retry callback have carried this label since Optuna 2.9.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

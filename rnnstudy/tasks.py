@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from rnnstudy.lazy import LazyModule
 
@@ -26,6 +26,12 @@ def register_task(cls: type[Task]) -> type[Task]:
     """Add a task class to the registry under its ``name``."""
     TASKS[cls.name] = cls
     return cls
+
+
+def fixed_T(section: dict[str, Any]) -> int | None:
+    """The T a task section takes on its own: it names a task of fixed length and gives no T (None otherwise)."""
+    task = TASKS.get(section.get("name")) if "T" not in section else None
+    return task.fixed_T if task is not None else None
 
 
 def make_task(name: str, T: int, solved_threshold: float | None = None) -> Task:
@@ -61,15 +67,26 @@ class Task(ABC):
     recall_offset: ClassVar[int] = 0
     #: Runs sit on the memoryless plateau for thousands of steps before they learn (no pruner may judge them early).
     plateau: ClassVar[bool] = False
+    #: The memoryless baseline in words, as the report writes it (``baseline`` is the number).
+    baseline_text: ClassVar[str]
+    #: What T is for this task, in words.
+    T_means: ClassVar[str]
     #: Whether the answer loss is the whole training loss (the probe then needs no backward of its own).
     answer_is_loss: ClassVar[bool] = False
     #: Name of the metric ``solved`` compares with the threshold and whether higher is better.
     solved_metric: ClassVar[str]
     solved_higher_is_better: ClassVar[bool]
 
+    @classmethod
+    def check_T(cls, T: int) -> None:
+        """Raise ValueError (naming task.T and what is allowed) unless the task can run at this T."""
+        if cls.fixed_T is not None and T != cls.fixed_T:
+            raise ValueError(f"task.T = {T}: the {cls.name} task has a fixed length; allowed: {cls.fixed_T}")
+        if T < cls.min_T:
+            raise ValueError(f"task.T = {T}: the {cls.name} task needs T >= {cls.min_T}")
+
     def __init__(self, T: int, solved_threshold: float | None = None) -> None:
-        if T < self.min_T:
-            raise ValueError(f"task.T = {T}: the {self.name} task needs T >= {self.min_T}")
+        self.check_T(T)
         self.T = T
         self.threshold = self.default_threshold if solved_threshold is None else solved_threshold
 
@@ -138,6 +155,8 @@ class CopyTask(Task):
     default_threshold = 0.99
     recall_offset = n_recall
     plateau = True
+    baseline_text = "10 ln 8 / (T+20), the cross-entropy of guessing each recalled symbol"
+    T_means = "the delay between the last data symbol and the delimiter"
     solved_metric = "recall_accuracy"
     solved_higher_is_better = True
 
@@ -197,6 +216,8 @@ class AddingTask(Task):
     output_size = 1
     min_T = 2
     default_threshold = 0.01
+    baseline_text = "1/6, the MSE of always answering the mean sum 1"
+    T_means = "the sequence length (the first marker lies in the first half)"
     solved_metric = "mse"
     solved_higher_is_better = False
 
@@ -260,6 +281,8 @@ class DigitsTask(Task):
     min_T = 64
     fixed_T: ClassVar[int | None] = 64
     default_threshold = 0.9
+    baseline_text = "ln 10, the cross-entropy of guessing among 10 classes"
+    T_means = "the 64 pixels, read one per step"
     solved_metric = "accuracy"
     solved_higher_is_better = True
     answer_is_loss = True

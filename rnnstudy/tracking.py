@@ -20,6 +20,7 @@ from urllib.parse import ParseResult, urlparse
 import numpy as np
 import pandas as pd
 
+from rnnstudy import inits
 from rnnstudy.config import RunConfig
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import GridPoint
@@ -42,7 +43,7 @@ WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run", "shared")
 
 def schemes(cfg: RunConfig) -> str:
     """The run's initialisation schemes in a name: ``orthogonal``, ``default+chrono``."""
-    return cfg.init.recurrent if cfg.init.bias == "default" else f"{cfg.init.recurrent}+{cfg.init.bias}"
+    return inits.schemes_name(cfg.init.recurrent, cfg.init.bias)
 
 
 def run_name(cfg: RunConfig) -> str:

@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rnnstudy.config import RunConfig
-from rnnstudy.device import flush_subnormals, preflight, set_tf32
+from rnnstudy.device import flush_subnormals, preflight, set_tf32, uses_cuda
 from rnnstudy.lit import Diverged, RecurrentModule, StepLines, StepProgressBar, TaskData
 from rnnstudy.names import COMPLETE, DIVERGED, FAILED, NORM_LOSS, PRUNED, RUNNING
 from rnnstudy.runs import CHECKPOINT, claimed, new_run_id, recorded, resumable, run_key
@@ -144,7 +144,7 @@ def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
         logging.getLogger(name).setLevel(logging.WARNING)
     return pl.Trainer(
         accelerator=t.accelerator,
-        devices=[t.devices] if t.devices is not None and t.accelerator != "cpu" and torch.cuda.is_available() else 1,
+        devices=[t.devices] if t.devices is not None and uses_cuda(t.accelerator) else 1,
         deterministic=True if t.deterministic else None,
         max_steps=t.steps,
         max_epochs=-1,

@@ -13,6 +13,15 @@ os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+def pytest_configure(config):
+    """The suite silences exactly the warnings every entry point silences (rnnstudy.quiet), and nothing else."""
+    from rnnstudy.quiet import NOTES
+
+    for pattern in NOTES:
+        config.addinivalue_line("filterwarnings", f"ignore:{pattern}")
+    config.addinivalue_line("filterwarnings", "ignore::optuna.exceptions.ExperimentalWarning")
+
+
 def cli(*args: str) -> list[str]:
     """The command line that runs ``rnnstudy ARGS`` with this interpreter (no console script needed)."""
     import sys

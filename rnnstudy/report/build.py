@@ -67,8 +67,8 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
         f"cells {', '.join(CELL_LABELS[c] for c in figures.cells_present(runs['cell'].unique()))}, "
         f"tasks {', '.join(sorted(runs['task'].unique()))}, T in {{{', '.join(str(t) for t in sorted(runs['T'].unique()))}}}.",
         f"Hardware: {devices}. Training time {hours:.2f} device-hours in total.",
-        "Normalised loss is the loss divided by the memoryless baseline (copy: 10 ln 8 / (T+20); adding: 1/6; "
-        "digits: ln 10): 1.0 means the network learned nothing a model without memory could not; "
+        f"Normalised loss is the loss divided by the memoryless baseline ({_baselines(runs)}): 1.0 means the network "
+        "learned nothing a model without memory could not; "
         f"*solved* means, at a validation, {_solved_bars(runs)} (the bars these runs used).",
     ]
     if counts.get(RUNNING):
@@ -84,6 +84,11 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
     if done.empty:
         text.append("**No run finished**, so there is nothing to compare yet. Why the runs ended:")
     return Section("Overview", text, tables=[tables.status_by_cell(runs)])
+
+
+def _baselines(runs: pd.DataFrame) -> str:
+    """Each task's memoryless baseline and what its T is, in words, for the tasks these runs trained on."""
+    return "; ".join(f"{t}: {TASKS[t].baseline_text}, T {TASKS[t].T_means}" for t in sorted(runs["task"].unique()))
 
 
 def _solved_bars(runs: pd.DataFrame) -> str:

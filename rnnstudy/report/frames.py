@@ -29,9 +29,7 @@ def init_family(row: pd.Series) -> str:
     named = row.get("meta.family")
     if isinstance(named, str) and named:
         return named
-    family = row["config.init.recurrent"]
-    if row["config.init.bias"] != "default":
-        family += f"+{row['config.init.bias']}"
+    family = inits.schemes_name(row["config.init.recurrent"], row["config.init.bias"])
     if row.get("config.init.input", "default") != "default":
         family += f" (input {row['config.init.input']})"
     return family

@@ -18,24 +18,32 @@ from rnnstudy.report import frames, tables
 from rnnstudy.storage import DB_FILE
 from rnnstudy.store import load
 
+#: The study facts that identify one study across two sweeps of the same experiment (its name holds the experiment's).
+FACTS = ["stage", "cell", "task", "T", "family", "axis", "value", "row"]
 
-def best_values(results: Path) -> pd.Series:
-    """Best objective per study, keyed by the study's facts (cell, task, T, family), not its name."""
+
+def best_values(results: Path) -> tuple[pd.Series, int]:
+    """Best objective per study, keyed by the study's facts (:data:`FACTS`), not its name; and the trials per study."""
     storage = sqlite_url(results / DB_FILE)
-    out = {}
+    out, trials = {}, []
     for name in optuna.get_all_study_names(storage):
         study = optuna.load_study(study_name=name, storage=storage)
-        a = study.user_attrs
+        key = tuple(study.user_attrs.get(f) for f in FACTS)
+        if key in out:
+            raise ValueError(f"{results}: two studies share the facts {dict(zip(FACTS, key))}")
+        finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished() and t.state.name != "FAIL"]
+        trials.append(len(finished))
         try:
-            out[(a["cell"], a["task"], a["T"], a["family"])] = study.best_value
+            out[key] = study.best_value
         except ValueError:  # every trial pruned: nothing reached
-            out[(a["cell"], a["task"], a["T"], a["family"])] = float("nan")
-    return pd.Series(out, name="best")
+            out[key] = float("nan")
+    return pd.Series(out, name="best"), max(trials, default=0)
 
 
 def compare(off: Path, on: Path, out: Path) -> pd.DataFrame:
     """Write the comparison under ``out``; return the per-study table."""
-    runs = {k: frames.run_table(load(p)) for k, p in (("off", off), ("on", on))}
+    stores = {"off": load(off), "on": load(on)}
+    runs = {k: frames.run_table(res) for k, res in stores.items()}
     compute = pd.DataFrame(
         {
             k: {
@@ -49,8 +57,9 @@ def compare(off: Path, on: Path, out: Path) -> pd.DataFrame:
     ).T
     saved_steps = 1 - compute.loc["on", "steps trained"] / compute.loc["off", "steps trained"]
     saved_time = 1 - compute.loc["on", "training wall time (h)"] / compute.loc["off", "training wall time (h)"]
-    best = pd.concat({"off": best_values(off), "on": best_values(on)}, axis=1)
-    best.index.names = ["cell", "task", "T", "family"]
+    (best_off, budget), (best_on, _) = best_values(off), best_values(on)
+    best = pd.concat({"off": best_off, "on": best_on}, axis=1)
+    best.index.names = FACTS
     best = best.reset_index()
     lost = best[best["on"].isna() & best["off"].notna()]
     both = best.dropna(subset=["off", "on"])
@@ -59,17 +68,16 @@ def compare(off: Path, on: Path, out: Path) -> pd.DataFrame:
     lost_best = winners[winners["on"].isna()][["cell", "task", "T", "family", "off"]]
     memory = {}
     for k, r in runs.items():
-        res = load(off if k == "off" else on)
-        m = tables.memory_length(r, res)
+        m = tables.memory_length(r, stores[k])
         memory[k] = m.assign(estimate=m.apply(tables.estimate_text, axis=1)).set_index(tables.LINE)["estimate"]
     verdicts = pd.concat(memory, axis=1).reset_index()
     changed = verdicts[verdicts["off"] != verdicts["on"]]
     out.mkdir(parents=True, exist_ok=True)
     best.to_csv(out / "best_per_study.csv", index=False)
     lines = [
-        "# Pre-screen on the CPU frontier study\n",
+        f"# Pre-screen on {off.name}\n",
         f"`{off}` (pre-screen off) against `{on}` (`study.prescreen=1.0`: a trial is pruned before its first step when its "
-        "initialisation's predicted memory length is below T); same experiment, same trial budget (2 per study), same "
+        f"initialisation's predicted memory length is below T); same experiment, same trial budget ({budget} per study), same "
         "seeds. The sampler is not seeded, so the two sweeps drew different parameters: per-study differences of a few "
         "percent are sampling noise, not the pre-screen.\n",
         "## Compute\n",
