@@ -21,7 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rnnstudy.device import device_name, preflight
 
     preflight(cfg)  # a configuration error comes back before the training libraries load
-    from rnnstudy.names import COMPLETE, NORM_LOSS
+    from rnnstudy.names import COMPLETE, DIVERGED, NORM_LOSS
     from rnnstudy.train import train
 
     print(f"rnnstudy train: results under {cfg.out / cfg.experiment}; device {device_name(cfg.train.accelerator)}", flush=True)
@@ -31,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result.status}: {result.steps} steps in {result.wall_s:.1f}s, final normalised loss {final:.4f}, "
         f"solved {'at step ' + str(result.steps_to_solve) if result.solved else 'no'}\nresults: {result.path}"
     )
-    return 0 if result.status == COMPLETE else 1
+    return 0 if result.status in (COMPLETE, DIVERGED) else 1  # a diverged run is a result, as its W&B run says
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -83,6 +83,7 @@ def _memory_length_to_wandb(exp: Experiment, base: RunConfig, common: dict[str, 
         return
     run = wandb.init(
         id=summary_run_id(common["project"], f"{exp.name}/memory-length"),
+        group=exp.name,  # the experiment's own group, whatever run this process wrote before
         job_type="memory-length",
         name=f"memory length {exp.name}",
         tags=["memory-length"],

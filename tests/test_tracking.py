@@ -85,6 +85,18 @@ def test_final_status_is_a_tag_and_a_diverged_run_is_no_failure(tiny):
     assert "status=diverged" in tags[-1]
 
 
+def test_a_diverged_train_command_exits_0_as_its_wandb_run_says(tmp_path, capsys):
+    from rnnstudy.cli import main
+
+    code = main(["train", f"out={tmp_path / 'runs'}", "experiment=d", "wandb.mode=offline", "model.hidden_size=8",
+                 "model.cell=rnn_relu", "init.recurrent=identity", "init.scale=50.0", "task.name=adding", "task.T=12",
+                 "task.val_size=64", "train.optimizer=sgd", "train.lr=1e30", "train.clip=null", "train.steps=20",
+                 "train.batch_size=16", "train.val_every=10", "train.progress=false", "train.accelerator=cpu"])  # fmt: skip
+    (info,) = (tmp_path / "runs" / "d").glob("*/run.json")
+    assert json.loads(info.read_text())["status"] == "diverged" and "diverged:" in capsys.readouterr().out
+    assert code == 0 and offline_run(info.parent).exit_code == 0  # the command and W&B agree: a result, not a failure
+
+
 def test_disabled_writes_no_wandb_folder(tiny):
     result = train(tiny(wandb__mode="disabled"))
     assert result.status == "complete" and not (result.path / "wandb").exists()
