@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import lightning.pytorch as pl
@@ -215,20 +216,29 @@ class RecurrentModule(pl.LightningModule):
 
 
 class StepLines(pl.Callback):
-    """Progress for a log file (stderr not a terminal): a line at every tenth of the step budget, no carriage returns."""
+    """Progress for a log file (stderr not a terminal): a line at a tenth of the step budget, no carriage returns.
+
+    At most one line per ``every_s`` seconds (a sweep's many short runs would otherwise print ten lines each), and the
+    loss part only once a validation has run.
+    """
 
     PARTS = 10
 
-    def __init__(self, description: str) -> None:
-        self.description, self.next = description, 1
+    def __init__(self, description: str, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.description, self.next, self.every_s, self.clock = description, 1, every_s, clock
+        self.last = -math.inf
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *_: Any) -> None:
         n, total = trainer.global_step, trainer.max_steps
-        if n * self.PARTS >= self.next * total:
-            self.next = n * self.PARTS // total + 1
-            loss = pl_module.last_val.get(NORM_LOSS, math.nan)
-            print(f"{self.description}: step {n}/{total} ({n / total:.0%}), last val loss / baseline {loss:.4g}",
-                  file=sys.stderr, flush=True)  # fmt: skip
+        if n * self.PARTS < self.next * total:
+            return
+        self.next = n * self.PARTS // total + 1
+        if self.clock() - self.last < self.every_s:
+            return
+        self.last = self.clock()
+        loss = pl_module.last_val.get(NORM_LOSS)
+        val = f"last val loss / baseline {loss:.4g}" if loss is not None else "no validation yet"
+        print(f"{self.description}: step {n}/{total} ({n / total:.0%}), {val}", file=sys.stderr, flush=True)
 
 
 class StepProgressBar(TQDMProgressBar):

@@ -67,18 +67,20 @@ class StepPruning(pl.Callback):
     """Reports each validation's normalised loss to the trial at the training step, and prunes when Optuna says so.
 
     Optuna-integration's Lightning callback reports at the epoch index, which here is only the
-    validation period; dashboards and pruners should see the training step.
+    validation period; dashboards and pruners should see the training step. With ``prune`` off (a fixed point of
+    a grid, a calibration or a T search: a result, never pruned) it only reports, so Optuna's intermediate-value
+    plots show every study's curves.
     """
 
-    def __init__(self, trial: optuna.Trial) -> None:
-        self.trial = trial
+    def __init__(self, trial: optuna.Trial, prune: bool = True) -> None:
+        self.trial, self.prune = trial, prune
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         value = pl_module.last_val.get(NORM_LOSS, math.nan)
         step = trainer.global_step
         if math.isfinite(value):
             self.trial.report(value, step=step)
-        if self.trial.should_prune():
+        if self.prune and self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at step {step}: normalised validation loss {value:.4g}")
 
 
@@ -89,9 +91,9 @@ class Surplus(RuntimeError):
 def objective(trial: optuna.Trial, exp: Experiment, stage: Stage, point: GridPoint) -> float:
     """Mean final normalised validation loss over the seeds of the point's stage.
 
-    When searching, the first seed reports every validation to the pruner and a diverging run prunes the trial
-    with its reason recorded. A fixed point (no search) is never pruned: a diverged seed counts as unsolved with
-    an infinite loss, and every seed runs.
+    The first seed reports every validation to the trial; when searching, the pruner reads them and a diverging
+    run prunes the trial with its reason recorded. A fixed point (no search) is never pruned: a diverged seed counts
+    as unsolved with an infinite loss, and every seed runs.
     """
     from rnnstudy.train import train
 
@@ -105,7 +107,7 @@ def objective(trial: optuna.Trial, exp: Experiment, stage: Stage, point: GridPoi
     values, runs, solved = [], [], []
     for i, seed in enumerate(stage.seeds):
         run_cfg = cfg.model_copy(update={"seed": seed})
-        callbacks = [EndWithSweep(), *([StepPruning(trial)] if i == 0 and prune else [])]
+        callbacks = [EndWithSweep(), *([StepPruning(trial, prune)] if i == 0 else [])]
         if i == 0 and exp.study.prescreen:
             callbacks.append(PreScreen(exp.study.prescreen))
         meta = {**point.facts(), "trial": trial.number, "params": params, "seed": seed}

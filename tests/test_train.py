@@ -215,3 +215,26 @@ def test_train_output_to_a_log_is_lines_without_library_chatter(tmp_path):
     steps = [line for line in proc.stderr.splitlines() if ": step " in line]
     assert [line.split(": step ")[1].split(" ")[0] for line in steps] == [f"{2 * k}/20" for k in range(1, 11)]
     assert proc.stdout.splitlines()[0].startswith("rnnstudy train: results under") and "complete: 20 steps" in proc.stdout
+
+
+def test_progress_lines_for_a_log_file_are_few_and_say_when_no_validation_ran(capsys):
+    from types import SimpleNamespace
+
+    from rnnstudy.lit import StepLines
+
+    now = [0.0]
+    lines = StepLines("run", every_s=10.0, clock=lambda: now[0])
+    module = SimpleNamespace(last_val={})
+    for step in range(1, 101):
+        if step == 50:
+            module.last_val = {"norm_loss": 0.25}
+        now[0] = step * 0.5  # 0.5 s a step: a tenth of the budget is 5 s, so every other tenth is printed
+        lines.on_train_batch_end(SimpleNamespace(global_step=step, max_steps=100), module)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "run: step 10/100 (10%), no validation yet",
+        "run: step 30/100 (30%), no validation yet",
+        "run: step 50/100 (50%), last val loss / baseline 0.25",
+        "run: step 70/100 (70%), last val loss / baseline 0.25",
+        "run: step 90/100 (90%), last val loss / baseline 0.25",
+    ]

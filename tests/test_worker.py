@@ -87,3 +87,22 @@ def test_the_worker_loop_trains_exactly_the_target(tmp_path, trials):
     worker.work(exp, storage)
     c = counts(load_study(point, storage, exp))
     assert (c["complete"], c["fail"], c["surplus"], c["running"]) == (trials, 0, 0, 0)
+
+
+def test_a_fixed_point_reports_every_validation_and_is_never_pruned(tmp_path):
+    exp_file = tmp_path / "fixed.yaml"
+    exp_file.write_text(
+        "name: fixed\nmodel: {hidden_size: 4, cell: rnn_tanh}\ntask: {name: adding, T: 6, val_size: 16}\n"
+        "train: {steps: 4, batch_size: 4, val_every: 2, progress: false, accelerator: cpu, checkpoint: false}\n"
+        "probe: {enabled: false}\nwandb: {mode: disabled}\nseeds: [0, 1]\n"
+        "T_search: {start: 6, max: 6, refine: 0}\n"
+        f"out: {tmp_path / 'runs'}\n"
+    )
+    exp = load_experiment(exp_file)
+    storage, _ = open_storage(None, exp, exp.base())
+    worker.work(exp, storage, poll_s=0.01)
+    (stage,) = plan(exp)
+    (trial,) = load_study(stage.points()[0], storage, exp).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE  # a T-search point: a result, not pruned
+    assert sorted(trial.intermediate_values) == [2, 4]  # Optuna's plots see its first seed's validations
+    assert trial.intermediate_values[4] == pytest.approx(trial.user_attrs["final"][0])
