@@ -12,14 +12,14 @@ from rnnstudy.storage import open_storage
 from rnnstudy.studies import SURPLUS, counts, load_study
 
 
-def one_study(tmp_path, trials=2):
-    exp = tmp_path / "race.yaml"
+def one_study(tmp_path, design=None, name="race"):
+    """One tiny study on a fresh storage: by default a random search of 2 trials; ``design`` replaces that part."""
+    exp = tmp_path / f"{name}.yaml"
     exp.write_text(
-        "name: race\nmodel: {hidden_size: 4, cell: rnn_tanh}\ntask: {name: adding, T: 6, val_size: 16}\n"
+        f"name: {name}\nmodel: {{hidden_size: 4, cell: rnn_tanh}}\ntask: {{name: adding, T: 6, val_size: 16}}\n"
         "train: {steps: 4, batch_size: 4, val_every: 2, progress: false, accelerator: cpu, checkpoint: false}\n"
-        "probe: {enabled: false}\nwandb: {mode: disabled}\n"
-        "search: {train.lr: {type: float, low: 0.001, high: 0.01, log: true}}\n"
-        f"out: {tmp_path / 'runs'}\nstudy: {{trials: {trials}, pruner: none, sampler: random}}\n"
+        f"probe: {{enabled: false}}\nwandb: {{mode: disabled}}\nout: {tmp_path / 'runs'}\n"
+        + (design or search(2))
     )
     e = load_experiment(exp)
     storage, _ = open_storage(None, e, e.base())
@@ -28,8 +28,14 @@ def one_study(tmp_path, trials=2):
     return e, storage, stage, point
 
 
+def search(trials):
+    return "search: {train.lr: {type: float, low: 0.001, high: 0.01, log: true}}\n" + (
+        f"study: {{trials: {trials}, pruner: none, sampler: random}}\n"
+    )
+
+
 def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
-    exp, storage, stage, point = one_study(tmp_path, trials=2)
+    exp, storage, stage, point = one_study(tmp_path)
     study = load_study(point, storage, exp)
     worker.run_one(study, exp, stage, point)  # one place taken; one left
     barrier = threading.Barrier(2)
@@ -58,7 +64,7 @@ def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
 def test_a_worker_that_met_only_surplus_places_gives_up(tmp_path, capsys):
-    exp, storage, stage, point = one_study(tmp_path, trials=2)
+    exp, storage, stage, point = one_study(tmp_path)
     study = load_study(point, storage, exp)
     for _ in range(2 * exp.study.trials):  # the trials a long race left behind: each ended as surplus
         trial = study.ask()
@@ -71,7 +77,7 @@ def test_a_worker_that_met_only_surplus_places_gives_up(tmp_path, capsys):
 
 
 def test_waiting_trials_of_a_full_study_are_left_alone(tmp_path):
-    exp, storage, stage, point = one_study(tmp_path, trials=2)
+    exp, storage, stage, point = one_study(tmp_path)
     study = load_study(point, storage, exp)
     for _ in range(2):
         worker.run_one(study, exp, stage, point)
@@ -83,26 +89,16 @@ def test_waiting_trials_of_a_full_study_are_left_alone(tmp_path):
 
 @pytest.mark.parametrize("trials", [1, 3])
 def test_the_worker_loop_trains_exactly_the_target(tmp_path, trials):
-    exp, storage, stage, point = one_study(tmp_path, trials=trials)
+    exp, storage, stage, point = one_study(tmp_path, search(trials))
     worker.work(exp, storage)
     c = counts(load_study(point, storage, exp))
     assert (c["complete"], c["fail"], c["surplus"], c["running"]) == (trials, 0, 0, 0)
 
 
 def test_a_fixed_point_reports_every_validation_and_is_never_pruned(tmp_path):
-    exp_file = tmp_path / "fixed.yaml"
-    exp_file.write_text(
-        "name: fixed\nmodel: {hidden_size: 4, cell: rnn_tanh}\ntask: {name: adding, T: 6, val_size: 16}\n"
-        "train: {steps: 4, batch_size: 4, val_every: 2, progress: false, accelerator: cpu, checkpoint: false}\n"
-        "probe: {enabled: false}\nwandb: {mode: disabled}\nseeds: [0, 1]\n"
-        "T_search: {start: 6, max: 6, refine: 0}\n"
-        f"out: {tmp_path / 'runs'}\n"
-    )
-    exp = load_experiment(exp_file)
-    storage, _ = open_storage(None, exp, exp.base())
+    exp, storage, stage, point = one_study(tmp_path, "seeds: [0, 1]\nT_search: {start: 6, max: 6, refine: 0}\n", "fixed")
     worker.work(exp, storage, poll_s=0.01)
-    (stage,) = plan(exp)
-    (trial,) = load_study(stage.points()[0], storage, exp).trials
+    (trial,) = load_study(point, storage, exp).trials
     assert trial.state == optuna.trial.TrialState.COMPLETE  # a T-search point: a result, not pruned
     assert sorted(trial.intermediate_values) == [2, 4]  # Optuna's plots see its first seed's validations
     assert trial.intermediate_values[4] == pytest.approx(trial.user_attrs["final"][0])
