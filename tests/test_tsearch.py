@@ -156,7 +156,7 @@ CALIBRATION_FINALS = {1e-3: [0.6, 0.6, 0.7], 3e-3: [0.5, 0.4, 0.45], 1e-2: [0.1,
 def test_the_calibrated_lr_is_the_stages_choice_in_the_worker_and_the_report(tmp_path, monkeypatch):
     import pandas as pd
 
-    from rnnstudy.report.calibration import chosen
+    from rnnstudy.report.calibration import chosen, chosen_table
     from rnnstudy.stages import CalibrationStage, plan
 
     calls = []
@@ -192,4 +192,5 @@ def test_the_calibrated_lr_is_the_stages_choice_in_the_worker_and_the_report(tmp
     ]  # fmt: skip
     runs = pd.DataFrame([*rows, {**rows[0], "stage": "", "lr": 3e-3, "T": 10}])
     table = chosen(runs[runs["stage"] == "calibration"], runs)
-    assert table["chosen lr"].tolist() == [3e-3] and table["lr the study trained at"].tolist() == ["0.003"]
+    assert table["chosen_lr"].tolist() == [3e-3] and table["trained_lr"].tolist() == [[3e-3]]
+    assert chosen_table(table)[["chosen lr", "lr the study trained at"]].values.tolist() == [[3e-3, "0.003"]]

@@ -32,10 +32,28 @@ def chosen(calibration: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         finals = {lr: list(g["final_norm_loss"]) for lr, g in d.groupby("lr")}
         lr = CalibrationStage.choose(finals)
         score = CalibrationStage.score(finals[lr])
-        rows.append({"task": task, "cell": cell, "base": base, "chosen lr": lr, "median final loss / baseline": score})
+        rows.append({"task": task, "cell": cell, "base": base, "chosen_lr": lr, "score": score})
     keys = ["task", "cell", "base"]
-    used = frames.studied(runs).groupby(keys)["lr"].agg(lambda v: ", ".join(f"{x:g}" for x in sorted(set(v))))
-    return pd.DataFrame(rows).merge(used.rename("lr the study trained at").reset_index(), on=keys, how="left")
+    used = frames.studied(runs).groupby(keys)["lr"].agg(lambda v: sorted(set(v)))
+    return pd.DataFrame(rows).merge(used.rename("trained_lr").reset_index(), on=keys, how="left")
+
+
+def chosen_table(picked: pd.DataFrame) -> pd.DataFrame:
+    """The calibration's choice written for people."""
+    if picked.empty:
+        return picked
+    return pd.DataFrame(
+        {
+            "task": picked["task"],
+            "cell": picked["cell"],
+            "row and grid point": picked["base"].replace("", "-"),
+            "chosen lr": picked["chosen_lr"],
+            "median final loss / baseline": picked["score"],
+            "lr the study trained at": picked["trained_lr"].map(
+                lambda v: ", ".join(f"{x:g}" for x in v) if isinstance(v, list) else "-"
+            ),
+        }
+    )
 
 
 def draw(calibration: pd.DataFrame, picked: pd.DataFrame, out: Path) -> Path | None:
@@ -51,7 +69,7 @@ def draw(calibration: pd.DataFrame, picked: pd.DataFrame, out: Path) -> Path | N
         d = data[data["task"] == task]
         sns.scatterplot(data=d, x="lr", y="final", ax=ax, legend=False, s=12, alpha=0.5, **figures.by_cell(d))
         for _, row in picked[picked["task"] == task].iterrows():
-            ax.axvline(row["chosen lr"], color=CELL_COLOURS[row["cell"]], ls=":", lw=1.2)
+            ax.axvline(row["chosen_lr"], color=CELL_COLOURS[row["cell"]], ls=":", lw=1.2)
         ax.set(xscale="log", yscale="log")
         ax.axhline(1.0, color="grey", ls="--", lw=1)
     T = ", ".join(str(int(t)) for t in sorted(data["T"].unique()))

@@ -147,7 +147,7 @@ SECTIONS: list[ReportSection] = [
         "infinite), and every family and setting of that cell trained at it.",
         _calibration,
         figure(lambda d, p: calibration.draw(*d, p), "calibration.png"),
-        lambda d, i: [d[1]],
+        lambda d, i: [calibration.chosen_table(d[1])],
         empty="This experiment has no calibration stage: its learning rates are set (or searched) in the file.",
     ),
     ReportSection(
