@@ -8,6 +8,7 @@ import subprocess
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 import torch
 from conftest import cli
@@ -137,3 +138,57 @@ def test_counterfactual_prescreen_equals_a_real_prescreened_sweep(tmp_path):
         if t.state == optuna.trial.TrialState.PRUNED and t.user_attrs.get("reason", "").startswith("pre-screen")
     }
     assert len(expected) == 2 and screened == expected
+
+
+@pytest.mark.parametrize("nearer, further", [(0.9, 0.5), (1.05, 1.3)])
+def test_lyapunov_feature_is_oriented_by_the_physics(nearer, further, positive_inputs):
+    """On W_hh = alpha I (lambda_1 = log alpha) the feature ranks alpha nearer 1 higher, contracting or growing alike."""
+    f = {a: diagnostics.init_features(linear_relu(a)) for a in (nearer, further)}
+    feature = {a: prediction.lyapunov_feature(v["lyapunov_top"], bool(v["lyapunov_converged"])) for a, v in f.items()}
+    assert feature[nearer] > feature[further]
+    assert math.isnan(prediction.lyapunov_feature(-0.1, False))  # unconverged: left out
+
+
+def test_stratified_auc_and_concordance_by_hand():
+    strata = np.array([10, 10, 10, 20, 20, 20])
+    solved = np.array([1, 0, 0, 1, 1, 0])
+    score = np.array([0.9, 0.8, 0.95, 0.1, 0.2, 0.3])  # across T the T=20 runs score lowest; within T it is not that
+    # T = 10: pairs (0,1) concordant, (0,2) not; T = 20: (3,5) and (4,5) both discordant: 1 of 4 pairs.
+    assert prediction.stratified_auc(strata, solved, score) == 0.25
+    assert prediction.stratified_auc(np.zeros(6), solved, score) != 0.25  # pooled across T: other pairs count
+    time = np.array([5.0, 9.0, 9.0, 3.0, 4.0, 9.0])
+    # Comparable within T (solved, and sooner): (0,1), (0,2) at T = 10; (3,4), (3,5), (4,5) at T = 20. Of these only
+    # (0,1) has the sooner run scoring higher.
+    expected = 1 / 5
+    assert prediction.stratified_concordance(strata, time, solved, score) == pytest.approx(expected)
+    assert math.isnan(prediction.stratified_auc(strata, np.ones(6), score))
+
+
+def test_cluster_bootstrap_is_wider_when_runs_of_a_setting_are_duplicates():
+    rng = np.random.default_rng(1)
+    solved, score = rng.integers(0, 2, 12), rng.normal(size=12)
+    copies = 5  # each setting's runs are one run repeated: they carry one run's information, not five
+    solved, score, lines = np.repeat(solved, copies), np.repeat(score, copies), np.repeat(np.arange(12), copies)
+    by_run = prediction.bootstrap(prediction.auc, solved, score)
+    by_setting = prediction.bootstrap(prediction.auc, solved, score, clusters=lines)
+    assert by_setting[1] - by_setting[0] > 1.5 * (by_run[1] - by_run[0])
+
+
+def test_held_out_scores_unseen_settings_within_T():
+    """A feature that decides the outcome within each T scores 1 on settings it never saw; T alone ranks nothing there."""
+    rows = []
+    for line, gain in enumerate([0.2, 0.4, 0.6, 0.8, 1.0, 1.2]):
+        for T in (10, 40):
+            for seed in range(5):
+                solved = gain * 50 > T  # larger gains reach further; at T = 40 only gain >= 1 solves
+                rows.append({"task": "adding", "cell": "rnn_tanh", "line": f"l{line}", "T": T, "seed": seed,
+                             "solved": solved, "time": 100.0 if solved else 1000.0, "grad_ratio": gain + 0.01 * seed,
+                             "timescale_reach": math.nan, "neg_abs_lyapunov": math.nan, "neg_log_T": -math.log(T)})  # fmt: skip
+    table = prediction.held_out(pd.DataFrame(rows)).set_index("model")
+    assert table.loc["init features", "unseen settings: within-T AUC"] == 1.0
+    assert table.loc["init features", "unseen settings: within-T C"] == 1.0
+    assert table.loc["T alone", "unseen settings: within-T AUC"] == 0.5  # within a T, every run has the same T
+    # Solved/unsolved pairs of different settings at the same T: at T = 10 line 0 against 5 others, at T = 40 lines
+    # 0-3 against 4-5; 5 seeds each side.
+    assert table.loc["init features", "pairs"] == (1 * 5 + 4 * 2) * 25
+    assert table.loc["init features", "seed splits"] == 10  # every way of holding out 2 of 5 seeds
