@@ -6,6 +6,8 @@ Written by the sweep's parent once its workers end; reads the studies and the re
 from __future__ import annotations
 
 import hashlib
+import shutil
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -14,7 +16,7 @@ from optuna.trial import TrialState
 from rnnstudy.config import RunConfig
 from rnnstudy.experiment import Experiment
 from rnnstudy.names import Censored
-from rnnstudy.studies import study_importances
+from rnnstudy.studies import METRIC, study_importances
 
 
 def summary_run_id(project: str, study: str) -> str:
@@ -59,13 +61,14 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
         try:
             run.summary.update(
                 {
-                    "best_value": study.best_value,
+                    f"best_{METRIC}": study.best_value,  # the objective's own name, as the trials' runs log it
                     "complete_trials": len(finished),
                     **{f"importance/{k}": v for k, v in study_importances(study).items()},
                 }
             )
         finally:
             run.finish()
+            _keep_latest_offline(run)
     if exp.T_search or exp.calibrate:
         _memory_length_to_wandb(exp, base, common)
 
@@ -99,3 +102,15 @@ def _memory_length_to_wandb(exp: Experiment, base: RunConfig, common: dict[str, 
         run.summary.update({"lines": len(memory), "censored": int((memory["censored"] != Censored.NONE).sum())})
     finally:
         run.finish()
+        _keep_latest_offline(run)
+
+
+def _keep_latest_offline(run: Any) -> None:
+    """Remove the older offline folders of this run's stable id: a rerun rewrites the whole summary, and sync would
+    upload every folder of the id."""
+    if run.settings.mode != "offline":
+        return
+    current = Path(run.dir).parent
+    for folder in current.parent.glob(f"offline-run-*-{run.id}"):
+        if folder != current:
+            shutil.rmtree(folder, ignore_errors=True)
