@@ -218,8 +218,8 @@ class RecurrentModule(pl.LightningModule):
 class StepLines(pl.Callback):
     """Progress for a log file (stderr not a terminal): a line at a tenth of the step budget, no carriage returns.
 
-    At most one line per ``every_s`` seconds (a sweep's many short runs would otherwise print ten lines each), and the
-    loss part only once a validation has run.
+    At most one line per ``every_s`` seconds besides the last step's (a sweep's many short runs would otherwise print
+    ten lines each), and the loss part only once a validation has run.
     """
 
     PARTS = 10
@@ -233,8 +233,8 @@ class StepLines(pl.Callback):
         if n * self.PARTS < self.next * total:
             return
         self.next = n * self.PARTS // total + 1
-        if self.clock() - self.last < self.every_s:
-            return
+        if n < total and self.clock() - self.last < self.every_s:
+            return  # the last step is always said: the log shows the run reached its budget
         self.last = self.clock()
         loss = pl_module.last_val.get(NORM_LOSS)
         val = f"last val loss / baseline {loss:.4g}" if loss is not None else "no validation yet"

@@ -237,4 +237,5 @@ def test_progress_lines_for_a_log_file_are_few_and_say_when_no_validation_ran(ca
         "run: step 50/100 (50%), last val loss / baseline 0.25",
         "run: step 70/100 (70%), last val loss / baseline 0.25",
         "run: step 90/100 (90%), last val loss / baseline 0.25",
+        "run: step 100/100 (100%), last val loss / baseline 0.25",  # the last step is always said
     ]
