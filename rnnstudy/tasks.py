@@ -217,7 +217,7 @@ class AddingTask(Task):
     min_T = 2
     default_threshold = 0.01
     baseline_text = "1/6, the MSE of always answering the mean sum 1"
-    T_means = "the sequence length (the first marker lies in the first half)"
+    T_means = "the sequence length; the first marker lies in its first half"
     solved_metric = "mse"
     solved_higher_is_better = False
 

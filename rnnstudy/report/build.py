@@ -88,7 +88,7 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
 
 def _baselines(runs: pd.DataFrame) -> str:
     """Each task's memoryless baseline and what its T is, in words, for the tasks these runs trained on."""
-    return "; ".join(f"{t}: {TASKS[t].baseline_text}, T {TASKS[t].T_means}" for t in sorted(runs["task"].unique()))
+    return "; ".join(f"{t}: {TASKS[t].baseline_text} (T: {TASKS[t].T_means})" for t in sorted(runs["task"].unique()))
 
 
 def _solved_bars(runs: pd.DataFrame) -> str:
