@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 from rnnstudy.config import RunConfig
@@ -23,11 +24,11 @@ def uses_cuda(accelerator: str) -> bool:
     return accelerator != "cpu" and has_cuda()
 
 
-def device_name(accelerator: str = "auto") -> str:
-    """The device a run with this accelerator setting trains on, in words."""
+def device_name(accelerator: str = "auto", index: int | None = None) -> str:
+    """The device a run with this accelerator setting (and GPU index) trains on, in words."""
     if uses_cuda(accelerator):
-        return f"cuda ({torch.cuda.get_device_name()})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+        return f"cuda ({torch.cuda.get_device_name(index or 0)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def check_device(cfg: RunConfig) -> None:

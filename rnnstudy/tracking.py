@@ -117,7 +117,8 @@ class WandbSink:
             tags=tags + list(cfg.wandb.tags),
             config={**cfg.model_dump(mode="json"), **extra, **extra.get("meta", {}).get("params", {})},
             mode=cfg.wandb.mode,
-            settings=wandb.Settings(**SETTINGS),
+            # W&B's git panel: the commit the run's code came from, without W&B running git itself.
+            settings=wandb.Settings(**SETTINGS, git_commit=(extra.get("provenance") or {}).get("commit")),
             reinit="create_new",
             resume="allow",  # a resumed run continues the same W&B run
         )

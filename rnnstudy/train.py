@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rnnstudy.config import RunConfig
-from rnnstudy.device import flush_subnormals, preflight, set_tf32, uses_cuda
+from rnnstudy.device import device_name, flush_subnormals, preflight, set_tf32, uses_cuda
 from rnnstudy.lit import Diverged, RecurrentModule, StepLines, StepProgressBar, TaskData
 from rnnstudy.names import COMPLETE, DIVERGED, FAILED, NORM_LOSS, PRUNED, RUNNING
 from rnnstudy.runs import CHECKPOINT, claimed, new_run_id, recorded, resumable, run_key
@@ -72,13 +72,6 @@ class StoreSink:
     def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
         self.writer.add_gradflow(frame)
         self.writer.add_metrics(step, "probe", scalars)
-
-
-def _device_name(trainer: pl.Trainer) -> str:
-    device = trainer.strategy.root_device
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 @functools.cache
@@ -215,6 +208,16 @@ def _train(
     store = StoreSink(writer)
     origin = provenance(module)
     started = time.time()
+    # What run.json records of how the run was made; W&B's config carries the same, under the same names.
+    made = {
+        "probe_method": module.probe.method if module.probe else None,
+        "tf32": {"cuda.matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+        "deterministic": cfg.train.deterministic,
+        "versions": versions(),
+        "provenance": origin,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # the program by name: no path of this box
+        "device": device_name(cfg.train.accelerator, cfg.train.devices),
+    }
     writer.flush(
         key=key,
         resumed_from_step=resume_step,
@@ -227,12 +230,7 @@ def _train(
         meta=meta or {},
         baseline=task.baseline,
         seq_len=task.seq_len,
-        probe_method=module.probe.method if module.probe else None,
-        tf32={"cuda.matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
-        deterministic=cfg.train.deterministic,
-        versions=versions(),
-        provenance=origin,
-        command=" ".join(sys.argv),
+        **made,
         started=datetime.now(timezone.utc).isoformat(),
     )
     tracker = None
@@ -242,7 +240,7 @@ def _train(
         if cfg.wandb.mode != "disabled":
             from rnnstudy.tracking import WandbSink
 
-            tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id, "provenance": origin})
+            tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id, **made})
         module.sinks = [store] + ([tracker] if tracker else [])
         checkpoints = [checkpointing(folder)] if cfg.train.checkpoint else []
         trainer = make_trainer(cfg, [*checkpoints, *(callbacks or [])])
@@ -304,7 +302,6 @@ def _finish(writer: RunWriter, tracker: Any, result: RunResult, trainer: pl.Trai
     try:
         writer.flush(
             **{k: v for k, v in asdict(result).items() if k != "path"},
-            device=_device_name(trainer) if trainer else "unknown",
             steps_per_s=result.steps / wall if wall > 0 else math.nan,
             ended=datetime.now(timezone.utc).isoformat(),
         )

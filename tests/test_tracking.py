@@ -44,6 +44,11 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     assert last == {row[0]: row[1] for row in tables[-1]["data"]}  # the same numbers as that probe's own table
     assert list((run.dir / "files" / "media" / "images" / "grad" / "answer").glob("heatmap_l1_h_*.png"))
     assert run.summary["status"] == "complete" and run.exit_code == 0
+    info = json.loads((result.path / "run.json").read_text())
+    for key in ("device", "versions", "probe_method", "command", "provenance"):  # how the run was made, as run.json says
+        assert run.config[key] == info[key], key
+    env = {k: v for e in run.environment for k, v in e.items()}
+    assert env["git"]["commit"] == info["provenance"]["commit"]  # W&B's git panel shows the commit the code came from
     assert not any(k.startswith(("decay_rate", "horizon", "best_norm_loss")) for k in run.summary)  # no duplicates
     info = json.loads((result.path / "run.json").read_text())
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
