@@ -37,7 +37,8 @@ STEP = "trainer/global_step"
 #: The folder under a run's results folder where W&B stages what the run uploads when synced.
 DATA_DIR = "wandb-data"
 #: What ``define_metric`` keeps in the summary beside the last value.
-SUMMARIES = {"val/norm_loss": "min,last", "val/loss": "min,last", "train/loss": "last"}
+#: Every loss, training or validation, keeps the same summary views: its minimum and its last value.
+SUMMARIES = {f"{split}/{loss}": "min,last" for split in ("train", "val") for loss in ("loss", "norm_loss")}
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run", "shared")
 
 

@@ -34,6 +34,8 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     assert {"trainer/global_step", "train/*", "val/*", "grad/*"} <= set(axis)
     assert axis["val/norm_loss"]["step_metric"] == "trainer/global_step"
     assert run.summary["val/norm_loss"]["min"] == min(r["val/norm_loss"] for r in run.history if "val/norm_loss" in r)
+    views = {k: set(run.summary[k]) for k in ("train/loss", "train/norm_loss", "val/loss", "val/norm_loss")}
+    assert all(v == {"min", "last"} for v in views.values()), views  # every loss summarised the same way
     tables = run.tables("grad/answer/profile_l1_h")
     assert len(tables) == 4  # steps 0, 10, 20 and the last, 29: one table per probe, each of that probe only
     assert all(t["columns"] == ["lag", "log10_g"] and len(t["data"]) == 12 for t in tables)
