@@ -31,10 +31,11 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
         return
     import wandb
 
-    from rnnstudy.tracking import SETTINGS
+    from rnnstudy.tracking import SETTINGS, share_staged, stage_under
 
     folder = base.out / exp.name / "studies"
     folder.mkdir(parents=True, exist_ok=True)
+    stage_under(folder)  # the memory-length table's staged copy travels with the results folder
     project = base.wandb.project or exp.name
     common = {"project": project, "entity": base.wandb.entity, "dir": str(folder), "mode": base.wandb.mode}
     common |= {"settings": wandb.Settings(**SETTINGS), "reinit": "create_new", "resume": "allow"}
@@ -71,6 +72,7 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
             _keep_latest_offline(run)
     if exp.T_search or exp.calibrate:
         _memory_length_to_wandb(exp, base, common)
+    share_staged(folder)
 
 
 def _memory_length_to_wandb(exp: Experiment, base: RunConfig, common: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import ParseResult, urlparse
@@ -104,9 +105,8 @@ class WandbSink:
         import wandb
 
         tags = [cfg.model.cell, cfg.task.name, f"T={cfg.task.T}", f"init={cfg.init.recurrent}", f"bias={cfg.init.bias}"]
-        # W&B stages the table artifacts a run logs under its data dir (default: the user's home); here it is the run's
-        # own folder, so a results folder copied to another box carries every file its offline runs refer to.
-        os.environ["WANDB_DATA_DIR"] = str(folder / DATA_DIR)
+        stage_under(folder)
+        self.folder = folder
         self.run = wandb.init(
             name=display_name(cfg, extra.get("meta", {})),
             dir=str(folder),
@@ -179,6 +179,22 @@ class WandbSink:
         self.run.summary.update(summary)
         self.run.tags = (*self.run.tags, f"status={summary['status']}")  # a W&B filter finds pruned, diverged, failed runs
         self.run.finish(exit_code=exit_code)
+        share_staged(self.folder)
+
+
+def stage_under(folder: Path) -> None:
+    """Have W&B stage the table artifacts the next runs log under ``folder`` (its default is the user's home), so a
+    results folder copied to another box carries every file its offline runs refer to."""
+    os.environ["WANDB_DATA_DIR"] = str(folder / DATA_DIR)
+
+
+def share_staged(folder: Path) -> None:
+    """Give W&B's staged copies (written read-only for their owner) the mode of the folder's other files, so another
+    account can copy or merge the results folder."""
+    mode = stat.S_IMODE(folder.stat().st_mode) & 0o666
+    for path in (folder / DATA_DIR).rglob("*"):
+        if path.is_file():
+            path.chmod(mode)
 
 
 def define_step_axis(run: Any) -> None:

@@ -317,6 +317,8 @@ def test_a_memory_length_sweep_puts_its_T50_table_in_wandb(tmp_path):
     runs = [finished_run(d) for d in folder.glob("offline-run-*")]
     (memory,) = [r for r in runs if r.job_type == "memory-length"]
     assert memory.group == "ml"  # the experiment's group, not the last study summary's
+    staged = list((tmp_path / "runs" / "ml" / "studies" / "wandb-data" / "artifacts" / "staging").iterdir())
+    assert staged  # the memory-length table's staged copy is inside the results folder, not under the user's home
     (path,) = (memory.dir / "files" / "media" / "table").glob("memory_length_*.table.json")
     table = json.loads(path.read_text())
     row = dict(zip(table["columns"], table["data"][0]))

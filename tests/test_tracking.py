@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -79,6 +80,8 @@ def test_an_offline_run_refers_to_no_file_outside_the_results_root(tiny):
     files = [p for p in paths if "/" in p.strip("/") and not p.startswith(("/proc", "/dev"))]
     staged = [p for p in files if "staging" in p]
     assert staged and all(p.startswith(root) for p in staged), staged  # the tables' staged copies travel with the run
+    modes = {Path(p).stat().st_mode & 0o777 for p in staged if Path(p).is_file()}
+    assert modes == {(result.path.stat().st_mode & 0o666)}  # readable as the run's other files are: another account can copy
     outside = {p for p in files if not p.startswith(root)}
     assert outside <= {sys.executable}, outside  # besides the interpreter the environment record names, nothing
 
