@@ -15,17 +15,21 @@ EXIT_CONFIG = 2
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run one training run and print where its results are."""
-    from rnnstudy.experiment import load_run_config
+    from rnnstudy.experiment import load_experiment, load_run_config
 
-    cfg = load_run_config(*_experiment_and_overrides(args))
+    experiment, overrides = _experiment_and_overrides(args)
+    cfg = load_run_config(experiment, overrides)
     from rnnstudy.device import device_name, preflight
 
     preflight(cfg)  # a configuration error comes back before the training libraries load
+    from rnnstudy.stages import study_of
+
+    group = study_of(load_experiment(experiment), cfg) if experiment else None  # a family's hand run: its study's group
     from rnnstudy.names import COMPLETE, DIVERGED, NORM_LOSS
     from rnnstudy.train import train
 
     print(f"rnnstudy train: results under {cfg.out / cfg.experiment}; device {device_name(cfg.train.accelerator)}", flush=True)
-    result = train(cfg)
+    result = train(cfg, group=group)
     final = result.final.get(NORM_LOSS, float("nan"))
     print(
         f"{result.status}: {result.steps} steps in {result.wall_s:.1f}s, final normalised loss {final:.4f}, "

@@ -21,6 +21,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from rnnstudy.config import RunConfig
 from rnnstudy.experiment import CALIBRATION, Experiment, GridPoint
 from rnnstudy.names import SOLVED_FRACTION, TrialAttr
 from rnnstudy.tsearch import next_T, visited
@@ -168,3 +169,16 @@ def stage_of(exp: Experiment, point: GridPoint) -> Stage:
 def lines(exp: Experiment) -> list[tuple[Stage, GridPoint]]:
     """Every line of every stage, in plan order."""
     return [(stage, point) for stage in plan(exp) for point in stage.points()]
+
+
+def study_of(exp: Experiment, cfg: RunConfig) -> str | None:
+    """The study a hand-run config of ``exp`` belongs to: the one line of the study proper with its model, task and
+    initialisation (a T search's line at the run's T); None where no line or several match."""
+    found = set()
+    for stage, point in lines(exp):
+        if stage.label:
+            continue  # a calibration run is the calibration's, not a hand-run family
+        at = point.at(**{"task.T": cfg.task.T}) if isinstance(stage, TSearchStage) else point
+        if (at.cfg.model, at.cfg.task, at.cfg.init) == (cfg.model, cfg.task, cfg.init):
+            found.add(at.study)
+    return found.pop() if len(found) == 1 else None

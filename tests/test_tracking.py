@@ -107,6 +107,21 @@ def test_a_diverged_train_command_exits_0_as_its_wandb_run_says(tmp_path, capsys
     assert code == 0 and offline_run(info.parent).exit_code == 0  # the command and W&B agree: a result, not a failure
 
 
+def test_a_hand_run_with_a_familys_settings_is_grouped_with_that_familys_study(tmp_path):
+    from rnnstudy.cli import main
+
+    exp = tmp_path / "fam.yaml"
+    exp.write_text(
+        "name: fam\nmodel: {hidden_size: 4, cell: rnn_tanh}\ntask: {name: adding, T: 6, val_size: 16}\n"
+        "train: {steps: 2, batch_size: 4, val_every: 2, progress: false, accelerator: cpu}\nprobe: {enabled: false}\n"
+        f"wandb: {{mode: offline}}\nout: {tmp_path / 'runs'}\n"
+        "families: {default: {}, orthogonal: {init.recurrent: orthogonal}}\n"
+    )
+    assert main(["train", str(exp), "init.recurrent=orthogonal"]) == 0
+    (info,) = (tmp_path / "runs" / "fam").glob("*/run.json")
+    assert offline_run(info.parent).group == "fam/rnn_tanh/adding/T=6/orthogonal"  # the family's study, as the sweep names it
+
+
 def test_disabled_writes_no_wandb_folder(tiny):
     result = train(tiny(wandb__mode="disabled"))
     assert result.status == "complete" and not (result.path / "wandb").exists()
