@@ -275,7 +275,7 @@ def _train(
         "final_norm_loss": module.last_val.get(NORM_LOSS, math.nan),
     }
     with _no_interrupts():
-        _finish(writer, tracker, result, trainer, wall)
+        _finish(writer, tracker, result, wall)
         if status != FAILED:  # finished for good: nothing left to resume
             (folder / CHECKPOINT).unlink(missing_ok=True)
         if lock is not None:
@@ -298,7 +298,7 @@ def _no_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _finish(writer: RunWriter, tracker: Any, result: RunResult, trainer: pl.Trainer | None, wall: float) -> None:
+def _finish(writer: RunWriter, tracker: Any, result: RunResult, wall: float) -> None:
     try:
         writer.flush(
             **{k: v for k, v in asdict(result).items() if k != "path"},
