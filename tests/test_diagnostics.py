@@ -108,3 +108,24 @@ def test_tangent_maps_equal_forward_mode_autodiff(cell):
     for j in range(3):
         value, tangent = torch.func.jvp(lambda s: push(s, x, None)[0], (s,), (v[..., j],))
         assert torch.allclose(value, out, rtol=1e-14) and torch.allclose(tangent, jv[..., j], rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+def test_each_cells_written_out_update_is_its_fused_modules_step(cell):
+    """CellSpec.step against the cell's own PyTorch module: one step from the same state gives the same state."""
+    from rnnstudy.cells import CELLS
+
+    torch.manual_seed(0)
+    spec = CELLS[cell]
+    layer = spec.module(3, 5, None).double()
+    state = torch.randn(4, spec.state_size(5), dtype=torch.float64)
+    x = torch.randn(4, 3, dtype=torch.float64)
+    h0 = state[:, :5].contiguous()[None]
+    with torch.no_grad():
+        if spec.state == ("h", "c"):
+            _, (h1, c1) = layer(x[None], (h0, state[:, 5:].contiguous()[None]))
+            fused = torch.cat([h1[0], c1[0]], dim=-1)
+        else:
+            fused = layer(x[None], h0)[1][0]
+        written, _ = spec.step(layer)(state, x, None)
+    assert torch.allclose(written, fused, rtol=1e-12, atol=1e-14)
