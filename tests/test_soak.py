@@ -32,11 +32,12 @@ DEADLINE_S = 1200
 
 
 def soak_experiment(tmp_path: Path, name: str) -> Path:
-    """Two searched studies of 20 two-seed trials, each run a few seconds, offline W&B, 1 s heartbeats."""
+    """Two searched studies of 20 two-seed trials, each run a few seconds (long enough that the chaos schedule of
+    :func:`soak` lands while the sweep runs), offline W&B, 1 s heartbeats."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(
         f"name: {name}\nmodel: {{hidden_size: 4, cell: rnn_tanh}}\ntask: {{name: adding, T: 6, val_size: 16}}\n"
-        "train: {steps: 60, batch_size: 8, val_every: 20, progress: false}\nprobe: {every: 20}\n"
+        "train: {steps: 1000, batch_size: 8, val_every: 250, progress: false}\nprobe: {every: 250}\n"
         "wandb: {mode: offline}\nseeds: [0, 1]\n"
         "families: {orthogonal: {init.recurrent: orthogonal}, xavier: {init.recurrent: xavier}}\n"
         "search: {init.gain: {type: float, low: 0.5, high: 1.5}}\n"
