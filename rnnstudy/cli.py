@@ -15,16 +15,17 @@ EXIT_CONFIG = 2
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run one training run and print where its results are."""
-    from rnnstudy.experiment import load_experiment, load_run_config
+    from rnnstudy.experiment import load_experiment, run_config
 
     experiment, overrides = _experiment_and_overrides(args)
-    cfg = load_run_config(experiment, overrides)
+    exp = load_experiment(experiment) if experiment else None
+    cfg = run_config(exp, overrides)
     from rnnstudy.device import device_name, preflight
 
     preflight(cfg)  # a configuration error comes back before the training libraries load
     from rnnstudy.stages import study_of
 
-    group = study_of(load_experiment(experiment), cfg) if experiment else None  # a family's hand run: its study's group
+    group = study_of(exp, cfg) if exp else None  # a family's hand run: its study's group
     from rnnstudy.names import COMPLETE, DIVERGED, NORM_LOSS
     from rnnstudy.train import train
 
@@ -75,16 +76,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the resolved configuration with each key's default, type, allowed values and meaning."""
     from rnnstudy.describe import describe
-    from rnnstudy.experiment import load_experiment, load_run_config
+    from rnnstudy.experiment import load_experiment, run_config
 
     experiment, overrides = _experiment_and_overrides(args)
-    cfg = load_run_config(experiment, overrides)
+    exp = load_experiment(experiment) if experiment else None
+    cfg = run_config(exp, overrides)
     print(
         f"# the resolved run configuration{' of ' + experiment if experiment else ''}: value  # type; default; allowed; meaning"
     )
     print("\n".join(describe(cfg)))
-    if experiment:
-        exp = load_experiment(experiment)
+    if exp:
         print(f"study:  # the search budget of {experiment}")
         print("\n".join(describe(exp.study, indent=1)))
         print(f"# {len(exp.points())} studies: grid {dict(exp.grid)}, families {list(exp.families) or '-'}, seeds {exp.seeds}")

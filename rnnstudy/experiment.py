@@ -306,7 +306,12 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> Experiment:
         raise ConfigError(f"{path}: " + format_validation_error(err, Experiment)) from None
 
 
+def run_config(exp: Experiment | None, overrides: list[str] | None = None) -> RunConfig:
+    """The run config of a loaded experiment (or the defaults) with command-line overrides."""
+    base = exp.base() if exp is not None else RunConfig()
+    return apply_overrides(base, parse_overrides(overrides or []))
+
+
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
     """The run config of an experiment file (or the defaults) with command-line overrides."""
-    base = load_experiment(path).base() if path is not None else RunConfig()
-    return apply_overrides(base, parse_overrides(overrides or []))
+    return run_config(load_experiment(path) if path is not None else None, overrides)

@@ -155,7 +155,8 @@ def test_stratified_auc_and_concordance_by_hand():
     score = np.array([0.9, 0.8, 0.95, 0.1, 0.2, 0.3])  # across T the T=20 runs score lowest; within T it is not that
     # T = 10: pairs (0,1) concordant, (0,2) not; T = 20: (3,5) and (4,5) both discordant: 1 of 4 pairs.
     assert prediction.stratified_auc(strata, solved, score) == 0.25
-    assert prediction.stratified_auc(np.zeros(6), solved, score) != 0.25  # pooled across T: other pairs count
+    # One stratum (across T): 9 solved x unsolved pairs, of which only run 0 over runs 1 and 5 are concordant.
+    assert prediction.stratified_auc(np.zeros(6), solved, score) == pytest.approx(2 / 9)
     time = np.array([5.0, 9.0, 9.0, 3.0, 4.0, 9.0])
     # Comparable within T (solved, and sooner): (0,1), (0,2) at T = 10; (3,4), (3,5), (4,5) at T = 20. Of these only
     # (0,1) has the sooner run scoring higher.
