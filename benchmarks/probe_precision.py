@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnnstudy.experiment import load_run_config  # noqa: E402
 from rnnstudy.gradflow import profile  # noqa: E402
-from rnnstudy.lit import RecurrentModule  # noqa: E402
+from rnnstudy.models import initial_net  # noqa: E402
 from rnnstudy.tasks import build_task  # noqa: E402
 
 BANDS = [(1e-3, 1.0), (1e-5, 1e-3), (1e-7, 1e-5), (1e-9, 1e-7), (0.0, 1e-9)]
@@ -38,7 +38,7 @@ def main() -> None:
     for cell in args.cells:
         cfg = load_run_config(None, [f"model.cell={cell}", "model.hidden_size=64", "task.name=copy", "task.T=100"])
         task = build_task(cfg)
-        net = RecurrentModule(cfg, task).net
+        net = initial_net(cfg, task)
         opt = torch.optim.Adam(net.parameters(), 3e-3)
         gen = torch.Generator().manual_seed(0)
         for _ in range(args.steps):

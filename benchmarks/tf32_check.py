@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rnnstudy.device import set_tf32  # noqa: E402
 from rnnstudy.experiment import load_run_config  # noqa: E402
 from rnnstudy.gradflow import profile  # noqa: E402
-from rnnstudy.lit import RecurrentModule  # noqa: E402
+from rnnstudy.models import initial_net  # noqa: E402
 from rnnstudy.tasks import build_task  # noqa: E402
 
 BANDS = [(1e-3, 1.0), (1e-6, 1e-3), (1e-9, 1e-6), (0.0, 1e-9)]
@@ -41,7 +41,7 @@ def main() -> None:
     cfg = load_run_config(None, overrides)
     torch.manual_seed(0)
     task = build_task(cfg)
-    net = RecurrentModule(cfg, task).net
+    net = initial_net(cfg, task)
     batch = task.sample(64, torch.Generator().manual_seed(0))
     reference = profile(copy.deepcopy(net).double(), batch._replace(x=batch.x.double()), task).mean((1, "h"))
     ratio = reference / reference.max()

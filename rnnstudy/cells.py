@@ -21,6 +21,9 @@ if TYPE_CHECKING:
     from torch import Tensor
     from torch.nn import RNNBase
 
+#: A layer's update from its pre-activations: (W_ih x_t + b_ih, W_hh h_{t-1} + b_hh, state) -> the next state; the
+#: state is (h,) or (h, c). Shapes broadcast, so stacked members (K, B, gates x H) take one call for all.
+Update = Callable[["Tensor", "Tensor", tuple["Tensor", ...]], tuple["Tensor", ...]]
 #: A layer's update with its exact tangent map: (s, x, V) -> (F(s, x), dF/ds V); s is the full state (B, n), V (B, n, k).
 Push = Callable[["Tensor", "Tensor", "Tensor | None"], tuple["Tensor", "Tensor | None"]]
 
@@ -40,6 +43,8 @@ class CellSpec:
     module: Callable[[int, int, str | None], RNNBase]
     #: The layer -> its update with its tangent map (:data:`Push`), written out for the diagnostics.
     step: Callable[[RNNBase], Push]
+    #: The update from pre-activations (:data:`Update`), written out for packed runs' stacked computation.
+    update: Update
     #: The states the cell carries, in the order the full state stacks them: h, and c for a separate cell state.
     state: tuple[str, ...] = ("h",)
     #: The gate block whose sigmoid keeps the state (timescale 1 / (1 - gate)); None: the cell has no gates.
@@ -118,18 +123,42 @@ def _gru_step(layer: RNNBase) -> Push:
     return push
 
 
+def _tanh_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return ((gi + gh).tanh(),)
+
+
+def _relu_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return ((gi + gh).relu(),)
+
+
+def _lstm_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    i, f, g, o = (gi + gh).chunk(4, dim=-1)
+    c = f.sigmoid() * s[1] + i.sigmoid() * g.tanh()
+    return o.sigmoid() * c.tanh(), c
+
+
+def _gru_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    ir, iz, in_ = gi.chunk(3, dim=-1)
+    hr, hz, hn = gh.chunk(3, dim=-1)
+    r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()
+    return ((1 - z) * (in_ + r * hn).tanh() + z * s[0],)
+
+
 def _rnn(nonlinearity: str) -> Callable[[int, int, str | None], RNNBase]:
     return lambda i, h, device=None: nn.RNN(i, h, nonlinearity=nonlinearity, device=device)
 
 
 CELLS: dict[str, CellSpec] = {
-    "rnn_tanh": CellSpec("tanh RNN", "#d62728", 1, True, _rnn("tanh"), _vanilla_step),
-    "rnn_relu": CellSpec("ReLU RNN", "#ff7f0e", 1, True, _rnn("relu"), _vanilla_step),
+    "rnn_tanh": CellSpec("tanh RNN", "#d62728", 1, True, _rnn("tanh"), _vanilla_step, _tanh_update),
+    "rnn_relu": CellSpec("ReLU RNN", "#ff7f0e", 1, True, _rnn("relu"), _vanilla_step, _relu_update),
     "lstm": CellSpec(
-        "LSTM", "#1f77b4", 4, True, lambda i, h, device=None: nn.LSTM(i, h, device=device), _lstm_step,
+        "LSTM", "#1f77b4", 4, True, lambda i, h, device=None: nn.LSTM(i, h, device=device), _lstm_step, _lstm_update,
         state=("h", "c"), keep_gate=1, write_gate=0,
     ),  # fmt: skip
-    "gru": CellSpec("GRU", "#2ca02c", 3, False, lambda i, h, device=None: nn.GRU(i, h, device=device), _gru_step, keep_gate=1),
+    "gru": CellSpec(
+        "GRU", "#2ca02c", 3, False, lambda i, h, device=None: nn.GRU(i, h, device=device), _gru_step, _gru_update,
+        keep_gate=1,
+    ),  # fmt: skip
 }
 Cell = Literal[tuple(CELLS)]  # type: ignore[valid-type]
 #: Cells whose fused probe is exact.

@@ -53,6 +53,10 @@ class StudyConfig(Strict):
     """
     heartbeat_s: PositiveInt = 30
     """Heartbeat of running trials; a trial silent for twice this is failed and retried."""
+    pack: bool = True
+    """Train a fixed point's seeds as one packed run (exactly the runs they would be apart; rnnstudy.packing picks
+    the computation per cell and device). A searched study prunes seed by seed, and the pre-screen reads the first
+    seed alone, so their seeds always run one after the other."""
 
 
 class Calibration(Strict):
@@ -162,6 +166,12 @@ class Experiment(RunDefaults):
         if not self.searching:
             return "none"  # a fixed point is a result, never pruned
         return self.study.pruner or ("none" if TASKS[cfg.task.name].plateau else "median")
+
+    def packs(self, seeds: list[int]) -> list[list[int]]:
+        """How a point's seeds are trained: all in one packed run, or one run each (searched, pre-screened, or not packing)."""
+        if self.study.pack and not self.searching and not self.study.prescreen:
+            return [list(seeds)]
+        return [[seed] for seed in seeds]
 
     @property
     def target(self) -> int:

@@ -1,4 +1,5 @@
-"""Lightning pieces: the training module, the on-device data stream, and a step progress bar."""
+"""Lightning pieces: the training module (one run, or a pack of runs trained as if apart), the on-device data
+streams, and the step progress output."""
 
 from __future__ import annotations
 
@@ -17,15 +18,12 @@ from torch.utils.data import DataLoader, IterableDataset
 from rnnstudy.config import RunConfig
 from rnnstudy.device import uses_cuda
 from rnnstudy.gradflow import GradFlowProbe, Profile, profile, resolve_method
-from rnnstudy.models import initial_net
-from rnnstudy.names import NORM_LOSS
+from rnnstudy.models import RecurrentNet, initial_net
+from rnnstudy.names import COMPLETE, DIVERGED, NORM_LOSS
+from rnnstudy.stacked import stacked_forward
 from rnnstudy.tasks import Batch, Task
 
 SEED_STREAM = 0x5EED  # offsets the data seed from the weight-init seed
-
-
-class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
 
 
 class Sink(Protocol):
@@ -36,13 +34,15 @@ class Sink(Protocol):
     def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None: ...
 
 
-class _Stream(IterableDataset):
-    def __init__(self, task: Task, batch_size: int, generator: torch.Generator) -> None:
-        self.task, self.batch_size, self.generator = task, batch_size, generator
+class _Streams(IterableDataset):
+    """One training batch per member and step, each from the member's own generator (None for a member that ended)."""
 
-    def __iter__(self) -> Iterator[Batch]:
+    def __init__(self, task: Task, batch_size: int, generators: list[torch.Generator], wanted: Callable[[], list[bool]]) -> None:
+        self.task, self.batch_size, self.generators, self.wanted = task, batch_size, generators, wanted
+
+    def __iter__(self) -> Iterator[list[Batch | None]]:
         while True:
-            yield self.task.sample(self.batch_size, self.generator)
+            yield [self.task.sample(self.batch_size, g) if w else None for g, w in zip(self.generators, self.wanted())]
 
 
 class _Fixed(IterableDataset):
@@ -54,73 +54,152 @@ class _Fixed(IterableDataset):
 
 
 class TaskData(pl.LightningDataModule):
-    """An endless stream of training batches and one fixed validation batch, both on the device.
+    """Endless streams of training batches, one per member, and one fixed validation batch, all on the device.
 
-    Training batches come from a generator seeded by the run seed; the validation set depends
-    only on the task, ``T``, ``val_size`` and ``val_seed``, so every run sees the same one.
+    Each member's training batches come from a generator seeded by its own seed, exactly as if it ran alone; the
+    validation set depends only on the task, ``T``, ``val_size`` and ``val_seed``, so every run sees the same one.
+    ``wanted`` says which members still train (an ended member draws no more batches).
     """
 
-    def __init__(self, cfg: RunConfig, task: Task) -> None:
+    def __init__(self, cfgs: list[RunConfig], task: Task, wanted: Callable[[], list[bool]]) -> None:
         super().__init__()
-        self.cfg, self.task = cfg, task
-        self.resume_state: torch.Tensor | None = None
+        self.cfgs, self.task, self.wanted = cfgs, task, wanted
+        self.resume_states: list[torch.Tensor] | None = None
 
     def setup(self, stage: str) -> None:
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
-        self.train_gen = torch.Generator(device=device).manual_seed(self.cfg.seed + SEED_STREAM)
-        val_gen = torch.Generator(device=device).manual_seed(self.cfg.task.val_seed)
-        self.val_batch = self.task.validation(self.cfg.task.val_size, val_gen)
+        self.train_gens = [torch.Generator(device=device).manual_seed(c.seed + SEED_STREAM) for c in self.cfgs]
+        val_gen = torch.Generator(device=device).manual_seed(self.cfgs[0].task.val_seed)
+        self.val_batch = self.task.validation(self.cfgs[0].task.val_size, val_gen)
 
     def train_dataloader(self) -> DataLoader:
-        if self.resume_state is not None:
-            self.train_gen.set_state(self.resume_state)
-        return DataLoader(_Stream(self.task, self.cfg.train.batch_size, self.train_gen), batch_size=None)
+        if self.resume_states is not None:
+            for gen, state in zip(self.train_gens, self.resume_states):
+                gen.set_state(state)
+        return DataLoader(_Streams(self.task, self.cfgs[0].train.batch_size, self.train_gens, self.wanted), batch_size=None)
 
     def state_dict(self) -> dict[str, Any]:
-        """The training generator's state, saved in checkpoints (taken at the end of a validation period).
+        """The training generators' states, saved in checkpoints (taken at the end of a validation period).
 
-        Every period restarts the stream from the generator's current state (a batch prefetched past the
-        period's end is dropped), so this state is exactly where the next period starts.
+        Every period restarts the streams from the generators' current states (a batch prefetched past the
+        period's end is dropped), so these states are exactly where the next period starts.
         """
-        return {"generator": self.train_gen.get_state()}
+        return {"generators": [g.get_state() for g in self.train_gens]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume the training stream exactly where the checkpoint left it."""
-        self.resume_state = state.get("generator")
+        """Resume the training streams exactly where the checkpoint left them."""
+        self.resume_states = state.get("generators")
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(_Fixed(self.val_batch), batch_size=None)
 
 
-class RecurrentModule(pl.LightningModule):
-    """Trains a :class:`~rnnstudy.models.RecurrentNet` on a task; numbers go to ``sinks``, not ``self.log``.
+class Member:
+    """One run of a module: its config, network, probe and sinks, and what a separate run keeps of how it stands.
 
-    The store and W&B need every logged step at full precision, so metrics are emitted to sinks
-    directly; ``self.log`` only feeds the progress bar. Callbacks (pruning) read ``last_val``.
+    ``ended`` is (status, reason, step) once the run is over (solved with early stop, or diverged) while others of the
+    same module go on; ``on_end`` (set by the caller) writes its record at that moment.
     """
 
-    def __init__(self, cfg: RunConfig, task: Task) -> None:
-        super().__init__()
-        self.automatic_optimization = False
-        self.cfg, self.task = cfg, task
-        self.net = initial_net(cfg, task)
-        self.sinks: list[Sink] = []
+    def __init__(self, cfg: RunConfig, net: RecurrentNet) -> None:
+        self.cfg, self.net = cfg, net
         p = cfg.probe
-        device = "cuda" if uses_cuda(cfg.train.accelerator) else "cpu"
-        method = resolve_method(p.method, cfg.model.cell, device)
+        method = resolve_method(p.method, cfg.model.cell, "cuda" if uses_cuda(cfg.train.accelerator) else "cpu")
         self.probe = GradFlowProbe(p.every, cfg.train.steps - 1, p.chunk, p.loss, method) if p.enabled else None
+        self.sinks: list[Sink] = []
         self.solved_at: int | None = None
+        self.validated_at: int | None = None
         self.best: dict[str, float] = {}
         self.last_val: dict[str, float] = {}
+        self.ended: tuple[str, str | None, int] | None = None
+        self.on_end: Callable[[Member], None] = lambda member: None
         self._probed_at: int | None = None
-        self._stopped: tuple[int, Batch] | None = None
+
+    @property
+    def active(self) -> bool:
+        """Whether the run still trains."""
+        return self.ended is None
+
+    def end(self, status: str, reason: str | None, step: int) -> None:
+        """The run is over at ``step``: it trains no more, and its record is written now."""
+        self.ended = (status, reason, step)
+        for p in self.net.parameters():
+            p.grad = None  # the optimizer skips a parameter without a gradient: the run's weights stay as they ended
+        self.on_end(self)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the run beyond its weights."""
+        return {"best": self.best, "solved_at": self.solved_at, "last_val": self.last_val, "ended": self.ended}
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Take back what :meth:`state` saved (a run that ended keeps the end its record says, set by the caller)."""
+        self.best, self.solved_at, self.last_val = saved.get("best", {}), saved.get("solved_at"), saved.get("last_val", {})
+        if self.ended is None and saved.get("ended") is not None:
+            self.ended = tuple(saved["ended"])  # type: ignore[assignment]
+
+    def emit(self, step: int, split: str, values: dict[str, float]) -> None:
+        """Send scalar metrics to every sink."""
+        for sink in self.sinks:
+            sink.metrics(step, split, values)
+
+    def emit_profile(self, step: int, prof: Profile | None) -> None:
+        """Send one gradient-flow profile (if the probe produced one now) to every sink."""
+        if prof is None:
+            return
+        self._probed_at = step
+        frame, scalars = prof.frame(step, self.cfg.probe.percentiles), prof.summary(self.cfg.probe.eps)
+        for sink in self.sinks:
+            sink.profile(step, frame, scalars)
+
+    def last_probe(self, step: int, batch: Batch, task: Task) -> None:
+        """A run stopped early (solved) gets a last probe at the step it stopped, on a training-sized validation batch."""
+        if self.probe is None or self._probed_at == step:
+            return
+        size = self.cfg.train.batch_size
+        part = Batch(*(v[:, :size] if v.dim() > 1 else v[:size] for v in batch))
+        with torch.enable_grad():
+            self.emit_profile(step, profile(self.net, part, task, self.probe.chunk, self.probe.loss, self.probe.method))
+
+
+class RecurrentModule(pl.LightningModule):
+    """Trains K runs (members) of one config that differ only in their seed, each exactly as if it ran alone.
+
+    A separate run is a module of one member. A packed run trains a point's seeds in one process and one loop: each
+    member has its own initial weights, its own batches, its own optimizer state (the optimizers are elementwise:
+    one over all members keeps per-parameter state), its own clipping norm, validation, probes, early stop and
+    divergence; the members' losses are summed for one backward, whose gradient for each member is its own loss's.
+    With ``stacked`` the unprobed training steps' forward is one stacked computation for all members
+    (:mod:`rnnstudy.stacked`); otherwise each member's fused layers run in turn, in the same step.
+    Numbers go to each member's sinks, not ``self.log`` (which only feeds the progress bar); callbacks read
+    ``members``.
+    """
+
+    def __init__(self, cfgs: list[RunConfig], task: Task, stacked: bool = False) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.cfg, self.task, self.stacked = cfgs[0], task, stacked
+        nets = []
+        for cfg in cfgs:  # each member's weights from its own seed, as a separate run draws them
+            pl.seed_everything(cfg.seed, verbose=False)
+            nets.append(initial_net(cfg, task))
+        self.nets = torch.nn.ModuleList(nets)
+        self.members = [Member(cfg, net) for cfg, net in zip(cfgs, nets)]
+
+    @property
+    def last_val(self) -> dict[str, float]:
+        """The first member's last validation (what the progress output shows)."""
+        return self.members[0].last_val
+
+    def wanted(self) -> list[bool]:
+        """Which members still train."""
+        return [m.active for m in self.members]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["rnnstudy"] = {"best": self.best, "solved_at": self.solved_at, "last_val": self.last_val}
+        checkpoint["rnnstudy"] = {"members": [m.state() for m in self.members]}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("rnnstudy", {})
-        self.best, self.solved_at, self.last_val = saved.get("best", {}), saved.get("solved_at"), saved.get("last_val", {})
+        for member, saved in zip(self.members, checkpoint.get("rnnstudy", {}).get("members", [])):
+            member.restore(saved)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         t = self.cfg.train
@@ -130,89 +209,89 @@ class RecurrentModule(pl.LightningModule):
             return torch.optim.Adam(self.parameters(), lr=t.lr)
         return torch.optim.SGD(self.parameters(), lr=t.lr, momentum=t.momentum)
 
-    def emit(self, step: int, split: str, values: dict[str, float]) -> None:
-        """Send scalar metrics to every sink."""
-        for sink in self.sinks:
-            sink.metrics(step, split, values)
-
-    def emit_profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
-        """Send one gradient-flow profile to every sink."""
-        for sink in self.sinks:
-            sink.profile(step, frame, scalars)
-
     def _scalars(self, out: torch.Tensor, batch: Batch, loss: torch.Tensor) -> dict[str, float]:
         values = {k: float(v) for k, v in self.task.metrics(out, batch).items()}
         values["loss"] = float(loss)
         values[NORM_LOSS] = values["loss"] / self.task.baseline
         return values
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def _bar(self, values: dict[str, float], batch_size: int, names: tuple[str, ...]) -> None:
+        if self.trainer.progress_bar_callback is not None:  # self.log only feeds the bar: skip its machinery without one
+            self.log_dict({n: values[k] for n, k in names}, prog_bar=True, logger=False, batch_size=batch_size)
+
+    def training_step(self, batches: list[Batch | None], batch_idx: int) -> None:
         """One step written out (Lightning's manual optimisation): the norm the clipping computes is the logged one."""
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        x = batch.x.to(self.dtype)
         step = self.global_step
         logged = step % self.cfg.train.log_every == 0 or step == self.trainer.max_steps - 1
-        probing = self.probe is not None and self.probe.due(step)
-        out = self.probe.forward(self.net, x) if probing else self.net(x)
-        loss = self.task.loss(out, batch)
-        if probing:
-            self._emit(step, self.probe.measure(self.net, out, batch, self.task))
-        if logged:
-            with torch.no_grad():
-                values = self._scalars(out, batch, loss)
-            if not math.isfinite(values["loss"]):
-                raise Diverged(f"training loss became {values['loss']} at step {step}")
-            values["lr"] = optimizer.param_groups[0]["lr"]
-            self.emit(step, "train", values)
-            if self.trainer.progress_bar_callback is not None:  # self.log only feeds the bar: skip its machinery without one
-                self.log_dict(
-                    {"loss": values["loss"], NORM_LOSS: values[NORM_LOSS]}, prog_bar=True, logger=False, batch_size=x.shape[1]
-                )
-        self.manual_backward(loss)
-        norm = torch.nn.utils.clip_grad_norm_(self.parameters(), self.cfg.train.clip or math.inf)
-        if step % self.cfg.train.log_every == 0:
-            if not math.isfinite(grad_norm := float(norm)):
-                raise Diverged(f"gradient norm became {grad_norm} at step {step}")
-            self.emit(step, "train", {"grad_norm": grad_norm})
-        optimizer.step()
-        return loss
+        losses, shown = [], False
+        todo = [(m, batch) for m, batch in zip(self.members, batches) if m.active and batch is not None]
+        xs = [batch.x.to(self.dtype) for _, batch in todo]
+        probed = any(m.probe is not None and m.probe.due(step) for m, _ in todo)
+        outs = stacked_forward([m.net for m, _ in todo], xs) if self.stacked and not probed and len(todo) > 1 else None
+        for k, (m, batch) in enumerate(todo):
+            x = xs[k]
+            probing = m.probe is not None and m.probe.due(step)
+            out = outs[k] if outs is not None else m.probe.forward(m.net, x) if probing else m.net(x)
+            loss = self.task.loss(out, batch)
+            if probing:
+                m.emit_profile(step, m.probe.measure(m.net, out, batch, self.task))
+            if logged:
+                with torch.no_grad():
+                    values = self._scalars(out, batch, loss)
+                if not math.isfinite(values["loss"]):
+                    m.end(DIVERGED, f"training loss became {values['loss']} at step {step}", step)
+                    continue
+                values["lr"] = optimizer.param_groups[0]["lr"]
+                m.emit(step, "train", values)
+                if not shown:
+                    self._bar(values, x.shape[1], (("loss", "loss"), (NORM_LOSS, NORM_LOSS)))
+                    shown = True
+            losses.append(loss)
+        if losses:
+            self.manual_backward(sum(losses))
+        for m in self.members:
+            if not m.active:
+                continue
+            norm = torch.nn.utils.clip_grad_norm_(m.net.parameters(), self.cfg.train.clip or math.inf)
+            if step % self.cfg.train.log_every == 0:
+                if not math.isfinite(grad_norm := float(norm)):
+                    m.end(DIVERGED, f"gradient norm became {grad_norm} at step {step}", step)
+                    continue
+                m.emit(step, "train", {"grad_norm": grad_norm})
+        if any(m.active for m in self.members):
+            optimizer.step()
+        else:
+            self.trainer.should_stop = True
 
     def on_after_backward(self) -> None:
-        if self.probe is not None:
-            self._emit(self.global_step, self.probe.collect())
-
-    def _emit(self, step: int, prof: Profile | None) -> None:
-        if prof is not None:
-            self._probed_at = step
-            self.emit_profile(step, prof.frame(step, self.cfg.probe.percentiles), prof.summary(self.cfg.probe.eps))
-
-    def on_train_end(self) -> None:
-        """A run stopped early (solved) gets a last probe at the step it stopped, on a training-sized validation batch."""
-        if self.probe is None or self._stopped is None or self._probed_at == self._stopped[0]:
-            return
-        step, batch = self._stopped
-        size = self.cfg.train.batch_size
-        part = Batch(*(v[:, :size] if v.dim() > 1 else v[:size] for v in batch))
-        with torch.enable_grad():
-            self._emit(step, profile(self.net, part, self.task, self.probe.chunk, self.probe.loss, self.probe.method))
+        for m in self.members:
+            if m.active and m.probe is not None:
+                m.emit_profile(self.global_step, m.probe.collect())
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        out = self.net(batch.x.to(self.dtype))
-        values = self._scalars(out, batch, self.task.loss(out, batch))
-        step = self.global_step
-        values["solved"] = float(self.task.solved(values))
-        if values["solved"] and self.solved_at is None:
-            self.solved_at = step
-        self.last_val = values
-        if math.isfinite(values[NORM_LOSS]) and values[NORM_LOSS] < self.best.get(NORM_LOSS, math.inf):
-            self.best = {NORM_LOSS: values[NORM_LOSS], "step": step}
-        self.emit(step, "val", values)
-        if self.trainer.progress_bar_callback is not None:
-            self.log(f"val/{NORM_LOSS}", values[NORM_LOSS], prog_bar=True, logger=False, batch_size=batch.x.shape[1])
-        if values["solved"] and self.cfg.train.early_stop:
+        step, shown = self.global_step, False
+        for m in self.members:
+            if not m.active:
+                continue
+            out = m.net(batch.x.to(self.dtype))
+            values = self._scalars(out, batch, self.task.loss(out, batch))
+            values["solved"] = float(self.task.solved(values))
+            if values["solved"] and m.solved_at is None:
+                m.solved_at = step
+            m.last_val, m.validated_at = values, step
+            if math.isfinite(values[NORM_LOSS]) and values[NORM_LOSS] < m.best.get(NORM_LOSS, math.inf):
+                m.best = {NORM_LOSS: values[NORM_LOSS], "step": step}
+            m.emit(step, "val", values)
+            if not shown:
+                self._bar(values, batch.x.shape[1], ((f"val/{NORM_LOSS}", NORM_LOSS),))
+                shown = True
+            if values["solved"] and self.cfg.train.early_stop:
+                m.last_probe(step, batch, self.task)
+                m.end(COMPLETE, None, step)
+        if not any(m.active for m in self.members):
             self.trainer.should_stop = True
-            self._stopped = (step, batch)
 
 
 class StepLines(pl.Callback):

@@ -21,6 +21,8 @@ from rnnstudy.tracking import run_name
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 #: The folder (under the experiment's results) of the per-run-key claim locks.
 KEYS = ".keys"
+#: The folder (under the experiment's results) of packed runs' shared checkpoints.
+PACKS = ".packs"
 
 
 def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
@@ -63,10 +65,12 @@ def claimed(cfg: RunConfig, key: str) -> Iterator[None]:
         yield
 
 
-def resumable(cfg: RunConfig, key: str) -> tuple[Path, Any] | None:
-    """An unfinished, unlocked run of the same key with a checkpoint, and its lock; None when there is none."""
+def resumable(cfg: RunConfig, key: str, checkpoint: Path | None = None) -> tuple[Path, Any] | None:
+    """An unfinished, unlocked run of the same key with a checkpoint (its own, or its pack's ``checkpoint``), and its
+    lock; None when there is none."""
     for folder, info in _same_named(cfg):
-        if info.get("key") == key and info.get("status") in (RUNNING, FAILED) and (folder / CHECKPOINT).exists():
+        saved = checkpoint if checkpoint is not None else folder / CHECKPOINT
+        if info.get("key") == key and info.get("status") in (RUNNING, FAILED) and saved.exists():
             lock = hold(folder)
             if lock is not None:
                 return folder, lock

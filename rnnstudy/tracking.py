@@ -146,6 +146,7 @@ class WandbSink:
         self._log(charts, step)
 
     def _log(self, data: dict[str, Any], step: int) -> None:
+        stage_under(self.folder)  # the runs of a pack log in turn from one process: each stages under its own folder
         self.step = max(self.step, step)
         self.run.log({**data, STEP: self.step}, step=self.step)
 

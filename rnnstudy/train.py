@@ -1,112 +1,31 @@
-"""The training core: ``train(config) -> RunResult``, called by the CLI, the tests and the sweep."""
+"""The training core: ``train(config) -> RunResult``, and ``train_pack`` for a point's seeds trained together exactly as
+if apart; called by the CLI, the tests and the sweep."""
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import logging
-import math
 import os
-import platform
-import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from importlib import metadata
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import lightning
 import lightning.pytorch as pl
 import optuna
-import pandas as pd
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rnnstudy.config import RunConfig
-from rnnstudy.device import device_name, flush_subnormals, preflight, set_tf32, uses_cuda
-from rnnstudy.lit import Diverged, RecurrentModule, StepLines, StepProgressBar, TaskData
-from rnnstudy.names import COMPLETE, DIVERGED, FAILED, NORM_LOSS, PRUNED, RUNNING
-from rnnstudy.runs import CHECKPOINT, claimed, new_run_id, recorded, resumable, run_key
-from rnnstudy.store import RunWriter, hold
+from rnnstudy.device import flush_subnormals, preflight, set_tf32, uses_cuda
+from rnnstudy.lit import Member, RecurrentModule, StepLines, StepProgressBar, TaskData
+from rnnstudy.names import COMPLETE, FAILED, PRUNED
+from rnnstudy.packing import resolve_executor
+from rnnstudy.records import RunRecord, RunResult, read_back
+from rnnstudy.runs import CHECKPOINT, PACKS, claimed, recorded, resumable, run_key
 from rnnstudy.tasks import build_task
 from rnnstudy.tracking import run_name
-
-
-@dataclass
-class RunResult:
-    """What one run ended with; the same numbers are in its ``run.json``."""
-
-    run_id: str
-    path: Path
-    status: str
-    reason: str | None
-    final: dict[str, float]
-    best: dict[str, float]
-    steps: int
-    steps_to_solve: int | None
-    wall_s: float
-    summary: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def solved(self) -> bool:
-        """Whether any validation met the task's criterion."""
-        return self.steps_to_solve is not None
-
-
-class StoreSink:
-    """Sends a run's numbers to its results-store folder; flushes at every validation."""
-
-    def __init__(self, writer: RunWriter) -> None:
-        self.writer = writer
-
-    def metrics(self, step: int, split: str, values: dict[str, float]) -> None:
-        self.writer.add_metrics(step, split, values)
-        if split == "val":
-            self.writer.flush()
-
-    def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
-        self.writer.add_gradflow(frame)
-        self.writer.add_metrics(step, "probe", scalars)
-
-
-@functools.cache
-def _source_revision() -> tuple[str | None, bool | None]:
-    """The git commit of the rnnstudy checkout and whether its tree is dirty (None outside a git checkout); once a process."""
-    source = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source.parent, capture_output=True,
-                                    text=True, check=True).stdout.strip())  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-    return commit, dirty
-
-
-def provenance(module: pl.LightningModule) -> dict[str, Any]:
-    """Where a run's code came from (git commit, dirty tree; None outside a git checkout) and its parameter count."""
-    commit, dirty = _source_revision()
-    return {"commit": commit, "dirty": dirty, "parameters": sum(p.numel() for p in module.parameters())}
-
-
-def versions() -> dict[str, str]:
-    """Library versions recorded with every run (W&B's from its metadata: a run without W&B need not import it)."""
-    from rnnstudy import __version__
-
-    return {
-        "rnnstudy": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": lightning.__version__,
-        "optuna": optuna.__version__,
-        "wandb": metadata.version("wandb"),
-    }
 
 
 class _StopAtBudget(pl.Callback):
@@ -117,22 +36,26 @@ class _StopAtBudget(pl.Callback):
             trainer.should_stop = True
 
 
-def checkpointing(folder: Path) -> ModelCheckpoint:
-    """Lightning's checkpointing, last only: overwritten after every validation, removed when the run ends for good."""
+def checkpointing(path: Path) -> ModelCheckpoint:
+    """Lightning's checkpointing to ``path``, last only: overwritten after every validation, removed at the end for good."""
     return ModelCheckpoint(
-        dirpath=folder / CHECKPOINT.parent,
-        filename=CHECKPOINT.stem,
+        dirpath=path.parent,
+        filename=path.stem,
         save_top_k=1,
         every_n_epochs=1,
         enable_version_counter=False,
     )
 
 
-def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
-    """A Trainer whose 'epochs' are validation periods of ``val_every`` steps (the module sends numbers to its sinks)."""
+def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback], members: int = 1) -> pl.Trainer:
+    """A Trainer whose 'epochs' are validation periods of ``val_every`` steps (the module sends numbers to its sinks).
+
+    Validation runs under ``no_grad``, not inference mode: a run that stops there (solved) takes its last probe at once.
+    """
     t = cfg.train
     bar = t.progress and sys.stderr.isatty()
-    progress = [StepProgressBar(run_name(cfg))] if bar else [StepLines(run_name(cfg))] if t.progress else []
+    name = run_name(cfg) + (f" ({members} seeds packed)" if members > 1 else "")
+    progress = [StepProgressBar(name)] if bar else [StepLines(name)] if t.progress else []
     for name in ("lightning.pytorch", "lightning.fabric"):  # set after Lightning's import, which resets them to INFO
         logging.getLogger(name).setLevel(logging.WARNING)
     return pl.Trainer(
@@ -144,6 +67,7 @@ def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
         limit_train_batches=t.val_every,
         limit_val_batches=1,
         num_sanity_val_steps=0,
+        inference_mode=False,
         precision=f"{t.precision}-true",
         logger=False,
         enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
@@ -169,84 +93,121 @@ def train(
     returned (a retried trial whose worker died after some of its seeds finished, or a trial whose
     family reads none of the searched parameters); one that another process is training is waited for.
     """
+    return train_pack([cfg], callbacks=callbacks, metas=[meta], group=group, tag=tag)[0]
+
+
+def train_pack(
+    cfgs: list[RunConfig],
+    *,
+    callbacks: list[pl.Callback] | None = None,
+    metas: list[dict[str, Any] | None],
+    group: str | None = None,
+    tag: str = "",
+    executor: str = "auto",
+) -> list[RunResult]:
+    """Train runs that differ only in their seed in one process and one loop, each exactly as if alone (see
+    :class:`~rnnstudy.lit.RecurrentModule`); each is recorded as its own run, as :func:`train` records one.
+
+    A killed pack resumes from its shared checkpoint; members that had already ended are read back, not trained.
+    ``executor``: ``stacked``, ``loop`` or ``auto`` (the measured rule of :mod:`rnnstudy.packing`).
+    """
+    cfg = cfgs[0]
+    if any(c.model_copy(update={"seed": cfg.seed}) != cfg for c in cfgs):
+        raise ValueError("a pack's runs must differ only in their seed")
     preflight(cfg)
     set_tf32(cfg.train.tf32)
     flush_subnormals()
     if cfg.train.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    key = run_key(cfg, meta)
-    if meta is None:
-        return _train(cfg, key, callbacks, meta, group, tag)
-    with claimed(cfg, key):  # a study's run is trained once: whoever holds its key trains it, the others read it back
-        if found := recorded(cfg, key):
-            folder, info = found
-            names = ("run_id", "status", "reason", "final", "best", "steps", "steps_to_solve", "wall_s")
-            return RunResult(path=folder, **{f: info.get(f) for f in names})
-        return _train(cfg, key, callbacks, meta, group, tag)
+    keys = [run_key(c, m) for c, m in zip(cfgs, metas)]
+    if metas[0] is None:
+        return _train(cfgs, keys, metas, callbacks or [], group, tag, {}, executor)
+    with ExitStack() as claims:  # a study's run is trained once: whoever holds its key trains it, the others read it back
+        for key, c in sorted(zip(keys, cfgs), key=lambda pair: pair[0]):  # one order: two packs never wait on each other
+            claims.enter_context(claimed(c, key))
+        done = {i: read_back(*found) for i, (c, key) in enumerate(zip(cfgs, keys)) if (found := recorded(c, key))}
+        if len(done) == len(cfgs):
+            return [done[i] for i in range(len(cfgs))]
+        return _train(cfgs, keys, metas, callbacks or [], group, tag, done, executor)
+
+
+def _checkpoint_and_folders(
+    cfgs: list[RunConfig], keys: list[str], todo: list[int]
+) -> tuple[Path | None, dict[int, tuple[Path, Any]], int | None]:
+    """Where the run's (or pack's) checkpoint goes, the killed runs' folders to resume, and the step they resume at.
+
+    A single run keeps its checkpoint in its folder; a pack keeps one for all its members under the experiment's
+    ``.packs``, named by its members' keys. A pack resumes only when every member still to train has its folder.
+    """
+    cfg = cfgs[0]
+    if not cfg.train.checkpoint:
+        return None, {}, None
+    if len(cfgs) == 1:
+        found = resumable(cfg, keys[0])
+        if not found:
+            return None, {}, None
+        path = found[0] / CHECKPOINT
+        return path, {0: found}, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    name = hashlib.sha1(" ".join(keys).encode()).hexdigest()[:16]
+    path = cfg.out / cfg.experiment / PACKS / name / CHECKPOINT.name
+    if not path.exists():
+        return path, {}, None
+    folders = {i: found for i in todo if (found := resumable(cfgs[i], keys[i], path))}
+    if len(folders) < len(todo):
+        for _, lock in folders.values():
+            lock.close()
+        path.unlink()
+        return path, {}, None
+    return path, folders, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 def _train(
-    cfg: RunConfig, key: str, callbacks: list[pl.Callback] | None, meta: dict[str, Any] | None, group: str | None, tag: str
-) -> RunResult:
-    """Train one run of the given key (resuming a killed one), write it, and return how it ended."""
-    pl.seed_everything(cfg.seed, verbose=False)
+    cfgs: list[RunConfig],
+    keys: list[str],
+    metas: list[dict[str, Any] | None],
+    callbacks: list[pl.Callback],
+    group: str | None,
+    tag: str,
+    done: dict[int, RunResult],
+    executor: str,
+) -> list[RunResult]:
+    """Train the runs not ``done`` (resuming killed ones), write each, and return how each ended."""
+    cfg = cfgs[0]
     task = build_task(cfg)
-    module = RecurrentModule(cfg, task)
-    found = resumable(cfg, key) if cfg.train.checkpoint else None
-    resume_step = None
-    if found:  # a killed run of the same config: continue it from its last checkpoint, in its own folder
-        folder, lock = found
-        run_id = folder.name
-        writer = RunWriter(folder)
-        resume_step = int(torch.load(folder / CHECKPOINT, map_location="cpu", weights_only=False)["global_step"])
-        writer.resume(resume_step)
-    else:
-        run_id = new_run_id(cfg, tag)
-        folder = cfg.out / cfg.experiment / run_id
-        writer = RunWriter(folder)
-        lock = hold(folder)
-    store = StoreSink(writer)
-    origin = provenance(module)
+    device = "cuda" if uses_cuda(cfg.train.accelerator) else "cpu"
+    module = RecurrentModule(cfgs, task, resolve_executor(executor, cfg.model.cell, device) == "stacked")
+    todo = [i for i in range(len(cfgs)) if i not in done]
+    path, folders, step = _checkpoint_and_folders(cfgs, keys, todo)
+    records: dict[int, RunRecord] = {}
+    results: dict[int, RunResult] = dict(done)
     started = time.time()
-    # What run.json records of how the run was made; W&B's config carries the same, under the same names.
-    made = {
-        "probe_method": module.probe.method if module.probe else None,
-        "tf32": {"cuda.matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
-        "deterministic": cfg.train.deterministic,
-        "versions": versions(),
-        "provenance": origin,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # the program by name: no path of this box
-        "device": device_name(cfg.train.accelerator, cfg.train.devices),
-    }
-    writer.flush(
-        key=key,
-        resumed_from_step=resume_step,
-        reason=None,
-        run_id=run_id,
-        experiment=cfg.experiment,
-        name=run_name(cfg),
-        status=RUNNING,
-        config=cfg.model_dump(mode="json"),
-        meta=meta or {},
-        baseline=task.baseline,
-        seq_len=task.seq_len,
-        **made,
-        started=datetime.now(timezone.utc).isoformat(),
-    )
-    tracker = None
+    packed = len(cfgs) > 1
+    for i in todo:
+        records[i] = RunRecord(cfgs[i], keys[i], metas[i], tag, folders.get(i), step)
+        how = {"members": len(cfgs), "index": i, "stacked": module.stacked}
+        records[i].start(module.members[i], task, how if packed else None)
+    if path is None and cfg.train.checkpoint:
+        path = records[0].folder / CHECKPOINT
+    for i, result in done.items():
+        module.members[i].ended = (result.status, result.reason, result.steps)
+
+    def ended(member: Member) -> None:
+        i = module.members.index(member)
+        status, reason, steps = member.ended
+        results[i] = records[i].result(member, status, reason, steps, time.time() - started)
+        records[i].finish(results[i])
+
+    for i in todo:
+        module.members[i].on_end = ended
     trainer = None
     status, reason, error = COMPLETE, None, None
-    try:  # from here on, whatever ends the run, run.json ends in a final status with a reason
-        if cfg.wandb.mode != "disabled":
-            from rnnstudy.tracking import WandbSink
-
-            tracker = WandbSink(cfg, folder, run_id, group, {"meta": meta or {}, "run_id": run_id, **made})
-        module.sinks = [store] + ([tracker] if tracker else [])
-        checkpoints = [checkpointing(folder)] if cfg.train.checkpoint else []
-        trainer = make_trainer(cfg, [*checkpoints, *(callbacks or [])])
-        trainer.fit(module, datamodule=TaskData(cfg, task), ckpt_path=folder / CHECKPOINT if resume_step is not None else None)
-    except Diverged as err:
-        status, reason = DIVERGED, str(err)
+    try:  # from here on, whatever ends the runs, each run.json ends in a final status with a reason
+        for i in todo:
+            records[i].track(module.members[i], group)
+        checkpoints = [checkpointing(path)] if path is not None else []
+        trainer = make_trainer(cfg, [*checkpoints, *callbacks], len(cfgs))
+        data = TaskData(cfgs, task, module.wanted)
+        trainer.fit(module, datamodule=data, ckpt_path=path if step is not None else None)
     except optuna.TrialPruned as err:
         status, reason, error = PRUNED, str(err), err
     except (KeyboardInterrupt, SystemExit):
@@ -254,57 +215,16 @@ def _train(
         status, reason, error = FAILED, "interrupted (Ctrl-C)", KeyboardInterrupt()
     except BaseException as err:
         status, reason, error = FAILED, f"{type(err).__name__}: {err}", err
-    wall = time.time() - started
-    result = RunResult(
-        run_id=run_id,
-        path=folder,
-        status=status,
-        reason=reason,
-        final=module.last_val,
-        best=module.best,
-        steps=trainer.global_step if trainer else 0,
-        steps_to_solve=module.solved_at,
-        wall_s=wall,
-    )
-    result.summary = {
-        "status": status,
-        "reason": reason,
-        "steps": result.steps,
-        "solved": result.solved,
-        "steps_to_solve": result.steps_to_solve,
-        "final_norm_loss": module.last_val.get(NORM_LOSS, math.nan),
-    }
-    with _no_interrupts():
-        _finish(writer, tracker, result, wall)
-        if status != FAILED:  # finished for good: nothing left to resume
-            (folder / CHECKPOINT).unlink(missing_ok=True)
-        if lock is not None:
-            lock.close()
+    for i in todo:
+        if i not in results:
+            results[i] = records[i].result(
+                module.members[i], status, reason, trainer.global_step if trainer else 0, time.time() - started
+            )
+            records[i].finish(results[i])
+    if path is not None and FAILED not in (r.status for r in results.values()):
+        path.unlink(missing_ok=True)  # finished for good: nothing left to resume
+    for record in records.values():
+        record.release()
     if error is not None:
         raise error
-    return result
-
-
-@contextmanager
-def _no_interrupts() -> Iterator[None]:
-    """Hold off Ctrl-C while a run writes its final state (a second Ctrl-C must not leave it half done)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _finish(writer: RunWriter, tracker: Any, result: RunResult, wall: float) -> None:
-    try:
-        writer.flush(
-            **{k: v for k, v in asdict(result).items() if k != "path"},
-            steps_per_s=result.steps / wall if wall > 0 else math.nan,
-            ended=datetime.now(timezone.utc).isoformat(),
-        )
-    finally:
-        if tracker:
-            tracker.finish(result.summary, exit_code=1 if result.status == FAILED else 0)  # a diverged run is a result
+    return [results[i] for i in range(len(cfgs))]

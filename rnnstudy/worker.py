@@ -55,7 +55,7 @@ class PreScreen(pl.Callback):
         from rnnstudy.diagnostics import diagnose_net
 
         task = pl_module.task
-        d = diagnose_net(pl_module.net, task, pl_module.cfg.probe.eps)
+        d = diagnose_net(pl_module.members[0].net, task, pl_module.cfg.probe.eps)
         limit = self.threshold * task.T
         if d.predicted_memory < limit:
             raise optuna.TrialPruned(
@@ -76,8 +76,10 @@ class StepPruning(pl.Callback):
         self.trial, self.prune = trial, prune
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        value = pl_module.last_val.get(NORM_LOSS, math.nan)
-        step = trainer.global_step
+        first, step = pl_module.members[0], trainer.global_step
+        if first.validated_at != step:
+            return  # the first seed ended (solved or diverged) while its pack trains on
+        value = first.last_val.get(NORM_LOSS, math.nan)
         if math.isfinite(value):
             self.trial.report(value, step=step)
         if self.prune and self.trial.should_prune():
@@ -93,9 +95,9 @@ def objective(trial: optuna.Trial, exp: Experiment, stage: Stage, point: GridPoi
 
     The first seed reports every validation to the trial; when searching, the pruner reads them and a diverging
     run prunes the trial with its reason recorded. A fixed point (no search) is never pruned: a diverged seed counts
-    as unsolved with an infinite loss, and every seed runs.
+    as unsolved with an infinite loss, and every seed runs, packed into one run where ``study.pack`` allows it.
     """
-    from rnnstudy.train import train
+    from rnnstudy.train import train_pack
 
     live = sorted(t.number for t in trial.study.get_trials(deepcopy=False, states=LIVE))
     if live.index(trial.number) >= exp.target:
@@ -105,26 +107,27 @@ def objective(trial: optuna.Trial, exp: Experiment, stage: Stage, point: GridPoi
     cfg = apply_overrides(point.cfg, params)
     prune = exp.pruner_for(point.cfg) != "none"
     values, runs, solved = [], [], []
-    for i, seed in enumerate(stage.seeds):
-        run_cfg = cfg.model_copy(update={"seed": seed})
+    for i, seeds in enumerate(exp.packs(stage.seeds)):
         callbacks = [EndWithSweep(), *([StepPruning(trial, prune)] if i == 0 else [])]
         if i == 0 and exp.study.prescreen:
             callbacks.append(PreScreen(exp.study.prescreen))
-        meta = {**point.facts(), "trial": trial.number, "params": params, "seed": seed}
+        cfgs = [cfg.model_copy(update={"seed": seed}) for seed in seeds]
+        metas = [{**point.facts(), "trial": trial.number, "params": params, "seed": seed} for seed in seeds]
         try:
-            result = train(run_cfg, callbacks=callbacks, meta=meta, group=point.study, tag=f"-t{trial.number}")
+            results = train_pack(cfgs, callbacks=callbacks, metas=metas, group=point.study, tag=f"-t{trial.number}")
         except optuna.TrialPruned as err:
             trial.set_user_attr(TrialAttr.REASON, str(err))
             raise
-        runs.append(result.run_id)
-        trial.set_user_attr(TrialAttr.RUN_IDS, runs)
-        if result.status == DIVERGED and exp.searching:
-            trial.set_user_attr(TrialAttr.REASON, f"diverged: {result.reason}")
-            raise optuna.TrialPruned(f"diverged: {result.reason}")
-        values.append(math.inf if result.status == DIVERGED else result.final.get(NORM_LOSS, math.nan))
-        solved.append(result.solved)
-        trial.set_user_attr(TrialAttr.SOLVED, solved)
-        trial.set_user_attr(TrialAttr.FINAL, values)
+        for result in results:
+            runs.append(result.run_id)
+            trial.set_user_attr(TrialAttr.RUN_IDS, runs)
+            if result.status == DIVERGED and exp.searching:
+                trial.set_user_attr(TrialAttr.REASON, f"diverged: {result.reason}")
+                raise optuna.TrialPruned(f"diverged: {result.reason}")
+            values.append(math.inf if result.status == DIVERGED else result.final.get(NORM_LOSS, math.nan))
+            solved.append(result.solved)
+            trial.set_user_attr(TrialAttr.SOLVED, solved)
+            trial.set_user_attr(TrialAttr.FINAL, values)
     return float(sum(values) / len(values))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import lightning.pytorch as pl
 import pytest
 
 from rnnstudy.config import RunConfig
@@ -27,6 +28,17 @@ def cli(*args: str) -> list[str]:
     import sys
 
     return [sys.executable, "-m", "rnnstudy.cli", *args]
+
+
+class Interrupt(pl.Callback):
+    """Stops training as Ctrl-C would, after the training step ``at``."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.at:
+            raise KeyboardInterrupt
 
 
 @pytest.fixture

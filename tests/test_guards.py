@@ -163,12 +163,12 @@ def test_the_validation_set_does_not_depend_on_the_run_seed(tiny):
     sets = []
     for seed in (0, 1):
         cfg = tiny(seed=seed)
-        data = TaskData(cfg, build_task(cfg))
+        data = TaskData([cfg], build_task(cfg), lambda: [True])
         data.setup("fit")
         sets.append(next(iter(data.val_dataloader())))
     assert all(torch.equal(a, b) for a, b in zip(*sets))
     other = tiny(**{"task.val_seed": 5})
-    data = TaskData(other, build_task(other))
+    data = TaskData([other], build_task(other), lambda: [True])
     data.setup("fit")
     assert not torch.equal(next(iter(data.val_dataloader())).x, sets[0].x)
 

@@ -5,6 +5,7 @@ import json
 import lightning.pytorch as pl
 import numpy as np
 import pytest
+from conftest import Interrupt
 
 from rnnstudy.store import load
 from rnnstudy.train import train
@@ -117,15 +118,6 @@ def test_same_seed_same_config_identical_metrics(tiny):
     assert a.drop(columns="run_id").equals(b.drop(columns="run_id"))
 
 
-class Interrupt(pl.Callback):
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_train_batch_end(self, trainer, *args):
-        if trainer.global_step == self.at:
-            raise KeyboardInterrupt
-
-
 def test_interrupted_run_resumes_from_its_checkpoint_bit_identical(tiny):
     """Stopped mid-training, the same config rerun continues from the last checkpoint to the same numbers."""
     cfg = tiny(model__cell="lstm", train__steps=60, train__val_every=20, train__log_every=5, probe__every=20)
@@ -192,7 +184,7 @@ def test_a_resumed_run_keeps_its_best_and_its_solved_step(tiny):
     with pytest.raises(KeyboardInterrupt):
         train(cfg, callbacks=[Interrupt(47)])
     (folder,) = (cfg.out / "t").iterdir()
-    saved = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["rnnstudy"]
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["rnnstudy"]["members"][0]
     assert saved["solved_at"] == 20 and saved["best"]["step"] in (20, 40)  # solved at the first validation
     resumed = train(cfg)
     fresh = train(cfg.model_copy(update={"out": cfg.out / "fresh"}))

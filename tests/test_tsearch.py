@@ -10,10 +10,10 @@ import pytest
 import rnnstudy.train
 from rnnstudy import worker
 from rnnstudy.experiment import load_experiment
+from rnnstudy.records import RunResult
 from rnnstudy.stages import lines
 from rnnstudy.storage import open_storage
 from rnnstudy.studies import counts, experiment_studies
-from rnnstudy.train import RunResult
 from rnnstudy.tsearch import TSearch, next_T, visited
 
 
@@ -75,6 +75,15 @@ class FakeTraining:
         return RunResult(run_id, Path("."), "complete", None, final, {}, 4, 2 if solved else None, 0.0)
 
 
+def packed(fake):
+    """A fake run as the worker calls training: a point's seeds as one pack, each run as the fake says."""
+
+    def pack(cfgs, callbacks=(), metas=(), group=None, tag=""):
+        return [fake(c, callbacks, m, group, tag) for c, m in zip(cfgs, metas)]
+
+    return pack
+
+
 def visited_points(exp, storage):
     return {line.cfg.model.cell: stage.next(storage, line).visited for stage, line in lines(exp)}
 
@@ -84,7 +93,7 @@ EXPECTED = {"rnn_tanh": (10, 20, 40, 80, 57, 48), "gru": (10, 20, 40, 80, 160, 1
 
 def test_the_worker_visits_the_right_points_each_once(tmp_path, monkeypatch):
     fake = FakeTraining()
-    monkeypatch.setattr(rnnstudy.train, "train", fake)
+    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
     exp, storage = search_experiment(tmp_path)
     worker.work(exp, storage, poll_s=0.01)
     assert visited_points(exp, storage) == EXPECTED
@@ -99,12 +108,12 @@ def test_the_worker_visits_the_right_points_each_once(tmp_path, monkeypatch):
 def test_a_killed_search_resumes_without_running_a_point_twice(tmp_path, monkeypatch):
     exp, storage = search_experiment(tmp_path, heartbeat_s=1)
     killed = FakeTraining(kill_at_call=8)  # the third point's second seed
-    monkeypatch.setattr(rnnstudy.train, "train", killed)
+    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(killed))
     with pytest.raises(KeyboardInterrupt):
         worker.work(exp, storage, poll_s=0.01)
     time.sleep(2.5)  # past the heartbeat grace period (2 x heartbeat_s): the dead trial is failed and retried
     rerun = FakeTraining()
-    monkeypatch.setattr(rnnstudy.train, "train", rerun)
+    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(rerun))
     worker.work(exp, storage, poll_s=0.01)
     assert visited_points(exp, storage) == EXPECTED
     studies = experiment_studies(storage, "ts")
@@ -124,7 +133,7 @@ def test_two_workers_on_postgresql_visit_the_same_points(tmp_path, monkeypatch, 
 
 def two_workers_on(tmp_path, monkeypatch, url, name):
     fake = FakeTraining()
-    monkeypatch.setattr(rnnstudy.train, "train", fake)
+    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
     exp, storage = search_experiment(tmp_path, storage_url=url, name=name)
     errors = []
 
@@ -168,7 +177,7 @@ def test_the_calibrated_lr_is_the_stages_choice_in_the_worker_and_the_report(tmp
         final = {} if value is None else {"norm_loss": value}
         return RunResult(f"r{len(calls)}", Path("."), status, None, final, {}, 4, None, 0.0)
 
-    monkeypatch.setattr(rnnstudy.train, "train", fake)
+    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
     exp_file = tmp_path / "cal.yaml"
     exp_file.write_text(
         "name: cal\nmodel: {hidden_size: 4, cell: rnn_tanh}\ntask: {name: adding, T: 10, val_size: 16}\n"

@@ -1,0 +1,133 @@
+"""Packed runs: a point's seeds trained in one module are, member by member, the runs they would be apart."""
+
+import json
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from conftest import Interrupt
+
+from rnnstudy.store import load
+from rnnstudy.train import train, train_pack
+
+SEEDS = (0, 1, 2)
+KEY = ["split", "metric", "step"]
+
+
+def _metrics(path):
+    return load(path).metrics.sort_values(KEY).reset_index(drop=True)
+
+
+def _gradflow(path):
+    return load(path).gradflow.sort_values(["step", "loss", "layer", "state", "t"]).reset_index(drop=True)
+
+
+def _apart_and_packed(tiny, executor="auto", **overrides):
+    cfgs = [tiny(seed=s, **overrides) for s in SEEDS]
+    apart = [train(c.model_copy(update={"out": c.out / "apart"})) for c in cfgs]
+    metas = [{"study": "p", "seed": c.seed} for c in cfgs]
+    packed = train_pack(cfgs, metas=metas, executor=executor)
+    return apart, packed
+
+
+def _same(a, b, rel=1e-10):
+    ma, mb = _metrics(a.path), _metrics(b.path)
+    assert ma[KEY].equals(mb[KEY])  # the same rows: no metric, step or validation more or less
+    np.testing.assert_allclose(mb["value"], ma["value"], rtol=rel, atol=1e-300)
+    ga, gb = _gradflow(a.path), _gradflow(b.path)
+    assert ga[["step", "loss", "layer", "state", "t"]].equals(gb[["step", "loss", "layer", "state", "t"]])
+    np.testing.assert_allclose(gb["norm"], ga["norm"], rtol=rel, atol=1e-300)
+    assert (a.status, a.steps, a.steps_to_solve) == (b.status, b.steps, b.steps_to_solve)
+    assert b.final == pytest.approx(a.final, rel=rel) and b.best == pytest.approx(a.best, rel=rel)
+
+
+@pytest.mark.parametrize("executor", ["stacked", "loop"])
+@pytest.mark.parametrize(
+    "cell, task, layers, probe_loss",
+    [
+        ("rnn_tanh", "adding", 1, "answer"),
+        ("rnn_relu", "copy", 1, "training"),
+        ("lstm", "copy", 2, "answer"),
+        ("lstm", "adding", 1, "training"),
+        ("gru", "adding", 2, "answer"),
+        ("gru", "copy", 1, "answer"),
+    ],
+)
+def test_a_packed_member_is_its_separate_run_in_float64(tiny, cell, task, layers, probe_loss, executor):
+    """Every logged metric and every g_t of every member equals the separate run of its seed (float64, rel 1e-10)."""
+    T = 5 if task == "copy" else 12
+    apart, packed = _apart_and_packed(
+        tiny, executor, model__cell=cell, model__num_layers=layers, task__name=task, task__T=T, train__precision=64,
+        probe__loss=probe_loss, probe__every=7,
+    )  # fmt: skip
+    assert len({r.final["loss"] for r in apart}) == len(SEEDS)  # the seeds differ: a mix-up of members would show
+    for a, b in zip(apart, packed):
+        _same(a, b)
+        info = json.loads((b.path / "run.json").read_text())
+        assert info["packed"] == {"members": 3, "index": SEEDS.index(info["config"]["seed"]),
+                                  "stacked": executor == "stacked"}
+        assert json.loads((a.path / "run.json").read_text())["packed"] is None
+
+
+def test_members_that_solve_stop_at_their_solve_and_the_others_go_on(tiny):
+    """Early stop is per member: a member's record ends at its own solve, the rest train to theirs or to the budget."""
+    apart, packed = _apart_and_packed(
+        tiny, "stacked", model__cell="lstm", task__solved_threshold=0.8, train__early_stop=True, train__steps=60,
+        train__precision=64,
+    )  # fmt: skip
+    ends = [a.steps for a in apart]
+    assert len(set(ends)) == 3  # the design the test needs: seeds that stop at different steps, one at the budget
+    for a, b in zip(apart, packed):
+        _same(a, b)
+
+
+class Poison(pl.Callback):
+    """Sets one member's weights to NaN after a step: that member diverges, as a run of its own would."""
+
+    def __init__(self, member: int, at: int) -> None:
+        self.member, self.at = member, at
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_step == self.at:
+            with torch.no_grad():
+                for p in pl_module.members[self.member].net.parameters():
+                    p.fill_(float("nan"))
+
+
+def test_a_diverged_member_is_masked_and_the_others_are_untouched(tiny):
+    cfgs = [tiny(seed=s, train__precision=64) for s in SEEDS]
+    apart = [train(c.model_copy(update={"out": c.out / "apart"})) for c in cfgs]
+    packed = train_pack(cfgs, metas=[{"seed": c.seed} for c in cfgs], callbacks=[Poison(1, 6)], executor="stacked")
+    assert packed[1].status == "diverged" and packed[1].reason == "training loss became nan at step 6"
+    assert packed[1].steps == 6
+    for i in (0, 2):
+        _same(apart[i], packed[i])
+
+
+def test_an_interrupted_pack_resumes_from_its_checkpoint_to_the_same_numbers(tiny):
+    """Killed mid-training with one member already ended, the rerun reads that one back and resumes the others."""
+    cfgs = [
+        tiny(seed=s, model__cell="lstm", train__steps=60, train__val_every=20, train__log_every=5, probe__every=20,
+             task__solved_threshold=0.8, train__early_stop=True)
+        for s in SEEDS
+    ]  # fmt: skip
+    metas = [{"study": "p", "seed": c.seed} for c in cfgs]
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(cfgs, metas=metas, callbacks=[Interrupt(47)])
+    (checkpoint,) = (cfgs[0].out / "t" / ".packs").glob("*/last.ckpt")
+    before = {p.name: json.loads((p / "run.json").read_text())["status"] for p in (cfgs[0].out / "t").glob("2*")}
+    resumed = train_pack(cfgs, metas=metas)
+    assert not checkpoint.exists()
+    assert sorted(p.name for p in (cfgs[0].out / "t").glob("2*")) == sorted(before)  # no run trained twice, none lost
+    fresh = train_pack([c.model_copy(update={"out": c.out / "fresh"}) for c in cfgs], metas=metas)
+    for r, f in zip(resumed, fresh):
+        a, b = _metrics(r.path), _metrics(f.path)
+        assert a[KEY].equals(b[KEY]) and (a["value"].to_numpy() == b["value"].to_numpy()).all()  # bit-identical
+        assert (r.status, r.steps, r.steps_to_solve, r.final, r.best) == (f.status, f.steps, f.steps_to_solve, f.final, f.best)
+    assert sorted(before.values()) == ["complete", "failed", "failed"]  # one member had ended at its solve (step 30)
+
+
+def test_a_pack_refuses_runs_that_differ_in_more_than_the_seed(tiny):
+    with pytest.raises(ValueError, match="differ only in their seed"):
+        train_pack([tiny(seed=0), tiny(seed=1, train__lr=0.5)], metas=[None, None])
