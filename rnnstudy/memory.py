@@ -1,12 +1,13 @@
 """Memory length as an estimate with an interval: T50 from a logistic curve in log T, steps-to-solve as survival data.
 
-Each (seed, T) run is one observation: solved within the budget or not. P(solved | T) is fitted as
-a logistic curve in log T (maximum likelihood with scipy's optimiser), T50 is where it crosses 0.5,
-and its interval is a percentile bootstrap over seeds (all T of a seed are resampled together). Where every T tried
-was solved the answer is censored ("T50 > T_max"), where none was, "T50 < T_min"; where solved and
-failed T do not overlap at all the likelihood has no maximum, and T50 is the geometric midpoint of
-the gap (its interval then spans the gap at least). Steps-to-solve are a Kaplan-Meier curve (scipy),
-unsolved runs censored at the budget.
+Each (seed, T) run is one observation: solved within the budget or not. P(solved | T) is a logistic curve in log T;
+T50, where it crosses one half, is the median of its posterior (flat priors in log T50 and log slope, evaluated on a
+grid), and its interval the posterior's equal-tailed one, averaged over resamples of the seeds (all T of a seed
+together), so that a seed's luck shared across T widens it. Unlike a maximum-likelihood fit with a percentile
+bootstrap, it has an answer under separation (every failure above every success: the posterior spreads over the gap)
+and it keeps its coverage under the adaptive T search (measured by :mod:`rnnstudy.coverage`). Where every T tried was
+solved the answer is censored ("T50 > T_max"), where none was, "T50 < T_min". Steps-to-solve are a Kaplan-Meier curve
+(scipy), unsolved runs censored at the budget, and their growth with T a censored log-normal regression.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special, stats
+from scipy import optimize, stats
 
-from rnnstudy.names import SOLVED_FRACTION, Censored
+from rnnstudy.names import Censored
 
-#: Bootstrap resamples of the seeds for T50's interval.
-BOOTSTRAP = 1000
+#: Slopes of P(solved | T) per unit of log T over which T50's posterior is marginalised, flat in log slope: from a
+#: transition spread over two decades of T to one sharper than a doubling design resolves.
+SLOPES = np.exp(np.linspace(math.log(0.3), math.log(60.0), 48))
+#: Points of the log-T50 grid, which reaches this factor below the smallest T tried and above the largest.
+GRID, REACH = 400, 8.0
+#: Resamples of the seeds (all T of a seed together) whose posteriors are averaged: the interval then widens where a
+#: seed's luck is shared across T, which a posterior of independent runs would miss.
+BAGS = 200
 #: Fewer seeds than this give an exploratory estimate, not a verdict.
 MIN_SEEDS = 5
 
@@ -34,12 +41,15 @@ class T50:
     estimate: float
     low: float
     high: float
-    #: NONE (estimated), ABOVE (the curve stays at or above one half over the T tried: T50 > estimate),
-    #: BELOW (it stays below: T50 < estimate); every T solved, or none, is the plainest case of each.
+    #: NONE (estimated), ABOVE (every T tried solved: T50 > estimate), BELOW (none solved: T50 < estimate).
     censored: Censored
     seeds: int
     T_tried: tuple[int, ...]
     level: float = 0.95
+    #: Quasi-separated: no failure at a T below a success except at one mixed T, so the data locate T50 only between
+    #: design points (``bracket``) and the slope only from below; the interval then leans on the slope's prior.
+    separated: bool = False
+    bracket: tuple[float, float] = (math.nan, math.nan)
 
     @property
     def exploratory(self) -> bool:
@@ -50,75 +60,148 @@ class T50:
         """How a report writes it: ``T50 = 57 [41, 80]``, ``T50 > 320``, ``T50 < 10``, with (exploratory) for few seeds."""
         if self.censored is not Censored.NONE:
             out = f"T50 {self.censored.value} {self.estimate:.0f}"
+        elif self.separated:
+            low, high = self.bracket
+            out = f"T50 between {low:.0f} and {high:.0f} (quasi-separated; 95% [{self.low:.2g}, {self.high:.2g}])"
         else:
             out = f"T50 = {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
+            if not min(self.T_tried) <= self.estimate <= max(self.T_tried):
+                out += " (beyond the T tried)"
         return out + (f" (exploratory: {self.seeds} seeds)" if self.exploratory else "")
 
 
-def _point(log_T: np.ndarray, solved: np.ndarray) -> tuple[float, Censored]:
-    """T50 of one sample (log scale), or a censored bound with its direction."""
-    if solved.all():
-        return float(log_T.max()), Censored.ABOVE
-    if not solved.any():
-        return float(log_T.min()), Censored.BELOW
-    top_solved, first_failed = log_T[solved].max(), log_T[~solved].min()
-    if top_solved < first_failed:  # complete separation: no maximum-likelihood slope, T50 is in the gap
-        return float((top_solved + first_failed) / 2), Censored.NONE
-    intercept, slope = _logistic(*_binomial(log_T, solved))
-    if slope >= 0:  # solved more often at larger T: no transition in this range
-        mostly = solved.mean() >= SOLVED_FRACTION
-        return (float(log_T.max()), Censored.ABOVE) if mostly else (float(log_T.min()), Censored.BELOW)
-    crossing = -intercept / slope
-    if crossing > log_T.max():  # the fitted curve is still above one half at the largest T tried
-        return float(log_T.max()), Censored.ABOVE
-    if crossing < log_T.min():
-        return float(log_T.min()), Censored.BELOW
-    return float(crossing), Censored.NONE
-
-
-def _binomial(log_T: np.ndarray, solved: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The runs as (T, outcome, count) rows: the same likelihood, one row per distinct T and outcome."""
-    keys, counts = np.unique(np.stack([log_T, solved.astype(float)]), axis=1, return_counts=True)
-    return keys[0], keys[1].astype(int), counts.astype(float)
-
-
-def _logistic(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """Maximum-likelihood (intercept, slope) of P(y=1) = sigmoid(a + b x) for weighted binomial rows (scipy's L-BFGS).
-
-    Under quasi-separation the slope grows until the iteration limit; the crossing -a/b stays at the mixed T.
-    """
-    centre = float(np.average(x, weights=w))
-    u = x - centre
-
-    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        z = theta[0] + theta[1] * u
-        residual = w * (special.expit(z) - y)
-        return float(np.sum(w * (np.logaddexp(0.0, z) - y * z))), np.array([residual.sum(), (residual * u).sum()])
-
-    a, b = optimize.minimize(loss, np.zeros(2), jac=True, method="L-BFGS-B", options={"maxiter": 200}).x
-    return float(a - b * centre), float(b)
-
-
-def t50(runs: pd.DataFrame, level: float = 0.95, resamples: int = BOOTSTRAP, seed: int = 0) -> T50:
-    """T50 of one cell x init x budget from its runs (columns T, seed, solved), with a bootstrap interval over seeds."""
+def t50(runs: pd.DataFrame, level: float = 0.95, bags: int = BAGS, seed: int = 0) -> T50:
+    """T50 of one cell x init x budget from its runs (columns T, seed, solved): the median of its bagged posterior, with
+    the equal-tailed interval; ``bags=0``: the plain posterior of the runs as they are."""
     data = runs[["T", "seed", "solved"]].dropna()
-    log_T = np.log(data["T"].to_numpy(dtype=float))
-    solved = data["solved"].to_numpy(dtype=bool)
     tried = tuple(sorted({int(t) for t in data["T"]}))
-    seeds = data["seed"].to_numpy()
-    unique = np.unique(seeds)
-    estimate, censored = _point(log_T, solved)
-    if censored is not Censored.NONE:
-        bound = max(tried) if censored == Censored.ABOVE else min(tried)
-        return T50(float(bound), math.nan, math.nan, censored, len(unique), tried, level)
-    rows = {s: np.flatnonzero(seeds == s) for s in unique}
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        idx = np.concatenate([rows[s] for s in rng.choice(unique, size=len(unique), replace=True)])
-        draws.append(_point(log_T[idx], solved[idx])[0])
-    low, high = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2])
-    return T50(math.exp(estimate), math.exp(low), math.exp(high), Censored.NONE, len(unique), tried, level)
+    solved = data["solved"].to_numpy(dtype=bool)
+    n_seeds = data["seed"].nunique()
+    separated = _separation(data)
+    if solved.all() or not solved.any():
+        censored = Censored.ABOVE if solved.all() else Censored.BELOW
+        bound = max(tried) if solved.all() else min(tried)
+        return T50(float(bound), math.nan, math.nan, censored, n_seeds, tried, level, *separated)
+    by_seed = data.assign(solved=solved).pivot_table(index="seed", columns="T", values="solved", aggfunc=["sum", "count"])
+    wins = by_seed["sum"].reindex(columns=list(tried)).fillna(0).to_numpy(dtype=float)  # (seeds, T)
+    runs_at = by_seed["count"].reindex(columns=list(tried)).fillna(0).to_numpy(dtype=float)
+    if bags:  # each replicate: the seeds drawn with replacement, as multiplicities
+        picks = np.random.default_rng(seed).integers(0, n_seeds, size=(bags, n_seeds))
+        weights = np.stack([np.bincount(p, minlength=n_seeds) for p in picks]).astype(float)
+    else:
+        weights = np.ones((1, n_seeds))
+    log_T = np.log(np.asarray(tried, dtype=float))
+    grid = np.linspace(log_T[0] - math.log(REACH), log_T[-1] + math.log(REACH), GRID)
+    cdf = np.cumsum(_posterior(log_T, weights @ wins, weights @ (runs_at - wins), grid).mean(axis=0))
+    estimate, low, high = (float(np.interp(q, cdf, grid)) for q in (0.5, (1 - level) / 2, (1 + level) / 2))
+    return T50(math.exp(estimate), math.exp(low), math.exp(high), Censored.NONE, n_seeds, tried, level, *separated)
+
+
+def _posterior(log_T: np.ndarray, wins: np.ndarray, losses: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Posterior of log T50 on ``grid`` for each replicate's solved and failed counts per T, ``(replicates, T)``.
+
+    P(solved | T) = sigmoid(slope x (log T50 - log T)); flat prior in log T50 over the grid and in log slope over
+    :data:`SLOPES`, the slope marginalised. Returns ``(replicates, grid)``, each row summing to one.
+    """
+    z = SLOPES[None, :, None] * (grid[:, None, None] - log_T[None, None, :])  # (grid, slopes, T)
+    log_p, log_q = -np.logaddexp(0.0, -z), -np.logaddexp(0.0, z)
+    ll = np.einsum("gst,bt->bgs", log_p, wins) + np.einsum("gst,bt->bgs", log_q, losses)
+    post = np.exp(ll - ll.max(axis=(1, 2), keepdims=True)).sum(axis=2)
+    return post / post.sum(axis=1, keepdims=True)
+
+
+def _separation(data: pd.DataFrame) -> tuple[bool, tuple[float, float]]:
+    """Whether the outcomes are quasi-separated in T, and the design points that bracket the crossing then.
+
+    Separated: every failure is at a T at or above every success's T except at most one T where both occur. The
+    bracket runs from the largest T below it that every seed solved (or the mixed T) to the smallest above it that
+    none did (or the mixed T).
+    """
+    frac = data.groupby("T")["solved"].mean().sort_index()
+    mixed = frac[(frac > 0) & (frac < 1)]
+    if len(mixed) > 1 or frac.all() or not frac.any():
+        return False, (math.nan, math.nan)
+    solved_T, failed_T = frac.index[frac > 0], frac.index[frac < 1]
+    if solved_T.max() > failed_T.min():  # a failure below a success: the fit has a finite slope
+        return False, (math.nan, math.nan)
+    low = frac.index[(frac == 1) & (frac.index <= failed_T.min())]
+    high = frac.index[(frac == 0) & (frac.index >= solved_T.max())]
+    return True, (float(low.max() if len(low) else failed_T.min()), float(high.min() if len(high) else solved_T.max()))
+
+
+#: Fractions of a study's budget at which memory length is read again from the same runs (a run solved within b steps
+#: iff it first met its bar at or before b).
+BUDGET_LADDER = (0.25, 0.5, 0.75, 1.0)
+
+
+def solved_within(steps: pd.Series, budget: float) -> pd.Series:
+    """Whether each run had met its solved bar by ``budget`` steps (NaN steps: never)."""
+    return steps.notna() & (steps <= budget)
+
+
+@dataclass(frozen=True)
+class GrowthLaw:
+    """How training time grows with T: median steps-to-solve = exp(intercept) x T^alpha, with alpha's profile interval.
+
+    Fitted as a censored log-normal regression of log steps on log T (unsolved runs right-censored at their budget):
+    the budget-free summary of a line, and the T50 it implies at any budget.
+    """
+
+    alpha: float
+    low: float
+    high: float
+    intercept: float
+    sigma: float
+    runs: int
+    solved: int
+
+    def T_at(self, budget: float) -> float:
+        """The T at which half the runs would solve within ``budget`` steps under this law."""
+        if not (math.isfinite(self.alpha) and self.alpha > 0):
+            return math.nan
+        return math.exp((math.log(budget) - self.intercept) / self.alpha)
+
+
+def _censored_normal(x: np.ndarray, y: np.ndarray, event: np.ndarray, alpha: float | None = None) -> tuple[float, np.ndarray]:
+    """The largest log-likelihood of y = a + alpha x + sigma e (e normal; ``event`` False: right-censored at y), and
+    its (a, alpha, log sigma); with ``alpha`` given, maximised over the other two only."""
+
+    def nll(theta: np.ndarray) -> float:
+        a, b, log_s = (theta[0], theta[1], theta[2]) if alpha is None else (theta[0], alpha, theta[1])
+        z = (y - a - b * x) / math.exp(log_s)
+        return -float(np.sum(np.where(event, stats.norm.logpdf(z) - log_s, stats.norm.logsf(z))))
+
+    slope, intercept = np.polyfit(x, y, 1) if len(np.unique(x)) > 1 else (0.0, float(y.mean()))
+    start = np.array([intercept, slope, math.log(max(float(np.std(y)), 0.1))])
+    if alpha is not None:
+        start = np.array([float(np.mean(y - alpha * x)), start[2]])
+    fit = optimize.minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})
+    return -float(fit.fun), fit.x
+
+
+def growth_law(T: pd.Series, steps: pd.Series, budget: pd.Series, level: float = 0.95) -> GrowthLaw:
+    """Steps-to-solve against T for one line's runs; NaN where fewer than two T had a run solve."""
+    solved = steps.notna().to_numpy()
+    x = np.log(T.to_numpy(dtype=float))
+    y = np.log(np.where(solved, steps.fillna(1).clip(lower=1).to_numpy(dtype=float), budget.to_numpy(dtype=float)))
+    if len(np.unique(x[solved])) < 2:
+        return GrowthLaw(math.nan, math.nan, math.nan, math.nan, math.nan, len(x), int(solved.sum()))
+    best, (a, alpha, log_s) = _censored_normal(x, y, solved)
+    cut = stats.chi2.ppf(level, 1) / 2
+
+    def drop(b: float) -> float:
+        return best - _censored_normal(x, y, solved, b)[0] - cut
+
+    def end(direction: int) -> float:
+        step = max(abs(alpha), 0.25)
+        for _ in range(12):  # widen until the profile has fallen below the cut, then find the crossing
+            far = alpha + direction * step
+            if drop(far) > 0:
+                return float(optimize.brentq(drop, min(alpha, far), max(alpha, far), xtol=1e-6))
+            step *= 2
+        return direction * math.inf
+
+    return GrowthLaw(float(alpha), end(-1), end(1), float(a), math.exp(log_s), len(x), int(solved.sum()))
 
 
 @dataclass(frozen=True)

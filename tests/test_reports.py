@@ -13,7 +13,7 @@ from rnnstudy.report import frames, frontier, gradient_lag, reproduction
 from rnnstudy.report.build import build_report
 from rnnstudy.store import hold, load, status_counts
 
-FIGURES = ["gradient_lag.png", "heatmaps.png", "frontier.png", "curves.png", "search.png"]
+FIGURES = ["gradient_lag.png", "heatmaps.png", "frontier.png", "budget.png", "curves.png", "search.png"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_every_figure_and_the_report(store, tmp_path, capsys):
     out = tmp_path / "report"
     assert build_report(store, out=out) == 0
     printed = capsys.readouterr().out
-    assert "[1/8] gradient flow against lag" in printed and f"report: {out / 'report.md'}" in printed
+    assert "[1/9] gradient flow against lag" in printed and f"report: {out / 'report.md'}" in printed
     for name in FIGURES:
         path = out / name
         assert path.stat().st_size > 10_000, name

@@ -15,10 +15,11 @@ LINE = ["task", "cell", "family", "setting"]
 
 
 def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
-    """Per task x cell x family x setting: T50 with its bootstrap interval over seeds, and the data behind it.
+    """Per task x cell x family x setting: T50 with its 95% interval (rnnstudy.memory), and the data behind it.
 
     Machine columns, one fact each: ``T50``/``low``/``high`` (NaN where censored), ``censored`` (a
-    :class:`~rnnstudy.names.Censored` value) with its ``bound``, ``seeds``, ``T_visited`` and ``solved_fraction``
+    :class:`~rnnstudy.names.Censored` value) with its ``bound``, ``separated`` with its ``bracket_low``/``bracket_high``
+    (design points), the ``budget`` (steps), ``seeds``, ``T_visited`` and ``solved_fraction``
     (one per T visited, in T order), the Kaplan-Meier median ``steps_to_solve`` with its interval at ``steps_at_T``
     (the largest T at least half the seeds solved; unsolved runs censored at the budget), ``lr``, and the
     answer-loss gradient ``horizon_at_init`` at the largest T tried (``horizon_T``). Each run is one (seed, T)
@@ -54,6 +55,10 @@ def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
                 "high": estimate.high,
                 "censored": estimate.censored.value,
                 "bound": estimate.estimate if censored else np.nan,
+                "separated": estimate.separated,
+                "bracket_low": estimate.bracket[0],
+                "bracket_high": estimate.bracket[1],
+                "budget": int(d["budget"].max()),
                 "seeds": estimate.seeds,
                 "T_visited": list(estimate.T_tried),
                 "solved_fraction": [float(fractions[T]) for T in estimate.T_tried],
@@ -73,7 +78,9 @@ def estimate_text(row: pd.Series) -> str:
     """One line's memory length as a report writes it: ``T50 = 57 [41, 80]``, ``T50 > 320``, ``T50 < 10``."""
     censored = Censored(row["censored"])
     value = row["bound"] if censored is not Censored.NONE else row["T50"]
-    return T50(value, row["low"], row["high"], censored, int(row["seeds"]), tuple(row["T_visited"])).text()
+    bracket = (row["bracket_low"], row["bracket_high"])
+    return T50(value, row["low"], row["high"], censored, int(row["seeds"]), tuple(row["T_visited"]), 0.95,
+               bool(row["separated"]), bracket).text()  # fmt: skip
 
 
 def memory_table(memory: pd.DataFrame) -> pd.DataFrame:

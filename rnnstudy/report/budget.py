@@ -1,0 +1,116 @@
+"""Memory length against the training budget: T50 at a ladder of budgets read from the same runs, and the growth law.
+
+A run solved within b steps if and only if it first met its bar at or before step b, so every smaller budget's T50
+comes from the runs already trained. The budget-free summary of a line is how steps-to-solve grow with T
+(``steps ~ T^alpha``, :func:`rnnstudy.memory.growth_law`), drawn beside the ladder as the T50 it implies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from rnnstudy import figures
+from rnnstudy.cells import CELL_LABELS, CELL_ORDER
+from rnnstudy.memory import BUDGET_LADDER, growth_law, solved_within, t50
+from rnnstudy.names import Censored
+from rnnstudy.report import frames
+from rnnstudy.report.tables import LINE, best_trials, estimate_text
+
+#: A line whose T50 at the full budget exceeds its T50 at the rung below by more than this factor is still rising.
+RISING = 1.1
+
+
+def _law(d: pd.DataFrame):
+    return growth_law(d["T"], d["steps_to_solve"].astype(float), d["budget"].astype(float))
+
+
+def ladder(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per line x rung of :data:`~rnnstudy.memory.BUDGET_LADDER` (``budget`` in steps), with the estimate's
+    machine columns as :func:`rnnstudy.report.tables.memory_length` has them and ``law_T50``, the T50 the line's growth
+    law implies at that budget."""
+    rows = []
+    for key, d in best_trials(frames.studied(runs)).groupby(LINE, dropna=False):
+        full, law = float(d["budget"].max()), _law(d)
+        for fraction in BUDGET_LADDER:
+            b = full * fraction
+            est = t50(d.assign(solved=solved_within(d["steps_to_solve"].astype(float), b)))
+            censored = est.censored is not Censored.NONE
+            rows.append({
+                **dict(zip(LINE, key)), "budget": int(b), "T50": np.nan if censored else est.estimate, "low": est.low,
+                "high": est.high, "censored": est.censored.value, "bound": est.estimate if censored else np.nan,
+                "separated": est.separated, "bracket_low": est.bracket[0], "bracket_high": est.bracket[1],
+                "seeds": est.seeds, "T_visited": list(est.T_tried), "law_T50": law.T_at(b),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def laws(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per line: steps-to-solve ~ T^alpha, alpha with its 95% profile-likelihood interval (censored log-normal)."""
+    rows = []
+    for key, d in best_trials(frames.studied(runs)).groupby(LINE, dropna=False):
+        law = _law(d)
+        rows.append({**dict(zip(LINE, key)), "alpha": law.alpha, "alpha_low": law.low, "alpha_high": law.high,
+                     "intercept": law.intercept, "sigma": law.sigma, "runs": law.runs, "solved": law.solved})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def rising(rungs: pd.DataFrame) -> bool:
+    """Whether a line's T50 still grows between the last two rungs (a bound above at the top counts as growing)."""
+    top, below = rungs.sort_values("budget").iloc[-1], rungs.sort_values("budget").iloc[-2]
+    if top["censored"] == Censored.ABOVE:
+        return True
+    value = lambda r: r["T50"] if r["censored"] == Censored.NONE else r["bound"]  # noqa: E731
+    return bool(value(top) > RISING * value(below))
+
+
+def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The ladder and the growth laws, the section's two frames."""
+    return ladder(runs), laws(runs)
+
+
+def table(rungs: pd.DataFrame, growth: pd.DataFrame) -> pd.DataFrame:
+    """For people: per line, T50 at each budget, alpha with its interval, and whether T50 still rises at the full budget."""
+    if rungs.empty:
+        return pd.DataFrame()
+    rows = []
+    for key, d in rungs.groupby(LINE, dropna=False, sort=False):
+        law = growth.set_index(LINE).loc[key]
+        row = {"task": key[0], "cell": CELL_LABELS[key[1]], "family": key[2], "setting": key[3]}
+        row |= {f"T50 at {int(r['budget'])} steps": estimate_text(r) for _, r in d.sort_values("budget").iterrows()}
+        row["alpha (steps ~ T^alpha) [95%]"] = (
+            "-" if np.isnan(law["alpha"]) else f"{law['alpha']:.2f} [{law['alpha_low']:.2f}, {law['alpha_high']:.2f}]"
+        )
+        row["still rising at the full budget"] = "yes" if rising(d) else "no"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def draw(rungs: pd.DataFrame, out: Path) -> Path | None:
+    """T50 against budget (log-log), one panel per task x cell, one colour per family x setting; dashed: the growth law."""
+    if rungs.empty:
+        return None
+    panels = sorted({(t, c) for t, c in zip(rungs["task"], rungs["cell"])}, key=lambda p: (p[0], CELL_ORDER.index(p[1])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, layout="constrained")
+    for ax, (task, cell) in zip(axes.flat, panels):
+        here = rungs[(rungs["task"] == task) & (rungs["cell"] == cell)]
+        for i, ((family, setting), d) in enumerate(here.groupby(["family", "setting"], sort=True)):
+            d = d.sort_values("budget")
+            colour, label = f"C{i}", f"{family} {setting}".strip()
+            est = d[d["censored"] == Censored.NONE]
+            ax.errorbar(est["budget"], est["T50"], yerr=[est["T50"] - est["low"], est["high"] - est["T50"]], fmt="o-",
+                        color=colour, capsize=3, label=label)  # fmt: skip
+            for _, r in d[d["censored"] != Censored.NONE].iterrows():
+                ax.scatter(r["budget"], r["bound"], marker="^" if r["censored"] == Censored.ABOVE else "v", color=colour)
+            ax.plot(d["budget"], d["law_T50"], "--", color=colour, alpha=0.6)
+        ax.set(xscale="log", yscale="log", title=f"{task}: {CELL_LABELS[cell]}", xlabel="training budget (steps)",
+               ylabel="T50 (log)")  # fmt: skip
+        figures.plain_log_ticks(ax.xaxis)
+        figures.plain_log_ticks(ax.yaxis)
+        ax.legend(fontsize=7)
+    fig.suptitle("T50 against the training budget, read from the same runs (bars: 95% intervals; triangles: bounds, "
+                 "every T tried solved or none; dashed: T50 implied by steps ~ T^alpha)", fontsize=9)  # fmt: skip
+    return figures.save(fig, out)

@@ -1,0 +1,52 @@
+"""Memory length against the budget: T50 at smaller budgets read from the same runs, and the censored growth law."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_guards import hand_built_runs
+
+from rnnstudy.memory import growth_law
+from rnnstudy.report import budget
+
+
+def test_the_ladder_reads_smaller_budgets_from_the_steps_to_solve():
+    """Every seed solves T = 10 at step 100, 20 at 400, 40 at 900, and never 80 (budget 1000): the crossing moves one
+    gap per rung, counted by hand, and the line is still rising at its full budget."""
+    first_solve = {10: 100.0, 20: 400.0, 40: 900.0, 80: np.nan}
+    runs = hand_built_runs([("lstm", "a", T, s, T < 80) for T in first_solve for s in range(5)])
+    runs["steps_to_solve"] = runs["T"].map(first_solve)
+    rungs = budget.ladder(runs).set_index("budget")
+    assert list(rungs.index) == [250, 500, 750, 1000]
+    brackets = {b: (r["bracket_low"], r["bracket_high"]) for b, r in rungs.iterrows()}
+    assert brackets == {250: (10, 20), 500: (20, 40), 750: (20, 40), 1000: (40, 80)}
+    assert rungs["separated"].all() and (rungs["censored"] == "").all()
+    assert budget.rising(rungs.reset_index())
+    table = budget.table(rungs.reset_index(), budget.laws(runs))
+    assert table.loc[0, "T50 at 250 steps"].startswith("T50 between 10 and 20") and table.loc[0, "still rising at the full budget"] == "yes"
+
+
+def test_uncensored_the_growth_law_is_least_squares_in_log_log():
+    rng = np.random.default_rng(0)
+    T = pd.Series(np.repeat([10, 20, 40, 80], 6))
+    steps = pd.Series(np.exp(1.0 + 1.3 * np.log(T) + rng.normal(0, 0.3, len(T))))
+    law = growth_law(T, steps, pd.Series(1e9, index=T.index))
+    slope, intercept = np.polyfit(np.log(T), np.log(steps), 1)  # the MLE of a normal regression without censoring
+    assert law.alpha == pytest.approx(slope, rel=1e-4) and law.intercept == pytest.approx(intercept, rel=1e-4)
+    assert law.low < law.alpha < law.high
+
+
+def test_with_censoring_the_growth_law_recovers_alpha_where_least_squares_on_solved_runs_does_not():
+    rng = np.random.default_rng(1)
+    T = pd.Series(np.repeat([10, 20, 40, 80, 160], 400))
+    log_steps = 2.0 + 1.5 * np.log(T) + rng.normal(0, 0.6, len(T))
+    budget_steps = 2000.0  # censors most runs at the largest T: median steps there is exp(2) x 160^1.5 = 15,000
+    solved = np.exp(log_steps) <= budget_steps
+    steps = pd.Series(np.where(solved, np.exp(log_steps), np.nan))
+    law = growth_law(T, steps, pd.Series(budget_steps, index=T.index))
+    assert law.low < 1.5 < law.high and law.alpha == pytest.approx(1.5, abs=0.05)
+    naive = np.polyfit(np.log(T[solved]), log_steps[solved], 1)[0]  # censored runs dropped: the slope flattens
+    assert naive < 1.3
+    # The law's T50 at a budget: where the median run solves exactly at the budget (exp(2) x T^1.5 = b).
+    assert law.T_at(2000.0) == pytest.approx((2000.0 / math.exp(2.0)) ** (1 / 1.5), rel=0.05)
