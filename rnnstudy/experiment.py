@@ -65,14 +65,25 @@ class Calibration(Strict):
 
     lr: list[PositiveFloat] = Field(min_length=5)
     """The learning rates tried (at least 5, spanning at least two decades)."""
-    T: PositiveInt
-    """The reference T the calibration runs at."""
+    T: PositiveInt | dict[str, PositiveInt]
+    """The reference T the calibration runs at: one for every cell, or one per cell (``{lstm: 160, rnn_tanh: 20}``), so
+    that each cell is calibrated near its own transition rather than at a T every lr solves."""
     steps: PositiveInt | None = None
     """Training steps of a calibration run (null: the experiment's train.steps)."""
     seeds: list[Seed] = Field(default=[0, 1, 2], min_length=3)
     """Seeds of each lr (at least 3)."""
     rule: Literal["median"] = "median"
     """How the lr is chosen: median = the lowest median final normalised validation loss over the seeds (ties: the smaller lr)."""
+    extend: int = Field(default=2, ge=0)
+    """Learning rates added beyond an edge of the grid, one at a time, while the choice sits at that edge (each one
+    the grid's outer ratio further out): a choice at the edge is not a choice until the grid brackets it."""
+
+    def beyond(self) -> list[float]:
+        """The lrs the stage may add: ``extend`` below the smallest and above the largest, at the grid's outer ratios."""
+        lr = sorted(self.lr)
+        return [lr[0] * (lr[0] / lr[1]) ** k for k in range(1, self.extend + 1)] + [
+            lr[-1] * (lr[-1] / lr[-2]) ** k for k in range(1, self.extend + 1)
+        ]
 
     @model_validator(mode="after")
     def _wide(self) -> Calibration:
@@ -221,18 +232,26 @@ class Experiment(RunDefaults):
         return out
 
     def calibration_points(self) -> list[GridPoint]:
-        """The calibration studies: each row x grid point (the experiment's own init, no family) at the reference T, per lr."""
+        """The calibration studies: each row x grid point (the experiment's own init, no family) at the reference T, per
+        lr of the grid and per lr the stage may add beyond its edges (run only where the choice sits at that edge)."""
         if self.calibrate is None:
             return []
         c = self.calibrate
-        fixed = {"task.T": c.T, "train.early_stop": False, **({"train.steps": c.steps} if c.steps else {})}
+        fixed = {"train.early_stop": False, **({"train.steps": c.steps} if c.steps else {})}
         return [
             GridPoint(
-                self.name, apply_overrides(cfg, {**fixed, "train.lr": lr}), "default", label, "train.lr", lr, CALIBRATION, key
-            )
+                self.name,
+                apply_overrides(cfg, {**fixed, "task.T": self.calibration_T(cfg.model.cell), "train.lr": lr}),
+                "default", label, "train.lr", lr, CALIBRATION, key,
+            )  # fmt: skip
             for key, label, cfg in self._bases()
-            for lr in c.lr
+            for lr in sorted([*c.lr, *c.beyond()])
         ]
+
+    def calibration_T(self, cell: str) -> int:
+        """The reference T of a cell's calibration."""
+        T = self.calibrate.T
+        return T if isinstance(T, int) else T[cell]
 
     @model_validator(mode="after")
     def _points_valid(self) -> Experiment:
@@ -269,6 +288,12 @@ class Experiment(RunDefaults):
         if self.calibrate and ("train.lr" in self.grid or "train.lr" in map(param_path, self.search)):
             raise ValueError("calibrate: the lr is calibrated; allowed: no train.lr in grid or search")
         points = self.points()
+        if self.calibrate and isinstance(self.calibrate.T, dict):
+            cells = sorted({p.cfg.model.cell for p in points})
+            if missing := [c for c in cells if c not in self.calibrate.T]:
+                raise ValueError(
+                    f"calibrate.T has no T for {', '.join(missing)}; allowed: one T per cell of the grid ({', '.join(cells)})"
+                )
         if not points:
             raise ValueError("grid, families and rows select no study at all (check the families' `cells`)")
         if len({p.study for p in points}) != len(points):

@@ -5,7 +5,8 @@ process: every worker (and a rerun after a kill, and the parent's progress lines
 point from the finished studies, so points are never run twice and one worker or several visit the same points.
 
 - :class:`CalibrationStage`: each row x grid point with the experiment's own init at a reference T, per lr;
-  its choice (:meth:`CalibrationStage.choose`) is the lr of the stages after it.
+  its choice (:meth:`CalibrationStage.choose`) is the lr of the stages after it. A choice at an edge of the grid
+  adds lrs beyond that edge, one at a time, until it is bracketed or ``calibrate.extend`` is reached.
 - :class:`TSearchStage`: each line's T chosen from the verdicts of the T already finished.
 - :class:`GridStage`: every point once.
 """
@@ -78,6 +79,10 @@ class Stage:
         """The seeds each trial of this stage trains."""
         return self.exp.seeds
 
+    def upfront(self, point: GridPoint) -> bool:
+        """Whether the point's study is created before any trial runs (not one the stage may never need)."""
+        return True
+
     def next(self, storage: BaseStorage, point: GridPoint) -> Next:
         """What to run next for one of :meth:`points`."""
         return Next(done=True) if finished(storage, point.study, self.exp.target) is not None else Next(point)
@@ -106,15 +111,47 @@ class CalibrationStage(Stage):
         """The lr chosen: the lowest score (ties: the smaller lr)."""
         return min((cls.score(finals), lr) for lr, finals in finals_by_lr.items())[1]
 
-    def chosen_lr(self, storage: BaseStorage, base: str) -> float | None:
-        """The lr chosen for one row x grid point (``base``), or None while any of its lr is unfinished."""
-        finals = {}
-        for point in (p for p in self.points() if p.base == base):
+    def upfront(self, point: GridPoint) -> bool:
+        return point.value in self.exp.calibrate.lr
+
+    def next(self, storage: BaseStorage, point: GridPoint) -> Next:
+        if self.upfront(point):
+            return super().next(storage, point)
+        finals, wanted = self._tried(storage, point.base)
+        if finals is None:
+            return Next(waiting_for="the learning-rate grid")
+        if wanted is None or wanted.study == point.study:
+            return Next(done=True) if wanted is None else Next(point)
+        return Next(waiting_for=f"the calibration at lr {wanted.value:g}")
+
+    def _tried(self, storage: BaseStorage, base: str) -> tuple[dict[float, list[float]] | None, GridPoint | None]:
+        """For one row x grid point: the seeds' final losses of every lr tried so far (None while the grid is
+        unfinished), and the lr beyond an edge still to run (None: the choice is bracketed, or the bound reached)."""
+        points = sorted((p for p in self.points() if p.base == base), key=lambda p: p.value)
+        grid = self.exp.calibrate.lr
+        finals: dict[float, list[float]] = {}
+        for point in (p for p in points if p.value in grid):
             trials = finished(storage, point.study, self.exp.target)
             if not trials:
-                return None
+                return None, None
             finals[point.value] = list(trials[0].user_attrs.get(TrialAttr.FINAL, []))
-        return self.choose(finals)
+        above = [p for p in points if p.value > max(grid)]
+        below = [p for p in reversed(points) if p.value < min(grid)]
+        while True:
+            best = self.choose(finals)
+            side = above if best == max(finals) else below if best == min(finals) else []
+            if not side:
+                return finals, None
+            point = side.pop(0)
+            trials = finished(storage, point.study, self.exp.target)
+            if not trials:
+                return finals, point
+            finals[point.value] = list(trials[0].user_attrs.get(TrialAttr.FINAL, []))
+
+    def chosen_lr(self, storage: BaseStorage, base: str) -> float | None:
+        """The lr chosen for one row x grid point (``base``), or None while any lr it needs is unfinished."""
+        finals, wanted = self._tried(storage, base)
+        return None if finals is None or wanted is not None else self.choose(finals)
 
 
 class GridStage(Stage):

@@ -64,8 +64,9 @@ def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[
     base = exp.base()
     preflight(base)  # before the storage or any study exists
     storage, url = open_storage(storage_url, exp, base)
-    for _, point in lines(exp):
-        load_study(point, storage, exp)
+    for stage, point in lines(exp):
+        if stage.upfront(point):
+            load_study(point, storage, exp)
     return exp, base, storage, url
 
 

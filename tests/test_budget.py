@@ -24,7 +24,8 @@ def test_the_ladder_reads_smaller_budgets_from_the_steps_to_solve():
     assert rungs["separated"].all() and (rungs["censored"] == "").all()
     assert budget.rising(rungs.reset_index())
     table = budget.table(rungs.reset_index(), budget.laws(runs))
-    assert table.loc[0, "T50 at 250 steps"].startswith("T50 between 10 and 20") and table.loc[0, "still rising at the full budget"] == "yes"
+    assert table.loc[0, "T50 at 250 steps"].startswith("T50 between 10 and 20")
+    assert table.loc[0, "still rising at the full budget"] == "yes"
 
 
 def test_uncensored_the_growth_law_is_least_squares_in_log_log():

@@ -59,6 +59,10 @@ def test_a_sweep_never_trains_the_same_run_twice(tiny):
         ("T_search: {start: 10, max: 5}\n", "max = 5 is below start = 10"),
         ("calibrate: {lr: [1.0e-3, 2.0e-3, 3.0e-3, 4.0e-3, 5.0e-3], T: 10}\n", "spans less than two decades"),
         ("calibrate: {lr: [1.0e-4, 1.0e-2], T: 10}\n", "calibrate.lr"),
+        (
+            "grid: {model.cell: [lstm, gru]}\ncalibrate: {lr: [1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2], T: {lstm: 80}}\n",
+            r"calibrate.T has no T for gru; allowed: one T per cell of the grid \(gru, lstm\)",
+        ),
         ("study: {trials: 3}\n", "study.trials = 3: nothing is searched"),
         ("families: {a: {init.gain: [1, 2], init.scale: [1, 2]}}\n", "allowed: one axis"),
         (
@@ -73,3 +77,14 @@ def test_designs_a_referee_would_refuse_are_config_errors(tmp_path, extra, messa
     path.write_text(f"name: e\ntrain: {{steps: 1000, val_every: 100}}\n{extra}")
     with pytest.raises(ConfigError, match=message):
         load_experiment(path)
+
+
+def test_each_cell_is_calibrated_at_its_own_reference_T(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text(
+        "name: e\ntrain: {steps: 1000, val_every: 100}\ngrid: {model.cell: [lstm, rnn_tanh]}\n"
+        "calibrate: {lr: [1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2], T: {lstm: 160, rnn_tanh: 20}}\n"
+    )
+    exp = load_experiment(path)
+    grid = {(p.cfg.model.cell, p.cfg.task.T) for p in exp.calibration_points() if p.value in exp.calibrate.lr}
+    assert grid == {("lstm", 160), ("rnn_tanh", 20)}

@@ -202,4 +202,54 @@ def test_the_calibrated_lr_is_the_stages_choice_in_the_worker_and_the_report(tmp
     runs = pd.DataFrame([*rows, {**rows[0], "stage": "", "lr": 3e-3, "T": 10}])
     table = chosen(runs[runs["stage"] == "calibration"], runs)
     assert table["chosen_lr"].tolist() == [3e-3] and table["trained_lr"].tolist() == [[3e-3]]
-    assert chosen_table(table)[["chosen lr", "lr the study trained at"]].values.tolist() == [[3e-3, "0.003"]]
+    assert chosen_table(table)[["chosen lr", "lr the study trained at", "bracketed"]].values.tolist() == [[3e-3, "0.003", "yes"]]
+
+
+@pytest.mark.parametrize(
+    "extend, best_at, chosen_lr, bracketed", [(2, 0.25, 0.1 * (0.1 / 0.03), True), (1, 100.0, 0.1 * (0.1 / 0.03), False)]
+)
+def test_a_choice_at_the_grid_edge_extends_the_grid_until_it_is_bracketed(
+    tmp_path, monkeypatch, extend, best_at, chosen_lr, bracketed
+):
+    """The final loss falls towards ``best_at``: past the grid's top (0.1), the stage adds 0.1 x (0.1/0.03)^k one at a
+    time while the choice sits at the top, and the line trains at the bracketed choice (or, at the bound, at the edge,
+    which the report marks as not bracketed). Nothing is added below the grid."""
+    import math
+
+    import pandas as pd
+
+    from rnnstudy.report.calibration import chosen, chosen_table
+    from rnnstudy.stages import plan
+
+    calls = []
+
+    def fake(cfg, callbacks=(), meta=None, group=None, tag=""):
+        calls.append((meta["stage"], cfg.train.lr, cfg.seed))
+        final = abs(math.log10(cfg.train.lr / best_at)) + 0.1 + 0.01 * cfg.seed
+        return RunResult(f"r{len(calls)}", Path("."), "complete", None, {"norm_loss": final}, {}, 4, None, 0.0)
+
+    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
+    grid = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
+    exp_file = tmp_path / "edge.yaml"
+    exp_file.write_text(
+        "name: edge\nmodel: {hidden_size: 4, cell: rnn_tanh}\ntask: {name: adding, T: 10, val_size: 16}\n"
+        "train: {steps: 4, batch_size: 4, val_every: 2, progress: false, accelerator: cpu}\nwandb: {mode: disabled}\n"
+        f"calibrate: {{lr: {grid}, T: 20, extend: {extend}}}\nseeds: [0]\nout: {tmp_path / 'runs'}\nstudy: {{trials: 1}}\n"
+    )
+    exp = load_experiment(exp_file)
+    storage, _ = open_storage(None, exp, exp.base())
+    calibration, line = plan(exp)
+    worker.work(exp, storage, poll_s=0.01)
+    tried = sorted({lr for stage, lr, _ in calls if stage})
+    above = [0.1 * (0.1 / 0.03) ** k for k in range(1, 3)]
+    expected = grid + above[: 2 if bracketed else extend]
+    assert tried == pytest.approx(expected) and min(tried) == 1e-3  # nothing below the grid
+    assert calibration.chosen_lr(storage, line.points()[0].base) == pytest.approx(chosen_lr)
+    assert [lr for stage, lr, _ in calls if not stage] == [pytest.approx(chosen_lr)]  # the line trained at the choice
+    runs = pd.DataFrame(
+        [{"task": "adding", "cell": "rnn_tanh", "base": "", "T": 20, "lr": lr, "seed": s, "stage": st or "",
+          "status": "complete", "final_norm_loss": abs(math.log10(lr / best_at)) + 0.1 + 0.01 * s}
+         for st, lr, s in calls]
+    )  # fmt: skip
+    table = chosen_table(chosen(runs[runs["stage"] == "calibration"], runs))
+    assert table["bracketed"].iloc[0].startswith("yes" if bracketed else "no: at the edge")

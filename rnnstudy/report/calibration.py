@@ -23,8 +23,9 @@ def frame(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def chosen(calibration: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """Per cell x task (x row and grid point): the lr the calibration stage chose by its own rule, and the lr its
-    study runs trained at."""
+    """Per cell x task (x row and grid point): the lr the calibration stage chose by its own rule, the lrs it tried
+    (the grid and any it added beyond an edge), whether the choice is bracketed by them, and the lr its study runs
+    trained at."""
     if calibration.empty:
         return pd.DataFrame()
     rows = []
@@ -32,7 +33,9 @@ def chosen(calibration: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         finals = {lr: list(g["final_norm_loss"]) for lr, g in d.groupby("lr")}
         lr = CalibrationStage.choose(finals)
         score = CalibrationStage.score(finals[lr])
-        rows.append({"task": task, "cell": cell, "base": base, "chosen_lr": lr, "score": score})
+        tried = sorted(finals)
+        rows.append({"task": task, "cell": cell, "base": base, "chosen_lr": lr, "score": score, "tried_lr": tried,
+                     "bracketed": tried[0] < lr < tried[-1]})  # fmt: skip
     keys = ["task", "cell", "base"]
     used = frames.studied(runs).groupby(keys)["lr"].agg(lambda v: sorted(set(v)))
     return pd.DataFrame(rows).merge(used.rename("trained_lr").reset_index(), on=keys, how="left")
@@ -47,7 +50,11 @@ def chosen_table(picked: pd.DataFrame) -> pd.DataFrame:
             "task": picked["task"],
             "cell": picked["cell"],
             "row and grid point": picked["base"].replace("", "-"),
+            "lr tried": picked["tried_lr"].map(lambda v: ", ".join(f"{x:g}" for x in v)),
             "chosen lr": picked["chosen_lr"],
+            "bracketed": picked["bracketed"].map(
+                lambda b: "yes" if b else "no: at the edge of the lrs tried, after the grid's extension bound"
+            ),
             "median final loss / baseline": picked["score"],
             "lr the study trained at": picked["trained_lr"].map(
                 lambda v: ", ".join(f"{x:g}" for x in v) if isinstance(v, list) else "-"

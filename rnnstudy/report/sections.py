@@ -163,7 +163,10 @@ SECTIONS: list[ReportSection] = [
         "The learning rate is held apart from what is compared: per cell and task, the calibration stage trained the "
         "experiment's own initialisation at a reference T over a log grid of learning rates (several seeds, no early "
         "stop); the stage chose the lr with the lowest median final normalised loss (a diverged seed counts as "
-        "infinite), and every family and setting of that cell trained at it.",
+        "infinite), and every family and setting of that cell trained at it. Where the choice sat at an edge of the "
+        "grid, the stage added lrs beyond that edge, one at a time, until the choice was bracketed or its bound "
+        "(calibrate.extend) was reached: 'lr tried' lists them all, and 'bracketed: no' marks a choice that is still at "
+        "an edge, which is then a bound on the best lr, not a choice.",
         _calibration,
         figure(lambda d, p: calibration.draw(*d, p), "calibration.png"),
         lambda d, i: [calibration.chosen_table(d[1])],
