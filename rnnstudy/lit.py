@@ -203,11 +203,12 @@ class RecurrentModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         t = self.cfg.train
+        # foreach: one multi-tensor update (PyTorch's default on CUDA only); on a CPU, 15% of a small packed step
         if t.optimizer == "rmsprop":
-            return torch.optim.RMSprop(self.parameters(), lr=t.lr, alpha=t.alpha, momentum=t.momentum)
+            return torch.optim.RMSprop(self.parameters(), lr=t.lr, alpha=t.alpha, momentum=t.momentum, foreach=True)
         if t.optimizer == "adam":
-            return torch.optim.Adam(self.parameters(), lr=t.lr)
-        return torch.optim.SGD(self.parameters(), lr=t.lr, momentum=t.momentum)
+            return torch.optim.Adam(self.parameters(), lr=t.lr, foreach=True)
+        return torch.optim.SGD(self.parameters(), lr=t.lr, momentum=t.momentum, foreach=True)
 
     def _scalars(self, out: torch.Tensor, batch: Batch, loss: torch.Tensor) -> dict[str, float]:
         values = {k: float(v) for k, v in self.task.metrics(out, batch).items()}
@@ -254,7 +255,7 @@ class RecurrentModule(pl.LightningModule):
         for m in self.members:
             if not m.active:
                 continue
-            norm = torch.nn.utils.clip_grad_norm_(m.net.parameters(), self.cfg.train.clip or math.inf)
+            norm = torch.nn.utils.clip_grad_norm_(m.net.parameters(), self.cfg.train.clip or math.inf, foreach=True)
             if step % self.cfg.train.log_every == 0:
                 if not math.isfinite(grad_norm := float(norm)):
                     m.end(DIVERGED, f"gradient norm became {grad_norm} at step {step}", step)
