@@ -60,13 +60,15 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
     counts = runs["status"].value_counts().to_dict()
     done = frames.complete(runs)
     devices = ", ".join(sorted(str(d) for d in runs["device"].dropna().unique() if d)) or "unknown"
-    hours = np.nansum(runs["wall_s"]) / 3600
+    hours = np.nansum(runs["wall_s"] / runs["members"]) / 3600  # a packed run's members share its time
+    packs = runs["members"] > 1
+    packed = f"{int(packs.sum())} runs packed, several seeds in one process sharing its time" if packs.any() else "none packed"
     text = [
         f"Results {', '.join(f'`{r}`' for r in results)}: {len(runs)} runs "
         f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}), "
         f"cells {', '.join(CELL_LABELS[c] for c in figures.cells_present(runs['cell'].unique()))}, "
         f"tasks {', '.join(sorted(runs['task'].unique()))}, T in {{{', '.join(str(t) for t in sorted(runs['T'].unique()))}}}.",
-        f"Hardware: {devices}. Training time {hours:.2f} device-hours in total.",
+        f"Hardware: {devices}. Training time {hours:.2f} device-hours in total ({packed}).",
         f"Normalised loss is the loss divided by the memoryless baseline ({_baselines(runs)}): 1.0 means the network "
         "learned nothing a model without memory could not; "
         f"*solved* means, at a validation, {_solved_bars(runs)} (the bars these runs used).",

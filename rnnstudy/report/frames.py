@@ -76,6 +76,7 @@ def run_table(res: Results) -> pd.DataFrame:
             "steps": _col(r, "steps"),
             "steps_to_solve": _col(r, "steps_to_solve"),
             "wall_s": pd.to_numeric(_col(r, "wall_s"), errors="coerce"),
+            "members": pd.to_numeric(_col(r, "packed.members"), errors="coerce").fillna(1),
             "device": _col(r, "device", ""),
             "seq_len": _col(r, "seq_len"),
             "baseline": _col(r, "baseline"),
