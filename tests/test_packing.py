@@ -131,3 +131,45 @@ def test_an_interrupted_pack_resumes_from_its_checkpoint_to_the_same_numbers(tin
 def test_a_pack_refuses_runs_that_differ_in_more_than_the_seed(tiny):
     with pytest.raises(ValueError, match="differ only in their seed"):
         train_pack([tiny(seed=0), tiny(seed=1, train__lr=0.5)], metas=[None, None])
+
+
+@pytest.mark.slow
+def test_a_packed_point_through_the_cli_writes_the_files_of_its_seeds_apart(tmp_path):
+    """`rnnstudy sweep` on a 5-seed point, packed (the default) and with study.pack=false: every seed's run.json
+    result, metrics and gradflow files agree (float64, rel 1e-10), and only run.json's `packed` says how it ran."""
+    import subprocess
+
+    from conftest import cli
+
+    from rnnstudy.store import load as load_store
+
+    exp = tmp_path / "p.yaml"
+    exp.write_text(
+        "name: p\nmodel: {hidden_size: 8}\ntask: {name: adding, T: 12, val_size: 32}\n"
+        "train: {steps: 60, batch_size: 16, val_every: 15, progress: false, precision: 64, optimizer: adam, lr: 0.01}\n"
+        "probe: {every: 20}\nwandb: {mode: disabled}\ngrid: {model.cell: [gru, lstm]}\nseeds: [0, 1, 2, 3, 4]\n"
+    )
+    for name, pack in (("packed", "true"), ("apart", "false")):
+        done = subprocess.run(cli("sweep", str(exp), "--workers", "1", f"out={tmp_path / name}", f"study.pack={pack}"),
+                              capture_output=True, text=True)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    packed, apart = load_store(tmp_path / "packed" / "p"), load_store(tmp_path / "apart" / "p")
+    key = ["config.model.cell", "config.seed"]
+    a = apart.runs.sort_values(key).reset_index(drop=True)
+    b = packed.runs.sort_values(key).reset_index(drop=True)
+    assert len(a) == len(b) == 10 and a[key].equals(b[key])
+    assert b["packed.members"].eq(5).all() and "packed.members" not in a or a["packed.members"].isna().all()
+    for col in ("status", "steps", "steps_to_solve"):
+        assert a[col].equals(b[col]), col
+    np.testing.assert_allclose(b["final.norm_loss"], a["final.norm_loss"], rtol=1e-10)
+    for i in range(len(a)):
+        for part in ("metrics", "gradflow"):
+            fa = getattr(apart, part)
+            fb = getattr(packed, part)
+            ra = fa[fa["run_id"] == a.loc[i, "run_id"]].drop(columns="run_id")
+            rb = fb[fb["run_id"] == b.loc[i, "run_id"]].drop(columns="run_id")
+            cols = [c for c in ra.columns if c not in ("value", "norm")]
+            ra, rb = ra.sort_values(cols).reset_index(drop=True), rb.sort_values(cols).reset_index(drop=True)
+            assert ra[cols].equals(rb[cols]) and len(ra) > 0, part
+            value = "value" if part == "metrics" else "norm"
+            np.testing.assert_allclose(rb[value], ra[value], rtol=1e-10, atol=1e-300)
