@@ -255,3 +255,19 @@ def test_importances_sampling_and_best_parameters_of_a_known_study(tmp_path):
     best = tables.best_parameters(runs).iloc[0]
     assert (best["best trial"], best["configurations finished"], best["parameters"]) == (1, 2, "init.gain=1")
     assert best["best loss / baseline"] == pytest.approx(0.3)
+
+
+def test_a_calibration_run_is_never_the_best_initialisation_and_heatmaps_show_the_typical_seed():
+    from rnnstudy.report import frames, heatmaps
+
+    rows = [("lstm", "a", 20, s, s != 0) for s in range(5)]  # seed 0 fails, the other four solve
+    runs = hand_built_runs(rows)
+    runs["final_norm_loss"] = [0.9, 0.01, 0.02, 0.03, 0.04]
+    calibration = runs.iloc[:1].assign(run_id="cal", stage="calibration", final_norm_loss=1e-4, config="cal")
+    both = pd.concat([runs, calibration], ignore_index=True)
+    assert "cal" not in set(frames.best_configs(both, ["cell", "task", "T"])["run_id"])
+    gradflow = pd.DataFrame([{"run_id": f"r{i}", "step": 0, "layer": 1, "state": "h", "loss": "answer", "t": 0, "norm": 1.0}
+                             for i in range(5)])  # fmt: skip
+    both["seq_len"], both["init"] = 20, "default"
+    shown = heatmaps.frame(Results(both, pd.DataFrame(), gradflow), both)
+    assert set(shown["run_id"]) == {"r3"}  # the median final loss of the five (0.01, 0.02, 0.03, 0.04, 0.9), not seed 0

@@ -81,5 +81,6 @@ def draw(calibration: pd.DataFrame, picked: pd.DataFrame, out: Path) -> Path | N
         ax.axhline(1.0, color="grey", ls="--", lw=1)
     T = ", ".join(str(int(t)) for t in sorted(data["T"].unique()))
     grid.set_axis_labels("learning rate (log)", "final val loss / baseline (log)")
-    grid.figure.suptitle(f"Learning-rate calibration at T = {T} (line: median over seeds; dotted: the lr chosen)", y=1.03)
+    grid.figure.suptitle(f"Learning-rate calibration at T = {T} (line: median over seeds; dotted: the lr chosen; dashed: "
+                         "the memoryless baseline)", y=1.03)  # fmt: skip
     return figures.save(grid.figure, out)

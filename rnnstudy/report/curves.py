@@ -42,5 +42,5 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
     grid.set_axis_labels("training step", "val loss / baseline (log)")
     grid.set_titles("{col_name}")
     band = f"band: range over {seeds} seeds" if seeds > 1 else "one seed"
-    grid.figure.suptitle(f"Learning curves, best initialisation per cell ({band})", y=1.02)
+    grid.figure.suptitle(f"Learning curves, best initialisation per cell ({band}; dashed: the memoryless baseline)", y=1.02)
     return figures.save(grid.figure, out)

@@ -118,8 +118,9 @@ def complete(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_configs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """For each group in ``by``, the runs (seeds) of the configuration with the lowest mean final loss."""
-    done = complete(runs).dropna(subset=["final_norm_loss"])
+    """For each group in ``by``, the runs (seeds) of the study proper's configuration with the lowest mean final loss
+    (a calibration run, at another lr, is never a "best initialisation")."""
+    done = complete(studied(runs)).dropna(subset=["final_norm_loss"])
     if done.empty:
         return done
     means = done.groupby([*by, "config"], dropna=False)["final_norm_loss"].mean().reset_index()

@@ -70,7 +70,9 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
     grid.set_titles("{row_name} | {col_name}")
     grid.set_axis_labels("T (copy: delay; adding: length)", label)
     band = (f"bars: range over {seeds} seeds" if log else f"{seeds} seeds") if seeds > 1 else "one seed"
-    extra = "; dotted green: the solved bar (adding)" if log else "; dotted: half the seeds"
+    lossy = [t for t in sorted(data["task"].unique()) if not TASKS[t].solved_higher_is_better]
+    bar = f"; dotted green: the solved bar ({', '.join(lossy)})" if lossy else ""
+    extra = f"; dashed: the memoryless baseline{bar}" if log else "; dotted: half the seeds"
     grid.figure.suptitle(f"Memory-length frontier, each line at its best configuration at each T ({band}{extra})", y=1.1)
     return figures.save(grid.figure, out)
 
@@ -99,10 +101,11 @@ def draw_t50(memory: pd.DataFrame, out: Path) -> Path | None:
         m = m.sort_values(["order", "family", "value"]).reset_index(drop=True)
         for i, row in m.iterrows():
             colour = CELL_COLOURS[row["cell"]]
-            if row["censored"] == Censored.NONE:
+            if row["censored"] == Censored.NONE:  # hollow: quasi-separated, located only between design points
                 ax.errorbar(
-                    i, row["T50"], yerr=[[row["T50"] - row["low"]], [row["high"] - row["T50"]]], fmt="o", color=colour, capsize=3
-                )
+                    i, row["T50"], yerr=[[row["T50"] - row["low"]], [row["high"] - row["T50"]]], fmt="o", color=colour,
+                    capsize=3, mfc="none" if row["separated"] else colour,
+                )  # fmt: skip
             else:
                 ax.scatter(i, row["bound"], marker="^" if row["censored"] == Censored.ABOVE else "v", color=colour, s=40)
         labels = [
@@ -112,5 +115,6 @@ def draw_t50(memory: pd.DataFrame, out: Path) -> Path | None:
         ax.set_yscale("log")
         figures.plain_log_ticks(ax.yaxis)
         ax.set(title=task, ylabel="T50 (log): where half the seeds solve")
-    fig.suptitle("Memory length T50 with 95% bootstrap intervals over seeds (triangles: censored, T50 beyond the T tried)")
+    fig.suptitle("Memory length T50 with 95% intervals (hollow: quasi-separated; triangles: bounds, every T tried "
+                 "solved or none)")  # fmt: skip
     return figures.save(fig, out)

@@ -111,8 +111,15 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
             if not prediction.empty
             else prediction
         )
-        if not p.empty:
-            bottom.plot(p["value"], p["T_predicted"], ls="--", color="grey", marker=".", label="predicted at init: k* = T")
+        if not p.empty:  # a crossing is a prediction; a prediction beyond every T visited is only a bound, drawn hollow
+            crossed = p[p["bound"] == ""]
+            bottom.plot(crossed["value"], crossed["T_predicted"], ls="--", color="grey", marker=".",
+                        label="predicted at init: k* = T")  # fmt: skip
+            for sign, marker in ((">", "^"), ("<", "v")):
+                b = p[p["bound"] == sign]
+                if not b.empty:
+                    bottom.scatter(b["value"], b["T_predicted"], marker=marker, facecolors="none", edgecolors="grey",
+                                   label=f"prediction {sign} every T visited")  # fmt: skip
         bottom.set_yscale("log")
         figures.plain_log_ticks(bottom.yaxis)
         if (m["value"] > 0).all() and m["value"].max() >= 10 * m["value"].min():
@@ -121,5 +128,6 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
         bottom.legend(fontsize=7)
     if image is not None:
         fig.colorbar(image, ax=axes[0, :].tolist(), label="fraction of seeds solved", shrink=0.8)
-    fig.suptitle("Trainability phase diagram: solved fraction over (initialisation parameter x T), and T50 against the parameter")
+    fig.suptitle("Trainability phase diagram: solved fraction over (initialisation parameter x T; blank: a T that value's "
+                 "search did not visit), and T50 against the parameter")  # fmt: skip
     return figures.save(fig, out)

@@ -109,10 +109,10 @@ SECTIONS: list[ReportSection] = [
     ),
     ReportSection(
         "Gradient-flow heatmaps",
-        "Each panel: one run per task and cell (its best initialisation's first seed, at the largest T that cell was "
-        "trained at); rows are probed training steps (a run stopped early once solved is probed at the step it "
-        "stopped), columns the lag back from the end of the sequence; ||d(answer loss)/dh_t||, layer 1, on one colour "
-        "scale shared by every panel.",
+        "Each panel: one run per task and cell, at the largest T that cell was trained at: its best initialisation's "
+        "typical seed (the median final loss; the title says whether it solved); rows are probed training steps (a "
+        "run stopped early once solved is probed at the step it stopped), columns the lag back from the end of the "
+        "sequence; ||d(answer loss)/dh_t||, layer 1, on one colour scale shared by every panel.",
         lambda i: heatmaps.frame(i.res, i.runs),
         figure(heatmaps.draw, "heatmaps.png"),
     ),
