@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
-from rnnstudy.names import Censored
+from rnnstudy.names import SOLVED_FRACTION, Censored
 
 #: Slopes of P(solved | T) per unit of log T over which T50's posterior is marginalised, flat in log slope: from a
 #: transition spread over two decades of T to one sharper than a doubling design resolves.
@@ -30,6 +30,8 @@ GRID, REACH = 400, 8.0
 #: Resamples of the seeds (all T of a seed together) whose posteriors are averaged: the interval then widens where a
 #: seed's luck is shared across T, which a posterior of independent runs would miss.
 BAGS = 200
+#: An estimate further than this factor outside the T tried is said to lie beyond them (the grid's own step is 1.5%).
+BEYOND = 1.05
 #: Fewer seeds than this give an exploratory estimate, not a verdict.
 MIN_SEEDS = 5
 
@@ -47,7 +49,8 @@ class T50:
     T_tried: tuple[int, ...]
     level: float = 0.95
     #: Quasi-separated: no failure at a T below a success except at one mixed T, so the data locate T50 only between
-    #: design points (``bracket``) and the slope only from below; the interval then leans on the slope's prior.
+    #: design points (``bracket``: the largest T solved by at least half the seeds, the smallest T solved by fewer; NaN
+    #: where there is none) and the slope only from below; the interval then leans on the slope's prior.
     separated: bool = False
     bracket: tuple[float, float] = (math.nan, math.nan)
 
@@ -62,10 +65,12 @@ class T50:
             out = f"T50 {self.censored.value} {self.estimate:.0f}"
         elif self.separated:
             low, high = self.bracket
-            out = f"T50 between {low:.0f} and {high:.0f} (quasi-separated; 95% [{self.low:.2g}, {self.high:.2g}])"
+            where = "above" if math.isnan(high) else "below" if math.isnan(low) else "between"
+            places = {"above": f"{low:.0f}", "below": f"{high:.0f}", "between": f"{low:.0f} and {high:.0f}"}[where]
+            out = f"T50 {where} {places} (quasi-separated; 95% [{self.low:.2g}, {self.high:.2g}])"
         else:
             out = f"T50 = {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
-            if not min(self.T_tried) <= self.estimate <= max(self.T_tried):
+            if not min(self.T_tried) / BEYOND <= self.estimate <= max(self.T_tried) * BEYOND:
                 out += " (beyond the T tried)"
         return out + (f" (exploratory: {self.seeds} seeds)" if self.exploratory else "")
 
@@ -114,19 +119,15 @@ def _separation(data: pd.DataFrame) -> tuple[bool, tuple[float, float]]:
     """Whether the outcomes are quasi-separated in T, and the design points that bracket the crossing then.
 
     Separated: every failure is at a T at or above every success's T except at most one T where both occur. The
-    bracket runs from the largest T below it that every seed solved (or the mixed T) to the smallest above it that
-    none did (or the mixed T).
+    bracket runs from the largest T at least half the seeds solved to the smallest T fewer than half did (NaN on a
+    side with no such T: the crossing lies beyond the design there).
     """
     frac = data.groupby("T")["solved"].mean().sort_index()
-    mixed = frac[(frac > 0) & (frac < 1)]
-    if len(mixed) > 1 or frac.all() or not frac.any():
-        return False, (math.nan, math.nan)
     solved_T, failed_T = frac.index[frac > 0], frac.index[frac < 1]
-    if solved_T.max() > failed_T.min():  # a failure below a success: the fit has a finite slope
+    if frac.all() or not frac.any() or solved_T.max() > failed_T.min() or ((frac > 0) & (frac < 1)).sum() > 1:
         return False, (math.nan, math.nan)
-    low = frac.index[(frac == 1) & (frac.index <= failed_T.min())]
-    high = frac.index[(frac == 0) & (frac.index >= solved_T.max())]
-    return True, (float(low.max() if len(low) else failed_T.min()), float(high.min() if len(high) else solved_T.max()))
+    up, down = frac.index[frac >= SOLVED_FRACTION], frac.index[frac < SOLVED_FRACTION]
+    return True, (float(up.max()) if len(up) else math.nan, float(down.min()) if len(down) else math.nan)
 
 
 #: Fractions of a study's budget at which memory length is read again from the same runs (a run solved within b steps
@@ -159,40 +160,77 @@ class GrowthLaw:
         """The T at which half the runs would solve within ``budget`` steps under this law."""
         if not (math.isfinite(self.alpha) and self.alpha > 0):
             return math.nan
-        return math.exp((math.log(budget) - self.intercept) / self.alpha)
+        log_T = (math.log(budget) - self.intercept) / self.alpha
+        return math.exp(log_T) if log_T < 700 else math.inf  # a law with almost no growth reaches any T
 
 
-def _censored_normal(x: np.ndarray, y: np.ndarray, event: np.ndarray, alpha: float | None = None) -> tuple[float, np.ndarray]:
-    """The largest log-likelihood of y = a + alpha x + sigma e (e normal; ``event`` False: right-censored at y), and
-    its (a, alpha, log sigma); with ``alpha`` given, maximised over the other two only."""
+def _log_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """log(Phi(b) - Phi(a)) for a < b, in whichever tail keeps it accurate."""
+    upper = a > 0
+    small = np.where(upper, special.log_ndtr(-b), special.log_ndtr(a))
+    large = np.where(upper, special.log_ndtr(-a), special.log_ndtr(b))
+    return large + np.log1p(-np.exp(small - large))
+
+
+def _censored_normal(
+    x: np.ndarray, y: np.ndarray, event: np.ndarray, y_low: np.ndarray, alpha: float | None = None
+) -> tuple[float, np.ndarray]:
+    """The largest log-likelihood of y = a + alpha x + sigma e (e normal) for runs that solved between ``y_low`` and
+    ``y`` (``y_low`` -inf: exactly at y) or, ``event`` False, had not solved by y; and its (a, alpha, log sigma). With
+    ``alpha`` given, maximised over the other two only.
+
+    Fitted in Olsen's parameters (a/sigma, alpha/sigma, 1/sigma), where the log-likelihood is concave, so scipy's
+    L-BFGS-B finds the one maximum (fixing alpha is the linear constraint alpha/sigma = alpha x 1/sigma).
+    """
+    exact, between = event & np.isneginf(y_low), event & ~np.isneginf(y_low)
 
     def nll(theta: np.ndarray) -> float:
-        a, b, log_s = (theta[0], theta[1], theta[2]) if alpha is None else (theta[0], alpha, theta[1])
-        z = (y - a - b * x) / math.exp(log_s)
-        return -float(np.sum(np.where(event, stats.norm.logpdf(z) - log_s, stats.norm.logsf(z))))
+        g0, h = theta[0], theta[-1]
+        mean = g0 + (theta[1] if alpha is None else alpha * h) * x
+        z = h * y - mean
+        ll = np.where(exact, stats.norm.logpdf(z) + np.log(h), special.log_ndtr(-z))
+        if between.any():
+            ll[between] = _log_between(h * y_low[between] - mean[between], z[between])
+        return -float(np.sum(ll))
 
     slope, intercept = np.polyfit(x, y, 1) if len(np.unique(x)) > 1 else (0.0, float(y.mean()))
-    start = np.array([intercept, slope, math.log(max(float(np.std(y)), 0.1))])
-    if alpha is not None:
-        start = np.array([float(np.mean(y - alpha * x)), start[2]])
-    fit = optimize.minimize(nll, start, method="Nelder-Mead", options={"xatol": 1e-8, "fatol": 1e-10, "maxiter": 4000})
-    return -float(fit.fun), fit.x
+    h = 1.0 / max(float(np.std(y - intercept - slope * x)), 0.1)
+    start = np.array([intercept * h, slope * h, h]) if alpha is None else np.array([float(np.mean(y - alpha * x)) * h, h])
+    bounds = [(None, None)] * (len(start) - 1) + [(1e-6, None)]
+    fit = optimize.minimize(nll, start, method="L-BFGS-B", bounds=bounds, options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9})
+    g0, h = fit.x[0], fit.x[-1]
+    g1 = fit.x[1] if alpha is None else alpha * h
+    return -float(fit.fun), np.array([g0 / h, g1 / h, -math.log(h)])
 
 
-def growth_law(T: pd.Series, steps: pd.Series, budget: pd.Series, level: float = 0.95) -> GrowthLaw:
-    """Steps-to-solve against T for one line's runs; NaN where fewer than two T had a run solve."""
+def growth_law(
+    T: pd.Series, steps: pd.Series, budget: pd.Series, resolution: pd.Series | None = None, level: float = 0.95
+) -> GrowthLaw:
+    """Steps-to-solve against T for one line's runs; NaN where fewer than two T had a run solve.
+
+    ``resolution``: how finely each run's solve was observed (its validation interval): a run first seen solved at
+    step s solved after s - resolution, so its time is interval-censored; None: exactly at s.
+    """
     solved = steps.notna().to_numpy()
     x = np.log(T.to_numpy(dtype=float))
-    y = np.log(np.where(solved, steps.fillna(1).clip(lower=1).to_numpy(dtype=float), budget.to_numpy(dtype=float)))
+    seen = np.where(solved, steps.fillna(1).clip(lower=1).to_numpy(dtype=float), budget.to_numpy(dtype=float))
+    y = np.log(seen)
+    if resolution is None:
+        y_low = np.full_like(y, -np.inf)
+    else:  # a solve seen at the first validation lies anywhere in (0, s]
+        y_low = np.where(solved, np.log(np.clip(seen - resolution.to_numpy(dtype=float), 1e-3, None)), -np.inf)
     if len(np.unique(x[solved])) < 2:
         return GrowthLaw(math.nan, math.nan, math.nan, math.nan, math.nan, len(x), int(solved.sum()))
-    best, (a, alpha, log_s) = _censored_normal(x, y, solved)
+    best, (a, alpha, log_s) = _censored_normal(x, y, solved, y_low)
+    best = max(best, _censored_normal(x, y, solved, y_low, alpha)[0])  # the profile's top, as the fixed-alpha fit finds it
     cut = stats.chi2.ppf(level, 1) / 2
 
     def drop(b: float) -> float:
-        return best - _censored_normal(x, y, solved, b)[0] - cut
+        return best - _censored_normal(x, y, solved, y_low, b)[0] - cut
 
     def end(direction: int) -> float:
+        if not drop(alpha) < 0:  # no finite maximum (every solve at one step, timed exactly): no profile to read
+            return math.nan
         step = max(abs(alpha), 0.25)
         for _ in range(12):  # widen until the profile has fallen below the cut, then find the crossing
             far = alpha + direction * step

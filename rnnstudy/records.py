@@ -116,7 +116,7 @@ def read_back(folder: Path, info: dict[str, Any]) -> RunResult:
 class RunRecord:
     """One run's folder while it trains: a new one, or a killed run's folder resumed at the checkpoint's ``step``."""
 
-    def __init__(self, cfg: RunConfig, key: str, meta: dict[str, Any] | None, tag: str,
+    def __init__(self, cfg: RunConfig, key: str, meta: dict[str, Any] | None,
                  resumed: tuple[Path, Any] | None = None, step: int | None = None) -> None:  # fmt: skip
         self.cfg, self.key, self.meta = cfg, key, meta
         if resumed is not None:
@@ -124,7 +124,7 @@ class RunRecord:
             self.writer = RunWriter(self.folder)
             self.writer.resume(int(step or 0))
         else:
-            self.folder = cfg.out / cfg.experiment / new_run_id(cfg, tag)
+            self.folder = cfg.out / cfg.experiment / new_run_id(cfg, meta)
             self.writer = RunWriter(self.folder)
             self.lock = hold(self.folder)
         self.run_id = self.folder.name
@@ -152,7 +152,7 @@ class RunRecord:
             reason=None,
             run_id=self.run_id,
             experiment=cfg.experiment,
-            name=run_name(cfg),
+            name=run_name(cfg, self.meta),
             status=RUNNING,
             config=cfg.model_dump(mode="json"),
             meta=self.meta or {},

@@ -32,10 +32,12 @@ def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _same_named(cfg: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
-    """The readable run folders of the experiment that carry this run's name (only they can hold the same run)."""
+def _same_named(cfg: RunConfig, meta: dict[str, Any] | None) -> list[tuple[Path, dict[str, Any]]]:
+    """The readable run folders of the experiment that carry this run's name but for its trial (only they can hold the
+    same run: a retried trial reaches the runs of the trial before it)."""
     out = []
-    for info_path in sorted((cfg.out / cfg.experiment).glob(f"*-{run_name(cfg)}*/{RUN_FILE}")):
+    untried = {k: v for k, v in (meta or {}).items() if k != "trial"}
+    for info_path in sorted((cfg.out / cfg.experiment).glob(f"*-{run_name(cfg, untried)}*/{RUN_FILE}")):
         try:
             out.append((info_path.parent, read_info(info_path.parent)))
         except (OSError, ValueError):
@@ -43,9 +45,9 @@ def _same_named(cfg: RunConfig) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def recorded(cfg: RunConfig, key: str) -> tuple[Path, dict[str, Any]] | None:
+def recorded(cfg: RunConfig, meta: dict[str, Any] | None, key: str) -> tuple[Path, dict[str, Any]] | None:
     """The folder and run.json of a run of the same key that already ended as a result (complete or diverged)."""
-    for folder, info in _same_named(cfg):
+    for folder, info in _same_named(cfg, meta):
         if info.get("key") == key and info.get("status") in (COMPLETE, DIVERGED):
             return folder, info
     return None
@@ -65,10 +67,10 @@ def claimed(cfg: RunConfig, key: str) -> Iterator[None]:
         yield
 
 
-def resumable(cfg: RunConfig, key: str, checkpoint: Path | None = None) -> tuple[Path, Any] | None:
+def resumable(cfg: RunConfig, meta: dict[str, Any] | None, key: str, checkpoint: Path | None = None) -> tuple[Path, Any] | None:
     """An unfinished, unlocked run of the same key with a checkpoint (its own, or its pack's ``checkpoint``), and its
     lock; None when there is none."""
-    for folder, info in _same_named(cfg):
+    for folder, info in _same_named(cfg, meta):
         saved = checkpoint if checkpoint is not None else folder / CHECKPOINT
         if info.get("key") == key and info.get("status") in (RUNNING, FAILED) and saved.exists():
             lock = hold(folder)
@@ -77,7 +79,7 @@ def resumable(cfg: RunConfig, key: str, checkpoint: Path | None = None) -> tuple
     return None
 
 
-def new_run_id(cfg: RunConfig, tag: str = "") -> str:
-    """A unique, sortable, readable run id."""
+def new_run_id(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
+    """A unique, sortable run id: the time it started, the run's name, and a random suffix."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{run_name(cfg)}{tag}-{secrets.token_hex(3)}"
+    return f"{stamp}-{run_name(cfg, meta)}-{secrets.token_hex(3)}"

@@ -48,21 +48,19 @@ def schemes(cfg: RunConfig) -> str:
     return inits.schemes_name(cfg.init.recurrent, cfg.init.bias)
 
 
-def run_name(cfg: RunConfig) -> str:
-    """Readable run name: cell-task-T-init-seed."""
-    return f"{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{schemes(cfg)}-s{cfg.seed}"
-
-
-def display_name(cfg: RunConfig, meta: dict[str, Any]) -> str:
-    """The W&B run name: a study's run says its family (and axis value) and trial, so each trial is findable."""
+def run_name(cfg: RunConfig, meta: dict[str, Any] | None = None) -> str:
+    """A run's one name, shown everywhere (its folder, run.json, W&B, the progress lines): [stage-]cell-task-T-init
+    [-axis=value]-s<seed>[-t<trial>]. A study's run says its family and the value it is held at (a calibration's: its
+    lr); a searched study's, its trial, whose parameters tell its runs apart; a hand run, its schemes."""
+    meta = meta or {}
     if not meta.get("study"):
-        return run_name(cfg)
+        return f"{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{schemes(cfg)}-s{cfg.seed}"
     value = meta.get("value")
-    setting = f"-{meta['axis'].removeprefix('init.')}={value:g}" if meta.get("axis") else ""
+    setting = f"-{meta['axis'].split('.')[-1]}={value:g}" if meta.get("axis") else ""
     family = meta.get("family") or schemes(cfg)
     stage = f"{meta['stage']}-" if meta.get("stage") else ""
-    trial = f"-t{meta['trial']}" if "trial" in meta else ""
-    return f"{stage}{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{family}{setting}{trial}-s{cfg.seed}"
+    trial = f"-t{meta['trial']}" if meta.get("params") and "trial" in meta else ""
+    return f"{stage}{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{family}{setting}-s{cfg.seed}{trial}"
 
 
 def api_url() -> ParseResult:
@@ -108,7 +106,7 @@ class WandbSink:
         stage_under(folder)
         self.folder = folder
         self.run = wandb.init(
-            name=display_name(cfg, extra.get("meta", {})),
+            name=run_name(cfg, extra.get("meta")),
             dir=str(folder),
             id=run_id,
             project=cfg.wandb.project or cfg.experiment,

@@ -47,14 +47,16 @@ def checkpointing(path: Path) -> ModelCheckpoint:
     )
 
 
-def make_trainer(cfg: RunConfig, callbacks: list[pl.Callback], members: int = 1) -> pl.Trainer:
+def make_trainer(
+    cfg: RunConfig, callbacks: list[pl.Callback], members: int = 1, meta: dict[str, Any] | None = None
+) -> pl.Trainer:
     """A Trainer whose 'epochs' are validation periods of ``val_every`` steps (the module sends numbers to its sinks).
 
     Validation runs under ``no_grad``, not inference mode: a run that stops there (solved) takes its last probe at once.
     """
     t = cfg.train
     bar = t.progress and sys.stderr.isatty()
-    name = run_name(cfg) + (f" ({members} seeds packed)" if members > 1 else "")
+    name = run_name(cfg, meta) + (f" ({members} seeds packed)" if members > 1 else "")
     progress = [StepProgressBar(name)] if bar else [StepLines(name)] if t.progress else []
     for name in ("lightning.pytorch", "lightning.fabric"):  # set after Lightning's import, which resets them to INFO
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -83,7 +85,6 @@ def train(
     callbacks: list[pl.Callback] | None = None,
     meta: dict[str, Any] | None = None,
     group: str | None = None,
-    tag: str = "",
 ) -> RunResult:
     """Train one run, write it to the results store (and W&B), and return how it ended.
 
@@ -93,7 +94,7 @@ def train(
     returned (a retried trial whose worker died after some of its seeds finished, or a trial whose
     family reads none of the searched parameters); one that another process is training is waited for.
     """
-    return train_pack([cfg], callbacks=callbacks, metas=[meta], group=group, tag=tag)[0]
+    return train_pack([cfg], callbacks=callbacks, metas=[meta], group=group)[0]
 
 
 def train_pack(
@@ -102,7 +103,6 @@ def train_pack(
     callbacks: list[pl.Callback] | None = None,
     metas: list[dict[str, Any] | None],
     group: str | None = None,
-    tag: str = "",
     executor: str = "auto",
 ) -> list[RunResult]:
     """Train runs that differ only in their seed in one process and one loop, each exactly as if alone (see
@@ -121,18 +121,18 @@ def train_pack(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     keys = [run_key(c, m) for c, m in zip(cfgs, metas)]
     if metas[0] is None:
-        return _train(cfgs, keys, metas, callbacks or [], group, tag, {}, executor)
+        return _train(cfgs, keys, metas, callbacks or [], group, {}, executor)
     with ExitStack() as claims:  # a study's run is trained once: whoever holds its key trains it, the others read it back
         for key, c in sorted(zip(keys, cfgs), key=lambda pair: pair[0]):  # one order: two packs never wait on each other
             claims.enter_context(claimed(c, key))
-        done = {i: read_back(*found) for i, (c, key) in enumerate(zip(cfgs, keys)) if (found := recorded(c, key))}
+        done = {i: read_back(*found) for i, (c, key) in enumerate(zip(cfgs, keys)) if (found := recorded(c, metas[i], key))}
         if len(done) == len(cfgs):
             return [done[i] for i in range(len(cfgs))]
-        return _train(cfgs, keys, metas, callbacks or [], group, tag, done, executor)
+        return _train(cfgs, keys, metas, callbacks or [], group, done, executor)
 
 
 def _checkpoint_and_folders(
-    cfgs: list[RunConfig], keys: list[str], todo: list[int]
+    cfgs: list[RunConfig], metas: list[dict[str, Any] | None], keys: list[str], todo: list[int]
 ) -> tuple[Path | None, dict[int, tuple[Path, Any]], int | None]:
     """Where the run's (or pack's) checkpoint goes, the killed runs' folders to resume, and the step they resume at.
 
@@ -143,7 +143,7 @@ def _checkpoint_and_folders(
     if not cfg.train.checkpoint:
         return None, {}, None
     if len(cfgs) == 1:
-        found = resumable(cfg, keys[0])
+        found = resumable(cfg, metas[0], keys[0])
         if not found:
             return None, {}, None
         path = found[0] / CHECKPOINT
@@ -152,7 +152,7 @@ def _checkpoint_and_folders(
     path = cfg.out / cfg.experiment / PACKS / name / CHECKPOINT.name
     if not path.exists():
         return path, {}, None
-    folders = {i: found for i in todo if (found := resumable(cfgs[i], keys[i], path))}
+    folders = {i: found for i in todo if (found := resumable(cfgs[i], metas[i], keys[i], path))}
     if len(folders) < len(todo):
         for _, lock in folders.values():
             lock.close()
@@ -167,7 +167,6 @@ def _train(
     metas: list[dict[str, Any] | None],
     callbacks: list[pl.Callback],
     group: str | None,
-    tag: str,
     done: dict[int, RunResult],
     executor: str,
 ) -> list[RunResult]:
@@ -177,13 +176,13 @@ def _train(
     device = "cuda" if uses_cuda(cfg.train.accelerator) else "cpu"
     module = RecurrentModule(cfgs, task, resolve_executor(executor, cfg.model.cell, device) == "stacked")
     todo = [i for i in range(len(cfgs)) if i not in done]
-    path, folders, step = _checkpoint_and_folders(cfgs, keys, todo)
+    path, folders, step = _checkpoint_and_folders(cfgs, metas, keys, todo)
     records: dict[int, RunRecord] = {}
     results: dict[int, RunResult] = dict(done)
     started = time.time()
     packed = len(cfgs) > 1
     for i in todo:
-        records[i] = RunRecord(cfgs[i], keys[i], metas[i], tag, folders.get(i), step)
+        records[i] = RunRecord(cfgs[i], keys[i], metas[i], folders.get(i), step)
         how = {"members": len(cfgs), "index": i, "stacked": module.stacked}
         records[i].start(module.members[i], task, how if packed else None)
     if path is None and cfg.train.checkpoint:
@@ -205,7 +204,7 @@ def _train(
         for i in todo:
             records[i].track(module.members[i], group)
         checkpoints = [checkpointing(path)] if path is not None else []
-        trainer = make_trainer(cfg, [*checkpoints, *callbacks], len(cfgs))
+        trainer = make_trainer(cfg, [*checkpoints, *callbacks], len(cfgs), metas[0])
         data = TaskData(cfgs, task, module.wanted)
         trainer.fit(module, datamodule=data, ckpt_path=path if step is not None else None)
     except optuna.TrialPruned as err:

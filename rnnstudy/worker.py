@@ -114,7 +114,7 @@ def objective(trial: optuna.Trial, exp: Experiment, stage: Stage, point: GridPoi
         cfgs = [cfg.model_copy(update={"seed": seed}) for seed in seeds]
         metas = [{**point.facts(), "trial": trial.number, "params": params, "seed": seed} for seed in seeds]
         try:
-            results = train_pack(cfgs, callbacks=callbacks, metas=metas, group=point.study, tag=f"-t{trial.number}")
+            results = train_pack(cfgs, callbacks=callbacks, metas=metas, group=point.study)
         except optuna.TrialPruned as err:
             trial.set_user_attr(TrialAttr.REASON, str(err))
             raise

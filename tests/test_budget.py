@@ -16,13 +16,14 @@ def test_the_ladder_reads_smaller_budgets_from_the_steps_to_solve():
     gap per rung, counted by hand, and the line is still rising at its full budget."""
     first_solve = {10: 100.0, 20: 400.0, 40: 900.0, 80: np.nan}
     runs = hand_built_runs([("lstm", "a", T, s, T < 80) for T in first_solve for s in range(5)])
-    runs["steps_to_solve"] = runs["T"].map(first_solve)
+    runs["steps_to_solve"] = runs["T"].map(first_solve) + runs["seed"] * 10  # seeds apart by less than a validation
+    runs["val_every"] = 50
     rungs = budget.ladder(runs).set_index("budget")
     assert list(rungs.index) == [250, 500, 750, 1000]
     brackets = {b: (r["bracket_low"], r["bracket_high"]) for b, r in rungs.iterrows()}
     assert brackets == {250: (10, 20), 500: (20, 40), 750: (20, 40), 1000: (40, 80)}
     assert rungs["separated"].all() and (rungs["censored"] == "").all()
-    assert budget.rising(rungs.reset_index())
+    assert budget.rising(rungs.reset_index()) == "yes"
     table = budget.table(rungs.reset_index(), budget.laws(runs))
     assert table.loc[0, "T50 at 250 steps"].startswith("T50 between 10 and 20")
     assert table.loc[0, "still rising at the full budget"] == "yes"
@@ -51,3 +52,18 @@ def test_with_censoring_the_growth_law_recovers_alpha_where_least_squares_on_sol
     assert naive < 1.3
     # The law's T50 at a budget: where the median run solves exactly at the budget (exp(2) x T^1.5 = b).
     assert law.T_at(2000.0) == pytest.approx((2000.0 / math.exp(2.0)) ** (1 / 1.5), rel=0.05)
+
+
+def test_a_solve_seen_at_a_validation_is_interval_censored_since_the_one_before():
+    """Steps ~ e^2 T^1.0, seen only at validations every 75 steps: read as exact times the coarse grid flattens alpha
+    (its interval misses 1.0); read as solved since the previous validation it recovers it. A line that always solves
+    by its second validation has alpha near 0 with a real interval, not a degenerate one."""
+    rng = np.random.default_rng(0)
+    T = pd.Series(np.repeat([10, 20, 40, 80, 160, 256], 5))
+    budget_steps, every = pd.Series(1500.0, index=T.index), pd.Series(75.0, index=T.index)
+    seen = pd.Series(np.ceil(np.exp(2 + np.log(T) + rng.normal(0, 0.3, len(T))) / 75) * 75)
+    interval = growth_law(T, seen, budget_steps, every)
+    exact = growth_law(T, seen, budget_steps)
+    assert interval.low < 1.0 < interval.high and not exact.low < 1.0 < exact.high
+    flat = growth_law(T, pd.Series(150.0, index=T.index), budget_steps, every)
+    assert flat.low < 0 < flat.high and flat.high - flat.low > 0.1

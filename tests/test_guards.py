@@ -29,7 +29,7 @@ def hand_built_runs(rows):
             {"run_id": f"r{i}", "task": "adding", "cell": cell, "family": family, "setting": "", "axis": "", "value": np.nan,
              "T": T, "seed": seed, "solved": solved, "steps_to_solve": 100.0 if solved else np.nan, "budget": 1000,
              "status": "complete", "final_norm_loss": 0.01 if solved else 1.0, "config": f"{cell}/{family}/{T}", "lr": 1e-3,
-             "stage": ""}
+             "stage": "", "val_every": 100}
         )  # fmt: skip
     return pd.DataFrame(out)
 

@@ -113,7 +113,11 @@ def test_separation_is_marked_and_located_between_design_points():
     assert 20 < estimate.low < estimate.estimate < estimate.high < 40  # not collapsed onto the midpoint
     assert estimate.text().startswith("T50 between 20 and 40 (quasi-separated; 95% [")
     mixed = data.assign(solved=data["solved"] | ((data["T"] == 40) & (data["seed"] < 2)))  # 2 of 5 at 40: still separated
-    assert t50(mixed).separated and t50(mixed).bracket == (20, 80)
+    assert t50(mixed).separated and t50(mixed).bracket == (20, 40)  # fewer than half at 40: the crossing is below it
+    low = data.assign(solved=(data["T"] == 10) & (data["seed"] == 0))  # 1 of 5 at 10, none above: below every T tried
+    est = t50(low)
+    assert est.separated and est.bracket[1] == 10 and math.isnan(est.bracket[0]) and est.high < 12
+    assert est.text().startswith("T50 below 10 (quasi-separated; 95% [")
     overlap = mixed.assign(solved=mixed["solved"] & ~((mixed["T"] == 20) & (mixed["seed"] == 4)))  # a failure below
     assert not t50(overlap).separated
 

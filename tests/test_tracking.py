@@ -19,7 +19,7 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     result = train(cfg, meta={"study": "s", "trial": 7})
     run = offline_run(result.path)
     assert run.project == "t" and run.group == "t/lstm/adding/T=12" and run.job_type == "train"
-    assert run.name == "lstm-adding-T12-orthogonal-t7-s0"  # a study's run names its trial
+    assert run.name == "lstm-adding-T12-orthogonal-s0"  # a fixed point's trial number tells nothing: a retry is the same run
     assert {"lstm", "adding", "T=12", "init=orthogonal"} <= set(run.tags)
     assert run.config["model"]["cell"] == "lstm" and run.config["task"]["T"] == 12 and run.config["meta"]["trial"] == 7
     keys = run.history_keys()
@@ -60,11 +60,14 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     assert run.config["provenance"] == info["provenance"]
 
 
-def test_a_trials_run_is_named_by_family_and_trial_with_its_searched_values_on_top(tiny):
+def test_a_runs_one_name_is_its_folder_its_run_json_and_its_w_and_b_name(tiny):
     cfg = tiny(wandb__mode="offline", init__recurrent="orthogonal", init__gain=1.3)
     meta = {"study": "t/lstm/adding/T=12/ortho", "family": "ortho", "trial": 4, "seed": 0, "params": {"init.gain": 1.3}}
-    run = offline_run(train(cfg, meta=meta).path)
-    assert run.name == "lstm-adding-T12-ortho-t4-s0"  # the family label and the trial, not only the scheme
+    result = train(cfg, meta=meta)
+    run = offline_run(result.path)
+    name = "lstm-adding-T12-ortho-s0-t4"  # the family label and the searched trial, not only the scheme
+    info = json.loads((result.path / "run.json").read_text())
+    assert run.name == info["name"] == name and result.run_id.split("-", 2)[2].rsplit("-", 1)[0] == name  # one name everywhere
     assert run.config["init.gain"] == 1.3 and run.config["init"]["gain"] == 1.3  # the searched value at the top level
 
 
@@ -224,3 +227,13 @@ def test_sync_fails_fast_without_key_or_network(tiny, tmp_path):
     assert offline.returncode == 1 and "cannot reach 127.0.0.1:9" in offline.stderr and "nothing uploaded" in offline.stderr
     nothing = subprocess.run(cli("sync", str(tmp_path / "none")), env=env, capture_output=True, text=True)
     assert nothing.returncode == 2 and "no offline W&B runs" in nothing.stderr
+
+
+def test_a_calibration_runs_name_says_its_lr():
+    from rnnstudy.config import RunConfig
+    from rnnstudy.tracking import run_name
+
+    cfg = RunConfig(seed=2)
+    meta = {"study": "e/calibration/rnn_tanh/adding/T=20/default/train.lr=0.003", "stage": "calibration",
+            "family": "default", "axis": "train.lr", "value": 0.003, "trial": 0, "params": {}}  # fmt: skip
+    assert run_name(cfg, meta) == f"calibration-{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-default-lr=0.003-s2"

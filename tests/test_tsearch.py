@@ -63,7 +63,7 @@ class FakeTraining:
     def __init__(self, kill_at_call: int | None = None):
         self.calls, self.kill_at_call, self.lock = [], kill_at_call, threading.Lock()
 
-    def __call__(self, cfg, callbacks=(), meta=None, group=None, tag=""):
+    def __call__(self, cfg, callbacks=(), meta=None, group=None):
         with self.lock:
             self.calls.append((cfg.model.cell, cfg.task.T, cfg.seed))
             if self.kill_at_call is not None and len(self.calls) == self.kill_at_call:
@@ -78,8 +78,8 @@ class FakeTraining:
 def packed(fake):
     """A fake run as the worker calls training: a point's seeds as one pack, each run as the fake says."""
 
-    def pack(cfgs, callbacks=(), metas=(), group=None, tag=""):
-        return [fake(c, callbacks, m, group, tag) for c, m in zip(cfgs, metas)]
+    def pack(cfgs, callbacks=(), metas=(), group=None):
+        return [fake(c, callbacks, m, group) for c, m in zip(cfgs, metas)]
 
     return pack
 
@@ -170,7 +170,7 @@ def test_the_calibrated_lr_is_the_stages_choice_in_the_worker_and_the_report(tmp
 
     calls = []
 
-    def fake(cfg, callbacks=(), meta=None, group=None, tag=""):
+    def fake(cfg, callbacks=(), meta=None, group=None):
         calls.append((meta["stage"], cfg.train.lr, cfg.seed, cfg.task.T))
         value = CALIBRATION_FINALS[cfg.train.lr][cfg.seed] if meta["stage"] else 0.5
         status = "diverged" if value is None else "complete"
@@ -223,7 +223,7 @@ def test_a_choice_at_the_grid_edge_extends_the_grid_until_it_is_bracketed(
 
     calls = []
 
-    def fake(cfg, callbacks=(), meta=None, group=None, tag=""):
+    def fake(cfg, callbacks=(), meta=None, group=None):
         calls.append((meta["stage"], cfg.train.lr, cfg.seed))
         final = abs(math.log10(cfg.train.lr / best_at)) + 0.1 + 0.01 * cfg.seed
         return RunResult(f"r{len(calls)}", Path("."), "complete", None, {"norm_loss": final}, {}, 4, None, 0.0)

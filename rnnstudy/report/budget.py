@@ -22,10 +22,12 @@ from rnnstudy.report.tables import LINE, best_trials, estimate_text
 
 #: A line whose T50 at the full budget exceeds its T50 at the rung below by more than this factor is still rising.
 RISING = 1.1
+#: The growth law's T50 is drawn up to this factor beyond the largest T a line visited (further is extrapolation).
+LAW_REACH = 4.0
 
 
 def _law(d: pd.DataFrame):
-    return growth_law(d["T"], d["steps_to_solve"].astype(float), d["budget"].astype(float))
+    return growth_law(d["T"], d["steps_to_solve"].astype(float), d["budget"].astype(float), d["val_every"].astype(float))
 
 
 def ladder(runs: pd.DataFrame) -> pd.DataFrame:
@@ -49,7 +51,8 @@ def ladder(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def laws(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per line: steps-to-solve ~ T^alpha, alpha with its 95% profile-likelihood interval (censored log-normal)."""
+    """Per line: steps-to-solve ~ T^alpha, alpha with its 95% profile-likelihood interval (log-normal; a solve is
+    interval-censored between the validation before it and its own, a run unsolved right-censored at the budget)."""
     rows = []
     for key, d in best_trials(frames.studied(runs)).groupby(LINE, dropna=False):
         law = _law(d)
@@ -58,13 +61,14 @@ def laws(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def rising(rungs: pd.DataFrame) -> bool:
-    """Whether a line's T50 still grows between the last two rungs (a bound above at the top counts as growing)."""
+def rising(rungs: pd.DataFrame) -> str:
+    """Whether a line's T50 still grows between the last two rungs: yes, no, or unknown where the top rung is a bound
+    above (every T tried solved: the T search did not reach the transition at this budget)."""
     top, below = rungs.sort_values("budget").iloc[-1], rungs.sort_values("budget").iloc[-2]
     if top["censored"] == Censored.ABOVE:
-        return True
+        return "unknown: every T tried solved"
     value = lambda r: r["T50"] if r["censored"] == Censored.NONE else r["bound"]  # noqa: E731
-    return bool(value(top) > RISING * value(below))
+    return "yes" if value(top) > RISING * value(below) else "no"
 
 
 def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -84,7 +88,7 @@ def table(rungs: pd.DataFrame, growth: pd.DataFrame) -> pd.DataFrame:
         row["alpha (steps ~ T^alpha) [95%]"] = (
             "-" if np.isnan(law["alpha"]) else f"{law['alpha']:.2f} [{law['alpha_low']:.2f}, {law['alpha_high']:.2f}]"
         )
-        row["still rising at the full budget"] = "yes" if rising(d) else "no"
+        row["still rising at the full budget"] = rising(d)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -105,12 +109,14 @@ def draw(rungs: pd.DataFrame, out: Path) -> Path | None:
                         color=colour, capsize=3, label=label)  # fmt: skip
             for _, r in d[d["censored"] != Censored.NONE].iterrows():
                 ax.scatter(r["budget"], r["bound"], marker="^" if r["censored"] == Censored.ABOVE else "v", color=colour)
-            ax.plot(d["budget"], d["law_T50"], "--", color=colour, alpha=0.6)
+            reach = LAW_REACH * max(max(v) for v in d["T_visited"])  # the law drawn no further than the T it saw
+            law = d[d["law_T50"] <= reach]
+            ax.plot(law["budget"], law["law_T50"], "--", color=colour, alpha=0.6)
         ax.set(xscale="log", yscale="log", title=f"{task}: {CELL_LABELS[cell]}", xlabel="training budget (steps)",
                ylabel="T50 (log)")  # fmt: skip
         figures.plain_log_ticks(ax.xaxis)
         figures.plain_log_ticks(ax.yaxis)
         ax.legend(fontsize=7)
     fig.suptitle("T50 against the training budget, read from the same runs (bars: 95% intervals; triangles: bounds, "
-                 "every T tried solved or none; dashed: T50 implied by steps ~ T^alpha)", fontsize=9)  # fmt: skip
+                 "every T tried solved or none; dashed: T50 implied by steps ~ T^alpha, up to 4x the largest T tried)", fontsize=9)  # fmt: skip
     return figures.save(fig, out)

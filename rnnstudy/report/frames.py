@@ -84,6 +84,7 @@ def run_table(res: Results) -> pd.DataFrame:
             "optimizer": r["config.train.optimizer"],
             "lr": r["config.train.lr"],
             "budget": r["config.train.steps"],
+            "val_every": r["config.train.val_every"],
         }
     )
     out["family"] = r.apply(init_family, axis=1)
