@@ -118,5 +118,6 @@ def draw(rungs: pd.DataFrame, out: Path) -> Path | None:
         figures.plain_log_ticks(ax.yaxis)
         ax.legend(fontsize=7)
     fig.suptitle("T50 against the training budget, read from the same runs (bars: 95% intervals; triangles: bounds, "
-                 "every T tried solved or none; dashed: T50 implied by steps ~ T^alpha, up to 4x the largest T tried)", fontsize=9)  # fmt: skip
+                 "every T tried solved or none; dashed: T50 implied by steps ~ T^alpha, up to 4x the largest T tried)",
+                 fontsize=9)  # fmt: skip
     return figures.save(fig, out)
