@@ -26,6 +26,7 @@ from rnnstudy.overrides import (
     read_yaml,
     try_override,
 )
+from rnnstudy.packing import packing_wins
 from rnnstudy.space import ANY, CategoricalParam, Param, check_when, current, param_applies, param_path
 from rnnstudy.tasks import TASKS
 from rnnstudy.tsearch import TSearch
@@ -178,9 +179,10 @@ class Experiment(RunDefaults):
             return "none"  # a fixed point is a result, never pruned
         return self.study.pruner or ("none" if TASKS[cfg.task.name].plateau else "median")
 
-    def packs(self, seeds: list[int]) -> list[list[int]]:
-        """How a point's seeds are trained: all in one packed run, or one run each (searched, pre-screened, or not packing)."""
-        if self.study.pack and not self.searching and not self.study.prescreen:
+    def packs(self, seeds: list[int], cell: str, device: str) -> list[list[int]]:
+        """How a point's seeds are trained: all in one packed run, or one run each (searched, pre-screened, not packing,
+        or a cell and device where packing measured slower: rnnstudy.packing)."""
+        if self.study.pack and not self.searching and not self.study.prescreen and packing_wins(cell, device):
             return [list(seeds)]
         return [[seed] for seed in seeds]
 

@@ -109,7 +109,8 @@ def train_pack(
     :class:`~rnnstudy.lit.RecurrentModule`); each is recorded as its own run, as :func:`train` records one.
 
     A killed pack resumes from its shared checkpoint; members that had already ended are read back, not trained.
-    ``executor``: ``stacked``, ``loop`` or ``auto`` (the measured rule of :mod:`rnnstudy.packing`).
+    ``executor``: ``stacked``, ``loop`` or ``auto`` (the measured rule of :mod:`rnnstudy.packing`; where it says the
+    seeds train faster apart, a pack asked for anyway runs the loop).
     """
     cfg = cfgs[0]
     if any(c.model_copy(update={"seed": cfg.seed}) != cfg for c in cfgs):

@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 import optuna
 from optuna.storages import RDBStorage, fail_stale_trials
 
+from rnnstudy.device import uses_cuda
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import Experiment, GridPoint, load_experiment
 from rnnstudy.names import DIVERGED, NORM_LOSS, TrialAttr
@@ -107,7 +108,8 @@ def objective(trial: optuna.Trial, exp: Experiment, stage: Stage, point: GridPoi
     cfg = apply_overrides(point.cfg, params)
     prune = exp.pruner_for(point.cfg) != "none"
     values, runs, solved = [], [], []
-    for i, seeds in enumerate(exp.packs(stage.seeds)):
+    device = "cuda" if uses_cuda(cfg.train.accelerator) else "cpu"
+    for i, seeds in enumerate(exp.packs(stage.seeds, cfg.model.cell, device)):
         callbacks = [EndWithSweep(), *([StepPruning(trial, prune)] if i == 0 else [])]
         if i == 0 and exp.study.prescreen:
             callbacks.append(PreScreen(exp.study.prescreen))

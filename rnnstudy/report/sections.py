@@ -140,9 +140,10 @@ SECTIONS: list[ReportSection] = [
         "Memory length is a function of the budget. A run solved within b steps if and only if it first met its bar at "
         "or before step b, so T50 at a quarter, half, three quarters and all of each line's budget comes from the same "
         "runs (steps to solve are resolved to the validation interval). The budget-free summary is the growth law: a "
-        "censored log-normal regression of steps to solve on T (runs that never solved are right-censored at the "
-        "budget) gives median steps ~ T^alpha, alpha with its 95% profile-likelihood interval; the dashed lines are the "
-        "T50 that law implies at each budget. A line whose T50 still rises at the full budget has not levelled off: its "
+        "censored log-normal regression of steps to solve on T (a solve lies between the validation before it and its "
+        "own; a run that never solved is right-censored at the budget) gives median steps ~ T^alpha, alpha with its "
+        "95% profile-likelihood interval; the dashed lines are the T50 that law implies at each budget (drawn up to 4x "
+        "the largest T a line visited). A line whose T50 still rises at the full budget has not levelled off: its "
         "memory length is its budget's, not the cell's.",
         lambda i: budget.frame(i.runs),
         figure(lambda d, p: budget.draw(d[0], p), "budget.png"),
