@@ -85,7 +85,7 @@ frontier-cpu: setup
 	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/frontier_cpu --out docs/results/frontier_cpu
 
-# The init-time predictor and the pre-screen scored per run on the committed studies' runs (no sweep of its own):
-# docs/results/prediction/. Needs the runs of `make phase-cpu` and `make frontier-cpu` under $(RESULTS).
+# The init-time predictor and the pre-screen scored per run on the committed phase study's runs (no sweep of its own):
+# docs/results/prediction/. Needs the runs of `make phase-cpu` under $(RESULTS).
 prediction: setup
-	$(BIN)/rnnstudy predict $(RESULTS)/phase_cpu $(RESULTS)/frontier_cpu --out docs/results/prediction
+	$(BIN)/rnnstudy predict $(RESULTS)/phase_cpu --out docs/results/prediction
