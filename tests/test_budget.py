@@ -18,13 +18,14 @@ def test_the_ladder_reads_smaller_budgets_from_the_steps_to_solve():
     runs = hand_built_runs([("lstm", "a", T, s, T < 80) for T in first_solve for s in range(5)])
     runs["steps_to_solve"] = runs["T"].map(first_solve) + runs["seed"] * 10  # seeds apart by less than a validation
     runs["val_every"] = 50
-    rungs = budget.ladder(runs).set_index("budget")
+    ladder, laws = budget.frame(runs)
+    rungs = ladder.set_index("budget")
     assert list(rungs.index) == [250, 500, 750, 1000]
     brackets = {b: (r["bracket_low"], r["bracket_high"]) for b, r in rungs.iterrows()}
     assert brackets == {250: (10, 20), 500: (20, 40), 750: (20, 40), 1000: (40, 80)}
     assert rungs["separated"].all() and (rungs["censored"] == "").all()
     assert budget.rising(rungs.reset_index()) == "yes"
-    table = budget.table(rungs.reset_index(), budget.laws(runs))
+    table = budget.table(ladder, laws)
     assert table.loc[0, "T50 at 250 steps"].startswith("T50 between 10 and 20")
     assert table.loc[0, "still rising at the full budget"] == "yes"
 

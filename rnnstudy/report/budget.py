@@ -18,7 +18,7 @@ from rnnstudy.cells import CELL_LABELS, CELL_ORDER
 from rnnstudy.memory import BUDGET_LADDER, growth_law, solved_within, t50
 from rnnstudy.names import Censored
 from rnnstudy.report import frames
-from rnnstudy.report.tables import LINE, best_trials, estimate_text
+from rnnstudy.report.tables import LINE, best_trials, estimate_columns, estimate_text
 
 #: A line whose T50 at the full budget exceeds its T50 at the rung below by more than this factor is still rising.
 RISING = 1.1
@@ -26,39 +26,27 @@ RISING = 1.1
 LAW_REACH = 4.0
 
 
-def _law(d: pd.DataFrame):
-    return growth_law(d["T"], d["steps_to_solve"].astype(float), d["budget"].astype(float), d["val_every"].astype(float))
+def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The section's two frames, each line's growth law fitted once.
 
-
-def ladder(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per line x rung of :data:`~rnnstudy.memory.BUDGET_LADDER` (``budget`` in steps), with the estimate's
-    machine columns as :func:`rnnstudy.report.tables.memory_length` has them and ``law_T50``, the T50 the line's growth
-    law implies at that budget."""
-    rows = []
+    The ladder: one row per line x rung of :data:`~rnnstudy.memory.BUDGET_LADDER` (``budget`` in steps), with the
+    estimate's machine columns (:func:`rnnstudy.report.tables.estimate_columns`) and ``law_T50``, the T50 the line's
+    growth law implies at that budget. The laws: per line, steps-to-solve ~ T^alpha, alpha with its 95%
+    profile-likelihood interval (log-normal; a solve is interval-censored between the validation before it and its
+    own, a run unsolved right-censored at the budget).
+    """
+    rungs, growth = [], []
     for key, d in best_trials(frames.studied(runs)).groupby(LINE, dropna=False):
-        full, law = float(d["budget"].max()), _law(d)
-        for fraction in BUDGET_LADDER:
-            b = full * fraction
-            est = t50(d.assign(solved=solved_within(d["steps_to_solve"].astype(float), b)))
-            censored = est.censored is not Censored.NONE
-            rows.append({
-                **dict(zip(LINE, key)), "budget": int(b), "T50": np.nan if censored else est.estimate, "low": est.low,
-                "high": est.high, "censored": est.censored.value, "bound": est.estimate if censored else np.nan,
-                "separated": est.separated, "bracket_low": est.bracket[0], "bracket_high": est.bracket[1],
-                "seeds": est.seeds, "T_visited": list(est.T_tried), "law_T50": law.T_at(b),
-            })  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def laws(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per line: steps-to-solve ~ T^alpha, alpha with its 95% profile-likelihood interval (log-normal; a solve is
-    interval-censored between the validation before it and its own, a run unsolved right-censored at the budget)."""
-    rows = []
-    for key, d in best_trials(frames.studied(runs)).groupby(LINE, dropna=False):
-        law = _law(d)
-        rows.append({**dict(zip(LINE, key)), "alpha": law.alpha, "alpha_low": law.low, "alpha_high": law.high,
-                     "intercept": law.intercept, "sigma": law.sigma, "runs": law.runs, "solved": law.solved})  # fmt: skip
-    return pd.DataFrame(rows)
+        line = dict(zip(LINE, key))
+        steps = d["steps_to_solve"].astype(float)
+        law = growth_law(d["T"], steps, d["budget"].astype(float), d["val_every"].astype(float))
+        growth.append({**line, "alpha": law.alpha, "alpha_low": law.low, "alpha_high": law.high,
+                       "intercept": law.intercept, "sigma": law.sigma, "runs": law.runs, "solved": law.solved})  # fmt: skip
+        full = float(d["budget"].max())
+        for b in (full * fraction for fraction in BUDGET_LADDER):
+            est = t50(d.assign(solved=solved_within(steps, b)))
+            rungs.append({**line, "budget": int(b), **estimate_columns(est), "law_T50": law.T_at(b)})
+    return pd.DataFrame(rungs), pd.DataFrame(growth)
 
 
 def rising(rungs: pd.DataFrame) -> str:
@@ -69,11 +57,6 @@ def rising(rungs: pd.DataFrame) -> str:
         return "unknown: every T tried solved"
     value = lambda r: r["T50"] if r["censored"] == Censored.NONE else r["bound"]  # noqa: E731
     return "yes" if value(top) > RISING * value(below) else "no"
-
-
-def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The ladder and the growth laws, the section's two frames."""
-    return ladder(runs), laws(runs)
 
 
 def table(rungs: pd.DataFrame, growth: pd.DataFrame) -> pd.DataFrame:

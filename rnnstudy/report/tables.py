@@ -41,7 +41,6 @@ def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
         km = steps_to_solve(here["steps_to_solve"].astype(float), here["budget"].astype(float))
         largest = d[d["T"] == d["T"].max()]
         horizons = at_init.reindex(largest["run_id"]).dropna()
-        censored = estimate.censored is not Censored.NONE
         rows.append(
             {
                 "task": task,
@@ -50,17 +49,8 @@ def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
                 "setting": setting,
                 "axis": d["axis"].iloc[0],
                 "value": d["value"].iloc[0],
-                "T50": np.nan if censored else estimate.estimate,
-                "low": estimate.low,
-                "high": estimate.high,
-                "censored": estimate.censored.value,
-                "bound": estimate.estimate if censored else np.nan,
-                "separated": estimate.separated,
-                "bracket_low": estimate.bracket[0],
-                "bracket_high": estimate.bracket[1],
+                **estimate_columns(estimate),
                 "budget": int(d["budget"].max()),
-                "seeds": estimate.seeds,
-                "T_visited": list(estimate.T_tried),
                 "solved_fraction": [float(fractions[T]) for T in estimate.T_tried],
                 "steps_to_solve": km.median,
                 "steps_low": km.low,
@@ -72,6 +62,18 @@ def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def estimate_columns(estimate: T50) -> dict[str, object]:
+    """A T50 estimate as machine columns: ``T50``/``low``/``high`` (NaN where censored), ``censored`` with its
+    ``bound``, ``separated`` with ``bracket_low``/``bracket_high``, ``seeds`` and ``T_visited``."""
+    censored = estimate.censored is not Censored.NONE
+    return {
+        "T50": np.nan if censored else estimate.estimate, "low": estimate.low, "high": estimate.high,
+        "censored": estimate.censored.value, "bound": estimate.estimate if censored else np.nan,
+        "separated": estimate.separated, "bracket_low": estimate.bracket[0], "bracket_high": estimate.bracket[1],
+        "seeds": estimate.seeds, "T_visited": list(estimate.T_tried),
+    }  # fmt: skip
 
 
 def estimate_text(row: pd.Series) -> str:
