@@ -81,7 +81,7 @@ def bench(cell: str, task_name: str, T: int, batch: int, hidden: int, device: to
         opt_net.step()
 
     def probed(method: str) -> Callable[[], None]:
-        probe = GradFlowProbe(1, 0, loss="answer", method=method)
+        probe = GradFlowProbe(1, loss="answer", method=method)
 
         def step() -> None:  # exactly the training step's use of the probe (lit.RecurrentModule)
             opt_net.zero_grad()

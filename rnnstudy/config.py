@@ -191,7 +191,7 @@ class ProbeConfig(Strict):
     enabled: bool = True
     """Measure gradient-flow profiles during training."""
     every: PositiveInt = 100
-    """Probe at step 0, every this many steps, and the last step."""
+    """Probe at step 0, every this many steps, and at the run's last validation (the state it reports)."""
     loss: Literal["answer", "training"] = "answer"
     """Whose gradient: the loss on the answer steps, or the whole training loss."""
     method: Literal["auto", "chunked", "fused"] = "auto"

@@ -275,15 +275,15 @@ class GradFlowProbe:
     """
 
     def __init__(
-        self, every: int, last_step: int, chunk: int = 1, loss: ProbeLoss = "answer", method: ProbeMethod = "chunked"
+        self, every: int, chunk: int = 1, loss: ProbeLoss = "answer", method: ProbeMethod = "chunked"
     ) -> None:
-        self.every, self.last_step, self.chunk, self.loss, self.method = every, last_step, chunk, loss, method
+        self.every, self.chunk, self.loss, self.method = every, chunk, loss, method
         self._traces: list[LayerTrace | InjectedTrace] | None = None
         self._pending: tuple | None = None
 
     def due(self, step: int) -> bool:
-        """Step 0, every ``every`` steps, and the last step of the budget."""
-        return step % self.every == 0 or step == self.last_step
+        """Step 0 and every ``every`` steps (the run's last profile is taken at its last validation)."""
+        return step % self.every == 0
 
     def forward(self, net: RecurrentNet, x: torch.Tensor) -> torch.Tensor:
         """The training forward, with the states (or a perturbation of them) visible to autograd."""

@@ -91,6 +91,7 @@ def storage_for_cluster(url: str) -> str | None:
     """A warning when the storage cannot be shared safely between nodes."""
     if url.startswith("sqlite") and os.environ.get("SLURM_JOB_ID") is None:
         return (
-            "warning: SQLite storage on a shared filesystem is safe only on one node; use PostgreSQL (RNNSTUDY_STORAGE) for many"
+            "warning: SQLite storage on a shared filesystem is safe only on one node; for many, set RNNSTUDY_STORAGE to "
+            "PostgreSQL or to a journal file on the shared file system (journal:PATH)"
         )
     return None

@@ -105,7 +105,7 @@ class Member:
         self.cfg, self.net = cfg, net
         p = cfg.probe
         method = resolve_method(p.method, cfg.model.cell, "cuda" if uses_cuda(cfg.train.accelerator) else "cpu")
-        self.probe = GradFlowProbe(p.every, cfg.train.steps - 1, p.chunk, p.loss, method) if p.enabled else None
+        self.probe = GradFlowProbe(p.every, p.chunk, p.loss, method) if p.enabled else None
         self.sinks: list[Sink] = []
         self.solved_at: int | None = None
         self.validated_at: int | None = None
@@ -152,7 +152,8 @@ class Member:
             sink.profile(step, frame, scalars)
 
     def last_probe(self, step: int, batch: Batch, task: Task) -> None:
-        """A run stopped early (solved) gets a last probe at the step it stopped, on a training-sized validation batch."""
+        """A run's last profile, at its last validation (solved and stopped early, or the end of the budget): the state
+        that validation measured, on a training-sized part of its batch."""
         if self.probe is None or self._probed_at == step:
             return
         size = self.cfg.train.batch_size
@@ -288,8 +289,10 @@ class RecurrentModule(pl.LightningModule):
             if not shown:
                 self._bar(values, batch.x.shape[1], ((f"val/{NORM_LOSS}", NORM_LOSS),))
                 shown = True
-            if values["solved"] and self.cfg.train.early_stop:
+            stops = values["solved"] and self.cfg.train.early_stop
+            if stops or step >= self.trainer.max_steps:
                 m.last_probe(step, batch, self.task)
+            if stops:
                 m.end(COMPLETE, None, step)
         if not any(m.active for m in self.members):
             self.trainer.should_stop = True

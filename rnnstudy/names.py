@@ -30,6 +30,7 @@ class TrialAttr:
     FINAL = "final"  # per finished seed: its final normalised validation loss (inf: diverged)
     RUN_IDS = "run_ids"  # per finished seed: its run id in the results store
     REASON = "reason"  # why the trial was pruned, diverged or was a surplus
+    HEARTBEAT = "heartbeat"  # a journal storage's trial: when its worker last said it was alive (Unix time)
 
 
 class Censored(str, Enum):

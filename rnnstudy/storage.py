@@ -1,7 +1,9 @@
 """Optuna storages: the URL (a SQLite file by default, ``--storage-file``, ``$RNNSTUDY_STORAGE``), masking, opening.
 
-A password never reaches a command line, a file the harness writes, or a message: URLs are shown
-masked. Several sweeps may start at once on a new storage; whoever loses the race to create its
+Three kinds: a SQLite file (the default, one box), a database server (PostgreSQL, many boxes), and a journal
+file (``journal:PATH``, many boxes with a shared file system and no database server: Optuna's JournalStorage,
+appends under a lock file, which Optuna advises over SQLite on NFS). A password never reaches a command line, a
+file the harness writes, or a message: URLs are shown masked. Several sweeps may start at once on a new storage; whoever loses the race to create its
 schema retries. A database that goes away (a restart, a dropped connection, a locked SQLite file)
 is waited for: every storage call retries with backoff, said once per outage and process.
 """
@@ -14,20 +16,22 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, ContextManager
 
 import optuna
-from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import FrozenTrial
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from rnnstudy.config import RunConfig
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import Experiment
-from rnnstudy.names import FAILED, RUNNING, sqlite_url
+from rnnstudy.names import FAILED, RUNNING, TrialAttr, sqlite_url
 from rnnstudy.store import RUN_FILE, read_info, run_folders, write_json
 
 SCHEMA_ATTEMPTS = 10
@@ -36,10 +40,19 @@ SCHEMA_RACE = ("unique", "locked", "already exists", "duplicate")
 STORAGE_ENV = "RNNSTUDY_STORAGE"
 #: The default storage's file name, under the experiment's results folder.
 DB_FILE = "optuna.db"
+#: A journal-file storage's URL: ``journal:`` and the file's path.
+JOURNAL = "journal:"
+
+
+def journal_path(url: str) -> Path | None:
+    """The file a journal storage URL names (None: a database URL)."""
+    return Path(url[len(JOURNAL) :]).expanduser().resolve() if url.startswith(JOURNAL) else None
 
 
 def mask(url: str) -> str:
     """A storage URL safe to print or store: the password replaced by ***."""
+    if url.startswith(JOURNAL):
+        return url
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -157,9 +170,66 @@ class PatientStorage(RDBStorage):
     ``UpdateFinishedTrialError``, which the worker treats as a trial already finished.
     """
 
+    def fail_stale(self, study: optuna.Study) -> None:
+        """Fail and retry the trials whose workers stopped (Optuna's own heartbeat)."""
+        fail_stale_trials(study)
+
+    def beating(self, trial: optuna.Trial) -> ContextManager[None]:
+        """Nothing to do: Optuna's ``optimize`` keeps an RDB storage's heartbeat."""
+        return nullcontext()
+
 
 for _name in [n for n in vars(BaseStorage) if not n.startswith("_")] + ["record_heartbeat"]:
     setattr(PatientStorage, _name, _patient(getattr(RDBStorage, _name)))
+
+
+class HeartbeatJournal(JournalStorage):
+    """Optuna's journal-file storage, with a heartbeat of the harness's own (Optuna keeps none for a journal).
+
+    While a trial trains, its worker stamps the time in the trial's ``heartbeat`` attribute every ``heartbeat_s``;
+    any worker fails a running trial silent for twice that and retries it, as Optuna does for a database. The
+    stamps are wall-clock times from the workers' machines, so a cluster's clocks must agree to well within
+    ``heartbeat_s`` (NTP does). Two workers that fail the same trial at once may both queue a retry; the second
+    ends as a surplus trial, so a study still holds exactly its target.
+    """
+
+    def __init__(self, url: str, heartbeat_s: float, on_stale: Callable[[optuna.Study, FrozenTrial], None]) -> None:
+        path = str(journal_path(url))
+        super().__init__(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+        self.url, self.heartbeat_s, self.on_stale = url, heartbeat_s, on_stale
+
+    def fail_stale(self, study: optuna.Study) -> None:
+        """Fail and retry every running trial whose heartbeat is older than twice ``heartbeat_s``."""
+        now = time.time()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            last = trial.user_attrs.get(TrialAttr.HEARTBEAT) or trial.datetime_start.timestamp()
+            if now - last > 2 * self.heartbeat_s:
+                failed = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                if not any(t.system_attrs.get("failed_trial") == trial.number for t in study.get_trials(deepcopy=False)):
+                    self.on_stale(study, failed)
+
+    @contextmanager
+    def beating(self, trial: optuna.Trial) -> Iterator[None]:
+        """Stamp the trial's heartbeat now and every ``heartbeat_s`` until the block ends."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while True:
+                trial.set_user_attr(TrialAttr.HEARTBEAT, time.time())
+                if stop.wait(self.heartbeat_s):
+                    return
+
+        thread = threading.Thread(target=beat, daemon=True, name=f"heartbeat-{trial.number}")
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+
+
+#: What the harness opens: a database (waited out when away) or a journal file.
+Storage = PatientStorage | HeartbeatJournal
 
 
 class RetryAndMark:
@@ -183,14 +253,18 @@ class RetryAndMark:
 
 def open_storage(
     url: str | None, exp: Experiment, cfg: RunConfig, create: bool = True, wait: bool = False
-) -> tuple[PatientStorage, str]:
-    """Connect to the storage (creating the schema unless ``create`` is off); unreachable URLs are config errors.
+) -> tuple[Storage, str]:
+    """Connect to the storage (creating the schema, or the journal file, unless ``create`` is off); unreachable URLs
+    are config errors.
 
     Several sweeps may start at once on a new storage: whoever loses the race to create the schema retries.
     With ``wait`` (a worker, whose sweep already opened it) a database that is away is waited for, as every call is.
     """
     url = url or default_storage(cfg)
     heartbeat = exp.study.heartbeat_s
+    if url.startswith(JOURNAL):
+        check_journal(url, create)
+        return HeartbeatJournal(url, heartbeat, RetryAndMark(cfg.out / cfg.experiment)), url
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
 
     def connect() -> PatientStorage:
@@ -220,6 +294,23 @@ def open_storage(
             text = text.replace(secret, "***")
         raise ConfigError(f"storage {mask(url)}: cannot open: {text}") from None
     return storage, url
+
+
+def check_journal(url: str, create: bool) -> None:
+    """A journal storage's file can be opened: its folder exists, and the file too unless it may be created."""
+    path = journal_path(url)
+    if not path.parent.is_dir():
+        raise ConfigError(f"storage {url}: no folder {path.parent}; allowed: journal:PATH in an existing folder")
+    if not create and not path.is_file():
+        raise ConfigError(f"storage {url}: no journal file there (a sweep creates it)")
+
+
+def reader(url: str) -> BaseStorage:
+    """A storage to read an existing store from, creating nothing: no schema, no journal file."""
+    if url.startswith(JOURNAL):
+        check_journal(url, create=False)
+        return JournalStorage(JournalFileBackend(str(journal_path(url))))
+    return RDBStorage(url, skip_table_creation=True, skip_compatibility_check=True)
 
 
 def password(url: str) -> str | None:

@@ -10,7 +10,7 @@ import warnings
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from rnnstudy.config import RunConfig
@@ -63,7 +63,7 @@ def sampling(exp: Experiment) -> str:
     return f"TPE after {s.startup_trials} random start-up trials, {exp.target} trials"
 
 
-def load_study(point: GridPoint, storage: RDBStorage, exp: Experiment) -> optuna.Study:
+def load_study(point: GridPoint, storage: BaseStorage, exp: Experiment) -> optuna.Study:
     """Create or open one study with the experiment's sampler and pruner, its facts as user attributes."""
     study = optuna.create_study(
         study_name=point.study,
@@ -81,7 +81,7 @@ def load_study(point: GridPoint, storage: RDBStorage, exp: Experiment) -> optuna
     return study
 
 
-def experiment_studies(storage: RDBStorage, experiment: str) -> list[optuna.Study]:
+def experiment_studies(storage: BaseStorage, experiment: str) -> list[optuna.Study]:
     """Every study of an experiment in the storage (by the ``experiment`` fact each study carries), by name."""
     names = sorted(s.study_name for s in storage.get_all_studies() if s.user_attrs.get("experiment") == experiment)
     return [optuna.load_study(study_name=n, storage=storage) for n in names]

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage
 
 from rnnstudy.config import RunConfig
 from rnnstudy.device import has_cuda, preflight
@@ -24,7 +24,7 @@ from rnnstudy.experiment import Experiment, load_experiment
 from rnnstudy.launch import ClusterOptions
 from rnnstudy.names import DEAD
 from rnnstudy.stages import lines
-from rnnstudy.storage import STORAGE_ENV, default_db, mask, open_storage
+from rnnstudy.storage import JOURNAL, STORAGE_ENV, check_journal, default_db, mask, open_storage
 from rnnstudy.store import status_counts
 from rnnstudy.studies import experiment_studies, load_study, print_table, summary
 from rnnstudy.summaries import summarise_to_wandb
@@ -36,7 +36,7 @@ RESTARTS_PER_WORKER = 10
 STOPPING = (signal.SIGINT, signal.SIGTERM)
 
 
-def _progress_line(exp: Experiment, storage: RDBStorage, started: float) -> str:
+def _progress_line(exp: Experiment, storage: BaseStorage, started: float) -> str:
     """One progress line: trials finished, failed and running, the best study, and an ETA (or, staged, the lines done)."""
     s = summary(experiment_studies(storage, exp.name), exp.target)
     t = s["totals"]
@@ -58,10 +58,12 @@ def _progress_line(exp: Experiment, storage: RDBStorage, started: float) -> str:
     )
 
 
-def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[Experiment, RunConfig, RDBStorage, str]:
+def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[Experiment, RunConfig, BaseStorage, str]:
     """Load and check the experiment, open the storage, create the studies known before any trial (the first T of a search)."""
     exp = load_experiment(path, overrides)
     base = exp.base()
+    if storage_url and storage_url.startswith(JOURNAL):
+        check_journal(storage_url, create=True)  # before the results folder exists: a bad storage writes nothing
     preflight(base)  # before the storage or any study exists
     storage, url = open_storage(storage_url, exp, base)
     for stage, point in lines(exp):

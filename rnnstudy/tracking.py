@@ -11,6 +11,7 @@ run's folder (``<run>/wandb/offline-run-*``) and upload later with ``rnnstudy sy
 
 from __future__ import annotations
 
+import math
 import netrc
 import os
 import stat
@@ -25,6 +26,7 @@ from rnnstudy import inits
 from rnnstudy.config import RunConfig
 from rnnstudy.errors import ConfigError
 from rnnstudy.experiment import GridPoint
+from rnnstudy.names import NORM_LOSS
 
 SETTINGS = {
     "silent": True,
@@ -35,6 +37,8 @@ SETTINGS = {
     "x_transaction_log_flush_interval": 1.0,
 }  # a killed run keeps its record up to its last second
 STEP = "trainer/global_step"
+#: A run's console file, the one W&B's Logs tab shows.
+CONSOLE = "output.log"
 #: The folder under a run's results folder where W&B stages what the run uploads when synced.
 DATA_DIR = "wandb-data"
 #: What ``define_metric`` keeps in the summary beside the last value.
@@ -124,9 +128,22 @@ class WandbSink:
         define_step_axis(self.run)
         self.profiles: list[pd.DataFrame] = []
         self.step = 0
+        self.budget = cfg.train.steps
+        # The run's own console, as W&B's Logs tab shows it: W&B's capture is off because the runs of a pack share
+        # one process (each would show every member's lines).
+        self.console = Path(self.run.dir) / CONSOLE
+        self.say(f"{self.run.name}: training {self.budget} steps")
+
+    def say(self, line: str) -> None:
+        """Append a line to the run's console (its Logs tab)."""
+        with self.console.open("a") as out:
+            out.write(line + "\n")
 
     def metrics(self, step: int, split: str, values: dict[str, float]) -> None:
-        """Log scalars as ``<split>/<name>`` at the training step."""
+        """Log scalars as ``<split>/<name>`` at the training step (a validation also says its line on the console)."""
+        if split == "val":
+            solved = " (solved)" if values.get("solved") else ""
+            self.say(f"step {step}/{self.budget}: val loss / baseline {values.get(NORM_LOSS, math.nan):.4g}{solved}")
         self._log({f"{split}/{k}": v for k, v in values.items()}, step)
 
     def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
@@ -135,7 +152,7 @@ class WandbSink:
 
         self.profiles.append(frame)
         charts: dict[str, Any] = {f"grad/{k}": v for k, v in scalars.items()}
-        rows = frame.assign(log10_g=np.log10(frame["norm"].clip(lower=1e-300)))
+        rows = with_log10(frame)
         for (loss, layer, state), part in rows.groupby(["loss", "layer", "state"]):
             table = wandb.Table(dataframe=part[["lag", "log10_g"]].reset_index(drop=True))
             charts[f"grad/{loss}/profile_l{layer}_{state}"] = wandb.plot.line(
@@ -163,22 +180,28 @@ class WandbSink:
                 fig = profile_heatmap(rows, title=f"|d({loss} loss)/d{state}_t|, layer {layer}")
                 images[f"grad/{loss}/heatmap_l{layer}_{state}"] = wandb.Image(fig)
                 plt.close(fig)
-                grid = rows.assign(log10_g=np.log10(rows["norm"].clip(lower=1e-300))).pivot_table(
-                    index="step", columns="lag", values="log10_g"
-                )
-                images[f"grad/{loss}/profiles_l{layer}_{state}"] = wandb.plot.line_series(
-                    xs=[int(lag) for lag in grid.columns],
-                    ys=grid.to_numpy().tolist(),
-                    keys=[f"step {step}" for step in grid.index],
+                every = with_log10(rows)[["step", "lag", "log10_g"]]
+                images[f"grad/{loss}/profiles_l{layer}_{state}"] = wandb.plot.line(
+                    wandb.Table(dataframe=every.reset_index(drop=True)),
+                    "lag",
+                    "log10_g",
+                    stroke="step",  # one line per probe, named by its training step
                     title=f"log10 |d({loss} loss)/d{state}_t| at every probe, layer {layer}",
-                    xname="lag",
                 )
         if images:
             self._log(images, self.step)
+        reason = f": {summary['reason']}" if summary.get("reason") else ""
+        self.say(f"{summary['status']} after {summary['steps']} steps{reason}")
+        self.run.save(str(self.console), base_path=self.run.dir, policy="now")
         self.run.summary.update(summary)
         self.run.tags = (*self.run.tags, f"status={summary['status']}")  # a W&B filter finds pruned, diverged, failed runs
         self.run.finish(exit_code=exit_code)
         share_staged(self.folder)
+
+
+def with_log10(frame: pd.DataFrame) -> pd.DataFrame:
+    """A profile frame with ``log10_g``, the log10 of its gradient norms (a zero norm at the floor of float64)."""
+    return frame.assign(log10_g=np.log10(frame["norm"].clip(lower=1e-300)))
 
 
 def stage_under(folder: Path) -> None:

@@ -17,7 +17,6 @@ import time
 
 import lightning.pytorch as pl
 import optuna
-from optuna.storages import RDBStorage, fail_stale_trials
 
 from rnnstudy.device import uses_cuda
 from rnnstudy.errors import ConfigError
@@ -26,7 +25,7 @@ from rnnstudy.names import DIVERGED, NORM_LOSS, TrialAttr
 from rnnstudy.overrides import apply_overrides
 from rnnstudy.space import suggest
 from rnnstudy.stages import Stage, lines
-from rnnstudy.storage import PATIENCE_S, STORAGE_ENV, database_away, open_storage, patiently
+from rnnstudy.storage import PATIENCE_S, STORAGE_ENV, Storage, database_away, open_storage, patiently
 from rnnstudy.studies import LIVE, SURPLUS, counts, load_study
 
 #: How often a worker of a staged experiment (T search, calibration) with nothing it may run looks again.
@@ -133,7 +132,7 @@ def objective(trial: optuna.Trial, exp: Experiment, stage: Stage, point: GridPoi
     return float(sum(values) / len(values))
 
 
-def run_one(study: optuna.Study, exp: Experiment, stage: Stage, point: GridPoint) -> None:
+def run_one(study: optuna.Study, storage: Storage, exp: Experiment, stage: Stage, point: GridPoint) -> None:
     """One trial; a failure is one line on stderr (its reason is in run.json), never a traceback."""
 
     ran: list[int] = []
@@ -141,7 +140,8 @@ def run_one(study: optuna.Study, exp: Experiment, stage: Stage, point: GridPoint
     def report(trial: optuna.Trial) -> float:
         ran.append(trial.number)
         try:
-            return objective(trial, exp, stage, point)
+            with storage.beating(trial):
+                return objective(trial, exp, stage, point)
         except (optuna.TrialPruned, Surplus, optuna.exceptions.UpdateFinishedTrialError):
             raise  # the last: another worker failed and retried this trial meanwhile (said below)
         except KeyboardInterrupt:
@@ -163,7 +163,7 @@ def run_one(study: optuna.Study, exp: Experiment, stage: Stage, point: GridPoint
               "went stale); the retry counts", file=sys.stderr, flush=True)  # fmt: skip
 
 
-def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
+def work(exp: Experiment, storage: Storage, poll_s: float = POLL_S) -> None:
     """One worker: take trials until every point of every stage holds exactly its target, then return.
 
     The stages are taken in plan order (rnnstudy.stages: the calibration first); a line whose learning rate
@@ -188,7 +188,7 @@ def work(exp: Experiment, storage: RDBStorage, poll_s: float = POLL_S) -> None:
             time.sleep(poll_s)
 
 
-def _round(exp: Experiment, storage: RDBStorage, given_up: set[str]) -> tuple[int, bool, str]:
+def _round(exp: Experiment, storage: Storage, given_up: set[str]) -> tuple[int, bool, str]:
     """One pass over every line: run what is runnable; how many points are pending, whether any ran, what is waited for."""
     target = exp.target
     pending, ran, waiting = 0, False, ""
@@ -205,7 +205,7 @@ def _round(exp: Experiment, storage: RDBStorage, given_up: set[str]) -> tuple[in
         pending += 1
         study = load_study(point, storage, exp)
         while True:
-            fail_stale_trials(study)
+            storage.fail_stale(study)
             c = counts(study)
             if not c["waiting"] and c["complete"] + c["pruned"] + c["running"] >= target:
                 waiting = waiting or f"another worker's trial of {point.study}"
@@ -220,7 +220,7 @@ def _round(exp: Experiment, storage: RDBStorage, given_up: set[str]) -> tuple[in
                 break
             if ORPHANED.is_set():
                 raise KeyboardInterrupt  # the sweep is gone: end as a Ctrl-C would, with no new trial
-            run_one(study, exp, stage, point)
+            run_one(study, storage, exp, stage, point)
             ran = True
     return pending, ran, waiting
 

@@ -221,7 +221,7 @@ def test_probe_reading_the_training_backward_equals_its_own_backward(task_name, 
     batch = task.sample(6, torch.Generator().manual_seed(7))
     net = make_net("lstm", 2, task)
     x = batch._replace(x=batch.x.double())
-    probe = GradFlowProbe(1, 0, loss=loss, method=method)
+    probe = GradFlowProbe(1, loss=loss, method=method)
     out = probe.forward(net, x.x)
     assert probe.measure(net, out, x, task) is None  # nothing yet: the training backward carries it
     task.loss(out, x).backward()

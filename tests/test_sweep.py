@@ -11,12 +11,14 @@ import time
 
 import optuna
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from conftest import cli
 
 from rnnstudy.cli import main
 from rnnstudy.experiment import load_experiment
 from rnnstudy.storage import mask, open_storage
-from rnnstudy.store import load
+from rnnstudy.store import load, run_folders
 from rnnstudy.studies import OBJECTIVE, SURPLUS
 
 
@@ -134,11 +136,67 @@ def test_killed_worker_trial_is_failed_retried_and_the_target_is_exact(tmp_path)
         assert run["final.norm_loss"] == pytest.approx(t.value)
 
 
+@pytest.mark.slow
+def test_two_workers_on_one_journal_file_and_one_killed_mid_trial(tmp_path):
+    """A cluster without a database server: workers share a journal file; a killed worker's trial is retried."""
+    exp = tmp_path / "kill.yaml"
+    exp.write_text(
+        "name: kill\nmodel: {hidden_size: 4, cell: gru}\ntask: {name: adding, T: 10, val_size: 32}\n"
+        "train: {steps: 20, batch_size: 8, val_every: 10, progress: false}\nprobe: {enabled: false}\nwandb: {mode: disabled}\n"
+        "init: {recurrent: orthogonal}\nsearch:\n  init.gain: {type: float, low: 0.5, high: 1.5}\n"
+        f"out: {tmp_path / 'runs'}\nstudy: {{trials: 3, heartbeat_s: 1, pruner: none, sampler: random}}\n"
+    )
+    journal = tmp_path / "shared" / "studies.log"
+    journal.parent.mkdir()
+    env = {**os.environ, "RNNSTUDY_STORAGE": f"journal:{journal}"}
+
+    def worker(*overrides):
+        cmd = [sys.executable, "-m", "rnnstudy.worker", str(exp), *overrides, "--threads", "1"]
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    slow = worker("train.steps=100000")  # two array tasks on one journal: the first holds a trial that trains on
+    while not any((f / "metrics.parquet").exists() for f in run_folders(tmp_path / "runs" / "kill")):
+        assert slow.poll() is None, slow.stderr.read()
+        time.sleep(0.2)
+    quick = worker()
+    assert quick.wait() == 0, quick.stderr.read()  # it ran the places the slow one does not hold, and ended
+    assert slow.poll() is None
+    slow.kill()  # mid-trial: its trial stays RUNNING in the journal, and its heartbeat stops
+    slow.wait()
+    assert worker().wait() == 0  # a third task: fails the silent trial after 2 x heartbeat_s and retries it
+
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name="kill/gru/adding/T=10", storage=storage)
+    states = [t.state for t in study.trials]
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 3 and len(failed) == 1, states  # exactly the target
+    retry = [t for t in done if t.system_attrs.get("failed_trial") == failed[0].number]
+    assert len(retry) == 1 and retry[0].params == failed[0].params
+    assert failed[0].user_attrs["heartbeat"] < retry[0].datetime_start.timestamp()  # stamped while it ran, then silent
+    runs = load(tmp_path / "runs" / "kill").runs
+    killed = runs[runs["meta.trial"] == failed[0].number]
+    assert list(killed["status"]) == ["failed"] and "heartbeat" in killed["reason"].iloc[0]
+    assert not (tmp_path / "runs" / "kill" / "optuna.db").exists()  # the journal is the storage: no SQLite file beside it
+
+
 def test_unreachable_storage_is_masked_exit_2(capsys):
     code = main(["sweep", "experiments/demo.yaml", "--storage", "postgresql+psycopg2://bob:s3cret@127.0.0.1:9/db"])
     err = capsys.readouterr().err
     assert code == 2 and "postgresql+psycopg2://bob:***@127.0.0.1:9/db" in err and "s3cret" not in err
     assert mask("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
+def test_a_journal_storage_that_cannot_be_opened_is_exit_2_and_nothing_is_written(tmp_path, capsys):
+    missing = tmp_path / "no-folder" / "studies.log"
+    assert main(["sweep", "experiments/demo.yaml", "--storage", f"journal:{missing}", f"out={tmp_path / 'runs'}"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"rnnstudy sweep: configuration error: storage journal:{missing}: no folder {missing.parent}; allowed: journal:PATH in an existing folder"
+    ]
+    absent = tmp_path / "studies.log"
+    assert main(["status", "experiments/demo.yaml", "--storage", f"journal:{absent}"]) == 2  # read-only: creates nothing
+    assert "no journal file there (a sweep creates it)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("searched", [True, False])

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pandas as pd
 import pytest
 from conftest import cli
 from wandb_records import offline_run
@@ -38,13 +39,15 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     views = {k: set(run.summary[k]) for k in ("train/loss", "train/norm_loss", "val/loss", "val/norm_loss")}
     assert all(v == {"min", "last"} for v in views.values()), views  # every loss summarised the same way
     tables = run.tables("grad/answer/profile_l1_h")
-    assert len(tables) == 4  # steps 0, 10, 20 and the last, 29: one table per probe, each of that probe only
-    assert all(t["columns"] == ["lag", "log10_g"] and len(t["data"]) == 12 for t in tables)
-    (every,) = run.tables("grad/answer/profiles_l1_h")  # every probe in one chart: a line per probed step
-    assert every["columns"] == ["step", "lineKey", "lineVal"] and len(every["data"]) == 4 * 12
-    assert {row[1] for row in every["data"]} == {"step 0", "step 10", "step 20", "step 29"}
-    last = {row[0]: row[2] for row in every["data"] if row[1] == "step 29"}
-    assert last == {row[0]: row[1] for row in tables[-1]["data"]}  # the same numbers as that probe's own table
+    assert [step for step, _ in tables] == [0, 10, 20, 30]  # each file named by its probe's step; the last at the last validation
+    assert all(t["columns"] == ["lag", "log10_g"] and len(t["data"]) == 12 for _, t in tables)
+    ((at, every),) = run.tables("grad/answer/profiles_l1_h")  # every probe in one chart: a line per probed step
+    assert at == 30 and every["columns"] == ["step", "lag", "log10_g"] and len(every["data"]) == 4 * 12
+    assert {row[0] for row in every["data"]} == {0, 10, 20, 30}
+    last = {row[1]: row[2] for row in every["data"] if row[0] == 30}
+    assert last == {row[0]: row[1] for row in tables[-1][1]["data"]}  # the same numbers as that probe's own table
+    profile = pd.read_parquet(result.path / "gradflow.parquet")
+    assert sorted(profile["step"].unique()) == [0, 10, 20, 30] and profile["step"].max() == val_steps[-1]  # the last validation's state
     assert list((run.dir / "files" / "media" / "images" / "grad" / "answer").glob("heatmap_l1_h_*.png"))
     assert run.summary["status"] == "complete" and run.exit_code == 0
     info = json.loads((result.path / "run.json").read_text())
@@ -237,3 +240,17 @@ def test_a_calibration_runs_name_says_its_lr():
     meta = {"study": "e/calibration/rnn_tanh/adding/T=20/default/train.lr=0.003", "stage": "calibration",
             "family": "default", "axis": "train.lr", "value": 0.003, "trial": 0, "params": {}}  # fmt: skip
     assert run_name(cfg, meta) == f"calibration-{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-default-lr=0.003-s2"
+
+
+def test_a_runs_console_is_its_logs_tab_file_saved_with_the_run(tiny):
+    cfg = tiny(wandb__mode="offline", train__steps=20, train__val_every=10)
+    result = train(cfg)
+    run = offline_run(result.path)
+    saved = [f["path"] for r in run.records if r["type"] == "files" for f in r["files"]["files"]]
+    assert "output.log" in saved  # W&B uploads it as the run's Logs tab
+    lines = (run.dir / "files" / "output.log").read_text().splitlines()
+    info = json.loads((result.path / "run.json").read_text())
+    assert lines[0] == f"{info['name']}: training 20 steps"
+    vals = [r["val/norm_loss"] for r in run.history if "val/norm_loss" in r]
+    assert lines[1:3] == [f"step {s}/20: val loss / baseline {v:.4g}" for s, v in zip((10, 20), vals)]
+    assert lines[-1] == f"{info['status']} after 20 steps"

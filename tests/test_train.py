@@ -30,7 +30,7 @@ def test_run_writes_store_that_loads_back(tiny):
     train_rows = res.wide_metrics("train")
     assert {"loss", "norm_loss", "grad_norm", "lr"} <= set(train_rows.columns) and len(train_rows) == 25
     probed = sorted(res.gradflow["step"].unique())
-    assert probed == [0, 10, 20, 24]
+    assert probed == [0, 10, 20, 25]  # the last at the last validation: the state it reports
     one = res.gradflow[(res.gradflow["step"] == 0) & (res.gradflow["state"] == "h")]
     assert list(one["t"]) == list(range(25)) and (one["p90"] >= one["p10"]).all()
     assert "answer/decay_rate/l1/h" in set(res.metrics[res.metrics["split"] == "probe"]["metric"])

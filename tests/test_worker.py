@@ -37,7 +37,7 @@ def search(trials):
 def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
     exp, storage, stage, point = one_study(tmp_path)
     study = load_study(point, storage, exp)
-    worker.run_one(study, exp, stage, point)  # one place taken; one left
+    worker.run_one(study, storage, exp, stage, point)  # one place taken; one left
     barrier = threading.Barrier(2)
     original = worker.objective
 
@@ -47,7 +47,7 @@ def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
 
     monkeypatch.setattr(worker, "objective", released_together)
     racers = [
-        threading.Thread(target=worker.run_one, args=(load_study(point, storage, exp), exp, stage, point)) for _ in range(2)
+        threading.Thread(target=worker.run_one, args=(load_study(point, storage, exp), storage, exp, stage, point)) for _ in range(2)
     ]
     for t in racers:
         t.start()
@@ -80,7 +80,7 @@ def test_waiting_trials_of_a_full_study_are_left_alone(tmp_path):
     exp, storage, stage, point = one_study(tmp_path)
     study = load_study(point, storage, exp)
     for _ in range(2):
-        worker.run_one(study, exp, stage, point)
+        worker.run_one(study, storage, exp, stage, point)
     study.enqueue_trial({"train.lr": 0.005}, skip_if_exists=False)  # a retry that lost its place
     worker.work(exp, storage, poll_s=0.01)
     c = counts(study)

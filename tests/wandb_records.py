@@ -48,11 +48,11 @@ class OfflineRun:
     def history_keys(self) -> set[str]:
         return {k for row in self.history for k in row}
 
-    def tables(self, key: str) -> list[dict]:
-        """The logged tables of a key (``grad/answer/profile_l1_h``), oldest first."""
+    def tables(self, key: str) -> list[tuple[int, dict]]:
+        """The logged tables of a key (``grad/answer/profile_l1_h``) with the step their file is named by, oldest first."""
         folder = self.dir / "files" / "media" / "table" / Path(key).parent
-        files = sorted(folder.glob(f"{Path(key).name}_table_*.table.json"), key=lambda p: int(p.name.split("_")[-2]))
-        return [json.loads(p.read_text()) for p in files]
+        files = {int(p.name.split("_")[-2]): p for p in folder.glob(f"{Path(key).name}_table_*.table.json")}
+        return [(step, json.loads(files[step].read_text())) for step in sorted(files)]
 
 
 def finished_run(run_dir: Path) -> OfflineRun:

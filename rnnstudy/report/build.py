@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.storages import RDBStorage
+from optuna.storages import BaseStorage
 
 from rnnstudy import figures
 from rnnstudy.cells import CELL_LABELS
@@ -19,7 +19,7 @@ from rnnstudy.memory import MIN_SEEDS
 from rnnstudy.names import DEAD, RUNNING, Censored, sqlite_url
 from rnnstudy.report import frames, tables
 from rnnstudy.report.sections import SECTIONS, Inputs, Section
-from rnnstudy.storage import DB_FILE, mask
+from rnnstudy.storage import DB_FILE, mask, reader
 from rnnstudy.store import Results, load
 from rnnstudy.tasks import TASKS
 
@@ -29,7 +29,7 @@ CSS = (
 )
 
 
-def _storage(results: list[Path], storage: str | None) -> str | None:
+def _storage(results: list[Path], storage: str | None) -> BaseStorage | None:
     """The Optuna storage to read (given, or the one experiment's SQLite file); checked readable, never created."""
     if not storage:
         dbs = [r / DB_FILE for r in results if (r / DB_FILE).exists()]
@@ -37,10 +37,13 @@ def _storage(results: list[Path], storage: str | None) -> str | None:
             return None
         storage = sqlite_url(dbs[0])
     try:
-        optuna.get_all_study_names(RDBStorage(storage, skip_table_creation=True, skip_compatibility_check=True))
+        opened = reader(storage)
+        optuna.get_all_study_names(opened)
+    except ConfigError:
+        raise
     except Exception as err:
         raise ConfigError(f"storage {mask(storage)}: cannot read it: {' '.join(str(err).split())[:200]}") from None
-    return storage
+    return opened
 
 
 def _output_folder(out: Path) -> Path:

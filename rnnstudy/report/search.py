@@ -7,6 +7,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import seaborn as sns
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
 from rnnstudy import figures
@@ -35,9 +36,9 @@ def objective_frame(runs: pd.DataFrame) -> pd.DataFrame:
     return long.assign(panel=long["task"] + ", T=" + long["T"].astype(int).astype(str))
 
 
-def importance_table(storage: str | None, studies: list[str]) -> pd.DataFrame:
+def importance_table(storage: BaseStorage | None, studies: list[str]) -> pd.DataFrame:
     """Per searched study: how its trials were drawn, how many completed, and Optuna's importances where they mean something."""
-    if not storage or not studies:
+    if storage is None or not studies:
         return pd.DataFrame()
     rows = []
     for name in studies:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from optuna.storages import BaseStorage
 
 from rnnstudy.memory import MIN_SEEDS
 from rnnstudy.report import budget, calibration, curves, frontier, gradient_lag, heatmaps, phase, reproduction, search, tables
@@ -34,7 +35,7 @@ class Inputs:
     res: Results
     runs: pd.DataFrame
     memory: pd.DataFrame
-    storage: str | None
+    storage: BaseStorage | None
     out: Path
 
 
@@ -102,8 +103,8 @@ SECTIONS: list[ReportSection] = [
         "sequence (the last answer step), at initialisation and at the end of training, for the best and the default "
         "initialisation of each cell; one row per task and T. The answer loss is the loss on the steps that carry the "
         "answer (copy: the ten recall steps; adding: the last step). A flat line reaches far back; a falling one "
-        "vanishes. 'end' is the last probe, also for a run that stopped early once solved (it is probed at the step it "
-        "stopped).",
+        "vanishes. 'end' is the last probe, taken at the run's last validation: the end of the budget, or "
+        "the step it stopped once solved.",
         lambda i: gradient_lag.frame(i.res, i.runs),
         figure(gradient_lag.draw, "gradient_lag.png"),
     ),
