@@ -3,9 +3,9 @@
 Three kinds: a SQLite file (the default, one box), a database server (PostgreSQL, many boxes), and a journal
 file (``journal:PATH``, many boxes with a shared file system and no database server: Optuna's JournalStorage,
 appends under a lock file, which Optuna advises over SQLite on NFS). A password never reaches a command line, a
-file the harness writes, or a message: URLs are shown masked. Several sweeps may start at once on a new storage; whoever loses the race to create its
-schema retries. A database that goes away (a restart, a dropped connection, a locked SQLite file)
-is waited for: every storage call retries with backoff, said once per outage and process.
+file the harness writes, or a message: URLs are shown masked. Several sweeps may start at once on a new storage;
+whoever loses the race to create its schema retries. A database that goes away (a restart, a dropped connection,
+a locked SQLite file) is waited for: every storage call retries with backoff, said once per outage and process.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
@@ -174,7 +174,7 @@ class PatientStorage(RDBStorage):
         """Fail and retry the trials whose workers stopped (Optuna's own heartbeat)."""
         fail_stale_trials(study)
 
-    def beating(self, trial: optuna.Trial) -> ContextManager[None]:
+    def beating(self, trial: optuna.Trial) -> AbstractContextManager[None]:
         """Nothing to do: Optuna's ``optimize`` keeps an RDB storage's heartbeat."""
         return nullcontext()
 

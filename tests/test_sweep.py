@@ -11,9 +11,9 @@ import time
 
 import optuna
 import pytest
+from conftest import cli
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
-from conftest import cli
 
 from rnnstudy.cli import main
 from rnnstudy.experiment import load_experiment
@@ -191,7 +191,8 @@ def test_a_journal_storage_that_cannot_be_opened_is_exit_2_and_nothing_is_writte
     missing = tmp_path / "no-folder" / "studies.log"
     assert main(["sweep", "experiments/demo.yaml", "--storage", f"journal:{missing}", f"out={tmp_path / 'runs'}"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"rnnstudy sweep: configuration error: storage journal:{missing}: no folder {missing.parent}; allowed: journal:PATH in an existing folder"
+        f"rnnstudy sweep: configuration error: storage journal:{missing}: no folder {missing.parent}; "
+        "allowed: journal:PATH in an existing folder"
     ]
     absent = tmp_path / "studies.log"
     assert main(["status", "experiments/demo.yaml", "--storage", f"journal:{absent}"]) == 2  # read-only: creates nothing

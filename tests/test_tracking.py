@@ -47,7 +47,7 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     last = {row[1]: row[2] for row in every["data"] if row[0] == 30}
     assert last == {row[0]: row[1] for row in tables[-1][1]["data"]}  # the same numbers as that probe's own table
     profile = pd.read_parquet(result.path / "gradflow.parquet")
-    assert sorted(profile["step"].unique()) == [0, 10, 20, 30] and profile["step"].max() == val_steps[-1]  # the last validation's state
+    assert sorted(profile["step"].unique()) == [0, 10, 20, 30] and profile["step"].max() == val_steps[-1]  # the last val's state
     assert list((run.dir / "files" / "media" / "images" / "grad" / "answer").glob("heatmap_l1_h_*.png"))
     assert run.summary["status"] == "complete" and run.exit_code == 0
     info = json.loads((result.path / "run.json").read_text())

@@ -46,9 +46,8 @@ def test_two_workers_released_together_at_the_last_place(tmp_path, monkeypatch):
         return original(trial, *args)
 
     monkeypatch.setattr(worker, "objective", released_together)
-    racers = [
-        threading.Thread(target=worker.run_one, args=(load_study(point, storage, exp), storage, exp, stage, point)) for _ in range(2)
-    ]
+    args = (storage, exp, stage, point)
+    racers = [threading.Thread(target=worker.run_one, args=(load_study(point, storage, exp), *args)) for _ in range(2)]
     for t in racers:
         t.start()
     for t in racers:
