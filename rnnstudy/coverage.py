@@ -5,7 +5,9 @@ seeds visit T as a T-search stage visits them (:func:`rnnstudy.tsearch.next_T` o
 :func:`rnnstudy.memory.t50` estimates T50 from the runs. A seed's luck (normal, sd ``luck``) is shared by all T it
 runs, as a lucky initialisation would be; luck 0 makes every run independent. The true T50 is drawn log-uniformly
 between ``start x 1.5`` and ``max / 1.5``, so design points fall anywhere around it. A censored estimate covers when
-its bound is on the right side of the truth.
+its bound is on the right side of the truth. With ``extra`` seeds (``T_search.bracket_seeds``), once the search is done
+that many new seeds run at the two T that bracket the crossing (:func:`rnnstudy.tsearch.bracket`), as the bracket
+stage runs them: a design that depends on the data, which is why its coverage is measured here too.
 
     python -m rnnstudy.coverage                # the table in docs/results/coverage.md (about 10 minutes on one core)
 """
@@ -22,7 +24,7 @@ import pandas as pd
 from rnnstudy.memory import T50, t50
 from rnnstudy.names import Censored
 from rnnstudy.stages import solved
-from rnnstudy.tsearch import TSearch, next_T
+from rnnstudy.tsearch import TSearch, bracket, next_T
 
 #: The T search the committed phase study uses.
 SEARCH = TSearch(start=10, factor=2.0, max=256, refine=1)
@@ -30,23 +32,31 @@ SEARCH = TSearch(start=10, factor=2.0, max=256, refine=1)
 
 @dataclass(frozen=True)
 class Scenario:
-    """One simulated design: seeds per point, the transition's slope in log T, and the sd of a seed's shared luck."""
+    """One simulated design: seeds per point, the transition's slope in log T, the sd of a seed's shared luck, and the
+    seeds added at the two T that bracket the crossing."""
 
     seeds: int
     slope: float
     luck: float
+    extra: int = 0
 
 
 def simulate(rng: np.random.Generator, scenario: Scenario, true_t50: float, search: TSearch = SEARCH) -> pd.DataFrame:
-    """One line's runs (T, seed, solved) as the T search visits them."""
-    luck = rng.normal(0.0, scenario.luck, scenario.seeds)
+    """One line's runs (T, seed, solved) as the T search visits them, and its bracketing seeds."""
+    luck = rng.normal(0.0, scenario.luck, scenario.seeds + scenario.extra)
+
+    def run(T: int, seeds: range) -> list[tuple[int, int, bool]]:
+        p = 1.0 / (1.0 + np.exp(scenario.slope * (math.log(T) - math.log(true_t50)) - luck[seeds.start : seeds.stop]))
+        return [(T, seed, bool(f)) for seed, f in zip(seeds, rng.random(len(seeds)) < p)]
+
     verdicts: dict[int, bool] = {}
     rows = []
     while (T := next_T(search, verdicts)) is not None:
-        p = 1.0 / (1.0 + np.exp(scenario.slope * (math.log(T) - math.log(true_t50)) - luck))
-        flags = rng.random(scenario.seeds) < p
-        rows += [(T, seed, bool(f)) for seed, f in enumerate(flags)]
-        verdicts[T] = solved(flags)
+        ran = run(T, range(scenario.seeds))
+        rows += ran
+        verdicts[T] = solved(f for _, _, f in ran)
+    for T in bracket(search, verdicts) if scenario.extra else []:
+        rows += run(T, range(scenario.seeds, scenario.seeds + scenario.extra))
     return pd.DataFrame(rows, columns=["T", "seed", "solved"])
 
 
@@ -75,8 +85,9 @@ def coverage(scenario: Scenario, studies: int, seed: int = 0, search: TSearch = 
             "estimated": estimated / studies}  # fmt: skip
 
 
-#: The designs the coverage table reports: the committed studies' seed counts, shallow to steep, luck off and on.
-SCENARIOS = [Scenario(s, k, u) for s in (5, 10) for k in (2.0, 4.0, 8.0) for u in (0.0, 1.5)]
+#: The designs the coverage table reports: the committed studies' seed counts (5, and 5 with 5 more at the bracket),
+#: 10 seeds everywhere for comparison, shallow to steep, luck off and on.
+SCENARIOS = [Scenario(s, k, u, x) for s, x in ((5, 0), (5, 5), (10, 0)) for k in (2.0, 4.0, 8.0) for u in (0.0, 1.5)]
 
 
 def main() -> None:
@@ -86,12 +97,13 @@ def main() -> None:
     args = p.parse_args()
     print(f"T search: start {SEARCH.start}, x{SEARCH.factor:g} to {SEARCH.max}, refine {SEARCH.refine}; "
           f"{args.studies} simulated lines per row; nominal level 0.95")  # fmt: skip
-    print("| seeds | slope in ln T | seed luck (sd, logit) | coverage | median width (high/low) | estimated, not censored |")
-    print("|---|---|---|---|---|---|")
+    print("| seeds | more at the bracket | slope in ln T | seed luck (sd, logit) | coverage | median width (high/low) "
+          "| estimated, not censored |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for sc in SCENARIOS:
         r = coverage(sc, args.studies)
-        print(f"| {sc.seeds} | {sc.slope:g} | {sc.luck:g} | {r['coverage']:.3f} | {r['width']:.2f} | {r['estimated']:.2f} |",
-              flush=True)
+        print(f"| {sc.seeds} | {sc.extra} | {sc.slope:g} | {sc.luck:g} | {r['coverage']:.3f} | {r['width']:.2f} "
+              f"| {r['estimated']:.2f} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -95,6 +95,8 @@ class Calibration(Strict):
 
 #: The stage of a calibration study (its points carry it as a fact).
 CALIBRATION = "calibration"
+#: The stage of the seeds added at the two T that bracket a line's crossing (rnnstudy.stages.BracketStage).
+BRACKET = "bracket"
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,10 @@ class Experiment(RunDefaults):
             )
         if self.T_search and "task.T" in self.grid:
             raise ValueError("grid.task.T: T_search chooses T; allowed: either grid.task.T or T_search, not both")
+        if self.T_search and (shared := sorted(set(self.T_search.bracket_seeds) & set(self.seeds))):
+            raise ValueError(
+                f"T_search.bracket_seeds: {shared} are also in seeds; allowed: seeds the search does not run (new ones)"
+            )
         if self.T_search and self.searching:
             raise ValueError("search: a T search compares fixed points; allowed: no search (put init values on the families)")
         if self.calibrate and ("train.lr" in self.grid or "train.lr" in map(param_path, self.search)):

@@ -8,6 +8,8 @@ point from the finished studies, so points are never run twice and one worker or
   its choice (:meth:`CalibrationStage.choose`) is the lr of the stages after it. A choice at an edge of the grid
   adds lrs beyond that edge, one at a time, until it is bracketed or ``calibrate.extend`` is reached.
 - :class:`TSearchStage`: each line's T chosen from the verdicts of the T already finished.
+- :class:`BracketStage`: once a line's search is done, ``T_search.bracket_seeds`` more seeds at the two T that
+  bracket its crossing (they sharpen T50's interval; the search's verdicts never read them).
 - :class:`GridStage`: every point once.
 """
 
@@ -23,9 +25,11 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from rnnstudy.config import RunConfig
-from rnnstudy.experiment import CALIBRATION, Experiment, GridPoint
+from dataclasses import replace
+
+from rnnstudy.experiment import BRACKET, CALIBRATION, Experiment, GridPoint
 from rnnstudy.names import SOLVED_FRACTION, TrialAttr
-from rnnstudy.tsearch import next_T, visited
+from rnnstudy.tsearch import bracket, next_T, visited
 
 
 @dataclass(frozen=True)
@@ -181,21 +185,51 @@ class TSearchStage(GridStage):
     """Each line's T search: the next T is a function of the verdicts of the T already finished (rnnstudy.tsearch)."""
 
     def next_at_lr(self, storage: BaseStorage, point: GridPoint) -> Next:
+        nxt, _ = self.search(storage, point)
+        return nxt
+
+    def search(self, storage: BaseStorage, point: GridPoint) -> tuple[Next, dict[int, bool]]:
+        """The line's next point in its search, and the verdicts of the T finished so far."""
         search, verdicts = self.exp.T_search, {}
         while (T := next_T(search, verdicts)) is not None:
             at = point.at(**{"task.T": T})
             trials = finished(storage, at.study, self.exp.target)
             if trials is None:
-                return Next(at, visited=tuple(visited(search, verdicts)))
+                return Next(at, visited=tuple(visited(search, verdicts))), verdicts
             verdicts[T] = verdict(trials)
-        return Next(done=True, visited=tuple(visited(search, verdicts)))
+        return Next(done=True, visited=tuple(visited(search, verdicts))), verdicts
+
+
+class BracketStage(TSearchStage):
+    """More seeds at the two T that bracket each line's crossing, once its T search is done."""
+
+    label = BRACKET
+
+    @property
+    def seeds(self) -> list[int]:
+        return self.exp.T_search.bracket_seeds
+
+    def upfront(self, point: GridPoint) -> bool:
+        return False  # its T are known only once the line's search is done
+
+    def next_at_lr(self, storage: BaseStorage, point: GridPoint) -> Next:
+        searched, verdicts = self.search(storage, point)
+        if not searched.done:
+            return Next(waiting_for="the line's T search")
+        for T in bracket(self.exp.T_search, verdicts):
+            at = replace(point.at(**{"task.T": T}), stage=self.label)
+            if finished(storage, at.study, self.exp.target) is None:
+                return Next(at)
+        return Next(done=True)
 
 
 def plan(exp: Experiment) -> list[Stage]:
-    """The experiment's stages in the order they run: the calibration (if any), then the grid or its T searches."""
+    """The experiment's stages in the order they run: the calibration (if any), the grid or its T searches, and the
+    bracketing seeds (if any)."""
     calibration = CalibrationStage(exp) if exp.calibrate is not None else None
     main = (TSearchStage if exp.T_search else GridStage)(exp, calibration)
-    return [s for s in (calibration, main) if s is not None]
+    more = BracketStage(exp, calibration) if exp.T_search and exp.T_search.bracket_seeds else None
+    return [s for s in (calibration, main, more) if s is not None]
 
 
 def stage_of(exp: Experiment, point: GridPoint) -> Stage:

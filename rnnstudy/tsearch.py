@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field, PositiveInt, model_validator
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 
 from rnnstudy.config import Strict
 
@@ -25,6 +25,9 @@ class TSearch(Strict):
     """The largest T tried: solved there means memory length > max."""
     refine: int = Field(default=2, ge=0)
     """Bisections in log T between the last T solved and the first T failed."""
+    bracket_seeds: list[NonNegativeInt] = []
+    """More seeds, run once the search is done at the two T that bracket the crossing (:func:`bracket`): they
+    sharpen T50's interval where the seeds disagree; the search's verdicts read its own seeds only."""
 
     @model_validator(mode="after")
     def _ordered(self) -> TSearch:
@@ -42,27 +45,39 @@ class TSearch(Strict):
 
 def next_T(search: TSearch, verdicts: dict[int, bool]) -> int | None:
     """The next T to visit given the verdicts so far (True: at least half the seeds solved), or None when the search is done."""
+    return _walk(search, verdicts)[0]
+
+
+def bracket(search: TSearch, verdicts: dict[int, bool]) -> list[int]:
+    """The two T that bracket the crossing once the search is done (the last T solved and the first T failed, after
+    the bisections); none while the search goes on, or where every T tried solved or none did."""
+    T, lo, hi = _walk(search, verdicts)
+    return [lo, hi] if T is None and lo is not None and hi is not None else []
+
+
+def _walk(search: TSearch, verdicts: dict[int, bool]) -> tuple[int | None, int | None, int | None]:
+    """The search replayed on the verdicts: the next T to visit (None: done), and the last T solved and first failed."""
     ladder = search.ladder()
     lo = None
     for T in ladder:
         if T not in verdicts:
-            return T
+            return T, lo, None
         if not verdicts[T]:
             hi = T
             break
         lo = T
     else:
-        return None  # solved up to max
+        return None, lo, None  # solved up to max
     if lo is None:
-        return None  # failed at the start
+        return None, None, hi  # failed at the start
     for _ in range(search.refine):
         mid = round(math.sqrt(lo * hi))
         if mid <= lo or mid >= hi:
-            return None
+            break
         if mid not in verdicts:
-            return mid
+            return mid, lo, hi
         lo, hi = (mid, hi) if verdicts[mid] else (lo, mid)
-    return None
+    return None, lo, hi
 
 
 def visited(search: TSearch, verdicts: dict[int, bool]) -> list[int]:

@@ -78,7 +78,9 @@ def test_the_interval_covers_under_the_adaptive_T_search():
     """Nominal 0.95 keeps >= 0.90 through the harness's own T search: shallow and steep, seeds independent or lucky."""
     from rnnstudy.coverage import Scenario, coverage
 
-    for scenario in (Scenario(5, 2.0, 1.5), Scenario(5, 8.0, 0.0), Scenario(10, 2.0, 1.5), Scenario(10, 8.0, 1.5)):
+    designs = (Scenario(5, 2.0, 1.5), Scenario(5, 8.0, 0.0), Scenario(10, 2.0, 1.5), Scenario(10, 8.0, 1.5),
+               Scenario(5, 2.0, 1.5, extra=5), Scenario(5, 8.0, 0.0, extra=5))  # fmt: skip
+    for scenario in designs:
         assert coverage(scenario, studies=150, seed=7)["coverage"] >= 0.90, scenario
 
 

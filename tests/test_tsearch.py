@@ -37,14 +37,16 @@ def test_the_search_multiplies_then_bisects_in_log_T():
         TSearch(start=10, max=5)
 
 
-def search_experiment(tmp_path: Path, heartbeat_s: int = 30, storage_url: str | None = None, name: str = "ts"):
+def search_experiment(
+    tmp_path: Path, heartbeat_s: int = 30, storage_url: str | None = None, name: str = "ts", more: str = ""
+):
     exp = tmp_path / f"{name}.yaml"
     exp.write_text(
         f"name: {name}\n"
         "model: {hidden_size: 4}\ntask: {name: adding, T: 10, val_size: 16}\n"
         "train: {steps: 4, batch_size: 4, val_every: 2, progress: false, accelerator: cpu}\nwandb: {mode: disabled}\n"
         "grid: {model.cell: [rnn_tanh, gru]}\nseeds: [0, 1, 2]\n"
-        "T_search: {start: 10, factor: 2, max: 160, refine: 2}\n"
+        f"T_search: {{start: 10, factor: 2, max: 160, refine: 2{more}}}\n"
         f"out: {tmp_path / 'runs'}\nstudy: {{trials: 1, pruner: none, heartbeat_s: {heartbeat_s}}}\n"
     )
     e = load_experiment(exp)
@@ -103,6 +105,24 @@ def test_the_worker_visits_the_right_points_each_once(tmp_path, monkeypatch):
         all(counts(s)["complete"] == 1 for s in experiment_studies(storage, "ts"))
         and len(experiment_studies(storage, "ts")) == points
     )
+
+
+def test_bracket_seeds_run_at_the_two_T_around_each_crossing_once_its_search_is_done(tmp_path, monkeypatch):
+    fake = FakeTraining()
+    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
+    exp, storage = search_experiment(tmp_path, more=", bracket_seeds: [3, 4]")
+    worker.work(exp, storage, poll_s=0.01)
+    assert {line.cfg.model.cell: stage.next(storage, line).visited for stage, line in lines(exp) if not stage.label} == EXPECTED
+    extra = sorted(c for c in fake.calls if c[2] >= 3)
+    # tanh: solved at 48, failed at 57 (the last bisection); GRU: solved at 95, failed at 113
+    assert extra == sorted((cell, T, seed) for cell, Ts in {"rnn_tanh": (48, 57), "gru": (95, 113)}.items()
+                           for T in Ts for seed in (3, 4))  # fmt: skip
+    searched = optuna.load_study(study_name="ts/rnn_tanh/adding/T=57", storage=storage).trials[0]
+    assert len(searched.user_attrs["solved"]) == 3  # the search's verdict reads its own seeds only
+    more = optuna.load_study(study_name="ts/bracket/rnn_tanh/adding/T=57", storage=storage).trials[0]
+    assert more.user_attrs["solved"] == [False, False]
+    with pytest.raises(Exception, match=r"bracket_seeds: \[2\] are also in seeds"):
+        search_experiment(tmp_path, name="clash", more=", bracket_seeds: [2, 5]")
 
 
 def test_a_killed_search_resumes_without_running_a_point_twice(tmp_path, monkeypatch):

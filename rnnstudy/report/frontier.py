@@ -27,15 +27,31 @@ def frame(runs: pd.DataFrame) -> pd.DataFrame:
         return best
     label = np.where(best["setting"] != "", best["family"] + " " + best["setting"], best["family"])
     return best.assign(line=label)[
-        ["cell", "line", "family", "task", "T", "seed", "final_norm_loss", "solved", "threshold", "baseline", "run_id"]
-    ]
+        ["cell", "line", "family", "value", "task", "T", "seed", "final_norm_loss", "solved", "threshold", "baseline",
+         "run_id"]
+    ]  # fmt: skip
+
+
+def _lines(data: pd.DataFrame) -> dict[str, str]:
+    """Each line's colour, in legend order: by cell, family and value; a cell's lines in shades of its colour
+    (light to full as the value grows), so that cells stay apart and a cell's values read in order."""
+    keys = data[["cell", "family", "value", "line"]].drop_duplicates("line").copy()
+    keys["rank"] = keys["cell"].map({CELL_LABELS[c]: i for i, c in enumerate(CELL_ORDER)})
+    keys["number"] = pd.to_numeric(keys["value"], errors="coerce")
+    colours = {}
+    for cell, d in keys.sort_values(["rank", "family", "number", "line"]).groupby("rank", sort=True):
+        base = CELL_COLOURS[CELL_ORDER[cell]]
+        shades = sns.light_palette(base, n_colors=len(d) + 1)[1:] if len(d) > 1 else [base]
+        colours.update(zip(d["line"], shades))
+    return colours
 
 
 def _dodged(data: pd.DataFrame) -> pd.DataFrame:
     """Each panel's lines side by side around their T (a few percent apart on the log axis), so none hides another."""
     offset = pd.Series(1.0, index=data.index)
+    order = list(_lines(data))
     for _, d in data.groupby(["task", "cell"]):
-        lines = sorted(d["line"].unique())
+        lines = [name for name in order if name in set(d["line"])]
         shift = {name: DODGE ** (i - (len(lines) - 1) / 2) for i, name in enumerate(lines)}
         offset[d.index] = d["line"].map(shift)
     return data.assign(T_drawn=data["T"] * offset)
@@ -43,11 +59,12 @@ def _dodged(data: pd.DataFrame) -> pd.DataFrame:
 
 def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
     seeds = int(data.groupby(["cell", "line", "task", "T"])["seed"].nunique().max())
-    data = _dodged(data)
+    data, colours = _dodged(data), _lines(data)
     grid = sns.relplot(
         data=data, kind="line", x="T_drawn", y=y, row="task", col="cell",
         col_order=[CELL_LABELS[c] for c in CELL_ORDER if CELL_LABELS[c] in set(data["cell"])],
-        hue="line", style="line", markers=True, dashes=False, errorbar=("pi", 100) if seeds > 1 and log else None,
+        hue="line", hue_order=list(colours), palette=colours, style="line", style_order=list(colours), markers=True,
+        dashes=False, errorbar=("pi", 100) if seeds > 1 and log else None,
         err_style="bars", height=2.8, aspect=1.15, facet_kws={"sharex": "row", "sharey": "row" if log else True},
     )  # fmt: skip
     for (task, _), ax in grid.axes_dict.items():
@@ -73,7 +90,9 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
     lossy = [t for t in sorted(data["task"].unique()) if not TASKS[t].solved_higher_is_better]
     bar = f"; dotted green: the solved bar ({', '.join(lossy)})" if lossy else ""
     extra = f"; dashed: the memoryless baseline{bar}" if log else "; dotted: half the seeds"
-    grid.figure.suptitle(f"Memory-length frontier, each line at its best configuration at each T ({band}{extra})", y=1.1)
+    sns.move_legend(grid, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, title=None, frameon=False)
+    grid.figure.suptitle(f"Memory-length frontier, each line at its best configuration at each T ({band}{extra}; a "
+                         f"panel's lines are drawn side by side, {DODGE:g}x apart around their T)", y=1.04)  # fmt: skip
     return figures.save(grid.figure, out)
 
 

@@ -93,15 +93,17 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
         top.grid(False)
         m = memory[(memory["task"] == task) & (memory["cell"] == cell) & (memory["axis"] != "")].sort_values("value")
         estimated = m[m["censored"] == Censored.NONE]
-        bottom.errorbar(
-            estimated["value"],
-            estimated["T50"],
-            yerr=[estimated["T50"] - estimated["low"], estimated["high"] - estimated["T50"]],
-            fmt="o",
-            color=CELL_COLOURS[cell],
-            capsize=3,
-            label="T50 [95% interval]",
-        )
+        for separated, d_est in estimated.groupby("separated"):  # quasi-separated: bounded by design points, hollow
+            bottom.errorbar(
+                d_est["value"],
+                d_est["T50"],
+                yerr=[d_est["T50"] - d_est["low"], d_est["high"] - d_est["T50"]],
+                fmt="o",
+                color=CELL_COLOURS[cell],
+                mfc="none" if separated else CELL_COLOURS[cell],
+                capsize=3,
+                label="T50 [95% interval], quasi-separated" if separated else "T50 [95% interval]",
+            )
         for sign, marker, text in ((Censored.ABOVE, "^", "T50 > largest T"), (Censored.BELOW, "v", "T50 < smallest T")):
             c = m[m["censored"] == sign]
             if not c.empty:

@@ -399,6 +399,9 @@ def _write_report(
             continue
         init = by.loc["init features"]
         a, c = init["unseen settings: within-T AUC"], init["unseen settings: within-T C"]
+        if np.isnan(a) and np.isnan(c):
+            verdicts.append(f"- {task}, {cell}: nothing to rank (at each T its runs all solved, or all failed)")
+            continue
         met = a >= 0.9 or c >= 0.8
         verdicts.append(
             f"- {task}, {cell}: init features alone on unseen settings, within T: AUC {a:.2f} {init['95% CI (by setting)']}, "
