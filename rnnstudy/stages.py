@@ -18,15 +18,13 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from rnnstudy.config import RunConfig
-from dataclasses import replace
-
 from rnnstudy.experiment import BRACKET, CALIBRATION, Experiment, GridPoint
 from rnnstudy.names import SOLVED_FRACTION, TrialAttr
 from rnnstudy.tsearch import bracket, next_T, visited
