@@ -16,6 +16,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
 from rnnstudy.cells import CELL_COLOURS, CELL_ORDER  # noqa: E402
+from rnnstudy.names import Censored  # noqa: E402
 
 #: The colour scale spans at most this many decades below the largest value.
 DECADES = 12
@@ -95,3 +96,17 @@ def plain_log_ticks(axis: plt.Axes) -> None:
     axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(ScalarFormatter())
     axis.set_minor_formatter(NullFormatter())
+
+
+def t50_points(ax: plt.Axes, x: str, memory: pd.DataFrame, colour: str) -> None:
+    """Memory-length lines at ``x``: T50 with its 95% interval (hollow where quasi-separated: located only between
+    design points), and censored estimates as triangles at their bound; a legend entry only for what is drawn."""
+    estimated = memory[memory["censored"] == Censored.NONE]
+    for separated, d in estimated.groupby("separated"):
+        ax.errorbar(d[x], d["T50"], yerr=[d["T50"] - d["low"], d["high"] - d["T50"]], fmt="o", color=colour,
+                    mfc="none" if separated else colour, capsize=3,
+                    label="T50 [95% interval], quasi-separated" if separated else "T50 [95% interval]")  # fmt: skip
+    for sign, marker, text in ((Censored.ABOVE, "^", "T50 > largest T"), (Censored.BELOW, "v", "T50 < smallest T")):
+        bound = memory[memory["censored"] == sign]
+        if not bound.empty:
+            ax.scatter(bound[x], bound["bound"], marker=marker, color=colour, label=text)

@@ -36,7 +36,7 @@ def test_every_figure_and_the_report(store, tmp_path, capsys):
     out = tmp_path / "report"
     assert build_report(store, out=out) == 0
     printed = capsys.readouterr().out
-    assert "[1/9] gradient flow against lag" in printed and f"report: {out / 'report.md'}" in printed
+    assert "[1/10] gradient flow against lag" in printed and f"report: {out / 'report.md'}" in printed
     for name in FIGURES:
         path = out / name
         assert path.stat().st_size > 10_000, name
@@ -151,3 +151,31 @@ def test_predict_and_prescreen_commands(store, tmp_path, capsys):
     assert "Training steps saved: 0.0%; training wall time saved: 0.0%." in text  # the same study on both sides
     assert main(["prescreen", str(store), str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")]) == 2
     assert "not a results folder" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_lr_sensitivity_takes_one_initialisation_at_several_lrs_and_draws_it(tmp_path):
+    from rnnstudy.report import sensitivity
+
+    def line(setting, lr, T50, censored="", family="orthogonal", cell="rnn_tanh"):
+        return {"task": "adding", "cell": cell, "family": family, "axis": "", "value": np.nan, "setting": setting,
+                "lr": [lr], "T50": T50 if not censored else np.nan, "low": T50 / 2, "high": T50 * 2,
+                "censored": censored, "bound": T50 if censored else np.nan, "separated": False, "budget": 1500}  # fmt: skip
+
+    memory = pd.DataFrame([
+        line("lr=0.01", 0.01, 20.0), line("lr=0.001", 0.001, 10.0, censored="<"), line("lr=0.1", 0.1, 14.0),
+        line("", 0.01, 80.0, family="forget", cell="lstm"),  # one lr only: no curve
+    ])  # fmt: skip
+    data = sensitivity.frame(memory)
+    assert list(data["lr_value"]) == [0.001, 0.01, 0.1] and set(data["cell"]) == {"rnn_tanh"}
+    path = sensitivity.draw(data, tmp_path / "lr.png")
+    assert path.exists() and mpimg.imread(path).shape[1] > 200
+
+
+def test_a_row_of_the_experiment_is_its_own_line(store):
+    from dataclasses import replace
+
+    res = load(store)
+    runs = res.runs.assign(**{"meta.row": ["lr=0.003", None] * (len(res.runs) // 2) + ["lr=0.003"] * (len(res.runs) % 2),
+                              "meta.axis": "init.gain", "meta.value": 1.0})  # fmt: skip
+    table = frames.run_table(replace(res, runs=runs))
+    assert set(table["setting"]) == {"gain=1 lr=0.003", "gain=1"}  # two lines, told apart by the row

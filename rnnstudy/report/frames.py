@@ -89,7 +89,9 @@ def run_table(res: Results) -> pd.DataFrame:
     )
     out["family"] = r.apply(init_family, axis=1)
     out["init"] = r.apply(init_label, axis=1)
-    out["setting"] = [f"{a.removeprefix('init.')}={v:g}" if a else "" for a, v in zip(out["axis"], out["value"])]
+    held = [f"{a.removeprefix('init.')}={v:g}" if a else "" for a, v in zip(out["axis"], out["value"])]
+    rows = [r if isinstance(r, str) else "" for r in out["row"]]
+    out["setting"] = [" ".join(p for p in (h, r) if p) for h, r in zip(held, rows)]  # a row of the experiment is a line
     out["solved"] = out["steps_to_solve"].notna()
     # One configuration = a study's searched values (its seeds; a retried trial has the same ones), or one init label
     # outside sweeps.

@@ -15,7 +15,6 @@ import pandas as pd
 
 from rnnstudy import figures
 from rnnstudy.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
-from rnnstudy.names import Censored
 from rnnstudy.report import frames, tables
 
 
@@ -92,22 +91,7 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
         top.set(title=f"{task} | {CELL_LABELS[cell]}", xlabel=axis, ylabel="T visited")
         top.grid(False)
         m = memory[(memory["task"] == task) & (memory["cell"] == cell) & (memory["axis"] != "")].sort_values("value")
-        estimated = m[m["censored"] == Censored.NONE]
-        for separated, d_est in estimated.groupby("separated"):  # quasi-separated: bounded by design points, hollow
-            bottom.errorbar(
-                d_est["value"],
-                d_est["T50"],
-                yerr=[d_est["T50"] - d_est["low"], d_est["high"] - d_est["T50"]],
-                fmt="o",
-                color=CELL_COLOURS[cell],
-                mfc="none" if separated else CELL_COLOURS[cell],
-                capsize=3,
-                label="T50 [95% interval], quasi-separated" if separated else "T50 [95% interval]",
-            )
-        for sign, marker, text in ((Censored.ABOVE, "^", "T50 > largest T"), (Censored.BELOW, "v", "T50 < smallest T")):
-            c = m[m["censored"] == sign]
-            if not c.empty:
-                bottom.scatter(c["value"], c["bound"], marker=marker, color=CELL_COLOURS[cell], label=text)
+        figures.t50_points(bottom, "value", m, CELL_COLOURS[cell])
         p = (
             prediction[(prediction["task"] == task) & (prediction["cell"] == cell)].sort_values("value")
             if not prediction.empty

@@ -14,7 +14,19 @@ import pandas as pd
 from optuna.storages import BaseStorage
 
 from rnnstudy.memory import MIN_SEEDS
-from rnnstudy.report import budget, calibration, curves, frontier, gradient_lag, heatmaps, phase, reproduction, search, tables
+from rnnstudy.report import (
+    budget,
+    calibration,
+    curves,
+    frontier,
+    gradient_lag,
+    heatmaps,
+    phase,
+    reproduction,
+    search,
+    sensitivity,
+    tables,
+)
 from rnnstudy.store import Results
 
 
@@ -173,6 +185,16 @@ SECTIONS: list[ReportSection] = [
         figure(lambda d, p: calibration.draw(*d, p), "calibration.png"),
         lambda d, i: [calibration.chosen_table(d[1])],
         empty="This experiment has no calibration stage: its learning rates are set (or searched) in the file.",
+    ),
+    ReportSection(
+        "Memory length against the learning rate",
+        "One initialisation trained at several learning rates (rows of the experiment that set train.lr), each with "
+        "its own T search: how much of a memory length is the learning rate's. Triangles are bounds (every T tried "
+        "solved, or none); hollow points are located only between design points (quasi-separated).",
+        lambda i: sensitivity.frame(i.memory),
+        figure(sensitivity.draw, "lr_sensitivity.png"),
+        lambda d, i: [tables.memory_table(d)],
+        empty="No initialisation of this experiment trained at more than one learning rate.",
     ),
     ReportSection(
         "Learning curves",
