@@ -11,7 +11,8 @@ GPUS        ?= $(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev
 RESULTS     ?= runs
 NAME         = $(basename $(notdir $(EXP)))
 
-.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction phase-cpu frontier-cpu prediction
+.PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction phase-cpu frontier-cpu prediction \
+	reach-cpu budget-cpu lr-cpu
 
 $(BIN)/rnnstudy: pyproject.toml
 	@echo "setting up $(VENV) (first time: about a minute)"
@@ -79,6 +80,21 @@ reproduction: setup
 phase-cpu: setup
 	$(BIN)/rnnstudy sweep experiments/phase_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/phase_cpu --out docs/results/phase_cpu
+
+# Where the GRU stops on adding: T from 256 to 2048 (2 workers on 2 cores): docs/results/reach_cpu/.
+reach-cpu: setup
+	$(BIN)/rnnstudy sweep experiments/reach_cpu.yaml --workers 2
+	$(BIN)/rnnstudy report $(RESULTS)/reach_cpu --out docs/results/reach_cpu
+
+# The vanilla RNNs at a 6000-step budget, T50 against budget (2 workers on 2 cores): docs/results/budget_cpu/.
+budget-cpu: setup
+	$(BIN)/rnnstudy sweep experiments/budget_cpu.yaml --workers 2
+	$(BIN)/rnnstudy report $(RESULTS)/budget_cpu --out docs/results/budget_cpu
+
+# The tanh RNN's T50 against the learning rate (2 workers on 2 cores): docs/results/lr_cpu/.
+lr-cpu: setup
+	$(BIN)/rnnstudy sweep experiments/lr_cpu.yaml --workers 2
+	$(BIN)/rnnstudy report $(RESULTS)/lr_cpu --out docs/results/lr_cpu
 
 # Copy at recall accuracy 0.99 on 2 CPU cores: T50 per cell x family, docs/results/frontier_cpu/.
 frontier-cpu: setup

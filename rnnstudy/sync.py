@@ -1,7 +1,8 @@
 """``rnnstudy sync``: upload a results folder's offline W&B runs with the pinned ``wandb sync``.
 
 It checks, before uploading anything, that there are credentials and that the W&B server
-answers within a bounded wait: without them ``wandb sync`` would stop or hang with no message.
+answers within a bounded wait: without them ``wandb sync`` would stop or hang with no message. A results folder
+moved or copied from another box syncs: its staging links are made again first (rnnstudy.tracking.relink).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from rnnstudy.errors import ConfigError
-from rnnstudy.tracking import api_host, api_url, has_api_key
+from rnnstudy.tracking import api_host, api_url, has_api_key, relink
 
 #: How long the server may take to accept a connection before sync gives up.
 CONNECT_S = 10
@@ -47,6 +48,7 @@ def sync(results: Path) -> int:
     if why:
         print(f"rnnstudy sync: cannot reach {api_host()}:{port} within {CONNECT_S}s ({why}); nothing uploaded", file=sys.stderr)
         return 1
-    print(f"uploading {len(runs)} offline runs from {results} ...", flush=True)
+    linked = relink(results)  # the staged files are found wherever the folder is now
+    print(f"uploading {len(runs)} offline runs from {results} ({linked} staging folders linked) ...", flush=True)
     wandb = str(Path(sys.executable).with_name("wandb"))
     return subprocess.run([wandb, "sync", *SYNC_FLAGS, *map(str, runs)]).returncode

@@ -15,6 +15,8 @@ import math
 import netrc
 import os
 import stat
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import ParseResult, urlparse
@@ -41,6 +43,10 @@ STEP = "trainer/global_step"
 CONSOLE = "output.log"
 #: The folder under a run's results folder where W&B stages what the run uploads when synced.
 DATA_DIR = "wandb-data"
+#: The file in a staging folder holding its id, which names its staging link (:func:`stage_link`).
+STAGE_ID = "stage-id"
+#: Where staging links live: the same path on every box, one folder shared by every account (sticky, like /tmp).
+STAGE_LINKS = Path("/tmp/rnnstudy-stage")
 #: What ``define_metric`` keeps in the summary beside the last value.
 #: Every loss, training or validation, keeps the same summary views: its minimum and its last value.
 SUMMARIES = {f"{split}/{loss}": "min,last" for split in ("train", "val") for loss in ("loss", "norm_loss")}
@@ -205,9 +211,44 @@ def with_log10(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def stage_under(folder: Path) -> None:
-    """Have W&B stage the table artifacts the next runs log under ``folder`` (its default is the user's home), so a
-    results folder copied to another box carries every file its offline runs refer to."""
-    os.environ["WANDB_DATA_DIR"] = str(folder / DATA_DIR)
+    """Have W&B stage the table artifacts the next runs log in ``folder`` (its default is the user's home), through
+    the folder's staging link, so that a results folder moved or copied to another box carries every file its offline
+    runs refer to (see :func:`stage_link`)."""
+    os.environ["WANDB_DATA_DIR"] = str(stage_link(folder / DATA_DIR))
+
+
+def stage_link(data_dir: Path) -> Path:
+    """The address W&B stages a folder's files at: a link ``/tmp/rnnstudy-stage/<id>`` to ``data_dir``, where the
+    files are. W&B's offline log names each staged file by absolute path, and no public setting changes that; naming
+    them by a link keyed by the folder's own id (written in it the first time) makes them findable wherever the folder
+    is, once the link is made again: :func:`relink` (``rnnstudy sync`` runs it) does so. A fixed ``/tmp``, not
+    ``$TMPDIR``, which differs between the jobs of a cluster."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    id_file = data_dir / STAGE_ID
+    if not id_file.exists():
+        id_file.write_text(uuid.uuid4().hex)
+    try:
+        STAGE_LINKS.mkdir()
+        STAGE_LINKS.chmod(0o1777)  # every account adds its own links; none removes another's
+    except FileExistsError:
+        pass
+    link = STAGE_LINKS / id_file.read_text().strip()
+    target = data_dir.resolve()
+    if not (link.is_symlink() and Path(os.readlink(link)) == target):
+        try:
+            link.unlink(missing_ok=True)
+            link.symlink_to(target, target_is_directory=True)
+        except OSError as err:  # another account's link to a copy of this folder (its files are the same)
+            print(f"warning: cannot point {link} at {target} ({err.strerror}); it stays as it is", file=sys.stderr)
+    return link
+
+
+def relink(results: Path) -> int:
+    """Point the staging link of every W&B staging folder under ``results`` at where it is now; how many."""
+    folders = [d for d in results.rglob(DATA_DIR) if (d / STAGE_ID).is_file()]
+    for data_dir in folders:
+        stage_link(data_dir)
+    return len(folders)
 
 
 def share_staged(folder: Path) -> None:

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import pandas as pd
 import pytest
 from conftest import cli
-from wandb_records import offline_run
+from wandb_records import finished_run, offline_run
 
 from rnnstudy.train import train
 
@@ -74,6 +74,12 @@ def test_a_runs_one_name_is_its_folder_its_run_json_and_its_w_and_b_name(tiny):
     assert run.config["init.gain"] == 1.3 and run.config["init"]["gain"] == 1.3  # the searched value at the top level
 
 
+def staged_files(run):
+    """Every staged file an offline run's records name, with the size its manifest says."""
+    return {(e["local_path"], int(e["size"])) for r in run.records if r["type"] == "artifact"
+            for e in r["artifact"]["manifest"]["contents"]}  # fmt: skip
+
+
 def test_an_offline_run_refers_to_no_file_outside_the_results_root(tiny):
     import re
 
@@ -81,15 +87,35 @@ def test_an_offline_run_refers_to_no_file_outside_the_results_root(tiny):
     result = train(cfg)
     run = offline_run(result.path)
     root = str(cfg.out.resolve())
-    text = json.dumps(run.records)
-    paths = set(re.findall(r'"(/[^"]+)"', text))
-    files = [p for p in paths if "/" in p.strip("/") and not p.startswith(("/proc", "/dev"))]
-    staged = [p for p in files if "staging" in p]
-    assert staged and all(p.startswith(root) for p in staged), staged  # the tables' staged copies travel with the run
-    modes = {Path(p).stat().st_mode & 0o777 for p in staged if Path(p).is_file()}
+    staged = staged_files(run)
+    assert staged and all(Path(p).resolve().is_relative_to(root) for p, _ in staged)  # through its link, in the folder
+    modes = {Path(p).stat().st_mode & 0o777 for p, _ in staged}
     assert modes == {(result.path.stat().st_mode & 0o666)}  # readable as the run's other files are: another account can copy
-    outside = {p for p in files if not p.startswith(root)}
+    text = json.dumps(run.records)
+    files = {p for p in re.findall(r'"(/[^"]+)"', text) if "/" in p.strip("/") and not p.startswith(("/proc", "/dev"))}
+    outside = {p for p in files if not p.startswith(root) and p not in {s for s, _ in staged}}
     assert outside <= {sys.executable}, outside  # besides the interpreter the environment record names, nothing
+
+
+def test_a_results_folder_moved_to_another_path_still_finds_every_staged_file(tiny, tmp_path):
+    import shutil
+
+    from rnnstudy.tracking import relink
+
+    cfg = tiny(wandb__mode="offline", train__steps=20)
+    result = train(cfg)
+    staged = staged_files(offline_run(result.path))
+    moved = tmp_path / "elsewhere" / "runs"
+    shutil.copytree(cfg.out, moved, symlinks=True)
+    shutil.rmtree(cfg.out)  # the original is gone, and so is its box's link: as on another box
+    for link in {Path(p).parent.parent.parent for p, _ in staged}:  # <link>/artifacts/staging/<file>
+        link.unlink()
+    assert not any(Path(p).exists() for p, _ in staged)
+    assert relink(moved) == 1  # what `rnnstudy sync` does before it uploads
+    run = finished_run(next(moved.rglob("offline-run-*")))  # W&B's own reader, on the moved copy
+    assert staged_files(run) == staged
+    assert all(Path(p).is_file() and Path(p).stat().st_size == size for p, size in staged)
+    assert all(Path(p).resolve().is_relative_to(moved.resolve()) for p, _ in staged)
 
 
 def test_final_status_is_a_tag_and_a_diverged_run_is_no_failure(tiny):
