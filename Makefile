@@ -76,30 +76,17 @@ reproduction: setup
 	mkdir -p docs/results/reproduction
 	cp reports/reproduction/reproduction.md reports/gradient_flow/gradient_lag.png docs/results/reproduction/
 
-# The trainability phase diagram on adding (2 workers on 2 cores; the measured time is in its report): docs/results/phase_cpu/.
-phase-cpu: setup
-	$(BIN)/rnnstudy sweep experiments/phase_cpu.yaml --workers 2
-	$(BIN)/rnnstudy report $(RESULTS)/phase_cpu --out docs/results/phase_cpu
-
-# Where the GRU stops on adding: T from 256 to 2048 (2 workers on 2 cores): docs/results/reach_cpu/.
-reach-cpu: setup
-	$(BIN)/rnnstudy sweep experiments/reach_cpu.yaml --workers 2
-	$(BIN)/rnnstudy report $(RESULTS)/reach_cpu --out docs/results/reach_cpu
-
-# The vanilla RNNs at a 6000-step budget, T50 against budget (2 workers on 2 cores): docs/results/budget_cpu/.
-budget-cpu: setup
-	$(BIN)/rnnstudy sweep experiments/budget_cpu.yaml --workers 2
-	$(BIN)/rnnstudy report $(RESULTS)/budget_cpu --out docs/results/budget_cpu
-
-# The tanh RNN's T50 against the learning rate (2 workers on 2 cores): docs/results/lr_cpu/.
-lr-cpu: setup
-	$(BIN)/rnnstudy sweep experiments/lr_cpu.yaml --workers 2
-	$(BIN)/rnnstudy report $(RESULTS)/lr_cpu --out docs/results/lr_cpu
-
-# Copy at recall accuracy 0.99 on 2 CPU cores: T50 per cell x family, docs/results/frontier_cpu/.
-frontier-cpu: setup
-	$(BIN)/rnnstudy sweep experiments/frontier_cpu.yaml --workers 2
-	$(BIN)/rnnstudy report $(RESULTS)/frontier_cpu --out docs/results/frontier_cpu
+# The committed CPU studies, each `make <name>-cpu` = sweep experiments/<name>_cpu.yaml with 2 workers on 2 cores,
+# then its report into docs/results/<name>_cpu/ (the measured time is in each report):
+#   phase:    the trainability phase diagram on adding (4 cells x 4 values of one init parameter)
+#   reach:    where the GRU stops on adding, T from 256 to 2048
+#   budget:   the vanilla RNNs at a 6000-step budget, T50 against budget
+#   lr:       the tanh RNN's T50 against the learning rate
+#   frontier: copy at recall accuracy 0.99, T50 per cell x family
+CPU_STUDIES := phase reach budget lr frontier
+$(addsuffix -cpu,$(CPU_STUDIES)): %-cpu: setup
+	$(BIN)/rnnstudy sweep experiments/$*_cpu.yaml --workers 2
+	$(BIN)/rnnstudy report $(RESULTS)/$*_cpu --out docs/results/$*_cpu
 
 # The init-time predictor and the pre-screen scored per run on the committed phase study's runs (no sweep of its own):
 # docs/results/prediction/. Needs the runs of `make phase-cpu` under $(RESULTS).
