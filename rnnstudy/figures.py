@@ -110,3 +110,18 @@ def t50_points(ax: plt.Axes, x: str, memory: pd.DataFrame, colour: str) -> None:
         bound = memory[memory["censored"] == sign]
         if not bound.empty:
             ax.scatter(bound[x], bound["bound"], marker=marker, color=colour, label=text)
+
+
+#: Lines of one panel at one x are drawn side by side, this far apart on a log axis (a factor), so none hides another.
+DODGE = 1.04
+
+
+def dodge(i: int, n: int) -> float:
+    """The factor the i-th of n lines is shifted by on a log axis, centred on the true value."""
+    return DODGE ** (i - (n - 1) / 2)
+
+
+def shades(cell: str, n: int) -> list:
+    """n colours for a cell's lines, light to its full colour (a cell stays apart from the others, its values in order)."""
+    base = CELL_COLOURS[cell]
+    return sns.light_palette(base, n_colors=n + 1)[1:] if n > 1 else [base]

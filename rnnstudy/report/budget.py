@@ -45,7 +45,8 @@ def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         full = float(d["budget"].max())
         for b in (full * fraction for fraction in BUDGET_LADDER):
             est = t50(d.assign(solved=solved_within(steps, b)))
-            rungs.append({**line, "budget": int(b), **estimate_columns(est), "law_T50": law.T_at(b)})
+            rungs.append({**line, "value": d["value"].iloc[0], "budget": int(b), **estimate_columns(est),
+                          "law_T50": law.T_at(b)})  # fmt: skip
     return pd.DataFrame(rungs), pd.DataFrame(growth)
 
 
@@ -84,23 +85,28 @@ def draw(rungs: pd.DataFrame, out: Path) -> Path | None:
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, layout="constrained")
     for ax, (task, cell) in zip(axes.flat, panels):
         here = rungs[(rungs["task"] == task) & (rungs["cell"] == cell)]
-        for i, ((family, setting), d) in enumerate(here.groupby(["family", "setting"], sort=True)):
-            d = d.sort_values("budget")
-            colour, label = f"C{i}", f"{family} {setting}".strip()
+        lines = sorted(here.groupby(["family", "setting"], sort=False), key=lambda g: (g[0][0], g[1]["value"].iloc[0]))
+        colours = figures.shades(cell, len(lines))
+        for i, ((family, setting), d) in enumerate(lines):  # each line a little apart in x: bounds often coincide
+            d = d.sort_values("budget").assign(x=lambda v: v["budget"] * figures.dodge(i, len(lines)))
+            colour = colours[i]
             est = d[d["censored"] == Censored.NONE]
-            ax.errorbar(est["budget"], est["T50"], yerr=[est["T50"] - est["low"], est["high"] - est["T50"]], fmt="o-",
-                        color=colour, capsize=3, label=label)  # fmt: skip
-            for _, r in d[d["censored"] != Censored.NONE].iterrows():
-                ax.scatter(r["budget"], r["bound"], marker="^" if r["censored"] == Censored.ABOVE else "v", color=colour)
-            reach = LAW_REACH * max(max(v) for v in d["T_visited"])  # the law drawn no further than the T it saw
-            law = d[d["law_T50"] <= reach]
-            ax.plot(law["budget"], law["law_T50"], "--", color=colour, alpha=0.6)
+            ax.errorbar(est["x"], est["T50"], yerr=[est["T50"] - est["low"], est["high"] - est["T50"]], fmt="o-",
+                        color=colour, capsize=3)  # fmt: skip
+            for sign, marker in ((Censored.ABOVE, "^"), (Censored.BELOW, "v")):
+                bound = d[d["censored"] == sign]
+                ax.scatter(bound["x"], bound["bound"], marker=marker, color=colour)
+            seen = [T for v in d["T_visited"] for T in v]  # the law drawn only near the T it saw
+            law = d[d["law_T50"].between(min(seen) / LAW_REACH, LAW_REACH * max(seen))]
+            ax.plot(law["x"], law["law_T50"], "--", color=colour, alpha=0.6)
+            ax.plot([], [], "o-", color=colour, label=f"{family} {setting}".strip())
         ax.set(xscale="log", yscale="log", title=f"{task}: {CELL_LABELS[cell]}", xlabel="training budget (steps)",
                ylabel="T50 (log)")  # fmt: skip
         figures.plain_log_ticks(ax.xaxis)
         figures.plain_log_ticks(ax.yaxis)
         ax.legend(fontsize=7)
     fig.suptitle("T50 against the training budget, read from the same runs (bars: 95% intervals; triangles: bounds, "
-                 "every T tried solved or none; dashed: T50 implied by steps ~ T^alpha, up to 4x the largest T tried)",
+                 "every T tried solved or none; dashed: T50 implied by steps ~ T^alpha, within 4x of the T tried; a panel's "
+                 f"lines {figures.DODGE:g}x apart around their budget)",
                  fontsize=9)  # fmt: skip
     return figures.save(fig, out)

@@ -16,9 +16,6 @@ from rnnstudy.names import Censored
 from rnnstudy.report import frames, tables
 from rnnstudy.tasks import TASKS
 
-#: Lines of one panel at one T are drawn side by side, this far apart on the log-T axis (a factor).
-DODGE = 1.04
-
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
     """One point per line x T x seed: the seeds of the line's best configuration at that T (diverged seeds included)."""
@@ -40,9 +37,7 @@ def _lines(data: pd.DataFrame) -> dict[str, str]:
     keys["number"] = pd.to_numeric(keys["value"], errors="coerce")
     colours = {}
     for cell, d in keys.sort_values(["rank", "family", "number", "line"]).groupby("rank", sort=True):
-        base = CELL_COLOURS[CELL_ORDER[cell]]
-        shades = sns.light_palette(base, n_colors=len(d) + 1)[1:] if len(d) > 1 else [base]
-        colours.update(zip(d["line"], shades))
+        colours.update(zip(d["line"], figures.shades(CELL_ORDER[cell], len(d))))
     return colours
 
 
@@ -52,7 +47,7 @@ def _dodged(data: pd.DataFrame) -> pd.DataFrame:
     order = list(_lines(data))
     for _, d in data.groupby(["task", "cell"]):
         lines = [name for name in order if name in set(d["line"])]
-        shift = {name: DODGE ** (i - (len(lines) - 1) / 2) for i, name in enumerate(lines)}
+        shift = {name: figures.dodge(i, len(lines)) for i, name in enumerate(lines)}
         offset[d.index] = d["line"].map(shift)
     return data.assign(T_drawn=data["T"] * offset)
 
@@ -92,7 +87,7 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
     extra = f"; dashed: the memoryless baseline{bar}" if log else "; dotted: half the seeds"
     sns.move_legend(grid, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, title=None, frameon=False)
     grid.figure.suptitle(f"Memory-length frontier, each line at its best configuration at each T ({band}{extra}; a "
-                         f"panel's lines are drawn side by side, {DODGE:g}x apart around their T)", y=1.04)  # fmt: skip
+                         f"panel's lines are drawn side by side, {figures.DODGE:g}x apart around their T)", y=1.04)  # fmt: skip
     return figures.save(grid.figure, out)
 
 

@@ -155,8 +155,8 @@ SECTIONS: list[ReportSection] = [
         "runs (steps to solve are resolved to the validation interval). The budget-free summary is the growth law: a "
         "censored log-normal regression of steps to solve on T (a solve lies between the validation before it and its "
         "own; a run that never solved is right-censored at the budget) gives median steps ~ T^alpha, alpha with its "
-        "95% profile-likelihood interval; the dashed lines are the T50 that law implies at each budget (drawn up to 4x "
-        "the largest T a line visited). A line whose T50 still rises at the full budget has not levelled off: its "
+        "95% profile-likelihood interval; the dashed lines are the T50 that law implies at each budget (drawn only "
+        "within 4x of the T a line visited). A line whose T50 still rises at the full budget has not levelled off: its "
         "memory length is its budget's, not the cell's.",
         lambda i: budget.frame(i.runs),
         figure(lambda d, p: budget.draw(d[0], p), "budget.png"),
