@@ -88,7 +88,8 @@ def draw(rungs: pd.DataFrame, out: Path) -> Path | None:
         lines = sorted(here.groupby(["family", "setting"], sort=False), key=lambda g: (g[0][0], g[1]["value"].iloc[0]))
         colours = figures.shades(cell, len(lines))
         for i, ((family, setting), d) in enumerate(lines):  # each line a little apart in x: bounds often coincide
-            d = d.sort_values("budget").assign(x=lambda v: v["budget"] * figures.dodge(i, len(lines)))
+            d = d.sort_values("budget")
+            d = d.assign(x=d["budget"] * figures.dodge(i, len(lines)))
             colour = colours[i]
             est = d[d["censored"] == Censored.NONE]
             ax.errorbar(est["x"], est["T50"], yerr=[est["T50"] - est["low"], est["high"] - est["T50"]], fmt="o-",
