@@ -202,7 +202,8 @@ class HeartbeatJournal(JournalStorage):
         """Fail and retry every running trial whose heartbeat is older than twice ``heartbeat_s``."""
         now = time.time()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            last = trial.user_attrs.get(TrialAttr.HEARTBEAT) or trial.datetime_start.timestamp()
+            # a retry inherits its failed trial's attributes, so its own start counts too
+            last = max(trial.user_attrs.get(TrialAttr.HEARTBEAT, 0.0), trial.datetime_start.timestamp())
             if now - last > 2 * self.heartbeat_s:
                 failed = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
                 if not any(t.system_attrs.get("failed_trial") == trial.number for t in study.get_trials(deepcopy=False)):
@@ -215,7 +216,10 @@ class HeartbeatJournal(JournalStorage):
 
         def beat() -> None:
             while True:
-                trial.set_user_attr(TrialAttr.HEARTBEAT, time.time())
+                try:
+                    trial.set_user_attr(TrialAttr.HEARTBEAT, time.time())
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    return  # another worker failed it meanwhile (this one was silent too long); the worker says so
                 if stop.wait(self.heartbeat_s):
                     return
 
