@@ -45,8 +45,9 @@ CONSOLE = "output.log"
 DATA_DIR = "wandb-data"
 #: The file in a staging folder holding its id, which names its staging link (:func:`stage_link`).
 STAGE_ID = "stage-id"
-#: Where staging links live: the same path on every box, one folder shared by every account (sticky, like /tmp).
-STAGE_LINKS = Path("/tmp/rnnstudy-stage")
+#: Where staging links live: the same path on every box, one folder shared by every account (sticky, like /tmp);
+#: ``$RNNSTUDY_STAGE_LINKS`` moves it (every box that writes or syncs a folder must then agree on it).
+STAGE_LINKS_ENV, STAGE_LINKS = "RNNSTUDY_STAGE_LINKS", "/tmp/rnnstudy-stage"
 #: What ``define_metric`` keeps in the summary beside the last value.
 #: Every loss, training or validation, keeps the same summary views: its minimum and its last value.
 SUMMARIES = {f"{split}/{loss}": "min,last" for split in ("train", "val") for loss in ("loss", "norm_loss")}
@@ -227,12 +228,13 @@ def stage_link(data_dir: Path) -> Path:
     id_file = data_dir / STAGE_ID
     if not id_file.exists():
         id_file.write_text(uuid.uuid4().hex)
+    links = Path(os.environ.get(STAGE_LINKS_ENV, STAGE_LINKS))
     try:
-        STAGE_LINKS.mkdir()
-        STAGE_LINKS.chmod(0o1777)  # every account adds its own links; none removes another's
+        links.mkdir()
+        links.chmod(0o1777)  # every account adds its own links; none removes another's
     except FileExistsError:
         pass
-    link = STAGE_LINKS / id_file.read_text().strip()
+    link = links / id_file.read_text().strip()
     target = data_dir.resolve()
     if not (link.is_symlink() and Path(os.readlink(link)) == target):
         try:

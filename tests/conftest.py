@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import lightning.pytorch as pl
 import pytest
@@ -12,6 +14,9 @@ from rnnstudy.overrides import apply_overrides
 
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
+# The suite's W&B staging links live in a folder of its own (inherited by every process a test starts), not in
+# the box's /tmp/rnnstudy-stage, so that its many short-lived results folders leave no links behind.
+os.environ["RNNSTUDY_STAGE_LINKS"] = tempfile.mkdtemp(prefix="rnnstudy-test-stage-")
 
 
 def pytest_configure(config):
@@ -21,6 +26,11 @@ def pytest_configure(config):
     for pattern in NOTES:
         config.addinivalue_line("filterwarnings", f"ignore:{pattern}")
     config.addinivalue_line("filterwarnings", "ignore::optuna.exceptions.ExperimentalWarning")
+
+
+def pytest_unconfigure(config):
+    """The suite's staging links go with it."""
+    shutil.rmtree(os.environ["RNNSTUDY_STAGE_LINKS"], ignore_errors=True)
 
 
 def cli(*args: str) -> list[str]:
