@@ -179,3 +179,20 @@ def test_a_row_of_the_experiment_is_its_own_line(store):
                               "meta.axis": "init.gain", "meta.value": 1.0})  # fmt: skip
     table = frames.run_table(replace(res, runs=runs))
     assert set(table["setting"]) == {"gain=1 lr=0.003", "gain=1"}  # two lines, told apart by the row
+
+
+def test_a_fixed_points_seeds_pool_across_the_stages_that_ran_them(store):
+    from dataclasses import replace
+
+    from rnnstudy.report import tables
+
+    res = load(store)
+    fixed = res.runs.drop(columns=[c for c in res.runs.columns if c.startswith("meta.params.")])
+    one = fixed[(fixed["config.model.cell"] == "lstm") & (fixed["config.task.T"] == 12)].copy()
+    one["meta.study"] = ["tiny/lstm/adding/T=12", "tiny/bracket/lstm/adding/T=12"] * (len(one) // 2) + [
+        "tiny/lstm/adding/T=12"
+    ] * (len(one) % 2)
+    one["meta.stage"] = np.where(one["meta.study"].str.contains("bracket"), "bracket", "")
+    table = frames.run_table(replace(res, runs=one))
+    pooled = tables.best_trials(table)
+    assert len(pooled) == len(table[table["status"].isin(["complete", "diverged"])]) > 2  # every seed, both stages

@@ -93,11 +93,14 @@ def run_table(res: Results) -> pd.DataFrame:
     rows = [r if isinstance(r, str) else "" for r in out["row"]]
     out["setting"] = [" ".join(p for p in (h, r) if p) for h, r in zip(held, rows)]  # a row of the experiment is a line
     out["solved"] = out["steps_to_solve"].notna()
-    # One configuration = a study's searched values (its seeds; a retried trial has the same ones), or one init label
-    # outside sweeps.
+    # One configuration = a study's searched values (its seeds; a retried trial has the same ones); a fixed point of an
+    # experiment, whichever of its stages ran it (a T search's seeds and the bracket seeds at the same T pool); or one
+    # init label outside sweeps.
     searched = [c for c in r.columns if c.startswith("meta.params.")]
+    given = r[searched].notna().any(axis=1) if searched else pd.Series(False, index=r.index)
     values = r[searched].astype(object).map(str).agg(",".join, axis=1) if searched else pd.Series("", index=r.index)
-    out["config"] = np.where(out["study"].notna(), out["study"].astype(str) + "#" + values, out["init"])
+    point = np.where(given, out["study"].astype(str) + "#" + values, out["experiment"].astype(str) + "#fixed point")
+    out["config"] = np.where(out["study"].notna(), point, out["init"])
     for key in searched:
         out[key.removeprefix("meta.params.")] = r[key]
     decay = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == probe_metric("decay_rate"))]
