@@ -98,18 +98,27 @@ def plain_log_ticks(axis: plt.Axes) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def t50_points(ax: plt.Axes, x: str, memory: pd.DataFrame, colour: str) -> None:
-    """Memory-length lines at ``x``: T50 with its 95% interval (hollow where quasi-separated: located only between
-    design points), and censored estimates as triangles at their bound; a legend entry only for what is drawn."""
-    estimated = memory[memory["censored"] == Censored.NONE]
-    for separated, d in estimated.groupby("separated"):
-        ax.errorbar(d[x], d["T50"], yerr=[d["T50"] - d["low"], d["high"] - d["T50"]], fmt="o", color=colour,
-                    mfc="none" if separated else colour, capsize=3,
-                    label="T50 [95% interval], quasi-separated" if separated else "T50 [95% interval]")  # fmt: skip
-    for sign, marker, text in ((Censored.ABOVE, "^", "T50 > largest T"), (Censored.BELOW, "v", "T50 < smallest T")):
+def t50_points(ax: plt.Axes, x: str, memory: pd.DataFrame, colour: str, legend: bool = True) -> None:
+    """Memory-length lines at ``x`` as their text says them: T50 with its 95% interval; a quasi-separated line as the
+    bracket between its design points (hollow, no point claimed inside); bounds as triangles at the bound (hollow
+    where weak); a legend entry only for what is drawn."""
+    estimated = memory[(memory["censored"] == Censored.NONE) & ~memory["separated"].astype(bool)]
+    if not estimated.empty:
+        ax.errorbar(estimated[x], estimated["T50"], yerr=[estimated["T50"] - estimated["low"],
+                    estimated["high"] - estimated["T50"]], fmt="o", color=colour, capsize=3,
+                    label="T50 [95% interval]" if legend else None)  # fmt: skip
+    bracketed = memory[(memory["censored"] == Censored.NONE) & memory["separated"].astype(bool)]
+    if not bracketed.empty:
+        low, high = bracketed["bracket_low"], bracketed["bracket_high"]
+        middle = np.sqrt(low * high)
+        ax.errorbar(bracketed[x], middle, yerr=[middle - low, high - middle], fmt="s", mfc="none", color=colour,
+                    capsize=5, elinewidth=2.5, label="between two T tried (quasi-separated)" if legend else None)  # fmt: skip
+    weak = memory["weak"].astype(bool) if "weak" in memory else pd.Series(False, index=memory.index)
+    for sign, marker, text in ((Censored.ABOVE, "^", "bound: T50 above"), (Censored.BELOW, "v", "bound: T50 below")):
         bound = memory[memory["censored"] == sign]
         if not bound.empty:
-            ax.scatter(bound[x], bound["bound"], marker=marker, color=colour, label=text)
+            ax.scatter(bound[x], bound["bound"], marker=marker, s=60, color=colour, label=text if legend else None,
+                       facecolors=[colour if not w else "none" for w in weak[bound.index]])  # fmt: skip
 
 
 #: Lines of one panel at one x are drawn side by side, this far apart on a log axis (a factor), so none hides another.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,10 @@ BAGS = 200
 BEYOND = 1.05
 #: Fewer seeds than this give an exploratory estimate, not a verdict.
 MIN_SEEDS = 5
+#: A bound "T50 > T" needs the runs at T to reject P(solved | T) <= 1/2 at this one-sided level (a binomial test; 5 of
+#: 5, 9 of 10), and "T50 < T" P(solved | T) >= 1/2: a bound drawn at the edge from 4 of 5 seeds is false about half
+#: the time the truth sits at that edge (measured in docs/results/coverage.md).
+BOUND_LEVEL = 0.05
 
 
 @dataclass(frozen=True)
@@ -50,28 +55,49 @@ class T50:
     level: float = 0.95
     #: Quasi-separated: no failure at a T below a success except at one mixed T, so the data locate T50 only between
     #: design points (``bracket``: the largest T solved by at least half the seeds, the smallest T solved by fewer; NaN
-    #: where there is none) and the slope only from below; the interval then leans on the slope's prior.
+    #: where there is none) and the slope only from below; the interval then leans on the slope's prior. Where the
+    #: bracket is open on one side the data bound T50 from that side only, and the estimate is that bound (censored).
     separated: bool = False
     bracket: tuple[float, float] = (math.nan, math.nan)
+    #: The evidence per T tried, in T order: (T, runs solved, runs).
+    counts: tuple[tuple[int, int, int], ...] = ()
+    #: A bound whose runs pass no one-sided test at :data:`BOUND_LEVEL`: the edge of the T tried, said to be weak.
+    weak: bool = False
 
     @property
     def exploratory(self) -> bool:
         """Too few seeds for a verdict."""
         return self.seeds < MIN_SEEDS
 
+    def evidence(self, T: float) -> str:
+        """The runs at one T tried, in words: ``4 of 5 solve 256``."""
+        won, ran = next((w, n) for t, w, n in self.counts if t == T)
+        return f"{won} of {ran} solve {T:.0f}"
+
     def text(self) -> str:
-        """How a report writes it: ``T50 = 57 [41, 80]``, ``T50 > 320``, ``T50 < 10``, with (exploratory) for few seeds."""
+        """How a report writes it: ``T50 = 57 [41, 80]``, a bound with its evidence (``T50 > 256: 4 of 5 solve 256``),
+        a quasi-separated bracket, each interval end beyond the T tried said to be so; (exploratory) for few seeds."""
+        lo_T, hi_T = min(self.T_tried), max(self.T_tried)
         if self.censored is not Censored.NONE:
-            out = f"T50 {self.censored.value} {self.estimate:.0f}"
+            edge = hi_T if self.censored is Censored.ABOVE else lo_T
+            every = "every run solves every T tried" if self.censored is Censored.ABOVE else "no run solves any T tried"
+            why = [every] if not self.separated else []
+            why += [self.evidence(self.estimate)] + ([self.evidence(edge)] if edge != self.estimate else [])
+            out = f"T50 {self.censored.value} {self.estimate:.0f}: {', '.join(why)}"
+            if self.weak:
+                out += f" (not a {1 - BOUND_LEVEL:.0%} bound: too few runs)"
         elif self.separated:
             low, high = self.bracket
-            where = "above" if math.isnan(high) else "below" if math.isnan(low) else "between"
-            places = {"above": f"{low:.0f}", "below": f"{high:.0f}", "between": f"{low:.0f} and {high:.0f}"}[where]
-            out = f"T50 {where} {places} (quasi-separated; 95% [{self.low:.2g}, {self.high:.2g}])"
+            out = (f"T50 between {low:.0f} and {high:.0f} (quasi-separated: {self.evidence(low)}, {self.evidence(high)}; "
+                   f"95% [{self.low:.2g}, {self.high:.2g}])")  # fmt: skip
         else:
             out = f"T50 = {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
-            if not min(self.T_tried) / BEYOND <= self.estimate <= max(self.T_tried) * BEYOND:
+            if not lo_T / BEYOND <= self.estimate <= hi_T * BEYOND:
                 out += " (beyond the T tried)"
+            elif self.high > hi_T * BEYOND:
+                out += f" (upper end beyond the largest T tried, {hi_T})"
+            elif self.low < lo_T / BEYOND:
+                out += f" (lower end below the smallest T tried, {lo_T})"
         return out + (f" (exploratory: {self.seeds} seeds)" if self.exploratory else "")
 
 
@@ -82,11 +108,13 @@ def t50(runs: pd.DataFrame, level: float = 0.95, bags: int = BAGS, seed: int = 0
     tried = tuple(sorted({int(t) for t in data["T"]}))
     solved = data["solved"].to_numpy(dtype=bool)
     n_seeds = data["seed"].nunique()
-    separated = _separation(data)
-    if solved.all() or not solved.any():
-        censored = Censored.ABOVE if solved.all() else Censored.BELOW
-        bound = max(tried) if solved.all() else min(tried)
-        return T50(float(bound), math.nan, math.nan, censored, n_seeds, tried, level, *separated)
+    separated, (up, down) = _separation(data)
+    counts = tuple((T, int(d["solved"].sum()), len(d)) for T, d in data.assign(solved=solved).groupby("T"))
+    for side, is_side in ((Censored.ABOVE, solved.all() or separated and math.isnan(down)),
+                          (Censored.BELOW, not solved.any() or separated and math.isnan(up))):  # fmt: skip
+        if is_side:
+            bound, weak = _bound(counts, side)
+            return T50(bound, math.nan, math.nan, side, n_seeds, tried, level, separated, (up, down), counts, weak)
     by_seed = data.assign(solved=solved).pivot_table(index="seed", columns="T", values="solved", aggfunc=["sum", "count"])
     wins = by_seed["sum"].reindex(columns=list(tried)).fillna(0).to_numpy(dtype=float)  # (seeds, T)
     runs_at = by_seed["count"].reindex(columns=list(tried)).fillna(0).to_numpy(dtype=float)
@@ -99,7 +127,20 @@ def t50(runs: pd.DataFrame, level: float = 0.95, bags: int = BAGS, seed: int = 0
     grid = np.linspace(log_T[0] - math.log(REACH), log_T[-1] + math.log(REACH), GRID)
     cdf = np.cumsum(_posterior(log_T, weights @ wins, weights @ (runs_at - wins), grid).mean(axis=0))
     estimate, low, high = (float(np.interp(q, cdf, grid)) for q in (0.5, (1 - level) / 2, (1 + level) / 2))
-    return T50(math.exp(estimate), math.exp(low), math.exp(high), Censored.NONE, n_seeds, tried, level, *separated)
+    return T50(math.exp(estimate), math.exp(low), math.exp(high), Censored.NONE, n_seeds, tried, level, separated,
+               (up, down), counts)  # fmt: skip
+
+
+def _bound(counts: tuple[tuple[int, int, int], ...], side: Censored) -> tuple[float, bool]:
+    """The bound the runs support on one side: the largest T (ABOVE) whose runs reject P(solved | T) <= 1/2, or the
+    smallest (BELOW) whose runs reject P >= 1/2, each by a one-sided binomial test at :data:`BOUND_LEVEL`; where no T
+    passes, the edge of the T tried, weak."""
+    above = side is Censored.ABOVE
+    passing = [T for T, won, ran in counts
+               if (stats.binom.sf(won - 1, ran, 0.5) if above else stats.binom.cdf(won, ran, 0.5)) <= BOUND_LEVEL]  # fmt: skip
+    if passing:
+        return float(max(passing) if above else min(passing)), False
+    return float(counts[-1][0] if above else counts[0][0]), True
 
 
 def _posterior(log_T: np.ndarray, wins: np.ndarray, losses: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -124,7 +165,7 @@ def _separation(data: pd.DataFrame) -> tuple[bool, tuple[float, float]]:
     """
     frac = data.groupby("T")["solved"].mean().sort_index()
     solved_T, failed_T = frac.index[frac > 0], frac.index[frac < 1]
-    if frac.all() or not frac.any() or solved_T.max() > failed_T.min() or ((frac > 0) & (frac < 1)).sum() > 1:
+    if solved_T.empty or failed_T.empty or solved_T.max() > failed_T.min():
         return False, (math.nan, math.nan)
     up, down = frac.index[frac >= SOLVED_FRACTION], frac.index[frac < SOLVED_FRACTION]
     return True, (float(up.max()) if len(up) else math.nan, float(down.min()) if len(down) else math.nan)
@@ -266,12 +307,27 @@ def steps_to_solve(steps: pd.Series, budget: pd.Series, level: float = 0.95) -> 
         band = sf.confidence_interval(confidence_level=level)
     point = sf.probabilities  # where the band is undefined (the curve at 0 or 1) it collapses onto the curve
     return StepsToSolve(
-        median=_crossing(sf.quantiles, point),
+        median=_exact_median(times, solved),
         low=_crossing(sf.quantiles, np.where(np.isnan(band.low.probabilities), point, band.low.probabilities)),
         high=_crossing(sf.quantiles, np.where(np.isnan(band.high.probabilities), point, band.high.probabilities)),
         solved=int(solved.sum()),
         runs=len(times),
     )
+
+
+def _exact_median(times: np.ndarray, solved: np.ndarray) -> float:
+    """The first time the Kaplan-Meier curve is at or below one half, in exact rational arithmetic: a curve that
+    reaches one half exactly (5 of 10 solved) must not miss it by a rounding error."""
+    survival, at_risk = Fraction(1), len(times)
+    for t in np.unique(times):
+        here = times == t
+        events = int((here & solved).sum())
+        if events:
+            survival *= Fraction(at_risk - events, at_risk)
+            if survival <= Fraction(1, 2):
+                return float(t)
+        at_risk -= int(here.sum())
+    return math.inf
 
 
 def _crossing(times: np.ndarray, survival: np.ndarray) -> float:

@@ -9,7 +9,8 @@ point from the finished studies, so points are never run twice and one worker or
   adds lrs beyond that edge, one at a time, until it is bracketed or ``calibrate.extend`` is reached.
 - :class:`TSearchStage`: each line's T chosen from the verdicts of the T already finished.
 - :class:`BracketStage`: once a line's search is done, ``T_search.bracket_seeds`` more seeds at the two T that
-  bracket its crossing (they sharpen T50's interval; the search's verdicts never read them).
+  bracket its crossing, moved on up or down while their own verdicts put the crossing outside it
+  (:func:`rnnstudy.tsearch.confirm`); they sharpen T50's interval, and the search's verdicts never read them.
 - :class:`GridStage`: every point once.
 """
 
@@ -27,7 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from rnnstudy.config import RunConfig
 from rnnstudy.experiment import BRACKET, CALIBRATION, Experiment, GridPoint
 from rnnstudy.names import SOLVED_FRACTION, TrialAttr
-from rnnstudy.tsearch import bracket, next_T, visited
+from rnnstudy.tsearch import confirm, next_T, visited
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,8 @@ class TSearchStage(GridStage):
 
 
 class BracketStage(TSearchStage):
-    """More seeds at the two T that bracket each line's crossing, once its T search is done."""
+    """More seeds at the two T that bracket each line's crossing, once its T search is done, and beyond them while
+    their own verdicts place the crossing outside (:func:`rnnstudy.tsearch.confirm`)."""
 
     label = BRACKET
 
@@ -214,10 +216,13 @@ class BracketStage(TSearchStage):
         searched, verdicts = self.search(storage, point)
         if not searched.done:
             return Next(waiting_for="the line's T search")
-        for T in bracket(self.exp.T_search, verdicts):
+        fresh: dict[int, bool] = {}
+        while (T := confirm(self.exp.T_search, verdicts, fresh)) is not None:
             at = replace(point.at(**{"task.T": T}), stage=self.label)
-            if finished(storage, at.study, self.exp.target) is None:
+            trials = finished(storage, at.study, self.exp.target)
+            if trials is None:
                 return Next(at)
+            fresh[T] = verdict(trials)
         return Next(done=True)
 
 

@@ -55,6 +55,40 @@ def bracket(search: TSearch, verdicts: dict[int, bool]) -> list[int]:
     return [lo, hi] if T is None and lo is not None and hi is not None else []
 
 
+def confirm(search: TSearch, verdicts: dict[int, bool], fresh: dict[int, bool]) -> int | None:
+    """The next T for the bracket seeds (``fresh``: their verdicts so far), or None when they are done.
+
+    First the two T that bracket the search's crossing (:func:`bracket`). The search stops where its own seeds' luck
+    ran out, so they over-solve the last T they solved (a winner's curse); the bracket seeds' verdicts alone then move
+    the bracket: while they solve its upper T the next T up the ladder (x ``factor``, to ``max``), while they fail
+    its lower T the next T down (/ ``factor``, to ``start``).
+    """
+    ends = bracket(search, verdicts)
+    if not ends:
+        return None
+    for T in ends:
+        if T not in fresh:
+            return T
+    for T, go_on, step in ((ends[1], True, _up), (ends[0], False, _down)):
+        while fresh[T] == go_on:
+            T = step(search, T)
+            if T is None:
+                break
+            if T not in fresh:
+                return T
+    return None
+
+
+def _up(search: TSearch, T: int) -> int | None:
+    """The next T above T by the search's factor, at most ``max`` (None at max)."""
+    return None if T >= search.max else min(search.max, max(T + 1, round(T * search.factor)))
+
+
+def _down(search: TSearch, T: int) -> int | None:
+    """The next T below T by the search's factor, at least ``start`` (None at start)."""
+    return None if T <= search.start else max(search.start, min(T - 1, round(T / search.factor)))
+
+
 def _walk(search: TSearch, verdicts: dict[int, bool]) -> tuple[int | None, int | None, int | None]:
     """The search replayed on the verdicts: the next T to visit (None: done), and the last T solved and first failed."""
     ladder = search.ladder()

@@ -24,10 +24,44 @@ def test_the_ladder_reads_smaller_budgets_from_the_steps_to_solve():
     brackets = {b: (r["bracket_low"], r["bracket_high"]) for b, r in rungs.iterrows()}
     assert brackets == {250: (10, 20), 500: (20, 40), 750: (20, 40), 1000: (40, 80)}
     assert rungs["separated"].all() and (rungs["censored"] == "").all()
-    assert budget.rising(rungs.reset_index()) == "yes"
+    assert budget.rising(rungs.reset_index()).startswith("yes: T50 between 40 and 80")
     table = budget.table(ladder, laws)
     assert table.loc[0, "T50 at 250 steps"].startswith("T50 between 10 and 20")
-    assert table.loc[0, "still rising at the full budget"] == "yes"
+    assert table.loc[0, "still rising at the full budget"].startswith("yes")
+    # the full budget's solves moved to the rung below (every seed by step 700): the two rungs' intervals coincide
+    early = runs.assign(steps_to_solve=runs["steps_to_solve"].clip(upper=700))
+    assert budget.rising(budget.frame(early)[0]) == "not shown: the intervals overlap"
+
+
+def test_alpha_below_what_the_validation_grid_resolves_is_reported_as_below_it():
+    """Every solve at the first or second validation (75 or 150 steps) over T = 10-256: no alpha above
+    log 2 / log 25.6 = 0.213 fits any split of them, so the fit is the grid's, not the cell's."""
+    runs = hand_built_runs([("gru", "a", T, s, True) for T in (10, 40, 160, 256) for s in range(5)])
+    runs["steps_to_solve"] = np.where(runs["seed"] < 3, 75.0, 150.0)
+    runs["val_every"] = 75
+    _, laws = budget.frame(runs)
+    law = laws.iloc[0]
+    assert law["alpha_resolution"] == pytest.approx(math.log(2) / math.log(25.6)) and (law["T_low"], law["T_high"]) == (10, 256)
+    assert budget.alpha_text(law).startswith("< 0.21, the validation grid's resolution over T 10-256")
+
+
+def test_the_growth_law_interval_is_the_profile_likelihood_on_both_sides():
+    """Without censoring, the profile of alpha is n log(RSS(b) / RSS(alpha)): each end solved independently."""
+    from scipy import optimize, stats
+
+    rng = np.random.default_rng(4)
+    T = pd.Series(np.repeat([10, 20, 40, 80], 5))
+    x, y = np.log(T.to_numpy(float)), 1.0 + 0.8 * np.log(T.to_numpy(float)) + rng.normal(0, 0.4, len(T))
+    law = growth_law(T, pd.Series(np.exp(y)), pd.Series(1e9, index=T.index))
+
+    def excess(b: float) -> float:
+        rss = np.sum((y - b * x - np.mean(y - b * x)) ** 2)
+        return len(y) * np.log(rss / rss_min) - stats.chi2.ppf(0.95, 1)
+
+    best = np.polyfit(x, y, 1)[0]
+    rss_min = np.sum((y - np.polyval(np.polyfit(x, y, 1), x)) ** 2)
+    low, high = optimize.brentq(excess, best - 5, best), optimize.brentq(excess, best, best + 5)
+    assert (law.low, law.high) == (pytest.approx(low, abs=1e-4), pytest.approx(high, abs=1e-4))
 
 
 def test_uncensored_the_growth_law_is_least_squares_in_log_log():

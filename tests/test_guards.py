@@ -46,17 +46,18 @@ def test_the_memory_verdicts_of_a_hand_built_frontier():
     assert memory.loc["lstm", "separated"] and (memory.loc["lstm", "bracket_low"], memory.loc["lstm", "bracket_high"]) == (20, 40)
     assert (memory.loc["gru", "censored"], memory.loc["gru", "bound"]) == (Censored.ABOVE, 40)
     assert math.isnan(memory.loc["gru", "T50"])  # a bound, not a number: no T50 where there is none
-    tanh = memory.loc["rnn_tanh"]  # 1 of 5 at the one T tried: an estimate below it, not a bound (one of five did solve)
-    assert tanh["censored"] == Censored.NONE and tanh["T50"] < 10 < tanh["high"]
+    tanh = memory.loc["rnn_tanh"]  # 1 of 5 at the one T tried: a bound below it, too weak to reject P >= 1/2 there
+    assert (tanh["censored"], tanh["bound"], tanh["weak"]) == (Censored.BELOW, 10, True) and math.isnan(tanh["T50"])
     relu = memory.loc["rnn_relu"]
     assert relu["censored"] == Censored.NONE and 20 < relu["T50"] < 40  # 60% at 20, 0% at 40: the crossing lies between
     assert relu["T_visited"] == [10, 20, 40] and relu["solved_fraction"] == [1.0, 0.6, 0.0]
     assert memory.loc["lstm", "steps_to_solve"] == 100 and memory.loc["lstm", "seeds"] == 5
     # Written for people: the same facts in words.
     text = tables.memory_table(memory.reset_index()).set_index("cell")
-    assert text.loc["lstm", "memory length"].startswith("T50 between 20 and 40 (quasi-separated; 95% [")
-    assert text.loc["gru", "memory length"] == "T50 > 40"
-    assert text.loc["rnn_tanh", "memory length"].endswith("(beyond the T tried)")
+    assert text.loc["lstm", "memory length"].startswith("T50 between 20 and 40 (quasi-separated: 5 of 5 solve 20, 0 of 5")
+    assert text.loc["gru", "memory length"] == "T50 > 40: every run solves every T tried, 5 of 5 solve 40"
+    assert text.loc["rnn_tanh", "memory length"] == "T50 < 10: 1 of 5 solve 10 (not a 95% bound: too few runs)"
+    assert text.loc["rnn_relu", "memory length"].startswith("T50 between 20 and 40 (quasi-separated: 3 of 5 solve 20")
     assert text.loc["rnn_relu", "solved fraction at each T"] == "10: 100%, 20: 60%, 40: 0%"
     assert text.loc["lstm", "steps to solve (KM median [95%])"].startswith("100 [")
 

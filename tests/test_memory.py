@@ -87,14 +87,20 @@ def test_the_interval_covers_under_the_adaptive_T_search():
 def test_censored_answers():
     every = pd.DataFrame({"T": [10, 20, 40] * 5, "seed": np.repeat(range(5), 3), "solved": True})
     none = every.assign(solved=False)
-    assert (t50(every).censored, t50(every).estimate, t50(every).text()) == (">", 40.0, "T50 > 40")
-    assert (t50(none).censored, t50(none).estimate, t50(none).text()) == ("<", 10.0, "T50 < 10")
+    assert (t50(every).censored, t50(every).estimate) == (">", 40.0)
+    assert t50(every).text() == "T50 > 40: every run solves every T tried, 5 of 5 solve 40"
+    assert (t50(none).censored, t50(none).estimate) == ("<", 10.0)
+    assert t50(none).text() == "T50 < 10: no run solves any T tried, 0 of 5 solve 10"
     few = every.iloc[:6]
-    assert t50(few).text() == "T50 > 40 (exploratory: 2 seeds)" and t50(few).exploratory
+    assert t50(few).text() == (
+        "T50 > 40: every run solves every T tried, 2 of 2 solve 40 (not a 95% bound: too few runs) (exploratory: 2 seeds)"
+    )
 
 
-def test_a_curve_that_crosses_beyond_the_T_tried_is_an_estimate_said_to_be_beyond():
-    # 80% solved at the largest T: the crossing most likely lies beyond it; a bound would claim too much
+def test_every_T_solved_but_the_last_at_4_of_5_is_a_lower_bound_with_its_evidence():
+    """The LSTM b_f = 1 pattern: every smaller T solved, 4 of 5 seeds at the largest. The data bound T50 from below
+    only; a number there would come from the slope's prior (a rule that returns "not separated" whenever every T has
+    a solve misses exactly this)."""
     data = pd.DataFrame(
         {
             "T": [10, 80, 160, 256] * 5,
@@ -103,8 +109,27 @@ def test_a_curve_that_crosses_beyond_the_T_tried_is_an_estimate_said_to_be_beyon
         }
     )
     estimate = t50(data)
-    assert estimate.censored == "" and estimate.estimate > 256 and estimate.low < 256
-    assert estimate.text().endswith("(beyond the T tried)")
+    assert estimate.separated and estimate.censored == ">" and not estimate.weak
+    # 4 of 5 do not reject P(solved | 256) <= 1/2 (binomial p = 6/32); 5 of 5 at 160 do (1/32): the bound is 160
+    assert estimate.estimate == 160 and estimate.text() == "T50 > 160: 5 of 5 solve 160, 4 of 5 solve 256"
+    ten = pd.concat([data, data[data["T"] == 256].assign(seed=lambda d: d["seed"] + 5, solved=True)])
+    assert t50(ten).text() == "T50 > 256: 9 of 10 solve 256"  # 9 of 10 reject it (p = 11/1024)
+    one_T = pd.DataFrame({"T": [10] * 5, "seed": range(5), "solved": [True, False, False, False, False]})
+    assert t50(one_T).text() == "T50 < 10: 1 of 5 solve 10 (not a 95% bound: too few runs)"  # not 4.65 [1.33, 39.8]
+
+
+def test_an_interval_end_beyond_the_T_tried_says_so():
+    # a shallow, noisy line whose failures scatter below its successes: an estimate, its upper end past 40
+    data = pd.DataFrame(
+        {
+            "T": [10, 20, 40] * 5,
+            "seed": np.repeat(range(5), 3),
+            "solved": [True, True, False, True, False, True, False, True, True, True, True, False, True, False, False],
+        }
+    )
+    estimate = t50(data)
+    assert not estimate.separated and not estimate.censored and estimate.high > 40 * 1.05
+    assert estimate.text().endswith("(upper end beyond the largest T tried, 40)")
 
 
 def test_separation_is_marked_and_located_between_design_points():
@@ -113,15 +138,27 @@ def test_separation_is_marked_and_located_between_design_points():
     assert estimate.separated and estimate.bracket == (20, 40) and not estimate.censored
     assert estimate.estimate == pytest.approx(math.sqrt(20 * 40), rel=0.02)  # symmetric data: the gap's middle
     assert 20 < estimate.low < estimate.estimate < estimate.high < 40  # not collapsed onto the midpoint
-    assert estimate.text().startswith("T50 between 20 and 40 (quasi-separated; 95% [")
+    assert estimate.text().startswith("T50 between 20 and 40 (quasi-separated: 5 of 5 solve 20, 0 of 5 solve 40; 95% [")
     mixed = data.assign(solved=data["solved"] | ((data["T"] == 40) & (data["seed"] < 2)))  # 2 of 5 at 40: still separated
     assert t50(mixed).separated and t50(mixed).bracket == (20, 40)  # fewer than half at 40: the crossing is below it
     low = data.assign(solved=(data["T"] == 10) & (data["seed"] == 0))  # 1 of 5 at 10, none above: below every T tried
     est = t50(low)
-    assert est.separated and est.bracket[1] == 10 and math.isnan(est.bracket[0]) and est.high < 12
-    assert est.text().startswith("T50 below 10 (quasi-separated; 95% [")
+    assert est.separated and est.bracket[1] == 10 and math.isnan(est.bracket[0])
+    assert (est.censored, est.estimate, est.weak) == ("<", 20, False)  # 1 of 5 at 10 rejects nothing; 0 of 5 at 20 does
+    assert est.text() == "T50 < 20: 0 of 5 solve 20, 1 of 5 solve 10"
+    top = data.assign(solved=data["T"] < 80)  # 20 of 20 below 80 but at 40 all solved, 80 none: a plain bracket
+    assert t50(top).separated and t50(top).bracket == (40, 80)
     overlap = mixed.assign(solved=mixed["solved"] & ~((mixed["T"] == 20) & (mixed["seed"] == 4)))  # a failure below
     assert not t50(overlap).separated
+
+
+def test_kaplan_meier_median_exactly_at_one_half_is_not_lost_to_rounding():
+    """12 of 24 runs solved: S falls to exactly 1/2 at the 12th solve, which floating point puts at 0.5000000000000001
+    (the median was printed "not reached"); and 5 of 10 at 1350 of 1500 steps: 1350, not the next step."""
+    steps = pd.Series([75.0 * (i + 1) for i in range(12)] + [np.nan] * 12)
+    assert steps_to_solve(steps, pd.Series([1500.0] * 24)).median == 900.0
+    ten = pd.Series([75.0, 150.0, 300.0, 600.0, 1350.0] + [np.nan] * 5)
+    assert steps_to_solve(ten, pd.Series([1500.0] * 10)).median == 1350.0
 
 
 def test_kaplan_meier_median_with_censored_runs():

@@ -176,16 +176,20 @@ def test_cluster_bootstrap_is_wider_when_runs_of_a_setting_are_duplicates():
 
 
 def test_held_out_scores_unseen_settings_within_T():
-    """A feature that decides the outcome within each T scores 1 on settings it never saw; T alone ranks nothing there."""
+    """A feature that decides the outcome within each T scores 1 on settings it never saw; T alone ranks nothing there.
+    A setting's bracket seeds (another study line) are that setting: never held out apart from it, never paired with it."""
     rows = []
     for line, gain in enumerate([0.2, 0.4, 0.6, 0.8, 1.0, 1.2]):
         for T in (10, 40):
             for seed in range(5):
                 solved = gain * 50 > T  # larger gains reach further; at T = 40 only gain >= 1 solves
-                rows.append({"task": "adding", "cell": "rnn_tanh", "line": f"l{line}", "T": T, "seed": seed,
+                stage = "bracket/" if seed >= 3 else ""
+                rows.append({"task": "adding", "cell": "rnn_tanh", "line": f"{stage}l{line}", "setting": f"gain={gain}",
+                             "T": T, "seed": seed,
                              "solved": solved, "time": 100.0 if solved else 1000.0, "grad_ratio": gain + 0.01 * seed,
                              "timescale_reach": math.nan, "neg_abs_lyapunov": math.nan, "neg_log_T": -math.log(T)})  # fmt: skip
     table = prediction.held_out(pd.DataFrame(rows)).set_index("model")
+    assert (table["settings"] == 6).all()
     assert table.loc["init features", "unseen settings: within-T AUC"] == 1.0
     assert table.loc["init features", "unseen settings: within-T C"] == 1.0
     assert table.loc["T alone", "unseen settings: within-T AUC"] == 0.5  # within a T, every run has the same T

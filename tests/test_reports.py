@@ -50,6 +50,23 @@ def test_every_figure_and_the_report(store, tmp_path, capsys):
     assert all(f'src="{name}"' in html for name in FIGURES) and "<table" in html
 
 
+def test_the_report_ships_its_per_run_table_and_it_agrees_with_every_run_json(store, tmp_path):
+    out = tmp_path / "report"
+    assert build_report(store, out=out) == 0
+    table = pd.read_csv(out / "runs.csv")
+    records = {p.parent.name: json.loads(p.read_text()) for p in store.glob("*/run.json")}
+    assert sorted(table["run_id"]) == sorted(r["run_id"] for r in records.values())
+    for row in table.itertuples(index=False):
+        record = next(r for r in records.values() if r["run_id"] == row.run_id)
+        assert (row.T, row.seed, row.budget) == (record["config"]["task"]["T"], record["config"]["seed"], 30)
+        assert row.solved == (record.get("steps_to_solve") is not None)
+        if row.solved:  # validated every 10 steps: the solve lies in the 10 steps before the validation that saw it
+            assert row.steps_to_solve == record["steps_to_solve"] and row.solved_after == row.steps_to_solve - 10
+        else:
+            assert np.isnan(row.solved_after) and np.isnan(row.steps_to_solve)
+    assert "`runs.csv`" in (out / "report.md").read_text()
+
+
 def test_frames_behind_the_figures(store):
     res = load(store)
     runs = frames.run_table(res)

@@ -14,7 +14,7 @@ from rnnstudy.records import RunResult
 from rnnstudy.stages import lines
 from rnnstudy.storage import open_storage
 from rnnstudy.studies import counts, experiment_studies
-from rnnstudy.tsearch import TSearch, next_T, visited
+from rnnstudy.tsearch import TSearch, bracket, confirm, next_T, visited
 
 
 def walk(search, solved_up_to):
@@ -35,6 +35,36 @@ def test_the_search_multiplies_then_bisects_in_log_T():
     assert walk(TSearch(start=10, max=20, refine=9), 15) == [10, 20, 14, 17, 15, 16]  # stops once no integer T is left
     with pytest.raises(ValueError, match="max = 5 is below start = 10"):
         TSearch(start=10, max=5)
+
+
+def test_the_bracket_is_the_last_T_solved_and_the_first_failed_not_the_last_two_visited():
+    search = TSearch(start=10, factor=2, max=160, refine=2)
+    verdicts = {T: T <= 45 for T in walk(search, 45)}
+    assert list(verdicts) == [10, 20, 40, 80, 57, 48]  # 57 and 48 both fail: the crossing lies between 40 and 48
+    assert bracket(search, verdicts) == [40, 48]
+    assert bracket(search, {T: T <= 1000 for T in walk(search, 1000)}) == []  # solved at max: nothing to bracket
+
+
+def fresh_walk(search, verdicts, fresh_up_to):
+    """The T the bracket seeds visit when they solve exactly T <= fresh_up_to."""
+    fresh = {}
+    while (T := confirm(search, verdicts, fresh)) is not None:
+        fresh[T] = T <= fresh_up_to
+    return list(fresh)
+
+
+def test_the_bracket_seeds_move_on_while_their_own_verdicts_put_the_crossing_outside():
+    """The search's seeds solved 40 and failed 48 (its bracket); fresh seeds that agree stop there, fresh seeds that
+    also solve 48 go up by the factor to max, and fresh seeds that fail 40 go down to start: their verdicts alone
+    move it, so the search's luck at the T it stopped on cannot place the bracket."""
+    search = TSearch(start=10, factor=2, max=160, refine=2)
+    verdicts = {T: T <= 45 for T in walk(search, 45)}
+    assert fresh_walk(search, verdicts, 45) == [40, 48]
+    assert fresh_walk(search, verdicts, 100) == [40, 48, 96, 160]  # 96 solved: on to max (160), failed there
+    assert fresh_walk(search, verdicts, 1000) == [40, 48, 96, 160]  # solved at max: the bound is the report's
+    assert fresh_walk(search, verdicts, 25) == [40, 48, 20]  # 40 failed: down to 20, solved there
+    assert fresh_walk(search, verdicts, 5) == [40, 48, 20, 10]  # down to start and no further
+    assert fresh_walk(search, {10: False}, 100) == []  # nothing to bracket
 
 
 def search_experiment(

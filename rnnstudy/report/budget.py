@@ -20,8 +20,6 @@ from rnnstudy.names import Censored
 from rnnstudy.report import frames
 from rnnstudy.report.tables import LINE, best_trials, estimate_columns, estimate_text
 
-#: A line whose T50 at the full budget exceeds its T50 at the rung below by more than this factor is still rising.
-RISING = 1.1
 #: The growth law's T50 is drawn up to this factor beyond the largest T a line visited (further is extrapolation).
 LAW_REACH = 4.0
 
@@ -41,7 +39,8 @@ def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         steps = d["steps_to_solve"].astype(float)
         law = growth_law(d["T"], steps, d["budget"].astype(float), d["val_every"].astype(float))
         growth.append({**line, "alpha": law.alpha, "alpha_low": law.low, "alpha_high": law.high,
-                       "intercept": law.intercept, "sigma": law.sigma, "runs": law.runs, "solved": law.solved})  # fmt: skip
+                       "intercept": law.intercept, "sigma": law.sigma, "runs": law.runs, "solved": law.solved,
+                       **resolution(d)})  # fmt: skip
         full = float(d["budget"].max())
         for b in (full * fraction for fraction in BUDGET_LADDER):
             est = t50(d.assign(solved=solved_within(steps, b)))
@@ -50,14 +49,46 @@ def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rungs), pd.DataFrame(growth)
 
 
+def resolution(d: pd.DataFrame) -> dict[str, float]:
+    """What a line's runs can say about alpha: the T over which its solves spread (``T_low``, ``T_high``) and the
+    smallest growth the validation grid resolves there, log((s + v) / s) / log(T_high / T_low) for the earliest solve s
+    and the validation interval v: solves one validation apart across the whole range (NaN with fewer than two T)."""
+    solved = d[d["solved"]]
+    if solved["T"].nunique() < 2:
+        return {"T_low": np.nan, "T_high": np.nan, "alpha_resolution": np.nan}
+    first, every = float(solved["steps_to_solve"].min()), float(solved["val_every"].max())
+    low, high = float(solved["T"].min()), float(solved["T"].max())
+    return {"T_low": low, "T_high": high, "alpha_resolution": float(np.log1p(every / first) / np.log(high / low))}
+
+
+def _span(r: pd.Series) -> tuple[float, float]:
+    """The values a rung's memory length leaves open: its 95% interval, or a bound's side."""
+    if r["censored"] == Censored.ABOVE:
+        return r["bound"], np.inf
+    if r["censored"] == Censored.BELOW:
+        return 0.0, r["bound"]
+    return r["low"], r["high"]
+
+
 def rising(rungs: pd.DataFrame) -> str:
-    """Whether a line's T50 still grows between the last two rungs: yes, no, or unknown where the top rung is a bound
-    above (every T tried solved: the T search did not reach the transition at this budget)."""
+    """Whether a line's T50 still rises between the last two rungs, by rule: "yes" only where the full budget's 95%
+    interval (or bound) lies wholly above the rung below's; "not shown" where they overlap."""
     top, below = rungs.sort_values("budget").iloc[-1], rungs.sort_values("budget").iloc[-2]
-    if top["censored"] == Censored.ABOVE:
-        return "unknown: every T tried solved"
-    value = lambda r: r["T50"] if r["censored"] == Censored.NONE else r["bound"]  # noqa: E731
-    return "yes" if value(top) > RISING * value(below) else "no"
+    (top_low, _), (_, below_high) = _span(top), _span(below)
+    if top_low >= below_high:
+        return f"yes: {estimate_text(top)} against {estimate_text(below)} at {int(below['budget'])} steps"
+    return "not shown: the intervals overlap"
+
+
+def alpha_text(law: pd.Series) -> str:
+    """alpha with its interval and the T it was fitted over, or the resolution limit it lies below."""
+    if np.isnan(law["alpha"]):
+        return "- (solves at fewer than two T)"
+    span = f"T {law['T_low']:.0f}-{law['T_high']:.0f}"
+    if law["alpha_high"] < law["alpha_resolution"]:
+        return (f"< {law['alpha_resolution']:.2f}, the validation grid's resolution over {span} "
+                f"(fit {law['alpha']:.2f} [{law['alpha_low']:.2f}, {law['alpha_high']:.2f}])")  # fmt: skip
+    return f"{law['alpha']:.2f} [{law['alpha_low']:.2f}, {law['alpha_high']:.2f}] over {span}"
 
 
 def table(rungs: pd.DataFrame, growth: pd.DataFrame) -> pd.DataFrame:
@@ -69,9 +100,7 @@ def table(rungs: pd.DataFrame, growth: pd.DataFrame) -> pd.DataFrame:
         law = growth.set_index(LINE).loc[key]
         row = {"task": key[0], "cell": CELL_LABELS[key[1]], "family": key[2], "setting": key[3]}
         row |= {f"T50 at {int(r['budget'])} steps": estimate_text(r) for _, r in d.sort_values("budget").iterrows()}
-        row["alpha (steps ~ T^alpha) [95%]"] = (
-            "-" if np.isnan(law["alpha"]) else f"{law['alpha']:.2f} [{law['alpha_low']:.2f}, {law['alpha_high']:.2f}]"
-        )
+        row["alpha (steps ~ T^alpha) [95%]"] = alpha_text(law)
         row["still rising at the full budget"] = rising(d)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -91,23 +120,18 @@ def draw(rungs: pd.DataFrame, out: Path) -> Path | None:
             d = d.sort_values("budget")
             d = d.assign(x=d["budget"] * figures.dodge(i, len(lines)))
             colour = colours[i]
-            est = d[d["censored"] == Censored.NONE]
-            ax.errorbar(est["x"], est["T50"], yerr=[est["T50"] - est["low"], est["high"] - est["T50"]], fmt="o-",
-                        color=colour, capsize=3)  # fmt: skip
-            for sign, marker in ((Censored.ABOVE, "^"), (Censored.BELOW, "v")):
-                bound = d[d["censored"] == sign]
-                ax.scatter(bound["x"], bound["bound"], marker=marker, color=colour)
+            figures.t50_points(ax, "x", d, colour, legend=False)
             seen = [T for v in d["T_visited"] for T in v]  # the law drawn only near the T it saw
             law = d[d["law_T50"].between(min(seen) / LAW_REACH, LAW_REACH * max(seen))]
             ax.plot(law["x"], law["law_T50"], "--", color=colour, alpha=0.6)
-            ax.plot([], [], "o-", color=colour, label=f"{family} {setting}".strip())
+            ax.plot([], [], "o", color=colour, label=f"{family} {setting}".strip())
         ax.set(xscale="log", yscale="log", title=f"{task}: {CELL_LABELS[cell]}", xlabel="training budget (steps)",
                ylabel="T50 (log)")  # fmt: skip
         figures.plain_log_ticks(ax.xaxis)
         figures.plain_log_ticks(ax.yaxis)
         ax.legend(fontsize=7)
-    fig.suptitle("T50 against the training budget, read from the same runs (bars: 95% intervals; triangles: bounds, "
-                 "every T tried solved or none; dashed: T50 implied by steps ~ T^alpha, within 4x of the T tried; a panel's "
-                 f"lines {figures.DODGE:g}x apart around their budget)",
-                 fontsize=9)  # fmt: skip
+    fig.suptitle("T50 against the training budget, read from the same runs\n(dots: T50 [95% interval]; hollow squares: "
+                 "between two T tried, quasi-separated; triangles: bounds, hollow where weak;\ndashed: T50 implied by "
+                 f"steps ~ T^alpha, within 4x of the T tried; a panel's lines {figures.DODGE:g}x apart around their "
+                 "budget)", fontsize=9)  # fmt: skip
     return figures.save(fig, out)

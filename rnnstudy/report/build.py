@@ -17,11 +17,14 @@ from rnnstudy.cells import CELL_LABELS
 from rnnstudy.errors import ConfigError
 from rnnstudy.memory import MIN_SEEDS
 from rnnstudy.names import DEAD, RUNNING, Censored, sqlite_url
-from rnnstudy.report import frames, tables
+from rnnstudy.report import budget, frames, tables
 from rnnstudy.report.sections import SECTIONS, Inputs, Section
 from rnnstudy.storage import DB_FILE, mask, reader
 from rnnstudy.store import Results, load
 from rnnstudy.tasks import TASKS
+
+#: The per-run table a report writes beside itself, and its findings as a summary other documents copy.
+RUNS_CSV, SUMMARY_MD = "runs.csv", "summary.md"
 
 CSS = (
     "body{font-family:sans-serif;max-width:1200px;margin:auto}img{max-width:100%}"
@@ -107,7 +110,7 @@ def _solved_bars(runs: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[str]:
+def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.DataFrame) -> list[str]:
     """Sentences that compare only numbers measured under the same conditions (same task, T, budget, per family)."""
     lines = []
     studied = frames.studied(runs)
@@ -130,20 +133,42 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame) -> list[st
         weight = np.where(d["censored"] == Censored.ABOVE, 10.0, np.where(d["censored"] == Censored.BELOW, 0.1, 1.0))
         order = d.assign(key=d["T50"].fillna(d["bound"]) * weight)
         parts = [
-            f"{CELL_LABELS[r['cell']]} {r['family']}{' ' + r['setting'] if r['setting'] else ''}: {tables.estimate_text(r)}"
+            f"{CELL_LABELS[r['cell']]} {r['family']}{' ' + r['setting'] if r['setting'] else ''}: {tables.estimate_text(r)} "
+            f"(at {r['budget']} steps, lr {', '.join(f'{v:g}' for v in r['lr'])})"
             for _, r in order.sort_values("key", ascending=False).iterrows()
         ]
         lines.append(f"{task}, memory length (T50 with its 95% interval over seeds, longest first): " + "; ".join(parts) + ".")
         few = d[d["seeds"] < MIN_SEEDS]
         if not few.empty:
             lines.append(f"{task}: {len(few)} estimates rest on fewer than {MIN_SEEDS} seeds and are exploratory, not verdicts.")
+        ladder = rungs[rungs["task"] == task] if not rungs.empty else rungs
+        verdicts = {key: budget.rising(r) for key, r in ladder.groupby(tables.LINE, sort=False)} if not ladder.empty else {}
+        rises = [k for k, v in verdicts.items() if v.startswith("yes")]
+        if verdicts:
+            names = "; ".join(f"{CELL_LABELS[c]} {f}{' ' + s if s else ''}" for _, c, f, s in rises) or "none"
+            lines.append(
+                f"{task}: T50 still rises at the full budget (its 95% interval or bound wholly above the one at the "
+                f"rung below) for {len(rises)} of {len(verdicts)} lines: {names}; for the others a rise is not shown "
+                "by this rule, which is not a plateau either."
+            )
         censored = d[d["censored"] != Censored.NONE]
         if not censored.empty:
             lines.append(
-                f"{task}: {len(censored)} of {len(d)} estimates are censored (every T tried solved, or none): the T tried "
-                "did not reach their transition, so they bound T50 and locate nothing."
-            )
+                f"{task}: {len(censored)} of {len(d)} estimates are bounds (the runs do not reach past the transition on "
+                "one side): they bound T50 and locate nothing."
+                + (" Every line is a bound on the same side: this table ties at the design's edge and is not a result; "
+                   "the design has to move its T range or budget to reach the transition." if
+                   len(censored) == len(d) and censored["censored"].nunique() == 1 else "")
+            )  # fmt: skip
     return lines
+
+
+def _summary(name: str, runs: pd.DataFrame, findings: list[str]) -> str:
+    """The report's findings with what they stand on (runs, training time), for the README's generated results."""
+    hours = np.nansum(runs["wall_s"] / runs["members"]) / 3600
+    head = (f"`{name}`: {len(runs)} runs ({', '.join(f'{v} {k}' for k, v in sorted(runs['status'].value_counts().items()))}), "
+            f"{hours:.2f} hours of training summed over runs, per-run table `{RUNS_CSV}`.")  # fmt: skip
+    return "\n".join([head, "", *(f"- {line}" for line in findings)]) + "\n"
 
 
 def _render_md(name: str, sections: list[Section], out: Path) -> str:
@@ -186,7 +211,7 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
     runs = frames.run_table(res)
 
     memory = tables.memory_length(runs, res)
-    inputs = Inputs(res, runs, memory, storage, out)
+    inputs = Inputs(res, runs, memory, storage, out, budget.frame(runs))
     sections = [_overview(runs, results)]
     if res.skipped:
         sections[0].text.append(
@@ -202,7 +227,15 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             sections.append(section)
             where = ", ".join(str(p) for p in section.images) or "table only"
             print(f"[{i}/{len(SECTIONS)}] {spec.title.lower()}: {where}", flush=True)
-        sections.insert(1, Section("What it shows", _findings(runs, res, memory) or ["Too few finished runs to compare."]))
+        findings = _findings(runs, res, memory, inputs.ladder[0]) or ["Too few finished runs to compare."]
+        sections.insert(1, Section("What it shows", findings))
+        (out / SUMMARY_MD).write_text(_summary(name, runs, findings))
+    tables.per_run(runs, res).to_csv(out / RUNS_CSV, index=False)
+    sections[0].text.append(
+        f"Every run behind this report is one row of `{RUNS_CSV}` (its stage, cell, initialisation and setting, lr, T, "
+        "seed, whether and when it solved, between which validations, its budget and final loss): every number here can "
+        "be re-derived from it without the harness."
+    )
     (out / "report.md").write_text(_render_md(name, sections, out))
     (out / "report.html").write_text(_render_html(name, sections, out))
     print(f"report: {out / 'report.md'} (and report.html)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -12,7 +13,6 @@ from matplotlib.ticker import NullFormatter
 
 from rnnstudy import figures
 from rnnstudy.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
-from rnnstudy.names import Censored
 from rnnstudy.report import frames, tables
 from rnnstudy.tasks import TASKS
 
@@ -53,7 +53,8 @@ def _dodged(data: pd.DataFrame) -> pd.DataFrame:
 
 
 def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
-    seeds = int(data.groupby(["cell", "line", "task", "T"])["seed"].nunique().max())
+    per_point = data.groupby(["cell", "line", "task", "T"])["seed"].nunique()
+    seeds, fewest = int(per_point.max()), int(per_point.min())
     data, colours = _dodged(data), _lines(data)
     grid = sns.relplot(
         data=data, kind="line", x="T_drawn", y=y, row="task", col="cell",
@@ -81,13 +82,17 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
         ax.xaxis.set_minor_formatter(NullFormatter())  # the T tried are the only labels on the log-T axis
     grid.set_titles("{row_name} | {col_name}")
     grid.set_axis_labels("T (copy: delay; adding: length)", label)
-    band = (f"bars: range over {seeds} seeds" if log else f"{seeds} seeds") if seeds > 1 else "one seed"
+    count = f"{fewest}-{seeds}" if fewest != seeds else f"{seeds}"
+    band = (f"bars: range over the {count} seeds of each point" if log else f"{count} seeds a point") if seeds > 1 else "one seed"
     lossy = [t for t in sorted(data["task"].unique()) if not TASKS[t].solved_higher_is_better]
     bar = f"; dotted green: the solved bar ({', '.join(lossy)})" if lossy else ""
-    extra = f"; dashed: the memoryless baseline{bar}" if log else "; dotted: half the seeds"
+    extra = (f"; dashed: the memoryless baseline{bar}; a run that solved stopped at the validation that met the bar, so "
+             "its final loss is its loss there" if log else "; dotted: half the seeds")  # fmt: skip
     sns.move_legend(grid, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, title=None, frameon=False)
-    grid.figure.suptitle(f"Memory-length frontier, each line at its best configuration at each T ({band}{extra}; a "
-                         f"panel's lines are drawn side by side, {figures.DODGE:g}x apart around their T)", y=1.04)  # fmt: skip
+    title = (f"Memory-length frontier, each line at its best configuration at each T ({band}{extra}; a panel's lines are "
+             f"drawn side by side, {figures.DODGE:g}x apart around their T)")  # fmt: skip
+    width = max(40, int(grid.figure.get_figwidth() * 11))  # characters that fit the panels' width at this font size
+    grid.figure.suptitle(textwrap.fill(title, width), y=1.02 + 0.03 * (len(title) // width), fontsize=9)
     return figures.save(grid.figure, out)
 
 
@@ -103,7 +108,7 @@ def draw(data: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def draw_t50(memory: pd.DataFrame, out: Path) -> Path | None:
-    """T50 with its 95% interval per cell x family (x setting), one panel per task; triangles are censored bounds."""
+    """T50 per cell x family (x setting) as its text says it (:func:`rnnstudy.figures.t50_points`), one panel per task."""
     if memory.empty:
         return None
     tasks = sorted(memory["task"].unique())
@@ -114,14 +119,7 @@ def draw_t50(memory: pd.DataFrame, out: Path) -> Path | None:
         m["order"] = m["cell"].map({c: i for i, c in enumerate(CELL_ORDER)})
         m = m.sort_values(["order", "family", "value"]).reset_index(drop=True)
         for i, row in m.iterrows():
-            colour = CELL_COLOURS[row["cell"]]
-            if row["censored"] == Censored.NONE:  # hollow: quasi-separated, located only between design points
-                ax.errorbar(
-                    i, row["T50"], yerr=[[row["T50"] - row["low"]], [row["high"] - row["T50"]]], fmt="o", color=colour,
-                    capsize=3, mfc="none" if row["separated"] else colour,
-                )  # fmt: skip
-            else:
-                ax.scatter(i, row["bound"], marker="^" if row["censored"] == Censored.ABOVE else "v", color=colour, s=40)
+            figures.t50_points(ax, "x", m.loc[[i]].assign(x=i), CELL_COLOURS[row["cell"]], legend=False)
         labels = [
             f"{CELL_LABELS[c]}\n{f}" + (f"\n{s}" if s else "") for c, f, s in zip(m["cell"], m["family"], m["setting"])
         ]
@@ -129,6 +127,6 @@ def draw_t50(memory: pd.DataFrame, out: Path) -> Path | None:
         ax.set_yscale("log")
         figures.plain_log_ticks(ax.yaxis)
         ax.set(title=task, ylabel="T50 (log): where half the seeds solve")
-    fig.suptitle("Memory length T50 with 95% intervals (hollow: quasi-separated; triangles: bounds, every T tried "
-                 "solved or none)")  # fmt: skip
+    fig.suptitle("Memory length T50 with 95% intervals (hollow squares: between two T tried, quasi-separated; "
+                 "triangles: bounds, hollow where weak)", fontsize=9)  # fmt: skip
     return figures.save(fig, out)

@@ -1,8 +1,8 @@
 """Figure: the trainability phase diagram, solved fraction over (initialisation parameter x T) per cell, with T50.
 
-Top row: the fraction of seeds solved at each (value, T) the T search visited (blank: not visited).
-Bottom row: T50 with its bootstrap interval against the parameter (triangles: censored, the true T50
-lies beyond them), and the init-time prediction drawn where the predicted memory length equals T.
+Top row: the seeds solved of the seeds run at each (value, T) visited (blank: not visited), coloured by the fraction.
+Bottom row: T50 against the parameter as its text says it (:func:`rnnstudy.figures.t50_points`), and the init-time
+prediction drawn where the predicted memory length equals T; one legend below the panels, where it hides nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +19,14 @@ from rnnstudy.report import frames, tables
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """Solved fraction and seeds per task x cell x axis value x T (lines held at a value of an axis only)."""
+    """Solved fraction, solved runs and seeds per task x cell x axis value x T (lines held at a value of an axis only)."""
     lines = tables.best_trials(frames.studied(runs))
     lines = lines[lines["axis"] != ""] if not lines.empty else lines
     if lines.empty:
         return pd.DataFrame()
     return (
         lines.groupby(["task", "cell", "family", "axis", "value", "T"])
-        .agg(solved=("solved", "mean"), seeds=("seed", "nunique"))
+        .agg(solved=("solved", "mean"), won=("solved", "sum"), seeds=("seed", "nunique"))
         .reset_index()
     )
 
@@ -78,6 +78,8 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
     for col, (task, cell) in enumerate(panels):
         d = cells[(cells["task"] == task) & (cells["cell"] == cell)]
         grid = d.pivot_table(index="T", columns="value", values="solved")
+        won = d.pivot_table(index="T", columns="value", values="won").reindex_like(grid)
+        seeds = d.pivot_table(index="T", columns="value", values="seeds").reindex_like(grid)
         top, bottom = axes[0, col], axes[1, col]
         image = top.imshow(
             grid.to_numpy(), origin="lower", aspect="auto", vmin=0, vmax=1, cmap="viridis", interpolation="nearest"
@@ -85,8 +87,9 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
         top.set_xticks(range(len(grid.columns)), [f"{v:g}" for v in grid.columns])
         top.set_yticks(range(len(grid.index)), [str(int(t)) for t in grid.index])
         for (i, j), v in np.ndenumerate(grid.to_numpy()):
-            if np.isfinite(v):
-                top.text(j, i, f"{v:.0%}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+            if np.isfinite(v):  # the runs behind each cell: 5 or 10 seeds
+                top.text(j, i, f"{won.iat[i, j]:.0f}/{seeds.iat[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                         color="white" if v < 0.6 else "black")  # fmt: skip
         axis = d["axis"].iloc[0].removeprefix("init.")
         top.set(title=f"{task} | {CELL_LABELS[cell]}", xlabel=axis, ylabel="T visited")
         top.grid(False)
@@ -111,9 +114,12 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
         if (m["value"] > 0).all() and m["value"].max() >= 10 * m["value"].min():
             bottom.set_xscale("log")
         bottom.set(xlabel=axis, ylabel="T50 (log)")
-        bottom.legend(fontsize=7)
+    handles = {}
+    for ax in axes[1]:
+        handles |= dict(zip(*reversed(ax.get_legend_handles_labels())))
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(len(handles), 4), fontsize=8)
     if image is not None:
         fig.colorbar(image, ax=axes[0, :].tolist(), label="fraction of seeds solved", shrink=0.8)
-    fig.suptitle("Trainability phase diagram: solved fraction over (initialisation parameter x T; blank: a T that value's "
-                 "search did not visit), and T50 against the parameter")  # fmt: skip
+    fig.suptitle("Trainability phase diagram: seeds solved of seeds run at each (initialisation parameter x T; blank: "
+                 "not visited), and T50 against the parameter")  # fmt: skip
     return figures.save(fig, out)

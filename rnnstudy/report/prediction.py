@@ -170,13 +170,15 @@ def scores(rows: pd.DataFrame) -> pd.DataFrame:
             solved, time, score = d["solved"].to_numpy(), d["time"].to_numpy(float), d[feature].to_numpy(float)
             if len(d) < 10 or not solved.any():
                 continue  # nothing to rank (the report names these cells)
-            strata, lines = d["T"].to_numpy(), d["line"].astype(str).to_numpy()
+            strata, lines = d["T"].to_numpy(), d["setting"].astype(str).to_numpy()
             row = {"task": task, "cell": cell, "feature": feature, "runs": len(d), "solved": int(solved.sum())}
             row["left out"] = len(part) - len(d)
             if feature != "neg_log_T":  # within a T, T ranks nothing
                 row["within-T AUC"] = stratified_auc(strata, solved, score)
                 ci = bootstrap(stratified_auc, strata, solved, score, clusters=lines)
                 row["within-T AUC 95% CI (by setting)"] = _interval(*ci)
+                # the seeds of one setting ranked against each other: the features barely vary there
+                row["within setting and T AUC"] = stratified_auc(np.char.add(lines, strata.astype(str)), solved, score)
                 row["within-T C"] = stratified_concordance(strata, time, solved, score)
                 row["within-T C 95% CI (by setting)"] = _interval(
                     *bootstrap(stratified_concordance, strata, time, solved, score, clusters=lines)
@@ -195,13 +197,14 @@ def _fit_score(fit: pd.DataFrame, test: pd.DataFrame, used: list[str]) -> np.nda
 def unseen_setting_pairs(part: pd.DataFrame, used: list[str]) -> pd.DataFrame:
     """Every within-T pair of runs from two different settings, scored by a model that saw neither setting.
 
-    For each pair of settings (lines) a model is fitted on all the others and both settings' runs are scored by it, so
-    the two runs of a pair are ranked by one model (pooling folds would rank runs by different models). A pair
+    For each pair of settings (a setting's bracket seeds are that setting) a model is fitted on all the others and
+    both settings' runs are scored by it, so the two runs of a pair are ranked by one model (pooling folds would rank
+    runs by different models). A pair
     counts for the AUC where one run solved and the other did not (``auc``: 1, 0.5 on a tie, 0), and for the
     concordance where one solved strictly before the other's time (``c``); NaN where it does not count.
     """
     out = []
-    lines = part["line"].astype(str)
+    lines = part["setting"].astype(str)
     for a, b in itertools.combinations(sorted(lines.unique()), 2):
         fit, test = part[~lines.isin([a, b])], part[lines.isin([a, b])]
         if fit["solved"].nunique() < 2:
@@ -214,17 +217,17 @@ def unseen_setting_pairs(part: pd.DataFrame, used: list[str]) -> pd.DataFrame:
                 first, second = (i, j) if solved[i] and (not solved[j] or time[i] < time[j]) else (j, i)
                 sooner = solved[first] and time[first] < time[second]
                 out.append({
-                    "line_a": a, "line_b": b,
+                    "setting_a": a, "setting_b": b,
                     "auc": (order if solved[i] else 1 - order) if solved[i] != solved[j] else math.nan,
                     "c": (order if first == i else 1 - order) if sooner else math.nan,
                 })  # fmt: skip
-    return pd.DataFrame(out, columns=["line_a", "line_b", "auc", "c"])
+    return pd.DataFrame(out, columns=["setting_a", "setting_b", "auc", "c"])
 
 
 def pair_score(pairs: pd.DataFrame, column: str, weights: dict[str, int] | None = None) -> float:
     """The mean of a pair score, each pair weighted by how often its two settings were drawn (all once by default)."""
     d = pairs.dropna(subset=[column])
-    w = np.ones(len(d)) if weights is None else d["line_a"].map(weights).fillna(0).to_numpy() * d["line_b"].map(
+    w = np.ones(len(d)) if weights is None else d["setting_a"].map(weights).fillna(0).to_numpy() * d["setting_b"].map(
         weights
     ).fillna(0).to_numpy()
     return float((w * d[column]).sum() / w.sum()) if w.sum() else math.nan
@@ -232,7 +235,7 @@ def pair_score(pairs: pd.DataFrame, column: str, weights: dict[str, int] | None 
 
 def pair_interval(pairs: pd.DataFrame, column: str, seed: int = 0) -> tuple[float, float]:
     """95% cluster-bootstrap interval of :func:`pair_score` by setting: settings drawn with replacement."""
-    lines = sorted(set(pairs["line_a"]) | set(pairs["line_b"]))
+    lines = sorted(set(pairs["setting_a"]) | set(pairs["setting_b"]))
     rng, draws = np.random.default_rng(seed), []
     for _ in range(BOOTSTRAP):
         drawn = rng.choice(len(lines), len(lines))
@@ -253,7 +256,7 @@ def held_out(rows: pd.DataFrame) -> pd.DataFrame:
     for (task, cell), part in rows.groupby(["task", "cell"]):
         part = part.reset_index(drop=True)
         init = [f for f in FEATURES if f != "neg_log_T" and part[f].notna().all()]
-        seeds, settings = sorted(part["seed"].unique()), part["line"].nunique()
+        seeds, settings = sorted(part["seed"].unique()), part["setting"].nunique()
         for name, used in (("T alone", ["neg_log_T"]), ("init features", init), ("T + init features", ["neg_log_T", *init])):
             if not used:
                 continue
@@ -378,6 +381,10 @@ def build(res: Results, out: Path) -> pd.DataFrame:
     return scored
 
 
+#: Settings a cell needs before its goal is judged: with fewer, a cluster bootstrap by setting cannot exclude 0.5.
+MIN_SETTINGS = 8
+
+
 def _write_report(
     out: Path,
     rows: pd.DataFrame,
@@ -401,6 +408,13 @@ def _write_report(
         a, c = init["unseen settings: within-T AUC"], init["unseen settings: within-T C"]
         if np.isnan(a) and np.isnan(c):
             verdicts.append(f"- {task}, {cell}: nothing to rank (at each T its runs all solved, or all failed)")
+            continue
+        if init["settings"] < MIN_SETTINGS:
+            verdicts.append(
+                f"- {task}, {cell}: cannot be judged: {init['settings']} settings, and an interval by setting excludes "
+                f"0.5 only with at least {MIN_SETTINGS} (init features alone on unseen settings, within T: AUC {a:.2f} "
+                f"{init['95% CI (by setting)']}, concordance {c:.2f}; this ranks the settings, not the seeds of one)"
+            )
             continue
         met = a >= 0.9 or c >= 0.8
         verdicts.append(

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from optuna.storages import BaseStorage
 
-from rnnstudy.memory import MIN_SEEDS
+from rnnstudy.memory import BOUND_LEVEL, MIN_SEEDS
 from rnnstudy.report import (
     budget,
     calibration,
@@ -42,13 +42,15 @@ class Section:
 
 @dataclass(frozen=True)
 class Inputs:
-    """What every section reads: the store, its run table, the memory-length frame, the Optuna storage, the folder."""
+    """What every section reads: the store, its run table, the memory-length frame, the Optuna storage, the folder, and
+    the budget ladder with its growth laws (:func:`rnnstudy.report.budget.frame`, computed once)."""
 
     res: Results
     runs: pd.DataFrame
     memory: pd.DataFrame
     storage: BaseStorage | None
     out: Path
+    ladder: tuple[pd.DataFrame, pd.DataFrame]
 
 
 @dataclass(frozen=True)
@@ -134,15 +136,20 @@ SECTIONS: list[ReportSection] = [
         "Memory length is T50, at the budget each run trained for (the table's budget column): each (seed, T) run is "
         "one observation, solved within its budget or not; P(solved | T) is a logistic curve in log T and T50 is where "
         "it crosses one half: the median of its posterior (flat priors in log T50 and in log slope), with the 95% "
-        "equal-tailed interval averaged over resamples of the seeds, so a seed's luck shared across T widens it. Under "
-        "the harness's own T search this interval covers the true T50 at least 90% of the time (simulated: "
-        "docs/results/coverage.md). 'T50 > x' means every T tried up to x was solved (censored: the transition lies "
-        "beyond), 'T50 < x' that none was; 'between a and b (quasi-separated)' that every failure lies at or above every "
-        "success but at one T, so the data place T50 between those design points and no finer; 'beyond the T tried' "
-        f"an estimate outside the T visited. Fewer than {MIN_SEEDS} seeds make an estimate exploratory. Steps to solve "
+        "equal-tailed interval averaged over resamples of the seeds, so a seed's luck shared across T widens it; its "
+        "coverage under the harness's own T search, at and beyond the design's edges, is simulated in "
+        "docs/results/coverage.md. A bound is printed with its evidence: 'T50 > x: 5 of 5 solve x' where the runs at x "
+        f"reject P(solved) <= 1/2 (one-sided binomial test at {BOUND_LEVEL:g}; 'not a 95% bound' where no T does), "
+        "the mirror for 'T50 < x'. A line whose failures all lie at or above its successes but at one T is "
+        "quasi-separated: with a T on each side of one half it is printed as the bracket between those design points "
+        "with the runs at each; open on one side, it is a bound. An interval end beyond the T tried says so, "
+        "as does "
+        f"an estimate outside them. Fewer than {MIN_SEEDS} seeds make an estimate exploratory. Steps to solve "
         "are a Kaplan-Meier median (unsolved runs censored at the budget). 'T visited' lists the T each line was "
         "trained at (a T search brackets the transition: it doubles T while at least half the seeds solve, then bisects "
-        "in log T). The frontier figures show the final normalised validation loss and the fraction of seeds solved "
+        "in log T; the bracket seeds then run at the two T around the crossing and go on up or down while their own "
+        "verdicts put it outside). The frontier figures show the final normalised validation loss and the fraction of "
+        "seeds solved "
         "against T, one panel per task and cell, one line per family (and setting), side by side where they share a T.",
         lambda i: i.memory,
         _memory_figures,
@@ -156,9 +163,12 @@ SECTIONS: list[ReportSection] = [
         "censored log-normal regression of steps to solve on T (a solve lies between the validation before it and its "
         "own; a run that never solved is right-censored at the budget) gives median steps ~ T^alpha, alpha with its "
         "95% profile-likelihood interval; the dashed lines are the T50 that law implies at each budget (drawn only "
-        "within 4x of the T a line visited). A line whose T50 still rises at the full budget has not levelled off: its "
+        "within 4x of the T a line visited); each alpha names the T its solves span, and where its interval lies below "
+        "what the validation grid resolves there (log((s + v) / s) / log(T range), s the earliest solve, v the "
+        "validation interval) it is reported as below that. 'Still rising' is claimed only where the full budget's 95% "
+        "interval (or bound) lies wholly above the rung below's; a line that still rises has not levelled off: its "
         "memory length is its budget's, not the cell's.",
-        lambda i: budget.frame(i.runs),
+        lambda i: i.ladder,
         figure(lambda d, p: budget.draw(d[0], p), "budget.png"),
         lambda d, i: [budget.table(*d)],
         empty="No line of this experiment has a memory-length estimate to read at smaller budgets.",

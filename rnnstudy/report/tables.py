@@ -64,15 +64,34 @@ def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: The per-run table every committed study ships (``runs.csv``): what a referee needs to re-derive each number.
+PER_RUN = ["run_id", "experiment", "stage", "task", "cell", "family", "setting", "init", "lr", "T", "seed", "status",
+           "solved", "solved_after", "steps_to_solve", "budget", "val_every", "final_norm_loss", "steps", "wall_s",
+           "members"]  # fmt: skip
+
+
+def per_run(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
+    """One row per run in :data:`PER_RUN` order: a solve lies in (``solved_after``, ``steps_to_solve``], between the
+    validation before the one that first met the bar and that one (the bracket a growth law is fitted on)."""
+    val = res.metrics.loc[res.metrics["split"] == "val", ["run_id", "step"]].drop_duplicates()
+    solves = runs.loc[runs["solved"], ["run_id", "steps_to_solve"]].merge(val, on="run_id")
+    before = solves[solves["step"] < solves["steps_to_solve"]].groupby("run_id")["step"].max()
+    table = runs.assign(solved_after=runs["run_id"].map(before).where(runs["solved"]))
+    table["solved_after"] = table["solved_after"].where(~table["solved"] | table["solved_after"].notna(), 0)
+    return table[PER_RUN].sort_values(["stage", "task", "cell", "family", "setting", "T", "seed"]).reset_index(drop=True)
+
+
 def estimate_columns(estimate: T50) -> dict[str, object]:
     """A T50 estimate as machine columns: ``T50``/``low``/``high`` (NaN where censored), ``censored`` with its
-    ``bound``, ``separated`` with ``bracket_low``/``bracket_high``, ``seeds`` and ``T_visited``."""
+    ``bound``, ``separated`` with ``bracket_low``/``bracket_high``, ``seeds``, ``T_visited`` and the ``counts`` behind
+    it ([T, solved, runs] per T)."""
     censored = estimate.censored is not Censored.NONE
     return {
         "T50": np.nan if censored else estimate.estimate, "low": estimate.low, "high": estimate.high,
         "censored": estimate.censored.value, "bound": estimate.estimate if censored else np.nan,
         "separated": estimate.separated, "bracket_low": estimate.bracket[0], "bracket_high": estimate.bracket[1],
-        "seeds": estimate.seeds, "T_visited": list(estimate.T_tried),
+        "weak": estimate.weak,
+        "seeds": estimate.seeds, "T_visited": list(estimate.T_tried), "counts": [list(c) for c in estimate.counts],
     }  # fmt: skip
 
 
@@ -81,8 +100,9 @@ def estimate_text(row: pd.Series) -> str:
     censored = Censored(row["censored"])
     value = row["bound"] if censored is not Censored.NONE else row["T50"]
     bracket = (row["bracket_low"], row["bracket_high"])
+    counts = tuple(tuple(int(v) for v in c) for c in row["counts"])
     return T50(value, row["low"], row["high"], censored, int(row["seeds"]), tuple(row["T_visited"]), 0.95,
-               bool(row["separated"]), bracket).text()  # fmt: skip
+               bool(row["separated"]), bracket, counts, bool(row["weak"])).text()  # fmt: skip
 
 
 def memory_table(memory: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,55 @@
+"""The committed results: every study ships its per-run table, and every number the README and the results index
+print is generated from the tables or re-derived here from them with plain pandas."""
+
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rnnstudy.cells import CELL_LABELS
+from rnnstudy.report import index
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+
+def test_every_committed_study_ships_its_per_run_table():
+    reports = [p.parent for p in RESULTS.glob("*/report.md")]
+    assert reports, "no committed study"
+    for folder in reports:
+        table = index.DERIVED.get(folder.name, "runs.csv")
+        assert (folder / table).exists(), f"{folder.name} has a report and no per-run table"
+
+
+def test_the_readme_and_the_results_index_are_generated_from_the_tables():
+    readme = (ROOT / "README.md").read_text()
+    assert index.spliced(readme, RESULTS) == readme, "README's results block: rerun python -m rnnstudy.report.index"
+    assert (RESULTS / "README.md").read_text() == index.index(RESULTS), "docs/results/README.md: rerun the index"
+
+
+def _lines(summary: str) -> list[tuple[str, str, int, str]]:
+    """(line label, memory-length text, budget, lr) for every line a summary's memory-length sentence names."""
+    out = []
+    for sentence in re.findall(r"memory length \(T50[^:]*\): (.*)\.$", summary, flags=re.M):
+        for part in re.finditer(r"(?:^|; )([^:;]+?): (T50 [^;]*?) \(at (\d+) steps, lr ([^)]*)\)", sentence):
+            out.append((part[1], part[2], int(part[3]), part[4]))
+    return out
+
+
+@pytest.mark.parametrize("folder", [p.parent.name for p in RESULTS.glob("*/summary.md")])
+def test_each_memory_length_s_evidence_budget_and_lr_re_derive_from_the_per_run_table(folder):
+    """Counted with pandas from runs.csv: each "k of n solve T" a summary prints, its budget and its lr."""
+    runs = pd.read_csv(RESULTS / folder / "runs.csv", keep_default_na=False, na_values=[""])
+    runs = runs[runs["stage"].fillna("") != "calibration"]
+    runs = runs[runs["status"].isin(["complete", "diverged"])]
+    label = (runs["cell"].map(CELL_LABELS) + " " + runs["family"] + (" " + runs["setting"].fillna("")).str.rstrip())
+    lines = _lines((RESULTS / folder / "summary.md").read_text())
+    assert lines, "no memory length in the summary"
+    for name, text, budget, lr in lines:
+        d = runs[label == name]
+        assert len(d), name
+        assert set(d["budget"]) == {budget} and {f"{v:g}" for v in d["lr"]} == set(lr.split(", ")), name
+        for won, ran, T in re.findall(r"(\d+) of (\d+) solve (\d+)", text):
+            at = d[d["T"] == int(T)]
+            assert (int(at["solved"].sum()), len(at)) == (int(won), int(ran)), f"{name} at T = {T}"
