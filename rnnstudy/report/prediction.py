@@ -335,12 +335,15 @@ def choose_threshold(points: pd.DataFrame) -> tuple[float | None, pd.DataFrame]:
 
 
 def draw(rows: pd.DataFrame, out: Path) -> Path | None:
-    """Per cell: the step-0 gradient ratio against the steps a run took to solve (unsolved: hollow, at the budget).
+    """Per cell: the step-0 gradient ratio, less its median over the cell's runs at the same T (the within-T ranking
+    the scores judge, so that T itself cannot draw the relation), against the steps a run took to solve (unsolved:
+    hollow, at the budget).
 
     Only tasks where some run solved: the others have nothing to show.
     """
     data = rows.dropna(subset=["grad_ratio"])
     data = data[data.groupby("task")["solved"].transform("any")]
+    data = data.assign(grad_ratio=data["grad_ratio"] - data.groupby(["task", "cell", "T"])["grad_ratio"].transform("median"))
     if data.empty:
         return None
     cells = [c for c in CELL_ORDER if c in set(data["cell"])]
@@ -353,11 +356,12 @@ def draw(rows: pd.DataFrame, out: Path) -> Path | None:
             colours = plt.cm.viridis(norm(part["T"].to_numpy(float)))
             ax.scatter(part["grad_ratio"], part["time"].clip(lower=1), s=22, facecolors=colours if solved else "none",
                        edgecolors=colours, label="solved" if solved else "not solved (at the budget)")  # fmt: skip
-        ax.set(yscale="log", title=CELL_LABELS.get(cell, cell), xlabel="log10 gradient ratio at step 0")
+        ax.set(yscale="log", title=CELL_LABELS.get(cell, cell),
+               xlabel="log10 gradient ratio at step 0\nminus its median at that T")  # fmt: skip
     axes[0][0].set_ylabel("steps to solve")
     axes[0][0].legend(fontsize=7, loc="lower left")
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=axes[0][-1], label="T")
-    fig.suptitle("Init-time gradient ratio against training, per run")
+    fig.suptitle("Init-time gradient ratio against training, per run, within T")
     return figures.save(fig, out)
 
 
