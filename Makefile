@@ -12,7 +12,7 @@ RESULTS     ?= runs
 NAME         = $(basename $(notdir $(EXP)))
 
 .PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction phase-cpu frontier-cpu prediction \
-	reach-cpu budget-cpu lr-cpu
+	reach-cpu budget-cpu lr-cpu coverage results-index
 
 $(BIN)/rnnstudy: pyproject.toml
 	@echo "setting up $(VENV) (first time: about a minute)"
@@ -67,28 +67,37 @@ lint: setup
 clean:
 	rm -rf $(RESULTS) reports .pytest_cache
 
-# Reproduce the literature on this CPU (about an hour on 2 cores): docs/results/reproduction/.
+# Reproduce the literature on this CPU (about an hour on 2 cores): reports/reproduction/ (commit it with its runs.csv).
 reproduction: setup
 	$(BIN)/rnnstudy sweep experiments/gradient_flow.yaml --workers 2
 	$(BIN)/rnnstudy sweep experiments/reproduction_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/reproduction_cpu $(RESULTS)/gradient_flow --out reports/reproduction
 	$(BIN)/rnnstudy report $(RESULTS)/gradient_flow --out reports/gradient_flow
-	mkdir -p docs/results/reproduction
-	cp reports/reproduction/reproduction.md reports/gradient_flow/gradient_lag.png docs/results/reproduction/
 
 # The committed CPU studies, each `make <name>-cpu` = sweep experiments/<name>_cpu.yaml with 2 workers on 2 cores,
 # then its report into docs/results/<name>_cpu/ (the measured time is in each report):
 #   phase:    the trainability phase diagram on adding (4 cells x 4 values of one init parameter)
 #   reach:    where the GRU stops on adding, T from 256 to 2048
-#   budget:   the vanilla RNNs at a 6000-step budget, T50 against budget
+#   budget:   the vanilla RNNs at a 24,000-step budget, T50 against budget
 #   lr:       the tanh RNN's T50 against the learning rate
 #   frontier: copy at recall accuracy 0.99, T50 per cell x family
 CPU_STUDIES := phase reach budget lr frontier
 $(addsuffix -cpu,$(CPU_STUDIES)): %-cpu: setup
 	$(BIN)/rnnstudy sweep experiments/$*_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/$*_cpu --out docs/results/$*_cpu
+	$(BIN)/python -m rnnstudy.report.index
+
+# T50's coverage simulated through the harness's own T search (about 30 minutes on one core): docs/results/coverage.*
+coverage: setup
+	$(BIN)/python -m rnnstudy.analysis.coverage --out docs/results
+	$(BIN)/python -m rnnstudy.report.index
+
+# The README's generated results and docs/results/README.md, from the committed summaries and per-run tables.
+results-index: setup
+	$(BIN)/python -m rnnstudy.report.index
 
 # The init-time predictor and the pre-screen scored per run on the committed phase study's runs (no sweep of its own):
 # docs/results/prediction/. Needs the runs of `make phase-cpu` under $(RESULTS).
 prediction: setup
 	$(BIN)/rnnstudy predict $(RESULTS)/phase_cpu --out docs/results/prediction
+	$(BIN)/python -m rnnstudy.report.index

@@ -1,7 +1,7 @@
 """A study point's seeds trained packed (one process, one loop: ``train_pack``) against apart (one ``train`` per seed,
 one after the other in one process, as a sweep worker runs them): whole processes, wall time, sides alternated.
 
-Packed runs are timed with both executors (rnnstudy.packing): ``stacked`` (one batched matmul per time step for all
+Packed runs are timed with both executors (rnnstudy.model.packing): ``stacked`` (one batched matmul per time step for all
 members) and ``loop`` (each member's fused layers in turn, in one training step).
 
 Each side is its own process (``--side packed|apart``), so start-up, imports and every run's set-up and records are in
@@ -32,8 +32,8 @@ CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
 def configs(cell: str, T: int, steps: int, seeds: int, out: str) -> list:
     """The point's runs: phase_cpu's sizes at one cell and T."""
-    from rnnstudy.config import RunConfig
-    from rnnstudy.overrides import apply_overrides
+    from rnnstudy.run.config import RunConfig
+    from rnnstudy.run.overrides import apply_overrides
 
     base = {
         "experiment": "bench", "out": out, "model.cell": cell, "model.hidden_size": 32, "task.name": "adding",
@@ -48,7 +48,7 @@ def side(name: str, cell: str, T: int, steps: int, seeds: int) -> None:
     """One side of a pair, in this process."""
     import torch
 
-    from rnnstudy.train import train, train_pack
+    from rnnstudy.run.train import train, train_pack
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as out:

@@ -28,10 +28,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnstudy.cells import INJECTABLE  # noqa: E402
-from rnnstudy.gradflow import GradFlowProbe  # noqa: E402
-from rnnstudy.models import RecurrentNet  # noqa: E402
-from rnnstudy.tasks import make_task  # noqa: E402
+from rnnstudy.model.cells import INJECTABLE  # noqa: E402
+from rnnstudy.model.gradflow import GradFlowProbe  # noqa: E402
+from rnnstudy.model.models import RecurrentNet  # noqa: E402
+from rnnstudy.model.tasks import make_task  # noqa: E402
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 

@@ -20,11 +20,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnstudy.config import RunConfig  # noqa: E402
-from rnnstudy.models import RecurrentNet  # noqa: E402
-from rnnstudy.overrides import apply_overrides  # noqa: E402
-from rnnstudy.tasks import make_task  # noqa: E402
-from rnnstudy.train import train  # noqa: E402
+from rnnstudy.model.models import RecurrentNet  # noqa: E402
+from rnnstudy.model.tasks import make_task  # noqa: E402
+from rnnstudy.run.config import RunConfig  # noqa: E402
+from rnnstudy.run.overrides import apply_overrides  # noqa: E402
+from rnnstudy.run.train import train  # noqa: E402
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 

@@ -15,13 +15,13 @@ import time
 
 import torch
 
-from rnnstudy.experiment import load_experiment
-from rnnstudy.overrides import apply_overrides
 from rnnstudy.report import tables
 from rnnstudy.report.frames import run_table
 from rnnstudy.report.reproduction import frame
-from rnnstudy.store import load
-from rnnstudy.train import train
+from rnnstudy.run.overrides import apply_overrides
+from rnnstudy.run.store import load
+from rnnstudy.run.train import train
+from rnnstudy.study.experiment import load_experiment
 
 DEFAULT_ROWS = ["lstm128-adding-T200", "tanh128-adding-T400", "chrono-lstm128-copy-T500", "default-lstm128-copy-T500"]
 

@@ -17,7 +17,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnstudy.tasks import make_task  # noqa: E402
+from rnnstudy.model.tasks import make_task  # noqa: E402
 
 
 def main() -> None:

@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rnnstudy.device import set_tf32  # noqa: E402
-from rnnstudy.experiment import load_run_config  # noqa: E402
-from rnnstudy.gradflow import profile  # noqa: E402
-from rnnstudy.models import initial_net  # noqa: E402
-from rnnstudy.tasks import build_task  # noqa: E402
+from rnnstudy.model.gradflow import profile  # noqa: E402
+from rnnstudy.model.models import initial_net  # noqa: E402
+from rnnstudy.model.tasks import build_task  # noqa: E402
+from rnnstudy.run.device import set_tf32  # noqa: E402
+from rnnstudy.study.experiment import load_run_config  # noqa: E402
 
 BANDS = [(1e-3, 1.0), (1e-6, 1e-3), (1e-9, 1e-6), (0.0, 1e-9)]
 

@@ -8,26 +8,26 @@ import sys
 from collections.abc import Callable
 
 from rnnstudy.errors import ConfigError
-from rnnstudy.launch import LAUNCHERS, ClusterOptions
+from rnnstudy.study.launch import LAUNCHERS, ClusterOptions
 
 EXIT_CONFIG = 2
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run one training run and print where its results are."""
-    from rnnstudy.experiment import load_experiment, run_config
+    from rnnstudy.study.experiment import load_experiment, run_config
 
     experiment, overrides = _experiment_and_overrides(args)
     exp = load_experiment(experiment) if experiment else None
     cfg = run_config(exp, overrides)
-    from rnnstudy.device import device_name, preflight
+    from rnnstudy.run.device import device_name, preflight
 
     preflight(cfg)  # a configuration error comes back before the training libraries load
-    from rnnstudy.stages import study_of
+    from rnnstudy.study.stages import study_of
 
     group = study_of(exp, cfg) if exp else None  # a family's hand run: its study's group
     from rnnstudy.names import COMPLETE, DIVERGED, NORM_LOSS
-    from rnnstudy.train import train
+    from rnnstudy.run.train import train
 
     print(f"rnnstudy train: results under {cfg.out / cfg.experiment}; device {device_name(cfg.train.accelerator)}", flush=True)
     result = train(cfg, group=group)
@@ -41,8 +41,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run the experiment's Optuna studies with worker processes."""
-    from rnnstudy.storage import storage_url
-    from rnnstudy.sweep import run_sweep
+    from rnnstudy.report.summaries import summarise_to_wandb
+    from rnnstudy.study.storage import storage_url
+    from rnnstudy.study.sweep import run_sweep
 
     url = storage_url(args.storage, args.storage_file)
     cluster = ClusterOptions(args.gpus_per_task, args.cpus_per_task, args.time_min, args.partition, args.parallelism)
@@ -54,13 +55,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         launcher=args.launcher,
         cluster=cluster,
+        on_done=summarise_to_wandb,
     )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the experiment's studies, trial counts and best parameters."""
-    from rnnstudy.storage import storage_url
-    from rnnstudy.sweep import print_status
+    from rnnstudy.study.storage import storage_url
+    from rnnstudy.study.sweep import print_status
 
     return print_status(args.experiment, storage=storage_url(args.storage, args.storage_file), overrides=args.overrides)
 
@@ -68,15 +70,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Build the figures and the written report from a results folder."""
     from rnnstudy.report.build import build_report
-    from rnnstudy.storage import storage_url
+    from rnnstudy.study.storage import storage_url
 
     return build_report(args.results, out=args.out, storage=storage_url(args.storage, args.storage_file))
 
 
 def cmd_config(args: argparse.Namespace) -> int:
     """Print the resolved configuration with each key's default, type, allowed values and meaning."""
-    from rnnstudy.describe import describe
-    from rnnstudy.experiment import load_experiment, run_config
+    from rnnstudy.run.describe import describe
+    from rnnstudy.study.experiment import load_experiment, run_config
 
     experiment, overrides = _experiment_and_overrides(args)
     exp = load_experiment(experiment) if experiment else None
@@ -94,13 +96,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     """Print the init-time diagnostics of one configuration (and draw them with --figure)."""
-    from rnnstudy.experiment import load_run_config
+    from rnnstudy.study.experiment import load_run_config
 
     experiment, overrides = _experiment_and_overrides(args)
     cfg = load_run_config(experiment, overrides)
     if args.figure:
         _writable_file(args.figure, "--figure")  # before torch loads and anything is computed
-    from rnnstudy.diagnostics import diagnose, draw, predicted_loss
+    from rnnstudy.model.diagnostics import diagnose, draw, predicted_loss
 
     keep: dict = {}
     d = diagnose(cfg, k=args.k, keep=keep)
@@ -128,7 +130,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from rnnstudy.report.prediction import build
-    from rnnstudy.store import load
+    from rnnstudy.run.store import load
 
     res = load(*args.results)
     if res.runs.empty:
@@ -180,7 +182,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """Upload the offline W&B runs of a results folder."""
     from pathlib import Path
 
-    from rnnstudy.sync import sync
+    from rnnstudy.run.sync import sync
 
     return sync(Path(args.results))
 

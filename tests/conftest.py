@@ -9,8 +9,8 @@ import tempfile
 import lightning.pytorch as pl
 import pytest
 
-from rnnstudy.config import RunConfig
-from rnnstudy.overrides import apply_overrides
+from rnnstudy.run.config import RunConfig
+from rnnstudy.run.overrides import apply_overrides
 
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")

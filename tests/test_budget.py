@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from test_guards import hand_built_runs
 
-from rnnstudy.memory import growth_law
+from rnnstudy.analysis.memory import growth_law
 from rnnstudy.report import budget
 
 

@@ -10,11 +10,11 @@ import pytest
 from conftest import cli
 
 from rnnstudy.cli import main
-from rnnstudy.config import RunConfig
-from rnnstudy.device import has_cuda
 from rnnstudy.errors import ConfigError
-from rnnstudy.experiment import load_experiment, load_run_config
-from rnnstudy.overrides import apply_overrides, parse_overrides, read_yaml
+from rnnstudy.run.config import RunConfig
+from rnnstudy.run.device import has_cuda
+from rnnstudy.run.overrides import apply_overrides, parse_overrides, read_yaml
+from rnnstudy.study.experiment import load_experiment, load_run_config
 
 
 def test_yaml_1_2_booleans_leave_off_and_yes_as_strings():

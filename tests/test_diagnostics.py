@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rnnstudy.diagnostics import diagnose, lyapunov_spectrum, predicted_loss, reach_from_rate
-from rnnstudy.experiment import load_run_config
+from rnnstudy.model.diagnostics import diagnose, lyapunov_spectrum, predicted_loss, reach_from_rate
+from rnnstudy.study.experiment import load_run_config
 
 
 def linear(w):
@@ -66,8 +66,8 @@ def test_prescreen_prunes_exactly_what_the_threshold_says(tiny):
 
     import optuna
 
-    from rnnstudy.train import train
-    from rnnstudy.worker import PreScreen
+    from rnnstudy.run.train import train
+    from rnnstudy.study.worker import PreScreen
 
     cfg = tiny(model__cell="lstm", task__name="copy", task__T=6)
     predicted = diagnose(cfg).predicted_memory
@@ -83,8 +83,8 @@ def test_prescreen_prunes_exactly_what_the_threshold_says(tiny):
 
 def test_prediction_rebuilds_each_runs_exact_config(tiny):
     from rnnstudy.report.prediction import run_config
-    from rnnstudy.store import load
-    from rnnstudy.train import train
+    from rnnstudy.run.store import load
+    from rnnstudy.run.train import train
 
     cfg = tiny(model__cell="gru", init__recurrent="orthogonal", init__gain=0.7, probe__percentiles=[10, 90], seed=5)
     row = load(train(cfg).path).runs.iloc[0]
@@ -94,9 +94,9 @@ def test_prediction_rebuilds_each_runs_exact_config(tiny):
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 def test_tangent_maps_equal_forward_mode_autodiff(cell):
     """The written-out tangent of each cell's update against torch's own forward-mode derivative."""
-    from rnnstudy.config import ModelConfig
-    from rnnstudy.diagnostics import step_function
-    from rnnstudy.models import RecurrentNet
+    from rnnstudy.model.diagnostics import step_function
+    from rnnstudy.model.models import RecurrentNet
+    from rnnstudy.run.config import ModelConfig
 
     torch.manual_seed(0)
     net = RecurrentNet(ModelConfig(cell=cell, hidden_size=5), 3, 1).double()
@@ -113,7 +113,7 @@ def test_tangent_maps_equal_forward_mode_autodiff(cell):
 @pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
 def test_each_cells_written_out_update_is_its_fused_modules_step(cell):
     """CellSpec.step against the cell's own PyTorch module: one step from the same state gives the same state."""
-    from rnnstudy.cells import CELLS
+    from rnnstudy.model.cells import CELLS
 
     torch.manual_seed(0)
     spec = CELLS[cell]

@@ -17,7 +17,7 @@ import pytest
 from conftest import cli
 
 from rnnstudy.cli import main
-from rnnstudy.store import load
+from rnnstudy.run.store import load
 
 PASSWORD = "pw-Zq9x-not-for-logs"
 
@@ -36,7 +36,7 @@ def experiment(tmp_path, name="f", steps=10, trials=2, extra=""):
 
 
 def complete_counts(db, path):
-    from rnnstudy.experiment import load_experiment
+    from rnnstudy.study.experiment import load_experiment
 
     url = f"sqlite:///{db}"
     return {
@@ -118,13 +118,13 @@ def test_invalid_wandb_mode_env_stops_before_anything(tmp_path):
 
 
 def test_interrupt_during_wandb_start_up_is_recorded(tiny, monkeypatch):
-    import rnnstudy.tracking
-    from rnnstudy.train import train
+    import rnnstudy.run.tracking
+    from rnnstudy.run.train import train
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rnnstudy.tracking.WandbSink, "__init__", interrupted)
+    monkeypatch.setattr(rnnstudy.run.tracking.WandbSink, "__init__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(tiny(wandb__mode="offline"))
     (info,) = [json.loads(p.read_text()) for p in tiny().out.rglob("run.json")]
@@ -134,7 +134,7 @@ def test_interrupt_during_wandb_start_up_is_recorded(tiny, monkeypatch):
 def test_full_disk_at_the_final_write_is_one_line(tmp_path, monkeypatch, capsys):
     import errno
 
-    from rnnstudy.store import RunWriter
+    from rnnstudy.run.store import RunWriter
 
     original = RunWriter.flush
 
@@ -273,7 +273,7 @@ def test_experiment_file_that_is_a_directory_or_not_utf8(tmp_path, capsys):
 
 
 def test_quoted_numbers_stay_strings(tmp_path):
-    from rnnstudy.experiment import load_experiment
+    from rnnstudy.study.experiment import load_experiment
 
     path = tmp_path / "q.yaml"
     path.write_text('name: q\nwandb: {project: "2024"}\ntrain: {lr: 1e-3}\n')
@@ -303,7 +303,7 @@ def test_ctrl_c_prints_one_line_per_interrupted_trial(tmp_path):
 
 
 def test_a_task_of_fixed_length_takes_it_when_T_is_not_given(tmp_path):
-    from rnnstudy.experiment import load_experiment, load_run_config
+    from rnnstudy.study.experiment import load_experiment, load_run_config
 
     assert load_run_config(None, ["task.name=digits"]).task.T == 64
     assert load_run_config(None, ["task.name=digits", "task.T=64"]).task.T == 64

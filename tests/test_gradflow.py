@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from rnnstudy.config import InitConfig, ModelConfig
-from rnnstudy.gradflow import GradFlowProbe, decay_rate, horizon, profile
-from rnnstudy.models import RecurrentNet
-from rnnstudy.tasks import make_task
+from rnnstudy.model.gradflow import GradFlowProbe, decay_rate, horizon, profile
+from rnnstudy.model.models import RecurrentNet
+from rnnstudy.model.tasks import make_task
+from rnnstudy.run.config import InitConfig, ModelConfig
 
 
 def unrolled_norms(net, batch, task, loss="answer"):

@@ -10,15 +10,15 @@ import torch
 from torch import nn
 
 from rnnstudy.cli import main
-from rnnstudy.config import InitConfig, ModelConfig
-from rnnstudy.diagnostics import step_function
-from rnnstudy.experiment import load_run_config
-from rnnstudy.inits import initialise
-from rnnstudy.models import RecurrentNet
+from rnnstudy.model.diagnostics import step_function
+from rnnstudy.model.inits import initialise
+from rnnstudy.model.models import RecurrentNet
+from rnnstudy.model.tasks import make_task
 from rnnstudy.names import Censored
 from rnnstudy.report import reproduction, tables
-from rnnstudy.store import Results
-from rnnstudy.tasks import make_task
+from rnnstudy.run.config import InitConfig, ModelConfig
+from rnnstudy.run.store import Results
+from rnnstudy.study.experiment import load_run_config
 
 
 def hand_built_runs(rows):
@@ -161,8 +161,8 @@ def test_seed_bounds_name_the_value_and_the_range(capsys):
 
 
 def test_the_validation_set_does_not_depend_on_the_run_seed(tiny):
-    from rnnstudy.lit import TaskData
-    from rnnstudy.tasks import build_task
+    from rnnstudy.model.tasks import build_task
+    from rnnstudy.run.lit import TaskData
 
     sets = []
     for seed in (0, 1):
@@ -194,7 +194,7 @@ def test_version_config_and_storage_file(tmp_path, capsys):
 
 
 def test_diagnose_prints_the_diagnostics_it_computes_and_draws_them(tmp_path, capsys):
-    from rnnstudy.diagnostics import diagnose
+    from rnnstudy.model.diagnostics import diagnose
 
     args = ["model.cell=rnn_tanh", "model.hidden_size=16", "task.name=adding", "task.T=20", "init.recurrent=orthogonal"]
     assert main(["diagnose", *args, "--figure", str(tmp_path / "d" / "diag.png")]) == 0
@@ -208,9 +208,44 @@ def test_diagnose_prints_the_diagnostics_it_computes_and_draws_them(tmp_path, ca
     assert (tmp_path / "d" / "diag.png").stat().st_size > 10_000
 
 
-def test_gpus_give_each_worker_its_own_device(tmp_path, monkeypatch):
-    import rnnstudy.sweep as sweep
+def fake_cuda(monkeypatch, tmp_path, usable: bool, count: int = 4) -> None:
+    """A driver that looks loaded, and torch's CUDA usable (or not) with ``count`` GPUs: the GPU path on a CPU box."""
+    import torch
 
+    import rnnstudy.run.device as device
+
+    monkeypatch.setattr(device, "NVIDIA_DRIVER", (tmp_path,))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: usable)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count if usable else 0)
+
+
+def test_a_sweep_that_asks_for_gpus_it_cannot_use_stops_before_writing(tmp_path, monkeypatch, capsys):
+    exp = tmp_path / "g.yaml"
+    exp.write_text(f"name: g\nwandb: {{mode: disabled}}\nout: {tmp_path / 'runs'}\n")
+    assert main(["sweep", str(exp), "--gpus", "0"]) == 2  # this CPU box: no driver
+    assert "--gpus = 0: no NVIDIA driver is loaded here" in capsys.readouterr().err
+    fake_cuda(monkeypatch, tmp_path, usable=False)  # a driver, but CUDA unusable (too old a driver, a hidden GPU)
+    assert main(["sweep", str(exp), "--gpus", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torch.cuda.is_available() is False" in err[0] and "allowed: '' (the CPU)" in err[0]
+    fake_cuda(monkeypatch, tmp_path, usable=True, count=2)
+    assert main(["sweep", str(exp), "--gpus", "0,3"]) == 2
+    assert "no GPU 3 here; allowed: 0 .. 1" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_worker_threads_honour_the_users_omp_num_threads():
+    from rnnstudy.run.device import worker_threads
+
+    assert worker_threads(1, {"OMP_NUM_THREADS": "1"}) == 1  # a 1-worker sweep on 2 cores keeps the user's 1
+    assert worker_threads(4, {"OMP_NUM_THREADS": "3"}) == 3
+    assert worker_threads(64, {}) == 1 and worker_threads(1, {"OMP_NUM_THREADS": "x"}) >= 1
+
+
+def test_gpus_give_each_worker_its_own_device(tmp_path, monkeypatch):
+    import rnnstudy.study.sweep as sweep
+
+    fake_cuda(monkeypatch, tmp_path, usable=True)
     started = []
 
     class Done:
@@ -224,7 +259,7 @@ def test_gpus_give_each_worker_its_own_device(tmp_path, monkeypatch):
     exp.write_text(f"name: g\nwandb: {{mode: disabled}}\nout: {tmp_path / 'runs'}\n")
     assert sweep.run_sweep(str(exp), workers=2, gpus="0,3") == 0
     assert sorted(env["CUDA_VISIBLE_DEVICES"] for _, env in started) == ["0", "0", "3", "3"]  # two workers on each GPU
-    assert all(cmd[1:3] == ["-m", "rnnstudy.worker"] and cmd[-2:] == ["--threads", "1"] for cmd, _ in started)
+    assert all(cmd[1:3] == ["-m", "rnnstudy.study.worker"] and cmd[-2:] == ["--threads", "1"] for cmd, _ in started)
 
 
 def test_importances_sampling_and_best_parameters_of_a_known_study(tmp_path):

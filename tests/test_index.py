@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rnnstudy.cells import CELL_LABELS
+from rnnstudy.model.cells import CELL_LABELS
 from rnnstudy.report import index
 
 ROOT = Path(__file__).resolve().parents[1]

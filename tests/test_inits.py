@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from rnnstudy.config import InitConfig, ModelConfig
-from rnnstudy.models import RecurrentNet
+from rnnstudy.model.models import RecurrentNet
+from rnnstudy.run.config import InitConfig, ModelConfig
 
 
 def net(cell, hidden=16, layers=1, inp=3, **init):

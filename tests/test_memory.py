@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnnstudy.memory import steps_to_solve, t50
+from rnnstudy.analysis.memory import steps_to_solve, t50
 
 GRID = [10, 14, 20, 28, 40, 57, 80, 113, 160]
 
@@ -76,7 +76,7 @@ def test_seeds_are_the_resampling_unit():
 @pytest.mark.slow
 def test_the_interval_covers_under_the_adaptive_T_search():
     """Nominal 0.95 keeps >= 0.90 through the harness's own T search: shallow and steep, seeds independent or lucky."""
-    from rnnstudy.coverage import Scenario, coverage
+    from rnnstudy.analysis.coverage import Scenario, coverage
 
     designs = (Scenario(5, 2.0, 1.5), Scenario(5, 8.0, 0.0), Scenario(10, 2.0, 1.5), Scenario(10, 8.0, 1.5),
                Scenario(5, 2.0, 1.5, extra=5), Scenario(5, 8.0, 0.0, extra=5))  # fmt: skip

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import Interrupt
 
-from rnnstudy.store import load
-from rnnstudy.train import train, train_pack
+from rnnstudy.run.store import load
+from rnnstudy.run.train import train, train_pack
 
 SEEDS = (0, 1, 2)
 KEY = ["split", "metric", "step"]
@@ -141,7 +141,7 @@ def test_a_packed_point_through_the_cli_writes_the_files_of_its_seeds_apart(tmp_
 
     from conftest import cli
 
-    from rnnstudy.store import load as load_store
+    from rnnstudy.run.store import load as load_store
 
     exp = tmp_path / "p.yaml"
     exp.write_text(
@@ -177,7 +177,7 @@ def test_a_packed_point_through_the_cli_writes_the_files_of_its_seeds_apart(tmp_
 
 def test_the_sweep_packs_a_point_only_where_packing_measured_faster(tmp_path):
     """On a CPU the LSTM's fused kernel beats both packed forms (benchmarks/RESULTS.md): its seeds train apart."""
-    from rnnstudy.experiment import load_experiment
+    from rnnstudy.study.experiment import load_experiment
 
     path = tmp_path / "e.yaml"
     path.write_text("name: e\ngrid: {model.cell: [lstm, gru]}\nseeds: [0, 1, 2]\n")

@@ -14,13 +14,13 @@ import torch
 from conftest import cli
 from scipy.stats import kendalltau
 
-from rnnstudy import diagnostics
-from rnnstudy.config import RunConfig
-from rnnstudy.gradflow import metric_key, profile
-from rnnstudy.overrides import apply_overrides
+from rnnstudy.model import diagnostics
+from rnnstudy.model.gradflow import metric_key, profile
+from rnnstudy.model.tasks import make_task
 from rnnstudy.report import prediction
-from rnnstudy.store import load
-from rnnstudy.tasks import make_task
+from rnnstudy.run.config import RunConfig
+from rnnstudy.run.overrides import apply_overrides
+from rnnstudy.run.store import load
 
 
 def linear_relu(alpha: float, T: int = 12) -> RunConfig:

@@ -35,10 +35,10 @@ FLOAT32_FLOOR = 1e-30
 
 def measured(case: str, out: Path, precision: int = 64) -> dict:
     """The numbers a run of the case records: training and validation curves, every probe's profile."""
-    from rnnstudy.config import RunConfig
-    from rnnstudy.overrides import apply_overrides
-    from rnnstudy.store import load
-    from rnnstudy.train import train
+    from rnnstudy.run.config import RunConfig
+    from rnnstudy.run.overrides import apply_overrides
+    from rnnstudy.run.store import load
+    from rnnstudy.run.train import train
 
     cfg = apply_overrides(
         RunConfig(),

@@ -11,7 +11,7 @@ import pytest
 from rnnstudy.cli import main
 from rnnstudy.report import frames, frontier, gradient_lag, reproduction
 from rnnstudy.report.build import build_report
-from rnnstudy.store import hold, load, status_counts
+from rnnstudy.run.store import hold, load, status_counts
 
 FIGURES = ["gradient_lag.png", "heatmaps.png", "frontier.png", "budget.png", "curves.png", "search.png"]
 

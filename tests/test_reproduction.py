@@ -2,10 +2,10 @@
 
 import pytest
 
-from rnnstudy.experiment import load_experiment
-from rnnstudy.overrides import apply_overrides
 from rnnstudy.report.reproduction import REFERENCE
-from rnnstudy.train import train
+from rnnstudy.run.overrides import apply_overrides
+from rnnstudy.run.train import train
+from rnnstudy.study.experiment import load_experiment
 
 
 def rows(path):

@@ -20,9 +20,9 @@ import pytest
 from conftest import cli
 from wandb_records import inspect
 
-from rnnstudy.experiment import load_experiment
 from rnnstudy.names import COMPLETE, DIVERGED, FAILED, PRUNED
-from rnnstudy.store import load, run_folders, status_of
+from rnnstudy.run.store import load, run_folders, status_of
+from rnnstudy.study.experiment import load_experiment
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ class Chaos:
 
 def _workers(parent: subprocess.Popen) -> list[int]:
     """The parent's worker processes (not the W&B service it starts for the study summaries)."""
-    out = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "rnnstudy.worker"], capture_output=True, text=True).stdout
+    out = subprocess.run(["pgrep", "-P", str(parent.pid), "-f", "rnnstudy.study.worker"], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
 
 
@@ -118,7 +118,7 @@ def check_nothing_lost_or_doubled(path: Path, url: str, tmp_path: Path, chaos: C
     statuses = {f.name: status_of(f) for f in run_folders(folder)}
     assert not {n: s for n, s in statuses.items() if s not in (COMPLETE, PRUNED, DIVERGED, FAILED)}, statuses
     assert len(runs) == len(statuses)
-    left = subprocess.run(["pgrep", "-f", f"rnnstudy.worker {path}"], capture_output=True, text=True).stdout.split()
+    left = subprocess.run(["pgrep", "-f", f"rnnstudy.study.worker {path}"], capture_output=True, text=True).stdout.split()
     assert not left, f"workers left alive: {left}"
     unfinished = 0
     for wandb_file in folder.rglob("*.wandb"):

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from rnnstudy.errors import ConfigError
-from rnnstudy.experiment import load_experiment
-from rnnstudy.models import initial_net
-from rnnstudy.overrides import apply_overrides
-from rnnstudy.store import load
-from rnnstudy.tasks import make_task
-from rnnstudy.train import train
+from rnnstudy.model.models import initial_net
+from rnnstudy.model.tasks import make_task
+from rnnstudy.run.overrides import apply_overrides
+from rnnstudy.run.store import load
+from rnnstudy.run.train import train
+from rnnstudy.study.experiment import load_experiment
 
 
 def test_irnn_family_follows_le_et_al(tiny):

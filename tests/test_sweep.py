@@ -16,10 +16,10 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from rnnstudy.cli import main
-from rnnstudy.experiment import load_experiment
-from rnnstudy.storage import mask, open_storage
-from rnnstudy.store import load, run_folders
-from rnnstudy.studies import OBJECTIVE, SURPLUS
+from rnnstudy.run.store import load, run_folders
+from rnnstudy.study.experiment import load_experiment
+from rnnstudy.study.storage import mask, open_storage
+from rnnstudy.study.studies import OBJECTIVE, SURPLUS
 
 
 def study_states(db, names):
@@ -151,7 +151,7 @@ def test_two_workers_on_one_journal_file_and_one_killed_mid_trial(tmp_path):
     env = {**os.environ, "RNNSTUDY_STORAGE": f"journal:{journal}"}
 
     def worker(*overrides):
-        cmd = [sys.executable, "-m", "rnnstudy.worker", str(exp), *overrides, "--threads", "1"]
+        cmd = [sys.executable, "-m", "rnnstudy.study.worker", str(exp), *overrides, "--threads", "1"]
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
     slow = worker("train.steps=100000")  # two array tasks on one journal: the first holds a trial that trains on
@@ -224,7 +224,7 @@ def test_a_diverging_run_prunes_a_search_and_is_unsolved_at_a_fixed_point(tmp_pa
 
 
 def test_conditional_and_per_cell_parameters(tmp_path):
-    from rnnstudy.space import suggest
+    from rnnstudy.study.space import suggest
 
     searched = tmp_path / "searched.yaml"
     searched.write_text(
@@ -262,7 +262,7 @@ def test_conditional_and_per_cell_parameters(tmp_path):
 def test_study_summary_run_in_wandb(tmp_path):
     from wandb_records import finished_run
 
-    from rnnstudy.summaries import summarise_to_wandb
+    from rnnstudy.report.summaries import summarise_to_wandb
 
     exp = load_experiment("experiments/demo.yaml", [f"out={tmp_path}", "wandb.mode=offline"])
     study = optuna.create_study(study_name="demo/lstm/adding/T=10/orthogonal")
@@ -294,9 +294,9 @@ def test_study_summary_run_in_wandb(tmp_path):
 
 WORKER = """
 import sys
-from rnnstudy.experiment import load_experiment
+from rnnstudy.study.experiment import load_experiment
 import optuna
-from rnnstudy.storage import open_storage
+from rnnstudy.study.storage import open_storage
 exp = load_experiment("experiments/demo.yaml", ["out=" + sys.argv[1]])
 storage, _ = open_storage(sys.argv[2] or None, exp, exp.base())
 study = optuna.load_study(study_name="concurrency", storage=storage)

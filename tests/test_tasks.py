@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from rnnstudy.tasks import TASKS, AddingTask, CopyTask, make_task
+from rnnstudy.model.tasks import TASKS, AddingTask, CopyTask, make_task
 
 
 def gen(seed=0):
@@ -104,7 +104,7 @@ def test_same_seed_same_batch_and_registry():
 def test_digits_read_one_pixel_per_step_with_a_fixed_split():
     from sklearn.datasets import load_digits
 
-    from rnnstudy.tasks import DigitsTask, PermutedDigitsTask
+    from rnnstudy.model.tasks import DigitsTask, PermutedDigitsTask
 
     task, permuted = DigitsTask(64), PermutedDigitsTask(64)
     assert task.baseline == pytest.approx(math.log(10)) and task.seq_len == 64 and task.answer_steps == slice(63, 64)
@@ -127,7 +127,7 @@ def test_digits_read_one_pixel_per_step_with_a_fixed_split():
 
 
 def test_memoryless_digits_loss_is_ln10():
-    from rnnstudy.tasks import DigitsTask
+    from rnnstudy.model.tasks import DigitsTask
 
     task = DigitsTask(64)
     batch = task.sample(64, torch.Generator().manual_seed(1))
@@ -139,7 +139,7 @@ def test_digits_train_end_to_end_and_bad_T(tiny):
     import pandas as pd
 
     from rnnstudy.errors import ConfigError
-    from rnnstudy.train import train
+    from rnnstudy.run.train import train
 
     result = train(tiny(task__name="digits_permuted", task__T=64, train__steps=10, model__cell="gru", task__val_size=64))
     assert result.status == "complete"

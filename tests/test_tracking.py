@@ -12,7 +12,7 @@ import pytest
 from conftest import cli
 from wandb_records import finished_run, offline_run
 
-from rnnstudy.train import train
+from rnnstudy.run.train import train
 
 
 def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
@@ -100,7 +100,7 @@ def test_an_offline_run_refers_to_no_file_outside_the_results_root(tiny):
 def test_a_results_folder_moved_to_another_path_still_finds_every_staged_file(tiny, tmp_path):
     import shutil
 
-    from rnnstudy.tracking import relink
+    from rnnstudy.run.tracking import relink
 
     cfg = tiny(wandb__mode="offline", train__steps=20)
     result = train(cfg)
@@ -237,7 +237,7 @@ def test_default_mode_no_key_no_network_never_prompts(tmp_path):
 def test_sync_uses_flags_the_pinned_wandb_cli_offers():
     from wandb_records import WANDB
 
-    from rnnstudy.sync import SYNC_FLAGS
+    from rnnstudy.run.sync import SYNC_FLAGS
 
     help_text = subprocess.run([WANDB, "sync", "--help"], capture_output=True, text=True, check=True).stdout
     assert all(flag in help_text for flag in SYNC_FLAGS)
@@ -259,8 +259,8 @@ def test_sync_fails_fast_without_key_or_network(tiny, tmp_path):
 
 
 def test_a_calibration_runs_name_says_its_lr():
-    from rnnstudy.config import RunConfig
-    from rnnstudy.tracking import run_name
+    from rnnstudy.run.config import RunConfig
+    from rnnstudy.run.runs import run_name
 
     cfg = RunConfig(seed=2)
     meta = {"study": "e/calibration/rnn_tanh/adding/T=20/default/train.lr=0.003", "stage": "calibration",

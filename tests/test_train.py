@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import Interrupt
 
-from rnnstudy.store import load
-from rnnstudy.train import train
+from rnnstudy.run.store import load
+from rnnstudy.run.train import train
 
 
 def test_run_writes_store_that_loads_back(tiny):
@@ -215,7 +215,7 @@ def test_train_output_to_a_log_is_lines_without_library_chatter(tmp_path):
 def test_progress_lines_for_a_log_file_are_few_and_say_when_no_validation_ran(capsys):
     from types import SimpleNamespace
 
-    from rnnstudy.lit import StepLines
+    from rnnstudy.run.lit import StepLines
 
     now = [0.0]
     lines = StepLines("run", every_s=10.0, clock=lambda: now[0])

@@ -7,14 +7,14 @@ from pathlib import Path
 import optuna
 import pytest
 
-import rnnstudy.train
-from rnnstudy import worker
-from rnnstudy.experiment import load_experiment
-from rnnstudy.records import RunResult
-from rnnstudy.stages import lines
-from rnnstudy.storage import open_storage
-from rnnstudy.studies import counts, experiment_studies
-from rnnstudy.tsearch import TSearch, bracket, confirm, next_T, visited
+import rnnstudy.run.train
+from rnnstudy.run.records import RunResult
+from rnnstudy.study import worker
+from rnnstudy.study.experiment import load_experiment
+from rnnstudy.study.stages import lines
+from rnnstudy.study.storage import open_storage
+from rnnstudy.study.studies import counts, experiment_studies
+from rnnstudy.study.tsearch import TSearch, bracket, confirm, next_T, visited
 
 
 def walk(search, solved_up_to):
@@ -125,7 +125,7 @@ EXPECTED = {"rnn_tanh": (10, 20, 40, 80, 57, 48), "gru": (10, 20, 40, 80, 160, 1
 
 def test_the_worker_visits_the_right_points_each_once(tmp_path, monkeypatch):
     fake = FakeTraining()
-    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
+    monkeypatch.setattr(rnnstudy.run.train, "train_pack", packed(fake))
     exp, storage = search_experiment(tmp_path)
     worker.work(exp, storage, poll_s=0.01)
     assert visited_points(exp, storage) == EXPECTED
@@ -139,7 +139,7 @@ def test_the_worker_visits_the_right_points_each_once(tmp_path, monkeypatch):
 
 def test_bracket_seeds_run_at_the_two_T_around_each_crossing_once_its_search_is_done(tmp_path, monkeypatch):
     fake = FakeTraining()
-    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
+    monkeypatch.setattr(rnnstudy.run.train, "train_pack", packed(fake))
     exp, storage = search_experiment(tmp_path, more=", bracket_seeds: [3, 4]")
     worker.work(exp, storage, poll_s=0.01)
     assert {line.cfg.model.cell: stage.next(storage, line).visited for stage, line in lines(exp) if not stage.label} == EXPECTED
@@ -158,12 +158,12 @@ def test_bracket_seeds_run_at_the_two_T_around_each_crossing_once_its_search_is_
 def test_a_killed_search_resumes_without_running_a_point_twice(tmp_path, monkeypatch):
     exp, storage = search_experiment(tmp_path, heartbeat_s=1)
     killed = FakeTraining(kill_at_call=8)  # the third point's second seed
-    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(killed))
+    monkeypatch.setattr(rnnstudy.run.train, "train_pack", packed(killed))
     with pytest.raises(KeyboardInterrupt):
         worker.work(exp, storage, poll_s=0.01)
     time.sleep(2.5)  # past the heartbeat grace period (2 x heartbeat_s): the dead trial is failed and retried
     rerun = FakeTraining()
-    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(rerun))
+    monkeypatch.setattr(rnnstudy.run.train, "train_pack", packed(rerun))
     worker.work(exp, storage, poll_s=0.01)
     assert visited_points(exp, storage) == EXPECTED
     studies = experiment_studies(storage, "ts")
@@ -183,7 +183,7 @@ def test_two_workers_on_postgresql_visit_the_same_points(tmp_path, monkeypatch, 
 
 def two_workers_on(tmp_path, monkeypatch, url, name):
     fake = FakeTraining()
-    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
+    monkeypatch.setattr(rnnstudy.run.train, "train_pack", packed(fake))
     exp, storage = search_experiment(tmp_path, storage_url=url, name=name)
     errors = []
 
@@ -216,7 +216,7 @@ def test_the_calibrated_lr_is_the_stages_choice_in_the_worker_and_the_report(tmp
     import pandas as pd
 
     from rnnstudy.report.calibration import chosen, chosen_table
-    from rnnstudy.stages import CalibrationStage, plan
+    from rnnstudy.study.stages import CalibrationStage, plan
 
     calls = []
 
@@ -227,7 +227,7 @@ def test_the_calibrated_lr_is_the_stages_choice_in_the_worker_and_the_report(tmp
         final = {} if value is None else {"norm_loss": value}
         return RunResult(f"r{len(calls)}", Path("."), status, None, final, {}, 4, None, 0.0)
 
-    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
+    monkeypatch.setattr(rnnstudy.run.train, "train_pack", packed(fake))
     exp_file = tmp_path / "cal.yaml"
     exp_file.write_text(
         "name: cal\nmodel: {hidden_size: 4, cell: rnn_tanh}\ntask: {name: adding, T: 10, val_size: 16}\n"
@@ -269,7 +269,7 @@ def test_a_choice_at_the_grid_edge_extends_the_grid_until_it_is_bracketed(
     import pandas as pd
 
     from rnnstudy.report.calibration import chosen, chosen_table
-    from rnnstudy.stages import plan
+    from rnnstudy.study.stages import plan
 
     calls = []
 
@@ -278,7 +278,7 @@ def test_a_choice_at_the_grid_edge_extends_the_grid_until_it_is_bracketed(
         final = abs(math.log10(cfg.train.lr / best_at)) + 0.1 + 0.01 * cfg.seed
         return RunResult(f"r{len(calls)}", Path("."), "complete", None, {"norm_loss": final}, {}, 4, None, 0.0)
 
-    monkeypatch.setattr(rnnstudy.train, "train_pack", packed(fake))
+    monkeypatch.setattr(rnnstudy.run.train, "train_pack", packed(fake))
     grid = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
     exp_file = tmp_path / "edge.yaml"
     exp_file.write_text(

@@ -5,11 +5,11 @@ import threading
 import optuna
 import pytest
 
-from rnnstudy import worker
-from rnnstudy.experiment import load_experiment
-from rnnstudy.stages import plan
-from rnnstudy.storage import open_storage
-from rnnstudy.studies import SURPLUS, counts, load_study
+from rnnstudy.study import worker
+from rnnstudy.study.experiment import load_experiment
+from rnnstudy.study.stages import plan
+from rnnstudy.study.storage import open_storage
+from rnnstudy.study.studies import SURPLUS, counts, load_study
 
 
 def one_study(tmp_path, design=None, name="race"):

@@ -2,7 +2,7 @@
 
 A run solved within b steps if and only if it first met its bar at or before step b, so every smaller budget's T50
 comes from the runs already trained. The budget-free summary of a line is how steps-to-solve grow with T
-(``steps ~ T^alpha``, :func:`rnnstudy.memory.growth_law`), drawn beside the ladder as the T50 it implies.
+(``steps ~ T^alpha``, :func:`rnnstudy.analysis.memory.growth_law`), drawn beside the ladder as the T50 it implies.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rnnstudy import figures
-from rnnstudy.cells import CELL_LABELS, CELL_ORDER
-from rnnstudy.memory import BUDGET_LADDER, growth_law, solved_within, t50
+from rnnstudy.analysis.memory import BUDGET_LADDER, growth_law, solved_within, t50
+from rnnstudy.model.cells import CELL_LABELS, CELL_ORDER
 from rnnstudy.names import Censored
-from rnnstudy.report import frames
+from rnnstudy.report import figures, frames
 from rnnstudy.report.tables import LINE, best_trials, estimate_columns, estimate_text
 
 #: The growth law's T50 is drawn up to this factor beyond the largest T a line visited (further is extrapolation).
@@ -27,7 +26,7 @@ LAW_REACH = 4.0
 def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The section's two frames, each line's growth law fitted once.
 
-    The ladder: one row per line x rung of :data:`~rnnstudy.memory.BUDGET_LADDER` (``budget`` in steps), with the
+    The ladder: one row per line x rung of :data:`~rnnstudy.analysis.memory.BUDGET_LADDER` (``budget`` in steps), with the
     estimate's machine columns (:func:`rnnstudy.report.tables.estimate_columns`) and ``law_T50``, the T50 the line's
     growth law implies at that budget. The laws: per line, steps-to-solve ~ T^alpha, alpha with its 95%
     profile-likelihood interval (log-normal; a solve is interval-censored between the validation before it and its

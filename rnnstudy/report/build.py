@@ -12,16 +12,15 @@ import optuna
 import pandas as pd
 from optuna.storages import BaseStorage
 
-from rnnstudy import figures
-from rnnstudy.cells import CELL_LABELS
+from rnnstudy.analysis.memory import MIN_SEEDS
 from rnnstudy.errors import ConfigError
-from rnnstudy.memory import MIN_SEEDS
+from rnnstudy.model.cells import CELL_LABELS
+from rnnstudy.model.tasks import TASKS
 from rnnstudy.names import DEAD, RUNNING, Censored, sqlite_url
-from rnnstudy.report import budget, frames, tables
+from rnnstudy.report import budget, figures, frames, tables
 from rnnstudy.report.sections import SECTIONS, Inputs, Section
-from rnnstudy.storage import DB_FILE, mask, reader
-from rnnstudy.store import Results, load
-from rnnstudy.tasks import TASKS
+from rnnstudy.run.store import Results, load
+from rnnstudy.study.storage import DB_FILE, mask, reader
 
 #: The per-run table a report writes beside itself, and its findings as a summary other documents copy.
 RUNS_CSV, SUMMARY_MD = "runs.csv", "summary.md"

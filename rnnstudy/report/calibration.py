@@ -7,11 +7,10 @@ from pathlib import Path
 import pandas as pd
 import seaborn as sns
 
-from rnnstudy import figures
-from rnnstudy.cells import CELL_COLOURS
-from rnnstudy.experiment import CALIBRATION
-from rnnstudy.report import frames
-from rnnstudy.stages import CalibrationStage
+from rnnstudy.model.cells import CELL_COLOURS
+from rnnstudy.report import figures, frames
+from rnnstudy.study.experiment import CALIBRATION
+from rnnstudy.study.stages import CalibrationStage
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:

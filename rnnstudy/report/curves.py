@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnstudy import figures
 from rnnstudy.names import NORM_LOSS
-from rnnstudy.report import frames
-from rnnstudy.store import Results
+from rnnstudy.report import figures, frames
+from rnnstudy.run.store import Results
 
 
 def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:

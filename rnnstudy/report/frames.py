@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rnnstudy import inits
-from rnnstudy.experiment import CALIBRATION
-from rnnstudy.gradflow import metric_key
+from rnnstudy.model import inits
+from rnnstudy.model.gradflow import metric_key
 from rnnstudy.names import COMPLETE, NORM_LOSS
-from rnnstudy.store import Results
+from rnnstudy.run.store import Results
+from rnnstudy.study.experiment import CALIBRATION
 
 #: The probe metrics the report reads: the answer-loss profile of the first layer's hidden state.
 PROBE_LOSS = "answer"

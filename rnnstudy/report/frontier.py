@@ -11,10 +11,9 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import NullFormatter
 
-from rnnstudy import figures
-from rnnstudy.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
-from rnnstudy.report import frames, tables
-from rnnstudy.tasks import TASKS
+from rnnstudy.model.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
+from rnnstudy.model.tasks import TASKS
+from rnnstudy.report import figures, frames, tables
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -108,7 +107,7 @@ def draw(data: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def draw_t50(memory: pd.DataFrame, out: Path) -> Path | None:
-    """T50 per cell x family (x setting) as its text says it (:func:`rnnstudy.figures.t50_points`), one panel per task."""
+    """T50 per cell x family (x setting) as its text says it (:func:`rnnstudy.report.figures.t50_points`), one panel per task."""
     if memory.empty:
         return None
     tasks = sorted(memory["task"].unique())

@@ -8,11 +8,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rnnstudy import figures
-from rnnstudy.cells import CELL_LABELS
-from rnnstudy.figures import log_scale, profile_heatmap
-from rnnstudy.report import frames
-from rnnstudy.store import Results
+from rnnstudy.model.cells import CELL_LABELS
+from rnnstudy.report import figures, frames
+from rnnstudy.run.heatmap import log_scale, profile_heatmap
+from rnnstudy.run.store import Results
 
 
 def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:

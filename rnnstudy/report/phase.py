@@ -1,7 +1,7 @@
 """Figure: the trainability phase diagram, solved fraction over (initialisation parameter x T) per cell, with T50.
 
 Top row: the seeds solved of the seeds run at each (value, T) visited (blank: not visited), coloured by the fraction.
-Bottom row: T50 against the parameter as its text says it (:func:`rnnstudy.figures.t50_points`), and the init-time
+Bottom row: T50 against the parameter as its text says it (:func:`rnnstudy.report.figures.t50_points`), and the init-time
 prediction drawn where the predicted memory length equals T; one legend below the panels, where it hides nothing.
 """
 
@@ -13,9 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from rnnstudy import figures
-from rnnstudy.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
-from rnnstudy.report import frames, tables
+from rnnstudy.model.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
+from rnnstudy.report import figures, frames, tables
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
@@ -34,10 +33,10 @@ def frame(runs: pd.DataFrame) -> pd.DataFrame:
 def predicted(runs: pd.DataFrame) -> pd.DataFrame:
     """Per task x cell x axis value: the T where the init-time predicted memory length equals T (geometric interpolation).
 
-    The prediction (rnnstudy.diagnostics) is computed on each visited point's first-seed initial network;
+    The prediction (rnnstudy.model.diagnostics) is computed on each visited point's first-seed initial network;
     where it stays above (below) T at every T visited, the largest (smallest) T is given and flagged.
     """
-    from rnnstudy.diagnostics import diagnose
+    from rnnstudy.model.diagnostics import diagnose
     from rnnstudy.report.prediction import run_config
 
     lines = frames.studied(runs)

@@ -29,13 +29,12 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from rnnstudy import figures
-from rnnstudy.cells import CELL_LABELS, CELL_ORDER, CELLS
-from rnnstudy.config import RunConfig
-from rnnstudy.diagnostics import diagnose, init_features
+from rnnstudy.model.cells import CELL_LABELS, CELL_ORDER, CELLS
+from rnnstudy.model.diagnostics import diagnose, init_features
 from rnnstudy.names import COMPLETE, DIVERGED, SOLVED_FRACTION
-from rnnstudy.report import frames, tables
-from rnnstudy.store import Results, read_info
+from rnnstudy.report import figures, frames, tables
+from rnnstudy.run.config import RunConfig
+from rnnstudy.run.store import Results, read_info
 
 BOOTSTRAP = 1000
 #: The features, each oriented so that higher means more memory predicted, with what they are.

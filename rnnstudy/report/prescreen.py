@@ -15,8 +15,8 @@ import pandas as pd
 
 from rnnstudy.names import sqlite_url
 from rnnstudy.report import frames, tables
-from rnnstudy.storage import DB_FILE
-from rnnstudy.store import load
+from rnnstudy.run.store import load
+from rnnstudy.study.storage import DB_FILE
 
 #: The study facts that identify one study across two sweeps of the same experiment (its name holds the experiment's).
 FACTS = ["stage", "cell", "task", "T", "family", "axis", "value", "row"]

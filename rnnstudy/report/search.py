@@ -10,9 +10,9 @@ import seaborn as sns
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
-from rnnstudy import figures
 from rnnstudy.names import COMPLETE, PRUNED
-from rnnstudy.studies import study_importances
+from rnnstudy.report import figures
+from rnnstudy.study.studies import study_importances
 
 PARAM_PREFIXES = ("init.", "train.")
 

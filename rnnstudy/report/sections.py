@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from optuna.storages import BaseStorage
 
-from rnnstudy.memory import BOUND_LEVEL, MIN_SEEDS
+from rnnstudy.analysis.memory import BOUND_LEVEL, MIN_SEEDS
 from rnnstudy.report import (
     budget,
     calibration,
@@ -27,7 +27,7 @@ from rnnstudy.report import (
     sensitivity,
     tables,
 )
-from rnnstudy.store import Results
+from rnnstudy.run.store import Results
 
 
 @dataclass

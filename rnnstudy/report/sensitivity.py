@@ -7,8 +7,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from rnnstudy import figures
-from rnnstudy.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
+from rnnstudy.model.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER
+from rnnstudy.report import figures
 
 #: What one initialisation is: lines with these equal and different lrs make one sensitivity curve.
 INIT = ["task", "cell", "family", "axis", "value"]

@@ -5,17 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rnnstudy.memory import T50, steps_to_solve, t50
+from rnnstudy.analysis.memory import T50, steps_to_solve, t50
 from rnnstudy.names import COMPLETE, DIVERGED, SOLVED_FRACTION, Censored
 from rnnstudy.report import frames, search
-from rnnstudy.store import Results
+from rnnstudy.run.store import Results
 
 #: What identifies one line of a memory-length study: its cell, task, family and the axis value it is held at.
 LINE = ["task", "cell", "family", "setting"]
 
 
 def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
-    """Per task x cell x family x setting: T50 with its 95% interval (rnnstudy.memory), and the data behind it.
+    """Per task x cell x family x setting: T50 with its 95% interval (rnnstudy.analysis.memory), and the data behind it.
 
     Machine columns, one fact each: ``T50``/``low``/``high`` (NaN where censored), ``censored`` (a
     :class:`~rnnstudy.names.Censored` value) with its ``bound``, ``separated`` with its ``bracket_low``/``bracket_high``

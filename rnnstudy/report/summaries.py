@@ -1,0 +1,118 @@
+"""The W&B side of a sweep's studies: one summary run per study and an experiment's memory-length run.
+
+Written by the sweep's parent once its workers end; reads the studies and the results store, trains nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from rnnstudy.names import Censored
+from rnnstudy.run.config import RunConfig
+from rnnstudy.study.experiment import Experiment
+from rnnstudy.study.studies import METRIC, study_importances
+
+
+def summary_run_id(project: str, study: str) -> str:
+    """A stable W&B run id for a study's summary run, so a rerun of the sweep updates it."""
+    return "study-" + hashlib.sha1(f"{project}\0{study}".encode()).hexdigest()[:16]
+
+
+def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.Study]) -> None:
+    """One W&B run per study (stable id): best parameters and the best trial's W&B runs, best value, the search space,
+    importances where they mean something; and, for a memory-length experiment, one run with its T50 table."""
+    if base.wandb.mode == "disabled":
+        return
+    import wandb
+
+    from rnnstudy.run.tracking import SETTINGS, share_staged, stage_under
+
+    folder = base.out / exp.name / "studies"
+    folder.mkdir(parents=True, exist_ok=True)
+    stage_under(folder)  # the memory-length table's staged copy travels with the results folder
+    project = base.wandb.project or exp.name
+    common = {"project": project, "entity": base.wandb.entity, "dir": str(folder), "mode": base.wandb.mode}
+    common |= {"settings": wandb.Settings(**SETTINGS), "reinit": "create_new", "resume": "allow"}
+    for study in studies:
+        finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        if not finished:
+            continue
+        a = study.user_attrs
+        tags = [str(v) for v in (a.get("cell"), a.get("task"), f"T={a.get('T')}", a.get("family")) if v] + ["study-summary"]
+        run = wandb.init(
+            id=summary_run_id(project, study.study_name),
+            group=study.study_name,
+            job_type="study-summary",
+            name=f"summary {study.study_name}",
+            tags=tags,
+            config={
+                "best_params": study.best_params,
+                "best_runs": study.best_trial.user_attrs.get("run_ids", []),  # the W&B run ids of the best trial's seeds
+                "search_space": {key: spec.model_dump() for key, spec in exp.search.items()},
+                **a,
+            },
+            **common,
+        )
+        try:
+            run.summary.update(
+                {
+                    f"best_{METRIC}": study.best_value,  # the objective's own name, as the trials' runs log it
+                    "complete_trials": len(finished),
+                    **{f"importance/{k}": v for k, v in study_importances(study).items()},
+                }
+            )
+        finally:
+            run.finish()
+            _keep_latest_offline(run)
+    if exp.T_search or exp.calibrate:
+        _memory_length_to_wandb(exp, base, common)
+    share_staged(folder)
+
+
+def _memory_length_to_wandb(exp: Experiment, base: RunConfig, common: dict[str, Any]) -> None:
+    """The experiment's memory-length table (T50 and its interval per line, from the results store) as one W&B run."""
+    import wandb
+
+    from rnnstudy.report import frames, tables
+    from rnnstudy.run.store import load
+
+    res = load(base.out / exp.name)
+    memory = tables.memory_length(frames.run_table(res), res) if not res.runs.empty else None
+    if memory is None or memory.empty:
+        return
+    run = wandb.init(
+        id=summary_run_id(common["project"], f"{exp.name}/memory-length"),
+        group=exp.name,  # the experiment's own group, whatever run this process wrote before
+        job_type="memory-length",
+        name=f"memory length {exp.name}",
+        tags=["memory-length"],
+        config={"experiment": exp.name},
+        **common,
+    )
+    try:
+        # Numbers stay numbers W&B can chart (NaN where there is none: a censored T50 has its bound column instead);
+        # the lists per T visited become text.
+        lists = ["T_visited", "solved_fraction", "lr"]
+        table = memory.assign(**{k: memory[k].map(lambda v: ", ".join(f"{x:g}" for x in v)) for k in lists})
+        run.log({"memory_length": wandb.Table(dataframe=table)})
+        run.summary.update({"lines": len(memory), "censored": int((memory["censored"] != Censored.NONE).sum())})
+    finally:
+        run.finish()
+        _keep_latest_offline(run)
+
+
+def _keep_latest_offline(run: Any) -> None:
+    """Remove the older offline folders of this run's stable id: a rerun rewrites the whole summary, and sync would
+    upload every folder of the id."""
+    if run.settings.mode != "offline":
+        return
+    current = Path(run.dir).parent
+    for folder in current.parent.glob(f"offline-run-*-{run.id}"):
+        if folder != current:
+            shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""One run: its config, training, record, results store and sinks (W&B); the unit of truth."""

@@ -1,0 +1,109 @@
+"""Where a run trains: the checks a configuration passes on this machine before anything is written, the device in words."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from rnnstudy.errors import ConfigError
+from rnnstudy.lazy import LazyModule
+from rnnstudy.run.config import RunConfig
+
+torch = LazyModule("torch")
+#: Present wherever the NVIDIA driver is loaded (also inside a container given GPUs); CUDA needs it.
+NVIDIA_DRIVER = (Path("/proc/driver/nvidia"), Path("/dev/nvidiactl"))
+
+
+def has_cuda() -> bool:
+    """Whether a CUDA GPU is visible to this process (without the driver, answered without importing torch)."""
+    return any(p.exists() for p in NVIDIA_DRIVER) and torch.cuda.is_available()
+
+
+def uses_cuda(accelerator: str) -> bool:
+    """Whether a run with this accelerator setting trains on a CUDA GPU (auto: where one is visible)."""
+    return accelerator != "cpu" and has_cuda()
+
+
+def device_name(accelerator: str = "auto", index: int | None = None) -> str:
+    """The device a run with this accelerator setting (and GPU index) trains on, in words."""
+    if uses_cuda(accelerator):
+        return f"cuda ({torch.cuda.get_device_name(index or 0)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def check_device(cfg: RunConfig) -> None:
+    """Raise ConfigError when the configured accelerator or GPU index does not exist here (before anything is written)."""
+    t = cfg.train
+    if t.accelerator == "gpu" and not has_cuda():
+        raise ConfigError("train.accelerator = 'gpu': no CUDA device is visible here; allowed: auto, cpu")
+    if t.devices is None:
+        return
+    count = torch.cuda.device_count() if has_cuda() else 0
+    if t.devices >= count:
+        allowed = f"0 .. {count - 1} (the GPUs visible here)" if count else "null (no GPU is visible here)"
+        raise ConfigError(f"train.devices = {t.devices}: allowed: {allowed}")
+
+
+def check_gpus(gpus: list[str]) -> None:
+    """Raise ConfigError when a sweep asks for GPUs this process cannot use: a sweep that asked for GPUs trains on them or
+    does not start (workers would otherwise train on the CPU under a banner that says GPUs)."""
+    if not gpus:
+        return
+    asked = f"--gpus = {','.join(gpus)}"
+    if not any(p.exists() for p in NVIDIA_DRIVER):
+        raise ConfigError(f"{asked}: no NVIDIA driver is loaded here, so CUDA cannot run; allowed: '' (the CPU)")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"{asked}: torch {torch.__version__} cannot use CUDA here (torch.cuda.is_available() is False: a driver older "
+            f"than its CUDA {torch.version.cuda}, or CUDA_VISIBLE_DEVICES hides the GPUs); allowed: '' (the CPU)"
+        )
+    count = torch.cuda.device_count()
+    wrong = [g for g in gpus if g.isdigit() and int(g) >= count]  # MIG and GPU UUIDs are CUDA's to resolve
+    if wrong:
+        raise ConfigError(f"{asked}: no GPU {', '.join(wrong)} here; allowed: 0 .. {count - 1} or GPU/MIG UUIDs")
+
+
+def worker_threads(workers: int, environ: dict[str, str]) -> int:
+    """Torch threads per worker process: the user's OMP_NUM_THREADS where set, else the cores shared out (at least 1)."""
+    import os
+
+    given = environ.get("OMP_NUM_THREADS", "")
+    return int(given) if given.isdigit() and int(given) > 0 else max(1, (os.cpu_count() or 1) // workers)
+
+
+def results_folder(cfg: RunConfig) -> Path:
+    """The experiment's results folder, created; one that cannot be created is a configuration error."""
+    folder = cfg.out / cfg.experiment
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise ConfigError(
+            f"out = {str(cfg.out)!r}: cannot create {str(folder)!r} ({why}); allowed: a folder you can write"
+        ) from None
+    return folder
+
+
+def preflight(cfg: RunConfig) -> Path:
+    """Every check a run or a sweep passes before it writes anything (device, W&B mode, results folder); the folder."""
+    from rnnstudy.run.tracking import check_mode
+
+    check_device(cfg)
+    check_mode(cfg)
+    return results_folder(cfg)
+
+
+def set_tf32(allowed: bool) -> None:
+    """TF32 for both cuBLAS and cuDNN, on or off together (PyTorch's default leaves cuDNN's on: 10-bit mantissas in RNNs)."""
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
+
+
+def flush_subnormals() -> None:
+    """Flush float32 subnormals (below 1.2e-38) to zero on this CPU thread and every thread it starts afterwards.
+
+    A long probe's answer gradient decays into the subnormal range, where x86 arithmetic can run tens of times
+    slower; below float32's smallest normal number a gradient has lost its precision anyway. Called before any
+    intra-op thread exists (the worker and the CLI call it first), it covers every thread of the backward.
+    """
+    torch.set_flush_denormal(True)

@@ -1,0 +1,229 @@
+"""The training core: ``train(config) -> RunResult``, and ``train_pack`` for a point's seeds trained together exactly as
+if apart; called by the CLI, the tests and the sweep."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import optuna
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from rnnstudy.model.packing import resolve_executor
+from rnnstudy.model.tasks import build_task
+from rnnstudy.names import COMPLETE, FAILED, PRUNED
+from rnnstudy.run.config import RunConfig
+from rnnstudy.run.device import flush_subnormals, preflight, set_tf32, uses_cuda
+from rnnstudy.run.lit import Member, RecurrentModule, StepLines, StepProgressBar, TaskData
+from rnnstudy.run.records import RunRecord, RunResult, read_back
+from rnnstudy.run.runs import CHECKPOINT, PACKS, claimed, recorded, resumable, run_key, run_name
+
+
+class _StopAtBudget(pl.Callback):
+    """Stops at ``max_steps`` through ``should_stop`` so a last validation always runs."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, *_: Any) -> None:
+        if trainer.global_step >= trainer.max_steps:
+            trainer.should_stop = True
+
+
+def checkpointing(path: Path) -> ModelCheckpoint:
+    """Lightning's checkpointing to ``path``, last only: overwritten after every validation, removed at the end for good."""
+    return ModelCheckpoint(
+        dirpath=path.parent,
+        filename=path.stem,
+        save_top_k=1,
+        every_n_epochs=1,
+        enable_version_counter=False,
+    )
+
+
+def make_trainer(
+    cfg: RunConfig, callbacks: list[pl.Callback], members: int = 1, meta: dict[str, Any] | None = None
+) -> pl.Trainer:
+    """A Trainer whose 'epochs' are validation periods of ``val_every`` steps (the module sends numbers to its sinks).
+
+    Validation runs under ``no_grad``, not inference mode: a run that stops there (solved) takes its last probe at once.
+    """
+    t = cfg.train
+    bar = t.progress and sys.stderr.isatty()
+    name = run_name(cfg, meta) + (f" ({members} seeds packed)" if members > 1 else "")
+    progress = [StepProgressBar(name)] if bar else [StepLines(name)] if t.progress else []
+    for name in ("lightning.pytorch", "lightning.fabric"):  # set after Lightning's import, which resets them to INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return pl.Trainer(
+        accelerator=t.accelerator,
+        devices=[t.devices] if t.devices is not None and uses_cuda(t.accelerator) else 1,
+        deterministic=True if t.deterministic else None,
+        max_steps=t.steps,
+        max_epochs=-1,
+        limit_train_batches=t.val_every,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        inference_mode=False,
+        precision=f"{t.precision}-true",
+        logger=False,
+        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
+        enable_model_summary=False,
+        enable_progress_bar=bar,
+        callbacks=[_StopAtBudget(), *progress, *callbacks],
+    )
+
+
+def train(
+    cfg: RunConfig,
+    *,
+    callbacks: list[pl.Callback] | None = None,
+    meta: dict[str, Any] | None = None,
+    group: str | None = None,
+) -> RunResult:
+    """Train one run, write it to the results store (and W&B), and return how it ended.
+
+    Divergence ends the run with status ``diverged``; an Optuna prune with ``pruned``; any
+    other exception is recorded as ``failed`` and re-raised. Files are complete either way. A run of a
+    study (``meta`` given) that already ended as a result is not trained again: its recorded result is
+    returned (a retried trial whose worker died after some of its seeds finished, or a trial whose
+    family reads none of the searched parameters); one that another process is training is waited for.
+    """
+    return train_pack([cfg], callbacks=callbacks, metas=[meta], group=group)[0]
+
+
+def train_pack(
+    cfgs: list[RunConfig],
+    *,
+    callbacks: list[pl.Callback] | None = None,
+    metas: list[dict[str, Any] | None],
+    group: str | None = None,
+    executor: str = "auto",
+) -> list[RunResult]:
+    """Train runs that differ only in their seed in one process and one loop, each exactly as if alone (see
+    :class:`~rnnstudy.run.lit.RecurrentModule`); each is recorded as its own run, as :func:`train` records one.
+
+    A killed pack resumes from its shared checkpoint; members that had already ended are read back, not trained.
+    ``executor``: ``stacked``, ``loop`` or ``auto`` (the measured rule of :mod:`rnnstudy.model.packing`; where it says the
+    seeds train faster apart, a pack asked for anyway runs the loop).
+    """
+    cfg = cfgs[0]
+    if any(c.model_copy(update={"seed": cfg.seed}) != cfg for c in cfgs):
+        raise ValueError("a pack's runs must differ only in their seed")
+    preflight(cfg)
+    set_tf32(cfg.train.tf32)
+    flush_subnormals()
+    if cfg.train.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    keys = [run_key(c, m) for c, m in zip(cfgs, metas)]
+    if metas[0] is None:
+        return _train(cfgs, keys, metas, callbacks or [], group, {}, executor)
+    with ExitStack() as claims:  # a study's run is trained once: whoever holds its key trains it, the others read it back
+        for key, c in sorted(zip(keys, cfgs), key=lambda pair: pair[0]):  # one order: two packs never wait on each other
+            claims.enter_context(claimed(c, key))
+        done = {i: read_back(*found) for i, (c, key) in enumerate(zip(cfgs, keys)) if (found := recorded(c, metas[i], key))}
+        if len(done) == len(cfgs):
+            return [done[i] for i in range(len(cfgs))]
+        return _train(cfgs, keys, metas, callbacks or [], group, done, executor)
+
+
+def _checkpoint_and_folders(
+    cfgs: list[RunConfig], metas: list[dict[str, Any] | None], keys: list[str], todo: list[int]
+) -> tuple[Path | None, dict[int, tuple[Path, Any]], int | None]:
+    """Where the run's (or pack's) checkpoint goes, the killed runs' folders to resume, and the step they resume at.
+
+    A single run keeps its checkpoint in its folder; a pack keeps one for all its members under the experiment's
+    ``.packs``, named by its members' keys. A pack resumes only when every member still to train has its folder.
+    """
+    cfg = cfgs[0]
+    if not cfg.train.checkpoint:
+        return None, {}, None
+    if len(cfgs) == 1:
+        found = resumable(cfg, metas[0], keys[0])
+        if not found:
+            return None, {}, None
+        path = found[0] / CHECKPOINT
+        return path, {0: found}, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    name = hashlib.sha1(" ".join(keys).encode()).hexdigest()[:16]
+    path = cfg.out / cfg.experiment / PACKS / name / CHECKPOINT.name
+    if not path.exists():
+        return path, {}, None
+    folders = {i: found for i in todo if (found := resumable(cfgs[i], metas[i], keys[i], path))}
+    if len(folders) < len(todo):
+        for _, lock in folders.values():
+            lock.close()
+        path.unlink()
+        return path, {}, None
+    return path, folders, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def _train(
+    cfgs: list[RunConfig],
+    keys: list[str],
+    metas: list[dict[str, Any] | None],
+    callbacks: list[pl.Callback],
+    group: str | None,
+    done: dict[int, RunResult],
+    executor: str,
+) -> list[RunResult]:
+    """Train the runs not ``done`` (resuming killed ones), write each, and return how each ended."""
+    cfg = cfgs[0]
+    task = build_task(cfg)
+    device = "cuda" if uses_cuda(cfg.train.accelerator) else "cpu"
+    module = RecurrentModule(cfgs, task, resolve_executor(executor, cfg.model.cell, device) == "stacked")
+    todo = [i for i in range(len(cfgs)) if i not in done]
+    path, folders, step = _checkpoint_and_folders(cfgs, metas, keys, todo)
+    records: dict[int, RunRecord] = {}
+    results: dict[int, RunResult] = dict(done)
+    started = time.time()
+    packed = len(cfgs) > 1
+    for i in todo:
+        records[i] = RunRecord(cfgs[i], keys[i], metas[i], folders.get(i), step)
+        how = {"members": len(cfgs), "index": i, "stacked": module.stacked}
+        records[i].start(module.members[i], task, how if packed else None)
+    if path is None and cfg.train.checkpoint:
+        path = records[0].folder / CHECKPOINT
+    for i, result in done.items():
+        module.members[i].ended = (result.status, result.reason, result.steps)
+
+    def ended(member: Member) -> None:
+        i = module.members.index(member)
+        status, reason, steps = member.ended
+        results[i] = records[i].result(member, status, reason, steps, time.time() - started)
+        records[i].finish(results[i])
+
+    for i in todo:
+        module.members[i].on_end = ended
+    trainer = None
+    status, reason, error = COMPLETE, None, None
+    try:  # from here on, whatever ends the runs, each run.json ends in a final status with a reason
+        for i in todo:
+            records[i].track(module.members[i], group)
+        checkpoints = [checkpointing(path)] if path is not None else []
+        trainer = make_trainer(cfg, [*checkpoints, *callbacks], len(cfgs), metas[0])
+        data = TaskData(cfgs, task, module.wanted)
+        trainer.fit(module, datamodule=data, ckpt_path=path if step is not None else None)
+    except optuna.TrialPruned as err:
+        status, reason, error = PRUNED, str(err), err
+    except (KeyboardInterrupt, SystemExit):
+        # Lightning turns Ctrl-C into sys.exit(1); hand callers (Optuna marks the trial failed) the interrupt back.
+        status, reason, error = FAILED, "interrupted (Ctrl-C)", KeyboardInterrupt()
+    except BaseException as err:
+        status, reason, error = FAILED, f"{type(err).__name__}: {err}", err
+    for i in todo:
+        if i not in results:
+            results[i] = records[i].result(
+                module.members[i], status, reason, trainer.global_step if trainer else 0, time.time() - started
+            )
+            records[i].finish(results[i])
+    if path is not None and FAILED not in (r.status for r in results.values()):
+        path.unlink(missing_ok=True)  # finished for good: nothing left to resume
+    for record in records.values():
+        record.release()
+    if error is not None:
+        raise error
+    return [results[i] for i in range(len(cfgs))]
