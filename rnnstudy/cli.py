@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from rnnstudy.errors import ConfigError
+from rnnstudy.errors import ConfigError, stop_on_signals, stop_reason, stop_status
 from rnnstudy.study.launch import LAUNCHERS, ClusterOptions
 
 EXIT_CONFIG = 2
@@ -288,8 +288,12 @@ def main(argv: list[str] | None = None) -> int:
     from rnnstudy.quiet import quiet_libraries
 
     quiet_libraries()
+    stop_on_signals()
     try:
         return fn(args)
+    except KeyboardInterrupt:  # SIGINT or SIGTERM: whatever was running recorded it; one line, the signal's status
+        print(f"rnnstudy {args.command}: stopped ({stop_reason()})", file=sys.stderr)
+        return stop_status()
     except ConfigError as err:
         print(f"rnnstudy {args.command}: configuration error: {err}", file=sys.stderr)
         return EXIT_CONFIG

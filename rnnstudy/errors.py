@@ -1,5 +1,39 @@
-"""The harness's own error: a bad configuration (exit status 2), importable without torch so the CLI answers fast."""
+"""The harness's own error, a bad configuration (exit status 2), and the signals that stop a command cleanly: importable
+without torch so the CLI answers fast."""
+
+import signal
+
+#: The signals a command ends cleanly on, each as Ctrl-C does; the last one that came, for the records and the exit status.
+STOPS = (signal.SIGINT, signal.SIGTERM)
+_received: list[signal.Signals] = []
 
 
 class ConfigError(ValueError):
     """A bad configuration; the message names the key, the value and what is allowed."""
+
+
+def stop_on_signals() -> None:
+    """SIGINT and SIGTERM both stop this process as Ctrl-C does (a KeyboardInterrupt in the main thread), and the one
+    that came is remembered (:func:`stop_reason`, :func:`stop_status`)."""
+
+    def stop(signum: int, frame: object) -> None:
+        _received.append(signal.Signals(signum))
+        raise KeyboardInterrupt
+
+    for s in STOPS:
+        signal.signal(s, stop)
+
+
+def stop_signal() -> signal.Signals:
+    """The signal that stopped this process (SIGINT where none was seen: Python's own Ctrl-C, or a stop from inside)."""
+    return _received[-1] if _received else signal.SIGINT
+
+
+def stop_reason() -> str:
+    """The stop in a run's record: ``Ctrl-C`` for SIGINT, the signal's name otherwise."""
+    return "Ctrl-C" if stop_signal() == signal.SIGINT else stop_signal().name
+
+
+def stop_status() -> int:
+    """The conventional exit status of a process stopped by that signal: 128 + its number (130, 143)."""
+    return 128 + stop_signal().value

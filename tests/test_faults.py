@@ -302,6 +302,36 @@ def test_ctrl_c_prints_one_line_per_interrupted_trial(tmp_path):
     assert list(runs["status"]) == ["failed"] and runs["reason"].iloc[0] == "interrupted (Ctrl-C)"
 
 
+@pytest.mark.parametrize("sig, status, reason", [(signal.SIGINT, 130, "Ctrl-C"), (signal.SIGTERM, 143, "SIGTERM")])
+def test_a_signal_stops_train_with_one_line_its_status_and_its_name_in_run_json(tmp_path, sig, status, reason):
+    proc = subprocess.Popen(cli("train", "train.steps=1000000", "train.val_every=5", f"out={tmp_path / 'runs'}"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    while not list((tmp_path / "runs").rglob("metrics.parquet")):
+        assert proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    _, err = proc.communicate()
+    assert proc.returncode == status and "Traceback" not in err, err
+    assert f"rnnstudy train: stopped ({reason})" in err.splitlines()
+    (info,) = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("run.json")]
+    assert (info["status"], info["reason"]) == ("failed", f"interrupted ({reason})")
+
+
+def test_sigterm_to_a_sweep_is_handed_to_its_workers_and_recorded_as_sigterm(tmp_path):
+    path = experiment(tmp_path, steps=1_000_000, trials=1)
+    proc = subprocess.Popen(cli("sweep", str(path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    folder = tmp_path / "runs" / "f"
+    while not list(folder.glob("*/metrics.parquet")):
+        assert proc.poll() is None
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # the parent only, as a scheduler or `kill` sends it
+    _, err = proc.communicate()
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    assert err.count("interrupted (SIGTERM)") == 1
+    runs = load(folder).runs
+    assert list(runs["status"]) == ["failed"] and runs["reason"].iloc[0] == "interrupted (SIGTERM)"
+
+
 def test_a_task_of_fixed_length_takes_it_when_T_is_not_given(tmp_path):
     from rnnstudy.study.experiment import load_experiment, load_run_config
 

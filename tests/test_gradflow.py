@@ -206,6 +206,27 @@ def test_injected_forward_is_the_same_function_and_weight_gradients(cell):
         assert torch.allclose(fused, injected, rtol=1e-12, atol=1e-15)
 
 
+def test_the_injected_probe_never_hands_the_real_layers_weights_to_flatten_parameters(monkeypatch):
+    """On CUDA, flatten_parameters re-points the tensors it is given into one buffer: were they the real layer's
+    Parameters, every later fused step would warn and copy. A spy records what it is handed; the real weights stay put."""
+    task = make_task("adding", 6)
+    net = make_net("lstm", 2, task)
+    real = {id(p) for p in net.parameters()}
+    before = {name: p.data_ptr() for name, p in net.named_parameters()}
+    handed, original = [], torch.nn.RNNBase.flatten_parameters
+
+    def spy(module):
+        handed.extend(id(w) for w in module._flat_weights if w is not None)
+        return original(module)
+
+    monkeypatch.setattr(torch.nn.RNNBase, "flatten_parameters", spy)
+    out, _ = net.forward_injected(task.sample(4, torch.Generator().manual_seed(0)).x.double())
+    out.sum().backward()
+    assert handed and not real & set(handed)
+    assert {name: p.data_ptr() for name, p in net.named_parameters()} == before
+    assert all(p.grad is not None for p in net.parameters())
+
+
 def test_fused_method_is_refused_for_the_gru():
     task = make_task("adding", 5)
     net = make_net("gru", 1, task)

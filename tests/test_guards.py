@@ -307,3 +307,18 @@ def test_a_calibration_run_is_never_the_best_initialisation_and_heatmaps_show_th
     both["seq_len"], both["init"] = 20, "default"
     shown = heatmaps.frame(Results(both, pd.DataFrame(), gradflow), both)
     assert set(shown["run_id"]) == {"r3"}  # the median final loss of the five (0.01, 0.02, 0.03, 0.04, 0.9), not seed 0
+
+
+def test_a_runs_key_names_its_device_type_off_the_cpu(tiny):
+    """A CPU run keeps the key it always had (config + study facts but the trial); a CUDA run's differs, so neither is
+    read back, or resumed from a checkpoint, on the other."""
+    import hashlib
+    import json
+
+    from rnnstudy.run.runs import run_key
+
+    cfg, meta = tiny(), {"study": "s/lstm/adding/T=10", "trial": 3}
+    text = json.dumps({"config": cfg.model_dump(mode="json"), "meta": {"study": meta["study"]}}, sort_keys=True, default=str)
+    legacy = hashlib.sha1(text.encode()).hexdigest()[:16]
+    assert run_key(cfg, meta) == legacy == run_key(cfg, {**meta, "trial": 4})
+    assert run_key(cfg, meta, "cuda") not in (legacy, run_key(cfg, meta, "mps"))

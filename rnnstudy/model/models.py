@@ -108,7 +108,10 @@ class RecurrentNet(nn.Module):
         traces = []
         for layer, wide in zip(self.layers, self._wide):
             z = torch.zeros(*x.shape[:2], layer.hidden_size, dtype=x.dtype, device=x.device, requires_grad=True)
-            params = dict(layer.named_parameters())
+            # Copies, not the layer's Parameters: the twin's forward flattens whatever it is handed (on CUDA,
+            # _cudnn_rnn_flatten_weight re-points those tensors into its own buffer), and the real layer's weights must
+            # stay where the fused training step keeps them. Gradients reach the Parameters through the copies.
+            params = {name: p.clone() for name, p in layer.named_parameters()}
             params["weight_ih_l0"] = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1)
             out, _ = functional_call(wide, params, (torch.cat([x, z], dim=-1),))
             traces.append(InjectedTrace(x, out, z))

@@ -54,9 +54,14 @@ KEYS = ".keys"
 PACKS = ".packs"
 
 
-def run_key(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
-    """What makes two runs the same run: the config and the study's facts, not the trial number (a retry is the same run)."""
+def run_key(cfg: RunConfig, meta: dict[str, Any] | None, device: str = "cpu") -> str:
+    """What makes two runs the same run: the config, the study's facts and the device type it trains on, not the trial
+    number (a retry is the same run). A CPU run's key is the key it always had; another device type's adds it, so a
+    run recorded on a CPU is never read back into a GPU study, nor resumed from a CPU checkpoint (whose generator
+    state a CUDA generator cannot take)."""
     facts = {k: v for k, v in (meta or {}).items() if k != "trial"}
+    if device != "cpu":
+        facts["device"] = device
     text = json.dumps({"config": cfg.model_dump(mode="json"), "meta": facts}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 

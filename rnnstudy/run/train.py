@@ -17,6 +17,7 @@ import optuna
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from rnnstudy.errors import stop_reason
 from rnnstudy.model.packing import resolve_executor
 from rnnstudy.model.tasks import build_task
 from rnnstudy.names import COMPLETE, FAILED, PRUNED
@@ -119,7 +120,8 @@ def train_pack(
     flush_subnormals()
     if cfg.train.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    keys = [run_key(c, m) for c, m in zip(cfgs, metas)]
+    device = "cuda" if uses_cuda(cfg.train.accelerator) else "cpu"
+    keys = [run_key(c, m, device) for c, m in zip(cfgs, metas)]
     if metas[0] is None:
         return _train(cfgs, keys, metas, callbacks or [], group, {}, executor)
     with ExitStack() as claims:  # a study's run is trained once: whoever holds its key trains it, the others read it back
@@ -211,7 +213,7 @@ def _train(
         status, reason, error = PRUNED, str(err), err
     except (KeyboardInterrupt, SystemExit):
         # Lightning turns Ctrl-C into sys.exit(1); hand callers (Optuna marks the trial failed) the interrupt back.
-        status, reason, error = FAILED, "interrupted (Ctrl-C)", KeyboardInterrupt()
+        status, reason, error = FAILED, f"interrupted ({stop_reason()})", KeyboardInterrupt()
     except BaseException as err:
         status, reason, error = FAILED, f"{type(err).__name__}: {err}", err
     for i in todo:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from optuna.storages import BaseStorage
 
-from rnnstudy.errors import ConfigError
+from rnnstudy.errors import ConfigError, stop_reason, stop_signal, stop_status
 from rnnstudy.names import DEAD
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.device import check_gpus, has_cuda, preflight, worker_threads
@@ -116,7 +116,7 @@ def run_sweep(
             return any(p.poll() is None for p in handles)
 
         def stop() -> None:
-            _stop(handles)
+            _stop(handles, stop_signal())
     else:
         from rnnstudy.study.launch import storage_for_cluster, submit
 
@@ -142,9 +142,9 @@ def run_sweep(
                 next_line += PROGRESS_EVERY_S
                 print(_progress_line(exp, opened, started), flush=True)
     except KeyboardInterrupt:
-        print("stopping workers (their running trials end as failed) ...", file=sys.stderr, flush=True)
+        print(f"stopping workers ({stop_reason()}: their running trials end as failed) ...", file=sys.stderr, flush=True)
         stop()
-        code = 130
+        code = stop_status()
     failed = [p.returncode for p in handles if p.returncode not in (0, None)] if launcher == "local" else []
     print(_progress_line(exp, opened, started), flush=True)
     studies = experiment_studies(opened, exp.name)
@@ -162,9 +162,10 @@ def _start_worker(path: str, overrides: list[str], url: str, gpu: str | None, th
     return subprocess.Popen([sys.executable, "-m", "rnnstudy.study.worker", path, *overrides, "--threads", str(threads)], env=env)
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """Let workers that got Ctrl-C with us finish; interrupt the others, then kill what still hangs."""
-    for signal_to_send, grace in ((None, 15), (signal.SIGINT, 60), (signal.SIGKILL, 5)):
+def _stop(procs: list[subprocess.Popen], came: signal.Signals = signal.SIGINT) -> None:
+    """Let workers that got the signal with us (a terminal's Ctrl-C reaches the whole group) finish; hand it on to the
+    others, so their records name the signal that came, then kill what still hangs."""
+    for signal_to_send, grace in ((None, 15), (came, 60), (signal.SIGKILL, 5)):
         deadline = time.time() + grace
         for p in procs:
             if signal_to_send is not None and p.poll() is None:

@@ -18,7 +18,7 @@ import time
 import lightning.pytorch as pl
 import optuna
 
-from rnnstudy.errors import ConfigError
+from rnnstudy.errors import ConfigError, stop_on_signals, stop_reason, stop_status
 from rnnstudy.names import DIVERGED, NORM_LOSS, TrialAttr
 from rnnstudy.run.device import uses_cuda
 from rnnstudy.run.overrides import apply_overrides
@@ -145,7 +145,8 @@ def run_one(study: optuna.Study, storage: Storage, exp: Experiment, stage: Stage
         except (optuna.TrialPruned, Surplus, optuna.exceptions.UpdateFinishedTrialError):
             raise  # the last: another worker failed and retried this trial meanwhile (said below)
         except KeyboardInterrupt:
-            print(f"{point.study}: trial {trial.number} interrupted (Ctrl-C); it ends as failed", file=sys.stderr, flush=True)
+            print(f"{point.study}: trial {trial.number} interrupted ({stop_reason()}); it ends as failed", file=sys.stderr,
+                  flush=True)  # fmt: skip
             raise
         except Exception as err:
             print(f"{point.study}: trial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
@@ -239,6 +240,7 @@ def main(argv: list[str]) -> int:
 
     flush_subnormals()  # before any intra-op thread starts, so every one inherits it
     quiet_libraries()
+    stop_on_signals()
     _end_with_parent()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -247,7 +249,7 @@ def main(argv: list[str]) -> int:
         storage, _ = open_storage(os.environ.get(STORAGE_ENV), exp, exp.base(), wait=True)
         work(exp, storage)
     except KeyboardInterrupt:
-        return 130
+        return stop_status()
     except ConfigError as err:
         print(f"worker {os.getpid()}: {err}", file=sys.stderr, flush=True)
         return 2
