@@ -21,7 +21,8 @@ def stop_on_signals() -> None:
         raise KeyboardInterrupt
 
     for s in STOPS:
-        signal.signal(s, stop)
+        if signal.getsignal(s) is not signal.SIG_IGN:  # a background job's inherited "ignore Ctrl-C" is kept
+            signal.signal(s, stop)
 
 
 def stop_signal() -> signal.Signals:

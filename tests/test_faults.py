@@ -363,3 +363,18 @@ def test_out_and_figure_that_cannot_be_created_are_exit_2(tmp_path, capsys):
     # A folder that exists and reads as writable to root, where no file can be created: still exit 2, before any work.
     assert main(["diagnose", "model.hidden_size=4", "task.T=6", "--figure", "/proc/x.png"]) == 2
     assert "--figure = '/proc/x.png': cannot write there" in capsys.readouterr().err
+
+
+def test_a_background_jobs_ignored_ctrl_c_stays_ignored():
+    """A job started with & in a script inherits SIGINT ignored; the harness keeps that, and still stops on SIGTERM."""
+    from rnnstudy.errors import stop_on_signals
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop_on_signals()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert callable(signal.getsignal(signal.SIGTERM))
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
