@@ -118,6 +118,39 @@ def test_a_results_folder_moved_to_another_path_still_finds_every_staged_file(ti
     assert all(Path(p).resolve().is_relative_to(moved.resolve()) for p, _ in staged)
 
 
+def test_a_staging_folder_another_account_could_write_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    from rnnstudy.cli import main
+
+    open_to_all = tmp_path / "links"
+    open_to_all.mkdir()
+    open_to_all.chmod(0o1777)  # the old shared /tmp/rnnstudy-stage: anyone could plant a link in it first
+    link = tmp_path / "a-link"
+    link.symlink_to(tmp_path)
+    for given, why in ((open_to_all, "another account owns it or can write in it"), (link, "is a link"),
+                       (tmp_path / "missing" / "links", "cannot create it")):  # fmt: skip
+        monkeypatch.setenv("RNNSTUDY_STAGE_LINKS", str(given))
+        out = tmp_path / f"runs-{given.name}"
+        assert main(["train", "wandb.mode=offline", "train.steps=2", f"out={out}"]) == 2
+        err = capsys.readouterr().err
+        assert f"RNNSTUDY_STAGE_LINKS = '{given}': {why}" in err and len(err.strip().splitlines()) == 1
+        assert not out.exists()  # checked before anything is written
+
+
+def test_relink_removes_this_accounts_dangling_links(tmp_path, monkeypatch):
+    from rnnstudy.run.tracking import relink, stage_link
+
+    links = tmp_path / "links"
+    links.mkdir(mode=0o700)
+    monkeypatch.setenv("RNNSTUDY_STAGE_LINKS", str(links))
+    gone, kept = tmp_path / "gone" / "wandb-data", tmp_path / "kept" / "wandb-data"
+    stage_link(gone), stage_link(kept)
+    import shutil
+
+    shutil.rmtree(gone.parent)
+    assert relink(tmp_path / "kept") == 1
+    assert [p.resolve() for p in links.iterdir()] == [kept.resolve()]
+
+
 def test_final_status_is_a_tag_and_a_diverged_run_is_no_failure(tiny):
     diverged = train(tiny(wandb__mode="offline", train__optimizer="sgd", train__lr=1e30, train__clip=None, model__cell="rnn_relu",
                           init__recurrent="identity", init__scale=50.0))  # fmt: skip

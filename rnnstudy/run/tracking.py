@@ -44,8 +44,9 @@ CONSOLE = "output.log"
 DATA_DIR = "wandb-data"
 #: The file in a staging folder holding its id, which names its staging link (:func:`stage_link`).
 STAGE_ID = "stage-id"
-#: Where staging links live: the same path on every box, one folder shared by every account (sticky, like /tmp);
-#: ``$RNNSTUDY_STAGE_LINKS`` moves it (every box that writes or syncs a folder must then agree on it).
+#: Where staging links live: the same path on every box for one account (``/tmp/rnnstudy-stage-<uid>``), a folder
+#: only that account can write, so no other account can decide where a run's files go; ``$RNNSTUDY_STAGE_LINKS``
+#: moves it (every box that writes or syncs a folder must then agree on it).
 STAGE_LINKS_ENV, STAGE_LINKS = "RNNSTUDY_STAGE_LINKS", "/tmp/rnnstudy-stage"
 #: What ``define_metric`` keeps in the summary beside the last value.
 #: Every loss, training or validation, keeps the same summary views: its minimum and its last value.
@@ -84,6 +85,30 @@ def check_mode(cfg: RunConfig) -> None:
             "wandb.mode = 'online': no W&B API key (set WANDB_API_KEY or run `wandb login`); "
             "allowed without one: offline, disabled"
         )
+    if cfg.wandb.mode != "disabled":
+        stage_links()
+
+
+def stage_links() -> Path:
+    """The folder of this account's staging links, created only it can write; ConfigError where it is not such a
+    folder (checked before anything is written: a link folder another account can write lets it redirect a run's
+    staged files)."""
+    given = os.environ.get(STAGE_LINKS_ENV)
+    links = Path(given or f"{STAGE_LINKS}-{os.getuid()}")
+    name = f"{STAGE_LINKS_ENV} = {str(links)!r}" if given else f"the staging folder {links}"
+    allowed = "allowed: a folder of yours that only you can write" + ("" if given else f" (or set {STAGE_LINKS_ENV})")
+    try:
+        links.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise ConfigError(f"{name}: cannot create it ({err.strerror}); {allowed}") from None
+    st = links.lstat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError(f"{name}: is {'a link' if stat.S_ISLNK(st.st_mode) else 'not a folder'}; {allowed}")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise ConfigError(f"{name}: another account owns it or can write in it; {allowed}")
+    return links
 
 
 class WandbSink:
@@ -198,7 +223,7 @@ def stage_under(folder: Path) -> None:
 
 
 def stage_link(data_dir: Path) -> Path:
-    """The address W&B stages a folder's files at: a link ``/tmp/rnnstudy-stage/<id>`` to ``data_dir``, where the
+    """The address W&B stages a folder's files at: a link ``/tmp/rnnstudy-stage-<uid>/<id>`` to ``data_dir``, where the
     files are. W&B's offline log names each staged file by absolute path, and no public setting changes that; naming
     them by a link keyed by the folder's own id (written in it the first time) makes them findable wherever the folder
     is, once the link is made again: :func:`relink` (``rnnstudy sync`` runs it) does so. A fixed ``/tmp``, not
@@ -207,28 +232,26 @@ def stage_link(data_dir: Path) -> Path:
     id_file = data_dir / STAGE_ID
     if not id_file.exists():
         id_file.write_text(uuid.uuid4().hex)
-    links = Path(os.environ.get(STAGE_LINKS_ENV, STAGE_LINKS))
-    try:
-        links.mkdir()
-        links.chmod(0o1777)  # every account adds its own links; none removes another's
-    except FileExistsError:
-        pass
-    link = links / id_file.read_text().strip()
+    link = stage_links() / id_file.read_text().strip()
     target = data_dir.resolve()
     if not (link.is_symlink() and Path(os.readlink(link)) == target):
         try:
             link.unlink(missing_ok=True)
             link.symlink_to(target, target_is_directory=True)
-        except OSError as err:  # another account's link to a copy of this folder (its files are the same)
+        except OSError as err:
             print(f"warning: cannot point {link} at {target} ({err.strerror}); it stays as it is", file=sys.stderr)
     return link
 
 
 def relink(results: Path) -> int:
-    """Point the staging link of every W&B staging folder under ``results`` at where it is now; how many."""
+    """Point the staging link of every W&B staging folder under ``results`` at where it is now, and remove this
+    account's links whose folder is gone; how many folders were linked."""
     folders = [d for d in results.rglob(DATA_DIR) if (d / STAGE_ID).is_file()]
     for data_dir in folders:
         stage_link(data_dir)
+    for link in stage_links().iterdir():
+        if link.is_symlink() and not link.exists():
+            link.unlink()
     return len(folders)
 
 
