@@ -75,13 +75,42 @@ def test_seeds_are_the_resampling_unit():
 
 @pytest.mark.slow
 def test_the_interval_covers_under_the_adaptive_T_search():
-    """Nominal 0.95 keeps >= 0.90 through the harness's own T search: shallow and steep, seeds independent or lucky."""
+    """Nominal 0.95 keeps >= 0.90 through the harness's own T search: shallow and steep, seeds independent or lucky,
+    the truth inside the design, at its largest T and beyond it."""
     from rnnstudy.analysis.coverage import Scenario, coverage
 
     designs = (Scenario(5, 2.0, 1.5), Scenario(5, 8.0, 0.0), Scenario(10, 2.0, 1.5), Scenario(10, 8.0, 1.5),
-               Scenario(5, 2.0, 1.5, extra=5), Scenario(5, 8.0, 0.0, extra=5))  # fmt: skip
+               Scenario(5, 2.0, 1.5, extra=5), Scenario(5, 8.0, 0.0, extra=5),
+               Scenario(5, 8.0, 1.5, extra=5, at_max=1.0), Scenario(5, 2.0, 1.5, extra=5, at_max=2.0))  # fmt: skip
     for scenario in designs:
         assert coverage(scenario, studies=150, seed=7)["coverage"] >= 0.90, scenario
+
+
+def test_the_firth_comparison_interval_is_the_profile_likelihood_where_the_penalty_is_negligible():
+    """Many runs, no separation: Firth's penalty is negligible against the likelihood, so the interval is the plain
+    profile-likelihood one, here from an independent fit: statsmodels-free, scipy's optimiser at each fixed T50."""
+    from scipy import optimize, stats
+
+    from rnnstudy.analysis.coverage import firth_interval
+
+    data = simulate(np.random.default_rng(2), true_t50=30.0, slope=-3.0, seeds=200)
+    x, y = np.log(data["T"].to_numpy(float)), data["solved"].to_numpy(float)
+
+    def nll(m: float, b: float) -> float:
+        eta = b * (x - m)
+        return float(np.sum(y * np.logaddexp(0, -eta) + (1 - y) * np.logaddexp(0, eta)))
+
+    def profile(m: float) -> float:
+        return optimize.minimize_scalar(lambda b: nll(m, b), bounds=(-50, -0.01), method="bounded").fun
+
+    best = optimize.minimize_scalar(profile, bounds=(math.log(10), math.log(160)), method="bounded")
+    cut = stats.chi2.ppf(0.95, 1) / 2
+    low = optimize.brentq(lambda m: profile(m) - best.fun - cut, math.log(5), best.x)
+    high = optimize.brentq(lambda m: profile(m) - best.fun - cut, best.x, math.log(320))
+    firth = firth_interval(data)
+    assert firth[0] == pytest.approx(math.exp(low), rel=0.03) and firth[1] == pytest.approx(math.exp(high), rel=0.03)
+    separated = pd.DataFrame({"T": [10, 20, 40] * 5, "seed": np.repeat(range(5), 3), "solved": [True, True, False] * 5})
+    assert 20 < firth_interval(separated)[1] < math.inf  # finite under separation, unlike the plain likelihood
 
 
 def test_censored_answers():
