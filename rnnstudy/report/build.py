@@ -129,14 +129,15 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
                 "initialisation, per cell and family: " + "; ".join(parts) + " (-0.1 loses a factor 10 every 10 steps)."
             )
     for task, d in memory.groupby("task") if not memory.empty else []:
-        weight = np.where(d["censored"] == Censored.ABOVE, 10.0, np.where(d["censored"] == Censored.BELOW, 0.1, 1.0))
-        order = d.assign(key=d["T50"].fillna(d["bound"]) * weight)
+        order = d.assign(key=d["T50"].fillna(d["bound"]))  # the number each prints; a bound's order is no claim
         parts = [
             f"{CELL_LABELS[r['cell']]} {r['family']}{' ' + r['setting'] if r['setting'] else ''}: {tables.estimate_text(r)} "
             f"(at {r['budget']} steps, lr {', '.join(f'{v:g}' for v in r['lr'])})"
             for _, r in order.sort_values("key", ascending=False).iterrows()
         ]
-        lines.append(f"{task}, memory length (T50 with its 95% interval over seeds, longest first): " + "; ".join(parts) + ".")
+        lines.append(f"{task}, memory length (T50 as its runs allow, an estimate with its 95% interval over seeds, a "
+                     "bracket, or a bound with its evidence; listed by the number each prints, which orders nothing "
+                     "where a bound stands): " + "; ".join(parts) + ".")  # fmt: skip
         few = d[d["seeds"] < MIN_SEEDS]
         if not few.empty:
             lines.append(f"{task}: {len(few)} estimates rest on fewer than {MIN_SEEDS} seeds and are exploratory, not verdicts.")

@@ -91,7 +91,7 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
     title = (f"Memory-length frontier, each line at its best configuration at each T ({band}{extra}; a panel's lines are "
              f"drawn side by side, {figures.DODGE:g}x apart around their T)")  # fmt: skip
     width = max(40, int(grid.figure.get_figwidth() * 11))  # characters that fit the panels' width at this font size
-    grid.figure.suptitle(textwrap.fill(title, width), y=1.02 + 0.03 * (len(title) // width), fontsize=9)
+    grid.figure.suptitle(textwrap.fill(title, width), y=1.01, va="bottom", fontsize=9)  # grows upwards, over no panel
     return figures.save(grid.figure, out)
 
 
