@@ -48,3 +48,13 @@ def test_every_stage_is_a_subpackage_and_the_root_holds_only_the_vocabulary():
     assert all((PACKAGE / s / "__init__.py").exists() for s in STAGES)
     root = {p.stem for p in PACKAGE.glob("*.py")}
     assert root == {"__init__", "cli", "names", "errors", "lazy", "quiet"}
+
+
+def test_only_the_store_writes_a_runs_record():
+    """run.json is written by run/store.py alone (for its own run's folder); a stale trial's runs are derived dead
+    when read, never rewritten by another process."""
+    import re
+
+    writers = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py")
+                     if re.search(r"write\w*\([^)]*RUN_FILE", p.read_text()))  # fmt: skip
+    assert writers == ["run/store.py"]

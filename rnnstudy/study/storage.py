@@ -29,9 +29,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from rnnstudy.errors import ConfigError
-from rnnstudy.names import FAILED, RUNNING, TrialAttr, sqlite_url
+from rnnstudy.names import TrialAttr, sqlite_url
 from rnnstudy.run.config import RunConfig
-from rnnstudy.run.store import RUN_FILE, read_info, run_folders, write_json
 from rnnstudy.study.experiment import Experiment
 
 SCHEMA_ATTEMPTS = 10
@@ -236,25 +235,6 @@ class HeartbeatJournal(JournalStorage):
 Storage = PatientStorage | HeartbeatJournal
 
 
-class RetryAndMark:
-    """On a stale heartbeat: retry the trial and mark its unfinished store runs failed."""
-
-    def __init__(self, root: Path) -> None:
-        self.root, self.retry = root, RetryHeartbeatStaleTrialCallback(max_retry=3)
-
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.retry(study, trial)
-        for folder in run_folders(self.root):
-            try:
-                info = read_info(folder)
-            except (OSError, ValueError):
-                continue  # a damaged run.json is the report's to skip and name, not a reason to stop the sweep
-            meta = info.get("meta", {})
-            if meta.get("study") == study.study_name and meta.get("trial") == trial.number and info["status"] == RUNNING:
-                info.update(status=FAILED, reason="worker stopped: its heartbeat went stale; the trial was retried")
-                write_json(folder / RUN_FILE, info)
-
-
 def open_storage(
     url: str | None, exp: Experiment, cfg: RunConfig, create: bool = True, wait: bool = False
 ) -> tuple[Storage, str]:
@@ -268,7 +248,7 @@ def open_storage(
     heartbeat = exp.study.heartbeat_s
     if url.startswith(JOURNAL):
         check_journal(url, create)
-        return HeartbeatJournal(url, heartbeat, RetryAndMark(cfg.out / cfg.experiment)), url
+        return HeartbeatJournal(url, heartbeat, RetryHeartbeatStaleTrialCallback(max_retry=3)), url
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
 
     def connect() -> PatientStorage:
@@ -280,7 +260,7 @@ def open_storage(
                     engine_kwargs=kwargs,
                     heartbeat_interval=heartbeat,
                     grace_period=2 * heartbeat,
-                    heartbeat_stale_trial_callback=RetryAndMark(cfg.out / cfg.experiment),
+                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
                     skip_table_creation=not create,
                 )
             except (IntegrityError, OperationalError) as err:
