@@ -378,3 +378,39 @@ def test_a_background_jobs_ignored_ctrl_c_stays_ignored():
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
+
+
+def test_a_journal_that_cannot_be_used_is_one_line_before_anything_is_written(tmp_path, capsys):
+    path = experiment(tmp_path)
+    not_journal = tmp_path / "notes.txt"
+    not_journal.write_text("hello\nworld\n")
+    cases = {f"journal:{not_journal}": "not an Optuna journal (line 1 is not a JSON record)",
+             f"journal:{tmp_path}": "is a folder", "journal:": "names no file"}  # fmt: skip
+    for url, why in cases.items():
+        for command in ("sweep", "status"):
+            assert main([command, str(path), "--storage", url]) == 2, (url, command)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"storage {url}: {why}" in err[0], err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_journal_cut_mid_record_is_repaired_and_keeps_every_complete_trial(tmp_path, capsys):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp_path / "studies.log"
+    url = f"journal:{journal}"
+    path = experiment(tmp_path, trials=1)
+    assert main(["sweep", str(path), "--storage", url]) == 0
+    whole = journal.read_bytes()
+    journal.write_bytes(whole + b'{"op_code":5,"worker_id":"dead-node","study_id":0,"trial_id":0,"user_a')  # a node died
+    assert main(["status", str(path), "--storage", url]) == 0  # read-only: reads past it, changes nothing
+    assert journal.read_bytes().endswith(b'"user_a')
+    capsys.readouterr()
+    top_up = experiment(tmp_path, trials=2)
+    assert main(["sweep", str(top_up), "--storage", url]) == 0
+    assert f"storage {url}: its last record was cut at byte {len(whole)}" in capsys.readouterr().err
+    storage = JournalStorage(JournalFileBackend(str(journal)))
+    for name in optuna.get_all_study_names(storage):
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2  # the first kept, one added

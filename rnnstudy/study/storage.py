@@ -11,6 +11,7 @@ a locked SQLite file) is waited for: every storage call retries with backoff, sa
 from __future__ import annotations
 
 import functools
+import json
 import os
 import random
 import sys
@@ -281,12 +282,50 @@ def open_storage(
 
 
 def check_journal(url: str, create: bool) -> None:
-    """A journal storage's file can be opened: its folder exists, and the file too unless it may be created."""
+    """A journal storage's file can be used, checked before anything is written: a path that names a file in an
+    existing folder, the file itself unless it may be created, and every complete line an Optuna record. A last
+    record cut mid-write (a node that died while appending) is dropped where the file may be written: no reader ever
+    took it (Optuna skips a line without its newline), and an append after it would corrupt the journal."""
     path = journal_path(url)
+    allowed = "allowed: journal:PATH, a journal file in an existing folder"
+    if not url[len(JOURNAL) :].strip():
+        raise ConfigError(f"storage {url}: names no file; {allowed}")
+    if path.is_dir():
+        raise ConfigError(f"storage {url}: is a folder; {allowed}")
     if not path.parent.is_dir():
-        raise ConfigError(f"storage {url}: no folder {path.parent}; allowed: journal:PATH in an existing folder")
-    if not create and not path.is_file():
-        raise ConfigError(f"storage {url}: no journal file there (a sweep creates it)")
+        raise ConfigError(f"storage {url}: no folder {path.parent}; {allowed}")
+    if create and not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"storage {url}: cannot write in {path.parent}; {allowed}")
+    if not path.is_file():
+        if not create:
+            raise ConfigError(f"storage {url}: no journal file there (a sweep creates it)")
+        return
+    data = path.read_bytes()
+    for number, line in enumerate(data.splitlines(keepends=True), 1):
+        if not line.endswith(b"\n"):
+            break  # the cut last record, below
+        try:
+            json.loads(line)
+        except ValueError:
+            raise ConfigError(f"storage {url}: not an Optuna journal (line {number} is not a JSON record); {allowed}") from None
+    if create and data and not data.endswith(b"\n"):
+        _drop_cut_record(url, path)
+
+
+def _drop_cut_record(url: str, path: Path) -> None:
+    """Truncate the journal after its last complete record, holding the lock its writers append under."""
+    lock = JournalFileOpenLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        keep = data.rfind(b"\n") + 1
+        if keep < len(data):
+            with open(path, "r+b") as f:
+                f.truncate(keep)
+            print(f"storage {url}: its last record was cut at byte {keep} (a writer died mid-append); dropped "
+                  f"{len(data) - keep} bytes no trial had read", file=sys.stderr, flush=True)  # fmt: skip
+    finally:
+        lock.release()
 
 
 def reader(url: str) -> BaseStorage:
