@@ -129,13 +129,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
     """Score the init-time features and the pre-screen per run against what training measured in results folders."""
     from pathlib import Path
 
-    from rnnstudy.report.prediction import build
+    import pandas as pd
+
+    from rnnstudy.report.prediction import build, score
     from rnnstudy.run.store import load
 
-    res = load(*args.results)
-    if res.runs.empty:
-        raise ConfigError(f"{' '.join(args.results)}: no runs under them")
-    summary = build(res, Path(args.out))
+    if len(args.results) == 1 and args.results[0].endswith(".csv"):  # a committed per-run table, re-scored
+        summary = score(pd.read_csv(args.results[0], keep_default_na=False, na_values=[""]), Path(args.out))
+    else:
+        res = load(*args.results)
+        if res.runs.empty:
+            raise ConfigError(f"{' '.join(args.results)}: no runs under them")
+        summary = build(res, Path(args.out))
     print(summary.to_string(index=False))
     print(f"written: {args.out}")
     return 0
@@ -259,7 +264,8 @@ def parser() -> argparse.ArgumentParser:
     d.set_defaults(fn=cmd_diagnose)
 
     q = sub.add_parser("predict", help="init-time features and the pre-screen scored per run against training")
-    q.add_argument("results", nargs="+", help="results folders of memory-length studies, e.g. runs/phase_cpu")
+    q.add_argument("results", nargs="+", help="results folders of memory-length studies, e.g. runs/phase_cpu; or one "
+                   "run_features.csv that an earlier predict wrote, re-scored without its runs")
     q.add_argument("--out", required=True, help="folder for the tables and the figure")
     q.set_defaults(fn=cmd_predict)
 

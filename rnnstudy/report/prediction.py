@@ -366,12 +366,18 @@ def draw(rows: pd.DataFrame, out: Path) -> Path | None:
 
 def build(res: Results, out: Path) -> pd.DataFrame:
     """Write the per-run scores, the held-out combination, the pre-screen counterfactual and the figure under ``out``."""
-    figures.apply()
     rows = features(res, frames.run_table(res))
     if rows.empty:
         raise ValueError("no studied, complete runs to score")
+    return score(rows, out)
+
+
+def score(rows: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """Everything :func:`build` writes, from the per-run feature table alone (``run_features.csv``, which it writes
+    too): a committed table is re-scored without its runs."""
+    figures.apply()
     out.mkdir(parents=True, exist_ok=True)
-    rows.to_csv(out / "run_features.csv", index=False)
+    rows.to_csv(out / FEATURES_CSV, index=False)
     scored, combined = scores(rows), held_out(rows)
     points = prescreen_points(rows)
     sweep = pd.DataFrame([counterfactual(points, t) for t in THRESHOLDS])
@@ -383,6 +389,9 @@ def build(res: Results, out: Path) -> pd.DataFrame:
     _write_report(out, rows, scored, combined, sweep, chosen, check)
     return scored
 
+
+#: The per-run table of a prediction report: each run's features and outcome.
+FEATURES_CSV = "run_features.csv"
 
 #: Settings a cell needs before its goal is judged: with fewer, a cluster bootstrap by setting cannot exclude 0.5.
 MIN_SETTINGS = 8
@@ -436,7 +445,9 @@ def _write_report(
         "question before a sweep: at this T, which initialisation remembers?), pooled over T by pairs; across T, "
         "labelled, every pair is compared, and T itself predicts much of that. Intervals: 95% percentile cluster "
         f"bootstrap by setting ({BOOTSTRAP} resamples: runs of one setting are not independent). Goals: concordance "
-        ">= 0.8 or AUC >= 0.9 within T on unseen settings, per cell.\n",
+        f">= 0.8 or AUC >= 0.9 within T on unseen settings, per cell, judged only with at least {MIN_SETTINGS} settings "
+        "(with fewer, an interval by setting cannot exclude 0.5). Beside each between-settings score, the ranking of the "
+        "seeds of one setting at one T (`within setting and T AUC`).\n",
         "## Each feature on its own\n",
         tables.markdown(scored, floatfmt=".3f") + "\n",
         (f"Not scored (no run solved, nothing to rank): {', '.join(none_solved)}.\n" if none_solved else ""),
@@ -462,6 +473,6 @@ def _write_report(
             else "No threshold keeps every best setting and the false-negative goal on the smaller-T half: none is "
             "chosen, the pre-screen stays off by default.\n"
         ),
-        "Per-run numbers: `run_features.csv`.\n",
+        f"Per-run numbers: `{FEATURES_CSV}` (`rnnstudy predict {FEATURES_CSV} --out DIR` re-scores it without the runs).\n",
     ]
     (out / "report.md").write_text("\n".join(text))
