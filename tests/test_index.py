@@ -18,7 +18,7 @@ def test_every_committed_study_ships_its_per_run_table():
     reports = [p.parent for p in RESULTS.glob("*/report.md")]
     assert reports, "no committed study"
     for folder in reports:
-        table = index.DERIVED.get(folder.name, "runs.csv")
+        table = index.DERIVED[folder.name][0] if folder.name in index.DERIVED else "runs.csv"
         assert (folder / table).exists(), f"{folder.name} has a report and no per-run table"
 
 
@@ -53,3 +53,12 @@ def test_each_memory_length_s_evidence_budget_and_lr_re_derive_from_the_per_run_
         for won, ran, T in re.findall(r"(\d+) of (\d+) solve (\d+)", text):
             at = d[d["T"] == int(T)]
             assert (int(at["solved"].sum()), len(at)) == (int(won), int(ran)), f"{name} at T = {T}"
+
+
+def test_the_committed_prediction_scores_re_derive_from_its_per_run_table():
+    from rnnstudy.report.prediction import FEATURES_CSV, scores
+
+    folder = RESULTS / "prediction"
+    rows = pd.read_csv(folder / FEATURES_CSV, keep_default_na=False, na_values=[""])
+    committed = pd.read_csv(folder / "scores.csv", keep_default_na=False, na_values=[""])
+    pd.testing.assert_frame_equal(scores(rows).reset_index(drop=True), committed, check_dtype=False)
