@@ -192,7 +192,7 @@ def test_a_journal_storage_that_cannot_be_opened_is_exit_2_and_nothing_is_writte
     assert main(["sweep", "experiments/demo.yaml", "--storage", f"journal:{missing}", f"out={tmp_path / 'runs'}"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"rnnstudy sweep: configuration error: storage journal:{missing}: no folder {missing.parent}; "
-        "allowed: journal:PATH in an existing folder"
+        "allowed: journal:PATH, a journal file in an existing folder"
     ]
     absent = tmp_path / "studies.log"
     assert main(["status", "experiments/demo.yaml", "--storage", f"journal:{absent}"]) == 2  # read-only: creates nothing
