@@ -414,3 +414,16 @@ def test_a_journal_cut_mid_record_is_repaired_and_keeps_every_complete_trial(tmp
     for name in optuna.get_all_study_names(storage):
         trials = optuna.load_study(study_name=name, storage=storage).trials
         assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2  # the first kept, one added
+
+
+def test_the_keys_of_optional_sections_can_be_overridden_from_the_command_line():
+    """T_search and calibrate are optional sections (``X | None``): their keys are keys like any other."""
+    from rnnstudy.errors import ConfigError
+    from rnnstudy.study.experiment import load_experiment
+
+    exp = load_experiment("experiments/phase_cpu.yaml", ["T_search.bracket_seeds=[20, 21]", "calibrate.extend=3"])
+    assert exp.T_search.bracket_seeds == [20, 21] and exp.calibrate.extend == 3
+    with pytest.raises(ConfigError, match=r"calibrate.extend = -1: Input should be greater than or equal to 0"):
+        load_experiment("experiments/phase_cpu.yaml", ["calibrate.extend=-1"])
+    with pytest.raises(ConfigError, match=r"unknown key 'T_search.nope'; allowed at this level: start, factor, max"):
+        load_experiment("experiments/phase_cpu.yaml", ["T_search.nope=1"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -21,16 +21,23 @@ def check_path(dotted: str, root: type[BaseModel] | None = None, leaf: bool = Tr
         if part not in model.model_fields:
             allowed = ", ".join(model.model_fields)
             raise ValueError(f"unknown key {dotted!r}; allowed at this level: {allowed}")
-        annotation = model.model_fields[part].annotation
-        section = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        section = _model_of(model.model_fields[part].annotation)
         if i < len(parts) - 1:
-            if not section:
+            if section is None:
                 raise ValueError(f"unknown key {dotted!r}: {'.'.join(parts[: i + 1])} has no sub-keys")
-            model = annotation
-        elif section and leaf:
+            model = section
+        elif section is not None and leaf:
             raise ValueError(
-                f"{dotted!r} is a section, not a key; allowed: {', '.join(f'{dotted}.{k}' for k in annotation.model_fields)}"
+                f"{dotted!r} is a section, not a key; allowed: {', '.join(f'{dotted}.{k}' for k in section.model_fields)}"
             )
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The section a key's annotation names, also where it is optional (``TSearch | None``); None for a plain key."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
 
 
 def try_override(cfg: RunConfig, overrides: dict[str, Any], where: str) -> RunConfig:
@@ -84,12 +91,12 @@ def format_validation_error(err: ValidationError, root: type[BaseModel]) -> str:
 
 
 def _section(root: type[BaseModel], loc: list[str]) -> type[BaseModel] | None:
-    model = root
+    model: type[BaseModel] | None = root
     for part in loc:
         field = model.model_fields.get(part)
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        model = _model_of(field.annotation) if field is not None else None
+        if model is None:
             return None
-        model = field.annotation
     return model
 
 
