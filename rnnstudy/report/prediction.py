@@ -437,7 +437,8 @@ def _write_report(
         )
     text = [
         "# Does the initialisation predict memory? Per run, within each cell\n",
-        f"{len(rows)} runs ({rows['study'].nunique()} points: cell x init setting x T), each one initialisation with a "
+        f"{len(rows)} runs ({rows.groupby(['cell', 'setting', 'T']).ngroups} points: cell x init setting x T), each one "
+        "initialisation with a "
         "censored outcome: solved at its T within the budget, and the steps it took (censored at the budget). "
         f"Features of the exact initial network, each oriented so that higher predicts more memory:\n\n{features_md}\n",
         f"Diverged runs count as failures ({int(rows['diverged'].sum())} of them). lambda_1 did not converge for "
