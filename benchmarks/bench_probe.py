@@ -32,6 +32,7 @@ from rnnstudy.model.cells import INJECTABLE  # noqa: E402
 from rnnstudy.model.gradflow import GradFlowProbe  # noqa: E402
 from rnnstudy.model.models import RecurrentNet  # noqa: E402
 from rnnstudy.model.tasks import make_task  # noqa: E402
+from rnnstudy.run.device import set_tf32
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
@@ -132,6 +133,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="T=100 only, 3 repeats")
     p.add_argument("--recorded", type=Path, help=f"flag a probe ratio {MOVED:g}x away from this file's (benchmarks/RESULTS.md)")
     args = p.parse_args()
+    set_tf32(False)  # cuDNN RNNs follow torch.backends.cudnn.allow_tf32, which PyTorch leaves on: full FP32 here
     recorded = recorded_ratios(args.recorded, args.task) if args.recorded else {}
     if args.quick:
         args.T, args.repeats = [100], 3

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rnnstudy.model.models import RecurrentNet  # noqa: E402
 from rnnstudy.model.tasks import make_task  # noqa: E402
 from rnnstudy.run.config import RunConfig  # noqa: E402
+from rnnstudy.run.device import set_tf32
 from rnnstudy.run.overrides import apply_overrides  # noqa: E402
 from rnnstudy.run.train import train  # noqa: E402
 
@@ -74,6 +75,7 @@ def main() -> None:
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels on both sides (train.deterministic)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per side (default: 8000 / T, at least 30)")
     args = p.parse_args()
+    set_tf32(False)  # both sides in full FP32 from the first cell on (train() would switch it off only once it runs)
     if args.deterministic:
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.deterministic = True
@@ -86,10 +88,12 @@ def main() -> None:
     )
     kernels = "deterministic" if args.deterministic else "default"
     print(f"# harness vs plain PyTorch training step on {device}; torch {torch.__version__}; batch 128, hidden 128, adding")
-    print(f"# {kernels} kernels")
+    print(f"# {kernels} kernels; TF32 off on both sides")
     print("| cell | T | plain step (ms) | harness step (ms) | harness / plain |")
     print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as out:
+        train(apply_overrides(RunConfig(), {"train.steps": 3, "train.val_every": 3, "out": out, "wandb.mode": "disabled",
+                                            "train.progress": False}))  # the process's one-off costs, before any timing
         for T in args.T:
             steps = args.steps or max(30, 8000 // T)
             for cell in args.cells:
