@@ -427,3 +427,17 @@ def test_the_keys_of_optional_sections_can_be_overridden_from_the_command_line()
         load_experiment("experiments/phase_cpu.yaml", ["calibrate.extend=-1"])
     with pytest.raises(ConfigError, match=r"unknown key 'T_search.nope'; allowed at this level: start, factor, max"):
         load_experiment("experiments/phase_cpu.yaml", ["T_search.nope=1"])
+
+
+@pytest.mark.parametrize("value, message", [
+    ("{gru: 0}", "a positive integer, or a mapping cell -> positive integer"),
+    ("-5", "T = -5: allowed: a positive integer, or a mapping cell -> positive integer"),
+    ("{gru: 10, lstn: 20}", "T: unknown cell 'lstn'; allowed: rnn_tanh, rnn_relu, lstm, gru"),
+])  # fmt: skip
+def test_calibrate_T_says_what_it_allows_in_words_and_names_an_unknown_cell(value, message):
+    from rnnstudy.errors import ConfigError
+    from rnnstudy.study.experiment import load_experiment
+
+    with pytest.raises(ConfigError) as err:
+        load_experiment("experiments/phase_cpu.yaml", [f"calibrate.T={value}"])
+    assert message in str(err.value) and "constrained-int" not in str(err.value) and len(str(err.value).splitlines()) == 1

@@ -15,6 +15,7 @@ import yaml
 from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 
 from rnnstudy.errors import ConfigError
+from rnnstudy.model.cells import CELLS
 from rnnstudy.model.packing import packing_wins
 from rnnstudy.model.tasks import TASKS
 from rnnstudy.run.config import Name, RunConfig, RunDefaults, Seed, Strict
@@ -67,7 +68,7 @@ class Calibration(Strict):
 
     lr: list[PositiveFloat] = Field(min_length=5)
     """The learning rates tried (at least 5, spanning at least two decades)."""
-    T: PositiveInt | dict[str, PositiveInt]
+    T: int | dict[str, int]
     """The reference T the calibration runs at: one for every cell, or one per cell (``{lstm: 160, rnn_tanh: 20}``), so
     that each cell is calibrated near its own transition rather than at a T every lr solves."""
     steps: PositiveInt | None = None
@@ -89,6 +90,11 @@ class Calibration(Strict):
 
     @model_validator(mode="after")
     def _wide(self) -> Calibration:
+        per_cell = self.T if isinstance(self.T, dict) else {}
+        if unknown := [c for c in per_cell if c not in CELLS]:
+            raise ValueError(f"T: unknown cell {', '.join(map(repr, unknown))}; allowed: {', '.join(CELLS)}")
+        if any(t < 1 for t in (per_cell.values() if per_cell else [self.T])):
+            raise ValueError(f"T = {self.T}: allowed: a positive integer, or a mapping cell -> positive integer")
         if max(self.lr) < 100 * min(self.lr):
             raise ValueError(f"lr = {self.lr}: spans less than two decades; allowed: max(lr) >= 100 x min(lr)")
         return self
