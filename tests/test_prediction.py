@@ -197,3 +197,16 @@ def test_held_out_scores_unseen_settings_within_T():
     # 0-3 against 4-5; 5 seeds each side.
     assert table.loc["init features", "pairs"] == (1 * 5 + 4 * 2) * 25
     assert table.loc["init features", "seed splits"] == 10  # every way of holding out 2 of 5 seeds
+
+
+def test_predict_on_hand_runs_is_one_line_and_writes_nothing(tiny, tmp_path, capsys):
+    from rnnstudy.cli import main
+    from rnnstudy.run.train import train
+
+    cfg = tiny(train__steps=4)
+    train(cfg)
+    out = tmp_path / "pred"
+    assert main(["predict", str(cfg.out / cfg.experiment), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no run a study made ended as a result here" in err[0]
+    assert not out.exists()

@@ -29,6 +29,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from rnnstudy.errors import ConfigError
 from rnnstudy.model.cells import CELL_LABELS, CELL_ORDER, CELLS
 from rnnstudy.model.diagnostics import diagnose, init_features
 from rnnstudy.names import COMPLETE, DIVERGED, SOLVED_FRACTION
@@ -123,7 +124,7 @@ def features(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """One row per studied run that ended as a result: its outcome (solved, steps censored at the budget; a diverged run
     is a failure at its budget) and every feature."""
     studied = frames.studied(runs)
-    done = studied[studied["status"].isin([COMPLETE, DIVERGED])]
+    done = studied[studied["status"].isin([COMPLETE, DIVERGED]) & studied["study"].notna()]  # a hand run is no study point
     probe = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["step"] == 0)]
     ratios = probe.pivot_table(index="run_id", columns="metric", values="value")
     first = done.groupby("study")["seed"].min()
@@ -368,7 +369,8 @@ def build(res: Results, out: Path) -> pd.DataFrame:
     """Write the per-run scores, the held-out combination, the pre-screen counterfactual and the figure under ``out``."""
     rows = features(res, frames.run_table(res))
     if rows.empty:
-        raise ValueError("no studied, complete runs to score")
+        raise ConfigError("no run a study made ended as a result here (predict scores the runs of memory-length studies, "
+                          "`rnnstudy sweep EXP.yaml`; hand runs have no study point to rank them in)")  # fmt: skip
     return score(rows, out)
 
 
