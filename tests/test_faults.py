@@ -441,3 +441,10 @@ def test_calibrate_T_says_what_it_allows_in_words_and_names_an_unknown_cell(valu
     with pytest.raises(ConfigError) as err:
         load_experiment("experiments/phase_cpu.yaml", [f"calibrate.T={value}"])
     assert message in str(err.value) and "constrained-int" not in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_a_sweep_rejected_for_its_storage_leaves_no_empty_results_folder(tmp_path, capsys):
+    path = experiment(tmp_path)
+    assert main(["sweep", str(path), "--storage", "postgresql+psycopg2://u@127.0.0.1:9/db"]) == 2
+    assert "127.0.0.1:9" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "f").exists()

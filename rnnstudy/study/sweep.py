@@ -64,8 +64,14 @@ def _prepare(path: str, storage_url: str | None, overrides: list[str]) -> tuple[
     base = exp.base()
     if storage_url and storage_url.startswith(JOURNAL):
         check_journal(storage_url, create=True)  # before the results folder exists: a bad storage writes nothing
+    existed = (base.out / exp.name).exists()
     preflight(base)  # before the storage or any study exists
-    storage, url = open_storage(storage_url, exp, base)
+    try:
+        storage, url = open_storage(storage_url, exp, base)
+    except ConfigError:
+        if not existed and not any((base.out / exp.name).iterdir()):
+            (base.out / exp.name).rmdir()  # a rejected sweep leaves no empty results folder behind
+        raise
     for stage, point in lines(exp):
         if stage.upfront(point):
             load_study(point, storage, exp)
