@@ -59,6 +59,7 @@ def test_the_memory_verdicts_of_a_hand_built_frontier():
     assert text.loc["rnn_tanh", "memory length"] == "T50 < 10: 1 of 5 solve 10 (not a 95% bound: too few runs)"
     assert text.loc["rnn_relu", "memory length"].startswith("T50 between 20 and 40 (quasi-separated: 3 of 5 solve 20")
     assert text.loc["rnn_relu", "solved fraction at each T"] == "10: 100%, 20: 60%, 40: 0%"
+    assert (text.loc["lstm", "budget (steps)"], text.loc["lstm", "lr"]) == (1000, "0.001")  # beside every memory length
     assert text.loc["lstm", "steps to solve (KM median [95%])"].startswith("100 [")
 
 

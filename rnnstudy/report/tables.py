@@ -116,6 +116,8 @@ def memory_table(memory: pd.DataFrame) -> pd.DataFrame:
             "init family": memory["family"],
             "setting": memory["setting"].replace("", "-"),
             "memory length": memory.apply(estimate_text, axis=1),
+            "budget (steps)": memory["budget"],
+            "lr": memory["lr"].map(lambda v: ", ".join(f"{x:g}" for x in v)),
             "seeds": memory["seeds"],
             "T visited": memory["T_visited"].map(lambda v: ", ".join(map(str, v))),
             "solved fraction at each T": [
@@ -126,7 +128,6 @@ def memory_table(memory: pd.DataFrame) -> pd.DataFrame:
                 f"{_steps(m)} [{_steps(lo)}, {_steps(hi)}] at T = {at}"
                 for m, lo, hi, at in memory[["steps_to_solve", "steps_low", "steps_high", "steps_at_T"]].itertuples(index=False)
             ],
-            "lr": memory["lr"].map(lambda v: ", ".join(f"{x:g}" for x in v)),
             "gradient horizon at init (answer loss, steps)": memory["horizon_at_init"],
             "at T": memory["horizon_T"],
         }
