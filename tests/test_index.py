@@ -62,3 +62,10 @@ def test_the_committed_prediction_scores_re_derive_from_its_per_run_table():
     rows = pd.read_csv(folder / FEATURES_CSV, keep_default_na=False, na_values=[""])
     committed = pd.read_csv(folder / "scores.csv", keep_default_na=False, na_values=[""])
     pd.testing.assert_frame_equal(scores(rows).reset_index(drop=True), committed, check_dtype=False)
+
+
+def test_the_prediction_scores_exactly_the_study_runs_of_the_committed_phase_study():
+    features = pd.read_csv(RESULTS / "prediction" / "run_features.csv")
+    runs = pd.read_csv(RESULTS / "phase_cpu" / "runs.csv", keep_default_na=False, na_values=[""])
+    studied = runs[runs["stage"].fillna("") != "calibration"]
+    assert sorted(features["run_id"]) == sorted(studied["run_id"])
