@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
-from rnnstudy.model.cells import CELL_COLOURS, CELL_ORDER  # noqa: E402
+from rnnstudy.model.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER  # noqa: E402
 from rnnstudy.names import Censored  # noqa: E402
 
 
@@ -75,6 +75,16 @@ def t50_points(ax: plt.Axes, x: str, memory: pd.DataFrame, colour: str, legend: 
         if not bound.empty:
             ax.scatter(bound[x], bound["bound"], marker=marker, s=60, color=colour, label=text if legend else None,
                        facecolors=[colour if not w else "none" for w in weak[bound.index]])  # fmt: skip
+
+
+def budget_and_lr(memory: pd.DataFrame) -> str:
+    """What every memory length is measured at, for a figure's title: ``at 1500 training steps (lr: LSTM 0.01; ...)``."""
+    if memory.empty:
+        return ""
+    budgets = ", ".join(str(int(b)) for b in sorted(memory["budget"].unique()))
+    lrs = "; ".join(f"{CELL_LABELS[c]} {', '.join(f'{v:g}' for v in sorted({x for xs in d['lr'] for x in xs}))}"
+                    for c, d in memory.groupby("cell", sort=False))  # fmt: skip
+    return f"at {budgets} training steps (lr: {lrs})"
 
 
 #: Lines of one panel at one x are drawn side by side, this far apart on a log axis (a factor), so none hides another.

@@ -126,6 +126,6 @@ def draw_t50(memory: pd.DataFrame, out: Path) -> Path | None:
         ax.set_yscale("log")
         figures.plain_log_ticks(ax.yaxis)
         ax.set(title=task, ylabel="T50 (log): where half the seeds solve")
-    fig.suptitle("Memory length T50 with 95% intervals (hollow squares: between two T tried, quasi-separated; "
-                 "triangles: bounds, hollow where weak)", fontsize=9)  # fmt: skip
+    fig.suptitle(f"Memory length T50 {figures.budget_and_lr(memory)}, with 95% intervals\n(hollow squares: "
+                 "between two T tried, quasi-separated; triangles: bounds, hollow where weak)", fontsize=9)  # fmt: skip
     return figures.save(fig, out)

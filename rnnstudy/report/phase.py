@@ -120,5 +120,5 @@ def draw(cells: pd.DataFrame, memory: pd.DataFrame, prediction: pd.DataFrame, ou
     if image is not None:
         fig.colorbar(image, ax=axes[0, :].tolist(), label="fraction of seeds solved", shrink=0.8)
     fig.suptitle("Trainability phase diagram: seeds solved of seeds run at each (initialisation parameter x T; blank: "
-                 "not visited), and T50 against the parameter")  # fmt: skip
+                 f"not visited), and T50 against the parameter,\n{figures.budget_and_lr(memory)}")  # fmt: skip
     return figures.save(fig, out)
