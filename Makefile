@@ -7,7 +7,8 @@ TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
 EXP         ?= experiments/memory_length.yaml
 WORKERS     ?= 2
-GPUS        ?= $(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, -)
+# The GPUs of an allocation that already set CUDA_VISIBLE_DEVICES (SLURM without cgroups), else every GPU nvidia-smi lists.
+GPUS        ?= $(or $(CUDA_VISIBLE_DEVICES),$(shell nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null | paste -sd, -))
 RESULTS     ?= runs
 NAME         = $(basename $(notdir $(EXP)))
 

@@ -230,8 +230,12 @@ def test_a_sweep_that_asks_for_gpus_it_cannot_use_stops_before_writing(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "torch.cuda.is_available() is False" in err[0] and "allowed: '' (the CPU)" in err[0]
     fake_cuda(monkeypatch, tmp_path, usable=True, count=2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert main(["sweep", str(exp), "--gpus", "0,3"]) == 2
-    assert "no GPU 3 here; allowed: 0 .. 1" in capsys.readouterr().err
+    assert "no GPU 3 visible here; allowed: 0, 1 or GPU/MIG UUIDs" in capsys.readouterr().err
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # an allocation's two GPUs: CUDA sees them as 0 and 1
+    assert main(["sweep", str(exp), "--gpus", "1"]) == 2
+    assert "no GPU 1 CUDA_VISIBLE_DEVICES names; allowed: 2, 3 or GPU/MIG UUIDs" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
@@ -247,6 +251,7 @@ def test_gpus_give_each_worker_its_own_device(tmp_path, monkeypatch):
     import rnnstudy.study.sweep as sweep
 
     fake_cuda(monkeypatch, tmp_path, usable=True)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     started = []
 
     class Done:

@@ -57,10 +57,16 @@ def check_gpus(gpus: list[str]) -> None:
             f"{asked}: torch {torch.__version__} cannot use CUDA here (torch.cuda.is_available() is False: a driver older "
             f"than its CUDA {torch.version.cuda}, or CUDA_VISIBLE_DEVICES hides the GPUs); allowed: '' (the CPU)"
         )
-    count = torch.cuda.device_count()
-    wrong = [g for g in gpus if g.isdigit() and int(g) >= count]  # MIG and GPU UUIDs are CUDA's to resolve
+    import os
+
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    # A worker's CUDA_VISIBLE_DEVICES replaces this process's: inside an allocation (SLURM without cgroups) only the
+    # GPUs it already names may be given; elsewhere the indices CUDA sees. MIG and GPU UUIDs are CUDA's to resolve.
+    allowed = visible or [str(i) for i in range(torch.cuda.device_count())]
+    wrong = [g for g in gpus if g.isdigit() and g not in allowed]
     if wrong:
-        raise ConfigError(f"{asked}: no GPU {', '.join(wrong)} here; allowed: 0 .. {count - 1} or GPU/MIG UUIDs")
+        where = "CUDA_VISIBLE_DEVICES names" if visible else "visible here"
+        raise ConfigError(f"{asked}: no GPU {', '.join(wrong)} {where}; allowed: {', '.join(allowed)} or GPU/MIG UUIDs")
 
 
 def worker_threads(workers: int, environ: dict[str, str]) -> int:
