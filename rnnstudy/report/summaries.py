@@ -99,7 +99,8 @@ def _memory_length_to_wandb(exp: Experiment, base: RunConfig, common: dict[str, 
         # Numbers stay numbers W&B can chart (NaN where there is none: a censored T50 has its bound column instead);
         # the lists per T visited become text.
         lists = ["T_visited", "solved_fraction", "lr"]
-        table = memory.assign(**{k: memory[k].map(lambda v: ", ".join(f"{x:g}" for x in v)) for k in lists})
+        table = memory.assign(**{k: memory[k].map(lambda v: ", ".join(f"{x:g}" for x in v)) for k in lists},
+                              counts=memory["counts"].map(lambda v: ", ".join(f"{T}: {w}/{n}" for T, w, n in v)))  # fmt: skip
         run.log({"memory_length": wandb.Table(dataframe=table)})
         run.summary.update({"lines": len(memory), "censored": int((memory["censored"] != Censored.NONE).sum())})
     finally:
