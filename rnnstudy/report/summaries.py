@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from rnnstudy.names import Censored
 from rnnstudy.run.config import RunConfig
+from rnnstudy.run.records import source_revision, versions
 from rnnstudy.study.experiment import Experiment
 from rnnstudy.study.studies import METRIC, study_importances
 
@@ -25,8 +26,9 @@ def summary_run_id(project: str, study: str) -> str:
 
 
 def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.Study]) -> None:
-    """One W&B run per study (stable id): best parameters and the best trial's W&B runs, best value, the search space,
-    importances where they mean something; and, for a memory-length experiment, one run with its T50 table."""
+    """One W&B run per searched study (stable id): best parameters and the best trial's W&B runs, best value, the
+    search space, importances where they mean something, the study's facts, commit and versions; and, for a
+    memory-length experiment, one run with its T50 table (fixed points get no run of their own: it covers them)."""
     if base.wandb.mode == "disabled":
         return
     import wandb
@@ -39,7 +41,9 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
     project = base.wandb.project or exp.name
     common = {"project": project, "entity": base.wandb.entity, "dir": str(folder), "mode": base.wandb.mode}
     common |= {"settings": wandb.Settings(**SETTINGS), "reinit": "create_new", "resume": "allow"}
-    for study in studies:
+    commit, dirty = source_revision()
+    made_by = {"provenance": {"commit": commit, "dirty": dirty}, "versions": versions()}
+    for study in studies if exp.search else []:  # a fixed point has no search to summarise: the T50 run covers it
         finished = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         if not finished:
             continue
@@ -55,7 +59,8 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
                 "best_params": study.best_params,
                 "best_runs": study.best_trial.user_attrs.get("run_ids", []),  # the W&B run ids of the best trial's seeds
                 "search_space": {key: spec.model_dump() for key, spec in exp.search.items()},
-                **a,
+                "study": dict(a),  # the study's facts under one key: a training run's `task` is its whole section
+                **made_by,
             },
             **common,
         )
@@ -71,7 +76,7 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
             run.finish()
             _keep_latest_offline(run)
     if exp.T_search or exp.calibrate:
-        _memory_length_to_wandb(exp, base, common)
+        _memory_length_to_wandb(exp, base, common | {"config": {"experiment": exp.name, **made_by}})
     share_staged(folder)
 
 
@@ -92,7 +97,6 @@ def _memory_length_to_wandb(exp: Experiment, base: RunConfig, common: dict[str, 
         job_type="memory-length",
         name=f"memory length {exp.name}",
         tags=["memory-length"],
-        config={"experiment": exp.name},
         **common,
     )
     try:

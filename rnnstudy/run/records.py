@@ -73,14 +73,14 @@ class StoreSink:
 
 
 @functools.cache
-def _source_revision() -> tuple[str | None, bool | None]:
+def source_revision() -> tuple[str | None, bool | None]:
     """The git commit of the rnnstudy checkout and whether its tree is dirty (None outside a git checkout); once a process."""
-    source = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=package, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=source.parent, capture_output=True,
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--", "."], cwd=package.parent, capture_output=True,
                                     text=True, check=True).stdout.strip())  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return None, None
@@ -89,7 +89,7 @@ def _source_revision() -> tuple[str | None, bool | None]:
 
 def provenance(parameters: int) -> dict[str, Any]:
     """Where a run's code came from (git commit, dirty tree; None outside a git checkout) and its parameter count."""
-    commit, dirty = _source_revision()
+    commit, dirty = source_revision()
     return {"commit": commit, "dirty": dirty, "parameters": parameters}
 
 
