@@ -244,7 +244,7 @@ def test_worker_threads_honour_the_users_omp_num_threads():
 
     assert worker_threads(1, {"OMP_NUM_THREADS": "1"}) == 1  # a 1-worker sweep on 2 cores keeps the user's 1
     assert worker_threads(4, {"OMP_NUM_THREADS": "3"}) == 3
-    assert worker_threads(64, {}) == 1 and worker_threads(1, {"OMP_NUM_THREADS": "x"}) >= 1
+    assert worker_threads(10**6, {}) == 1 and worker_threads(1, {"OMP_NUM_THREADS": "x"}) >= 1  # any machine's cores
 
 
 def test_gpus_give_each_worker_its_own_device(tmp_path, monkeypatch):
