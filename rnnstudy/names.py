@@ -13,6 +13,15 @@ from pathlib import Path
 #: Metrics a run logs (``split``/``metric`` in the store, ``split/metric`` in W&B).
 LOSS, NORM_LOSS, GRAD_NORM, SOLVED, LR = "loss", "norm_loss", "grad_norm", "solved", "lr"
 
+#: The splits a run's metrics belong to: training steps, validations, the gradient probe's derived numbers.
+TRAIN, VAL, PROBE = "train", "val", "probe"
+
+
+def metric_key(name: str, loss: str = "answer", layer: int = 1, state: str = "h") -> str:
+    """The name of a derived gradient number in the store and (under ``grad/``) in W&B: ``<loss>/<name>/l<layer>/<state>``."""
+    return f"{loss}/{name}/l{layer}/{state}"
+
+
 #: A run's status in run.json: ``running`` until it ends, then complete, pruned or diverged (each a result: trained to
 #: its budget or solved bar, stopped by the pruner, or diverged) or failed (a crash or an interrupt, not a result).
 RUNNING, COMPLETE, PRUNED, DIVERGED, FAILED = "running", "complete", "pruned", "diverged", "failed"

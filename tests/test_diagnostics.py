@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from rnnstudy.model.cells import CELLS
 from rnnstudy.model.diagnostics import diagnose, lyapunov_spectrum, predicted_loss, reach_from_rate
 from rnnstudy.study.experiment import load_run_config
 
@@ -91,7 +92,7 @@ def test_prediction_rebuilds_each_runs_exact_config(tiny):
     assert run_config(row["path"]) == cfg
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(CELLS))
 def test_tangent_maps_equal_forward_mode_autodiff(cell):
     """The written-out tangent of each cell's update against torch's own forward-mode derivative."""
     from rnnstudy.model.diagnostics import step_function
@@ -110,7 +111,7 @@ def test_tangent_maps_equal_forward_mode_autodiff(cell):
         assert torch.allclose(value, out, rtol=1e-14) and torch.allclose(tangent, jv[..., j], rtol=1e-12, atol=1e-14)
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(CELLS))
 def test_each_cells_written_out_update_is_its_fused_modules_step(cell):
     """CellSpec.step against the cell's own PyTorch module: one step from the same state gives the same state."""
     from rnnstudy.model.cells import CELLS

@@ -6,6 +6,7 @@ readers survive damage and write nothing they should not; bad input of every kin
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -138,10 +139,10 @@ def test_full_disk_at_the_final_write_is_one_line(tmp_path, monkeypatch, capsys)
 
     original = RunWriter.flush
 
-    def flush(self, **info):
-        if "ended" in info:
+    def flush(self, info=None):
+        if info is not None and info.ended is not None:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.folder / "run.json"))
-        original(self, **info)
+        original(self, info)
 
     monkeypatch.setattr(RunWriter, "flush", flush)
     code = main(["train", "task.name=adding", "task.T=6", "model.hidden_size=4", "train.steps=5", "train.val_every=5",
@@ -168,11 +169,16 @@ def test_report_skips_damaged_runs_and_still_writes(swept, tmp_path, capsys):
     (folders[0] / "metrics.parquet").write_bytes((folders[0] / "metrics.parquet").read_bytes()[:100])
     (folders[1] / "run.json").write_text('{"status": "compl')
     (folders[2] / "gradflow.parquet").write_bytes(b"")
+    off = folders[3].with_name(folders[3].name + "-copy")  # a fourth damaged run beside the healthy one
+    shutil.copytree(folders[3], off)
+    (off / "run.json").write_text(json.dumps({**json.loads((off / "run.json").read_text()), "steps": "many"}))
+    folders[3] = off
     assert main(["report", str(store), "--out", str(tmp_path / "r")]) == 0
     err = capsys.readouterr().err
-    assert all(f"skipping damaged run {f}" in err for f in folders[:3])
+    assert all(f"skipping damaged run {f}" in err for f in folders[:4])
+    assert re.search(r"skipping damaged run .*ValidationError.*\bsteps\b", err)  # the field that broke it, by name
     md = (tmp_path / "r" / "report.md").read_text()
-    assert "Skipped 3 damaged runs" in md and (tmp_path / "r" / "frontier.png").exists()
+    assert "Skipped 4 damaged runs" in md and (tmp_path / "r" / "frontier.png").exists()
 
 
 def test_report_with_a_corrupt_storage_writes_nothing(swept, tmp_path, capsys):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from rnnstudy.model.cells import CELLS, INJECTABLE
 from rnnstudy.model.gradflow import GradFlowProbe, decay_rate, horizon, profile
 from rnnstudy.model.models import RecurrentNet
 from rnnstudy.model.tasks import make_task
@@ -66,7 +67,7 @@ def make_net(cell, layers, task, seed=0, hidden=6):
 @pytest.mark.parametrize("loss", ["answer", "training"])
 @pytest.mark.parametrize("task_name,T", [("adding", 9), ("copy", 4)])
 @pytest.mark.parametrize("layers", [1, 2])
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(CELLS))
 def test_probe_equals_unrolled_float64(cell, layers, task_name, T, loss, method):
     """Both methods against the unrolled loop (the fused one exists for every cell but the GRU)."""
     if cell == "gru" and method == "fused":
@@ -188,7 +189,7 @@ def test_adding_answer_and_training_profiles_are_the_same():
         assert torch.equal(answer.norms[key], whole.norms[key])
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm"])
+@pytest.mark.parametrize("cell", INJECTABLE)
 def test_injected_forward_is_the_same_function_and_weight_gradients(cell):
     task = make_task("copy", 6)
     batch = task.sample(4, torch.Generator().manual_seed(5))

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from rnnstudy.cli import main
+from rnnstudy.model.cells import CELLS
 from rnnstudy.model.diagnostics import step_function
 from rnnstudy.model.inits import initialise
 from rnnstudy.model.models import RecurrentNet
@@ -40,7 +41,7 @@ def test_the_memory_verdicts_of_a_hand_built_frontier():
     rows += [("gru", "b", T, s, True) for T in (10, 20, 40) for s in seeds]  # solves everything tried
     rows += [("rnn_tanh", "c", 10, s, s == 0) for s in seeds]  # one seed in five at the smallest T
     rows += [("rnn_relu", "d", T, s, (T == 10) or (T == 20 and s < 3)) for T in (10, 20, 40) for s in seeds]  # 3/5 at 20
-    empty = Results(pd.DataFrame(), pd.DataFrame(columns=["step", "split", "metric", "value", "run_id"]), pd.DataFrame())
+    empty = Results([], pd.DataFrame(), pd.DataFrame(columns=["step", "split", "metric", "value", "run_id"]), pd.DataFrame())
     memory = tables.memory_length(hand_built_runs(rows), empty).set_index("cell")
     assert memory.loc["lstm", "T50"] == pytest.approx(math.sqrt(20 * 40), rel=0.02)  # symmetric: the gap's geometric middle
     assert memory.loc["lstm", "separated"] and (memory.loc["lstm", "bracket_low"], memory.loc["lstm", "bracket_high"]) == (20, 40)
@@ -92,7 +93,7 @@ def test_the_digits_loss_reads_the_last_step_only():
     assert task.answer_steps == slice(63, 64)
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(CELLS))
 def test_the_diagnostics_step_is_the_torch_modules_own_step(cell):
     torch.manual_seed(0)
     net = RecurrentNet(ModelConfig(cell=cell, hidden_size=6), 3, 2).double()
@@ -311,7 +312,7 @@ def test_a_calibration_run_is_never_the_best_initialisation_and_heatmaps_show_th
     gradflow = pd.DataFrame([{"run_id": f"r{i}", "step": 0, "layer": 1, "state": "h", "loss": "answer", "t": 0, "norm": 1.0}
                              for i in range(5)])  # fmt: skip
     both["seq_len"], both["init"] = 20, "default"
-    shown = heatmaps.frame(Results(both, pd.DataFrame(), gradflow), both)
+    shown = heatmaps.frame(Results([], both, pd.DataFrame(), gradflow), both)
     assert set(shown["run_id"]) == {"r3"}  # the median final loss of the five (0.01, 0.02, 0.03, 0.04, 0.9), not seed 0
 
 

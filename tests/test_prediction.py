@@ -15,8 +15,9 @@ from conftest import cli
 from scipy.stats import kendalltau
 
 from rnnstudy.model import diagnostics
-from rnnstudy.model.gradflow import metric_key, profile
+from rnnstudy.model.gradflow import profile
 from rnnstudy.model.tasks import make_task
+from rnnstudy.names import metric_key
 from rnnstudy.report import prediction
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.overrides import apply_overrides

@@ -11,7 +11,7 @@ import pytest
 from rnnstudy.cli import main
 from rnnstudy.report import frames, frontier, gradient_lag, reproduction
 from rnnstudy.report.build import build_report
-from rnnstudy.run.store import hold, load, status_counts
+from rnnstudy.run.store import Stored, hold, load, status_counts
 
 FIGURES = ["gradient_lag.png", "heatmaps.png", "frontier.png", "budget.png", "curves.png", "search.png"]
 
@@ -192,9 +192,10 @@ def test_a_row_of_the_experiment_is_its_own_line(store):
     from dataclasses import replace
 
     res = load(store)
-    runs = res.runs.assign(**{"meta.row": ["lr=0.003", None] * (len(res.runs) // 2) + ["lr=0.003"] * (len(res.runs) % 2),
-                              "meta.axis": "init.gain", "meta.value": 1.0})  # fmt: skip
-    table = frames.run_table(replace(res, runs=runs))
+    records = [Stored(path, info.model_copy(update={"meta": info.meta.model_copy(
+        update={"row": "lr=0.003" if i % 2 == 0 else "", "axis": "init.gain", "value": 1.0})}))
+        for i, (path, info) in enumerate(res.records)]  # fmt: skip
+    table = frames.run_table(replace(res, records=records))
     assert set(table["setting"]) == {"gain=1 lr=0.003", "gain=1"}  # two lines, told apart by the row
 
 
@@ -204,12 +205,10 @@ def test_a_fixed_points_seeds_pool_across_the_stages_that_ran_them(store):
     from rnnstudy.report import tables
 
     res = load(store)
-    fixed = res.runs.drop(columns=[c for c in res.runs.columns if c.startswith("meta.params.")])
-    one = fixed[(fixed["config.model.cell"] == "lstm") & (fixed["config.task.T"] == 12)].copy()
-    one["meta.study"] = ["tiny/lstm/adding/T=12", "tiny/bracket/lstm/adding/T=12"] * (len(one) // 2) + [
-        "tiny/lstm/adding/T=12"
-    ] * (len(one) % 2)
-    one["meta.stage"] = np.where(one["meta.study"].str.contains("bracket"), "bracket", "")
-    table = frames.run_table(replace(res, runs=one))
+    lstm = [(path, info) for path, info in res.records if info.config.model.cell == "lstm" and info.config.task.T == 12]
+    one = [Stored(path, info.model_copy(update={"meta": info.meta.model_copy(update={
+        "params": {}, "study": "tiny/bracket/lstm/adding/T=12" if i % 2 else "tiny/lstm/adding/T=12",
+        "stage": "bracket" if i % 2 else ""})})) for i, (path, info) in enumerate(lstm)]  # fmt: skip
+    table = frames.run_table(replace(res, records=one))
     pooled = tables.best_trials(table)
     assert len(pooled) == len(table[table["status"].isin(["complete", "diverged"])]) > 2  # every seed, both stages

@@ -149,3 +149,24 @@ def test_digits_train_end_to_end_and_bad_T(tiny):
     assert val["value"].iloc[-1] == accuracy
     with pytest.raises(ConfigError, match="fixed length; allowed: 64"):
         tiny(task__name="digits", task__T=100)
+
+
+def test_a_task_missing_a_fact_fails_when_its_class_is_defined():
+    from rnnstudy.model.tasks import Task, register_task
+
+    with pytest.raises(TypeError, match=r"task Half must set .*recall_offset.*T_means.*per_sample_loss"):
+
+        @register_task
+        class Half(Task):
+            name, input_size, output_size, default_threshold = "half", 1, 1, 0.1
+            baseline_text, solved_metric, solved_higher_is_better = "-", "mse", False
+
+    assert "half" not in TASKS
+
+
+@pytest.mark.parametrize("name", list(TASKS))
+def test_every_registered_task_declares_its_facts(name):
+    from rnnstudy.model.tasks import REQUIRED
+
+    task = make_task(name, TASKS[name].fixed_T or 10)
+    assert all(hasattr(task, attr) for attr in REQUIRED) and task.recall_offset >= 0

@@ -9,7 +9,7 @@ Adding a cell is one entry in :data:`CELLS` (see docs/architecture.md, "Add a ce
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from rnnstudy.lazy import LazyModule
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 #: A layer's update from its pre-activations: (W_ih x_t + b_ih, W_hh h_{t-1} + b_hh, state) -> the next state; the
 #: state is (h,) or (h, c). Shapes broadcast, so stacked members (K, B, gates x H) take one call for all.
 Update = Callable[["Tensor", "Tensor", tuple["Tensor", ...]], tuple["Tensor", ...]]
+#: How a packed run of a point's seeds computes (rnnstudy.model.packing): ``stacked``, one batched matmul per time step
+#: for all members; ``loop``, each member's fused layer in turn within the one step; ``apart``, packing loses there, so
+#: a sweep trains the seeds one run each.
+Executor = Literal["stacked", "loop", "apart"]
 #: A layer's update with its exact tangent map: (s, x, V) -> (F(s, x), dF/ds V); s is the full state (B, n), V (B, n, k).
 Push = Callable[["Tensor", "Tensor", "Tensor | None"], tuple["Tensor", "Tensor | None"]]
 
@@ -52,6 +56,10 @@ class CellSpec:
     #: The gate block that writes new content apart from the keep gate (chrono sets its bias to minus the keep gate's);
     #: None where the keep gate also writes (the GRU's z) or there are no gates.
     write_gate: int | None = None
+    #: The measured executor of a packed point per device type (benchmarks/RESULTS.md, "Packed runs": whole processes,
+    #: a 5-seed point at hidden 32, batch 64, T = 40 and 160, 1500 steps, this project's 2-core CPU); a device type not
+    #: measured (every GPU so far) takes the loop.
+    packed: dict[str, Executor] = field(default_factory=dict)
 
     def state_size(self, hidden: int) -> int:
         """The full state's width: h, or h and c stacked."""
@@ -149,15 +157,18 @@ def _rnn(nonlinearity: str) -> Callable[[int, int, str | None], RNNBase]:
 
 
 CELLS: dict[str, CellSpec] = {
-    "rnn_tanh": CellSpec("tanh RNN", "#d62728", 1, True, _rnn("tanh"), _vanilla_step, _tanh_update),
-    "rnn_relu": CellSpec("ReLU RNN", "#ff7f0e", 1, True, _rnn("relu"), _vanilla_step, _relu_update),
+    "rnn_tanh": CellSpec("tanh RNN", "#d62728", 1, True, _rnn("tanh"), _vanilla_step, _tanh_update,
+                         packed={"cpu": "stacked"}),  # fmt: skip
+    "rnn_relu": CellSpec("ReLU RNN", "#ff7f0e", 1, True, _rnn("relu"), _vanilla_step, _relu_update,
+                         packed={"cpu": "stacked"}),  # fmt: skip
     "lstm": CellSpec(
         "LSTM", "#1f77b4", 4, True, lambda i, h, device=None: nn.LSTM(i, h, device=device), _lstm_step, _lstm_update,
         state=("h", "c"), keep_gate=1, write_gate=0,
+        packed={"cpu": "apart"},  # its fused oneDNN kernel beats both packed forms (loop 0.68x, stacked 0.45x at T = 160)
     ),  # fmt: skip
     "gru": CellSpec(
         "GRU", "#2ca02c", 3, False, lambda i, h, device=None: nn.GRU(i, h, device=device), _gru_step, _gru_update,
-        keep_gate=1,
+        keep_gate=1, packed={"cpu": "stacked"},
     ),  # fmt: skip
 }
 Cell = Literal[tuple(CELLS)]  # type: ignore[valid-type]

@@ -28,9 +28,10 @@ import numpy as np
 import torch
 
 from rnnstudy.model.cells import CELLS, GATED, Push
-from rnnstudy.model.gradflow import metric_key, profile
+from rnnstudy.model.gradflow import profile
 from rnnstudy.model.models import RecurrentNet, initial_net
 from rnnstudy.model.tasks import TASKS, Task, build_task
+from rnnstudy.names import metric_key
 
 if TYPE_CHECKING:
     from rnnstudy.run.config import RunConfig

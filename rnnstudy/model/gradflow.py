@@ -32,6 +32,7 @@ import torch
 from rnnstudy.model.cells import CELLS, INJECTABLE, CellSpec
 from rnnstudy.model.models import InjectedTrace, LayerTrace, RecurrentNet
 from rnnstudy.model.tasks import Batch, Task
+from rnnstudy.names import metric_key
 
 ProbeLoss = Literal["answer", "training"]
 ProbeMethod = Literal["chunked", "fused"]
@@ -99,11 +100,6 @@ class Profile:
 def lag(t: int, length: int) -> int:
     """How far time step ``t`` lies back from the end of a sequence of ``length`` steps (the last answer step)."""
     return length - 1 - t
-
-
-def metric_key(name: str, loss: ProbeLoss = "answer", layer: int = 1, state: str = "h") -> str:
-    """The name of a derived gradient number in the store and (under ``grad/``) in W&B: ``<loss>/<name>/l<layer>/<state>``."""
-    return f"{loss}/{name}/l{layer}/{state}"
 
 
 def decay_rate(lags: np.ndarray, g: np.ndarray) -> float:

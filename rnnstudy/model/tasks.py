@@ -23,7 +23,12 @@ TASKS: dict[str, type[Task]] = {}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    """Add a task class to the registry under its ``name``."""
+    """Add a task class to the registry under its ``name``, once it declares every fact a task must (checked here, when
+    the class is defined, so a task that lacks one fails at import and not in the middle of a sweep)."""
+    missing = [attr for attr in REQUIRED if not hasattr(cls, attr)]
+    abstract = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing or abstract:
+        raise TypeError(f"task {cls.__name__} must set {', '.join(missing + abstract)} (see rnnstudy.model.tasks.Task)")
     TASKS[cls.name] = cls
     return cls
 
@@ -63,8 +68,8 @@ class Task(ABC):
     fixed_T: ClassVar[int | None] = None
     default_threshold: ClassVar[float]
     #: How many steps beyond T an informative input lies before the step that answers from it
-    #: (copy: each symbol is recalled T + 10 steps after it is shown; adding: the first marker up to T - 1 steps).
-    recall_offset: ClassVar[int] = 0
+    #: (copy: each symbol is recalled T + 10 steps after it is shown; adding: the first marker up to T - 1 steps, 0).
+    recall_offset: ClassVar[int]
     #: Runs sit on the memoryless plateau for thousands of steps before they learn (no pruner may judge them early).
     plateau: ClassVar[bool] = False
     #: The memoryless baseline in words, as the report writes it (``baseline`` is the number).
@@ -135,6 +140,10 @@ class Task(ABC):
         if self.solved_higher_is_better:
             return value >= self.threshold
         return value <= self.threshold
+
+
+#: The class attributes a task has no default for: register_task checks them when the class is defined.
+REQUIRED = tuple(name for name in Task.__annotations__ if not hasattr(Task, name) and not name.startswith("_"))
 
 
 @register_task
@@ -211,6 +220,7 @@ class AddingTask(Task):
     """
 
     name = "adding"
+    recall_offset = 0
     answer_is_loss = True
     input_size = 2
     output_size = 1
@@ -276,6 +286,7 @@ class DigitsTask(Task):
     """
 
     name = "digits"
+    recall_offset = 0
     input_size = 1
     output_size = 10
     min_T = 64

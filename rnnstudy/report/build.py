@@ -16,7 +16,7 @@ from rnnstudy.analysis.memory import MIN_SEEDS
 from rnnstudy.errors import ConfigError
 from rnnstudy.model.cells import CELL_LABELS
 from rnnstudy.model.tasks import TASKS
-from rnnstudy.names import DEAD, RUNNING, Censored, sqlite_url
+from rnnstudy.names import DEAD, PROBE, RUNNING, Censored, sqlite_url
 from rnnstudy.report import budget, figures, frames, tables
 from rnnstudy.report.sections import SECTIONS, Inputs, Section
 from rnnstudy.run.store import Results, load
@@ -115,7 +115,7 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
     studied = frames.studied(runs)
     for state, what in (("h", "h_t"), ("c", "the LSTM's cell state c_t")):
         probe = res.metrics[
-            (res.metrics["split"] == "probe")
+            (res.metrics["split"] == PROBE)
             & (res.metrics["metric"] == frames.probe_metric("decay_rate", state=state))
             & (res.metrics["step"] == 0)
         ]

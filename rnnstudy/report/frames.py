@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from rnnstudy.model import inits
-from rnnstudy.model.gradflow import metric_key
-from rnnstudy.names import COMPLETE, NORM_LOSS
+from rnnstudy.names import COMPLETE, NORM_LOSS, PROBE, VAL, metric_key
+from rnnstudy.run.record import RunInfo
 from rnnstudy.run.store import Results
 from rnnstudy.study.experiment import CALIBRATION
 
@@ -20,90 +22,82 @@ def probe_metric(name: str, layer: int = 1, state: str = "h") -> str:
     return metric_key(name, PROBE_LOSS, layer, state)
 
 
-def _col(runs: pd.DataFrame, name: str, default=np.nan) -> pd.Series:
-    return runs[name] if name in runs else pd.Series(default, index=runs.index)
-
-
-def init_family(row: pd.Series) -> str:
+def init_family(info: RunInfo) -> str:
     """The run's initialisation family: the experiment's family name, or its schemes without numbers."""
-    named = row.get("meta.family")
-    if isinstance(named, str) and named:
-        return named
-    family = inits.schemes_name(row["config.init.recurrent"], row["config.init.bias"])
-    if row.get("config.init.input", "default") != "default":
-        family += f" (input {row['config.init.input']})"
-    return family
+    if info.meta.family:
+        return info.meta.family
+    init = info.config.init
+    family = inits.schemes_name(init.recurrent, init.bias)
+    return family + (f" (input {init.input})" if init.input != "default" else "")
 
 
-def init_label(row: pd.Series) -> str:
+def init_label(info: RunInfo) -> str:
     """The scheme with the numbers that matter to it, e.g. ``orthogonal(gain=1.14)``."""
-    parts = []
-    for kind, registry in inits.KINDS.items():
-        for param in registry[row[f"config.init.{kind}"]].params:
-            value = row.get(f"config.init.{param}")
-            if pd.notna(value):
-                parts.append(f"{param}={value:.3g}")
-    return init_family(row) + (f"({', '.join(parts)})" if parts else "")
+    init = info.config.init
+    parts = [f"{param}={getattr(init, param):.3g}" for kind, registry in inits.KINDS.items()
+             for param in registry[getattr(init, kind)].params if getattr(init, param) is not None]  # fmt: skip
+    return init_family(info) + (f"({', '.join(parts)})" if parts else "")
+
+
+def _row(path: str, info: RunInfo) -> dict[str, Any]:
+    """A run's record as the run table's row (searched values under their dotted keys)."""
+    c, m = info.config, info.meta
+    return {
+        "run_id": info.run_id,
+        "path": path,
+        "experiment": info.experiment,
+        "status": info.status,
+        "reason": info.reason,
+        "cell": c.model.cell,
+        "hidden": c.model.hidden_size,
+        "task": c.task.name,
+        "T": c.task.T,
+        "seed": c.seed,
+        "study": m.study or None,
+        "line": m.line or None,
+        "stage": m.stage,
+        "axis": m.axis,
+        "value": np.nan if m.value is None else m.value,
+        "row": m.row,
+        "base": m.base,
+        "trial": np.nan if m.trial is None else m.trial,
+        "final_norm_loss": info.final.get(NORM_LOSS, np.nan),
+        "best_norm_loss": info.best.get(NORM_LOSS, np.nan),
+        "steps": info.steps,
+        "steps_to_solve": info.steps_to_solve,
+        "wall_s": np.nan if info.wall_s is None else info.wall_s,
+        "members": info.packed.members if info.packed else 1,
+        "device": info.device,
+        "seq_len": info.seq_len,
+        "baseline": info.baseline,
+        "threshold": np.nan if c.task.solved_threshold is None else c.task.solved_threshold,
+        "optimizer": c.train.optimizer,
+        "lr": c.train.lr,
+        "budget": c.train.steps,
+        "val_every": c.train.val_every,
+        "family": init_family(info),
+        "init": init_label(info),
+        **m.params,
+    }
 
 
 def run_table(res: Results) -> pd.DataFrame:
-    """One row per run with the columns the figures use."""
-    r = res.runs
-    if r.empty:
+    """One row per run with the columns the figures use, mapped from the runs' typed records."""
+    if not res.records:
         return pd.DataFrame()
-    out = pd.DataFrame(
-        {
-            "run_id": r["run_id"],
-            "path": r["path"],
-            "experiment": _col(r, "experiment", ""),
-            "status": r["status"],
-            "reason": _col(r, "reason", None),
-            "cell": r["config.model.cell"],
-            "hidden": r["config.model.hidden_size"],
-            "task": r["config.task.name"],
-            "T": r["config.task.T"].astype(int),
-            "seed": r["config.seed"],
-            "study": _col(r, "meta.study", None),
-            "line": _col(r, "meta.line", None),
-            "stage": _col(r, "meta.stage", "").fillna(""),
-            "axis": _col(r, "meta.axis", "").fillna(""),
-            "value": pd.to_numeric(_col(r, "meta.value"), errors="coerce"),
-            "row": _col(r, "meta.row", ""),
-            "base": _col(r, "meta.base", "").fillna(""),
-            "trial": _col(r, "meta.trial"),
-            "final_norm_loss": pd.to_numeric(_col(r, "final.norm_loss"), errors="coerce"),
-            "best_norm_loss": pd.to_numeric(_col(r, "best.norm_loss"), errors="coerce"),
-            "steps": _col(r, "steps"),
-            "steps_to_solve": _col(r, "steps_to_solve"),
-            "wall_s": pd.to_numeric(_col(r, "wall_s"), errors="coerce"),
-            "members": pd.to_numeric(_col(r, "packed.members"), errors="coerce").fillna(1),
-            "device": _col(r, "device", ""),
-            "seq_len": _col(r, "seq_len"),
-            "baseline": _col(r, "baseline"),
-            "threshold": pd.to_numeric(_col(r, "config.task.solved_threshold"), errors="coerce"),
-            "optimizer": r["config.train.optimizer"],
-            "lr": r["config.train.lr"],
-            "budget": r["config.train.steps"],
-            "val_every": r["config.train.val_every"],
-        }
-    )
-    out["family"] = r.apply(init_family, axis=1)
-    out["init"] = r.apply(init_label, axis=1)
+    out = pd.DataFrame([_row(str(path), info) for path, info in res.records])
     held = [f"{a.removeprefix('init.')}={v:g}" if a else "" for a, v in zip(out["axis"], out["value"])]
-    rows = [r if isinstance(r, str) else "" for r in out["row"]]
-    out["setting"] = [" ".join(p for p in (h, r) if p) for h, r in zip(held, rows)]  # a row of the experiment is a line
+    out["setting"] = [" ".join(p for p in (h, r) if p) for h, r in zip(held, out["row"])]  # a row of the experiment is a line
     out["solved"] = out["steps_to_solve"].notna()
     # One configuration = a study's searched values (its seeds; a retried trial has the same ones); a fixed point of an
     # experiment, whichever of its stages ran it (a T search's seeds and the bracket seeds at the same T pool); or one
     # init label outside sweeps.
-    searched = [c for c in r.columns if c.startswith("meta.params.")]
-    given = r[searched].notna().any(axis=1) if searched else pd.Series(False, index=r.index)
-    values = r[searched].astype(object).map(str).agg(",".join, axis=1) if searched else pd.Series("", index=r.index)
+    searched = sorted({k for _, info in res.records for k in info.meta.params})
+    values = out[searched].astype(object).map(str).agg(",".join, axis=1) if searched else pd.Series("", index=out.index)
+    given = out[searched].notna().any(axis=1) if searched else pd.Series(False, index=out.index)
     point = np.where(given, out["study"].astype(str) + "#" + values, out["experiment"].astype(str) + "#fixed point")
     out["config"] = np.where(out["study"].notna(), point, out["init"])
-    for key in searched:
-        out[key.removeprefix("meta.params.")] = r[key]
-    decay = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == probe_metric("decay_rate"))]
+    decay = res.metrics[(res.metrics["split"] == PROBE) & (res.metrics["metric"] == probe_metric("decay_rate"))]
     if not decay.empty:
         first = decay.loc[decay.groupby("run_id")["step"].idxmin(), ["run_id", "value"]].rename(columns={"value": "decay_init"})
         last = decay.loc[decay.groupby("run_id")["step"].idxmax(), ["run_id", "value"]].rename(columns={"value": "decay_end"})
@@ -149,7 +143,7 @@ def profiles(res: Results, runs: pd.DataFrame, layer: int = 1, state: str = "h")
 
 def validation_curves(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     """Validation normalised loss against step with the run's labels."""
-    val = res.metrics[(res.metrics["split"] == "val") & (res.metrics["metric"] == NORM_LOSS)]
+    val = res.metrics[(res.metrics["split"] == VAL) & (res.metrics["metric"] == NORM_LOSS)]
     return val.merge(runs[["run_id", "cell", "task", "T", "seed", "family", "init"]], on="run_id").rename(
         columns={"value": NORM_LOSS}
     )

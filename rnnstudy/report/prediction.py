@@ -32,7 +32,7 @@ from sklearn.preprocessing import StandardScaler
 from rnnstudy.errors import ConfigError
 from rnnstudy.model.cells import CELL_LABELS, CELL_ORDER, CELLS
 from rnnstudy.model.diagnostics import diagnose, init_features
-from rnnstudy.names import COMPLETE, DIVERGED, SOLVED_FRACTION
+from rnnstudy.names import COMPLETE, DIVERGED, PROBE, SOLVED_FRACTION
 from rnnstudy.report import figures, frames, tables
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.store import Results, read_info
@@ -54,7 +54,7 @@ MAX_FALSE_NEGATIVES, MIN_SAVED = 0.05, 0.30
 
 def run_config(folder: str | Path) -> RunConfig:
     """The exact config a run trained with, from its run.json."""
-    return RunConfig.model_validate(read_info(Path(folder))["config"])
+    return read_info(Path(folder)).config
 
 
 def auc(solved: np.ndarray, score: np.ndarray) -> float:
@@ -125,7 +125,7 @@ def features(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     is a failure at its budget) and every feature."""
     studied = frames.studied(runs)
     done = studied[studied["status"].isin([COMPLETE, DIVERGED]) & studied["study"].notna()]  # a hand run is no study point
-    probe = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["step"] == 0)]
+    probe = res.metrics[(res.metrics["split"] == PROBE) & (res.metrics["step"] == 0)]
     ratios = probe.pivot_table(index="run_id", columns="metric", values="value")
     first = done.groupby("study")["seed"].min()
     rows = []

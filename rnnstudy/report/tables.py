@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy.analysis.memory import T50, steps_to_solve, t50
-from rnnstudy.names import COMPLETE, DIVERGED, SOLVED_FRACTION, Censored
+from rnnstudy.names import COMPLETE, DIVERGED, PROBE, SOLVED_FRACTION, VAL, Censored
 from rnnstudy.report import frames, search
 from rnnstudy.run.store import Results
 
@@ -29,7 +29,7 @@ def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
     lines = best_trials(frames.studied(runs))
     if lines.empty:
         return pd.DataFrame()
-    probe = res.metrics[(res.metrics["split"] == "probe") & (res.metrics["metric"] == frames.probe_metric("horizon"))]
+    probe = res.metrics[(res.metrics["split"] == PROBE) & (res.metrics["metric"] == frames.probe_metric("horizon"))]
     at_init = probe[probe["step"] == 0].set_index("run_id")["value"]
     rows = []
     for (task, cell, family, setting), d in lines.groupby(LINE, dropna=False):
@@ -73,7 +73,7 @@ PER_RUN = ["run_id", "experiment", "stage", "task", "cell", "family", "setting",
 def per_run(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
     """One row per run in :data:`PER_RUN` order: a solve lies in (``solved_after``, ``steps_to_solve``], between the
     validation before the one that first met the bar and that one (the bracket a growth law is fitted on)."""
-    val = res.metrics.loc[res.metrics["split"] == "val", ["run_id", "step"]].drop_duplicates()
+    val = res.metrics.loc[res.metrics["split"] == VAL, ["run_id", "step"]].drop_duplicates()
     solves = runs.loc[runs["solved"], ["run_id", "steps_to_solve"]].merge(val, on="run_id")
     before = solves[solves["step"] < solves["steps_to_solve"]].groupby("run_id")["step"].max()
     table = runs.assign(solved_after=runs["run_id"].map(before).where(runs["solved"]))

@@ -19,7 +19,7 @@ from rnnstudy.model.gradflow import GradFlowProbe, Profile, profile, resolve_met
 from rnnstudy.model.models import RecurrentNet, initial_net
 from rnnstudy.model.stacked import stacked_forward
 from rnnstudy.model.tasks import Batch, Task
-from rnnstudy.names import COMPLETE, DIVERGED, NORM_LOSS
+from rnnstudy.names import COMPLETE, DIVERGED, GRAD_NORM, LOSS, LR, NORM_LOSS, SOLVED, TRAIN, VAL
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.device import uses_cuda
 
@@ -213,8 +213,8 @@ class RecurrentModule(pl.LightningModule):
 
     def _scalars(self, out: torch.Tensor, batch: Batch, loss: torch.Tensor) -> dict[str, float]:
         values = {k: float(v) for k, v in self.task.metrics(out, batch).items()}
-        values["loss"] = float(loss)
-        values[NORM_LOSS] = values["loss"] / self.task.baseline
+        values[LOSS] = float(loss)
+        values[NORM_LOSS] = values[LOSS] / self.task.baseline
         return values
 
     def _bar(self, values: dict[str, float], batch_size: int, names: tuple[str, ...]) -> None:
@@ -242,13 +242,13 @@ class RecurrentModule(pl.LightningModule):
             if logged:
                 with torch.no_grad():
                     values = self._scalars(out, batch, loss)
-                if not math.isfinite(values["loss"]):
+                if not math.isfinite(values[LOSS]):
                     m.end(DIVERGED, f"training loss became {values['loss']} at step {step}", step)
                     continue
-                values["lr"] = optimizer.param_groups[0]["lr"]
-                m.emit(step, "train", values)
+                values[LR] = optimizer.param_groups[0]["lr"]
+                m.emit(step, TRAIN, values)
                 if not shown:
-                    self._bar(values, x.shape[1], (("loss", "loss"), (NORM_LOSS, NORM_LOSS)))
+                    self._bar(values, x.shape[1], ((LOSS, LOSS), (NORM_LOSS, NORM_LOSS)))
                     shown = True
             losses.append(loss)
         if losses:
@@ -261,7 +261,7 @@ class RecurrentModule(pl.LightningModule):
                 if not math.isfinite(grad_norm := float(norm)):
                     m.end(DIVERGED, f"gradient norm became {grad_norm} at step {step}", step)
                     continue
-                m.emit(step, "train", {"grad_norm": grad_norm})
+                m.emit(step, TRAIN, {GRAD_NORM: grad_norm})
         if any(m.active for m in self.members):
             optimizer.step()
         else:
@@ -279,17 +279,17 @@ class RecurrentModule(pl.LightningModule):
                 continue
             out = m.net(batch.x.to(self.dtype))
             values = self._scalars(out, batch, self.task.loss(out, batch))
-            values["solved"] = float(self.task.solved(values))
-            if values["solved"] and m.solved_at is None:
+            values[SOLVED] = float(self.task.solved(values))
+            if values[SOLVED] and m.solved_at is None:
                 m.solved_at = step
             m.last_val, m.validated_at = values, step
             if math.isfinite(values[NORM_LOSS]) and values[NORM_LOSS] < m.best.get(NORM_LOSS, math.inf):
                 m.best = {NORM_LOSS: values[NORM_LOSS], "step": step}
-            m.emit(step, "val", values)
+            m.emit(step, VAL, values)
             if not shown:
                 self._bar(values, batch.x.shape[1], ((f"val/{NORM_LOSS}", NORM_LOSS),))
                 shown = True
-            stops = values["solved"] and self.cfg.train.early_stop
+            stops = values[SOLVED] and self.cfg.train.early_stop
             if stops or step >= self.trainer.max_steps:
                 m.last_probe(step, batch, self.task)
             if stops:

@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -24,15 +24,17 @@ import pandas as pd
 import torch
 
 from rnnstudy.model.tasks import Task
-from rnnstudy.names import FAILED, NORM_LOSS, RUNNING
+from rnnstudy.names import FAILED, NORM_LOSS, PROBE, RUNNING, VAL
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.device import device_name
-from rnnstudy.run.lit import Member
+from rnnstudy.run.record import Packing, Provenance, RunInfo, StudyFacts
 from rnnstudy.run.runs import new_run_id, run_name
 from rnnstudy.run.store import RunWriter, hold
 
 #: The fields of run.json a recorded run is read back from.
 RESULT_FIELDS = ("run_id", "status", "reason", "final", "best", "steps", "steps_to_solve", "wall_s")
+#: The fields of run.json that say how the run was made; W&B's config carries the same, under the same names.
+MADE_FIELDS = {"probe_method", "tf32", "deterministic", "versions", "provenance", "command", "device", "packed"}
 
 
 @dataclass
@@ -64,12 +66,12 @@ class StoreSink:
 
     def metrics(self, step: int, split: str, values: dict[str, float]) -> None:
         self.writer.add_metrics(step, split, values)
-        if split == "val":
+        if split == VAL:
             self.writer.flush()
 
     def profile(self, step: int, frame: pd.DataFrame, scalars: dict[str, float]) -> None:
         self.writer.add_gradflow(frame)
-        self.writer.add_metrics(step, "probe", scalars)
+        self.writer.add_metrics(step, PROBE, scalars)
 
 
 @functools.cache
@@ -87,10 +89,10 @@ def source_revision() -> tuple[str | None, bool | None]:
     return commit, dirty
 
 
-def provenance(parameters: int) -> dict[str, Any]:
+def provenance(parameters: int) -> Provenance:
     """Where a run's code came from (git commit, dirty tree; None outside a git checkout) and its parameter count."""
     commit, dirty = source_revision()
-    return {"commit": commit, "dirty": dirty, "parameters": parameters}
+    return Provenance(commit=commit, dirty=dirty, parameters=parameters)
 
 
 def versions() -> dict[str, str]:
@@ -107,9 +109,9 @@ def versions() -> dict[str, str]:
     }
 
 
-def read_back(folder: Path, info: dict[str, Any]) -> RunResult:
+def read_back(folder: Path, info: RunInfo) -> RunResult:
     """The result of a run that already ended, from its run.json."""
-    return RunResult(path=folder, **{f: info.get(f) for f in RESULT_FIELDS})
+    return RunResult(path=folder, **{f: getattr(info, f) for f in RESULT_FIELDS})
 
 
 class RunRecord:
@@ -129,73 +131,73 @@ class RunRecord:
         self.run_id = self.folder.name
         self.resumed_from = step if resumed is not None else None
         self.tracker: Any = None
-        self.made: dict[str, Any] = {}
+        self.info: RunInfo | None = None
 
-    def start(self, member: Member, task: Task, packed: dict[str, Any] | None) -> None:
-        """Write run.json's opening state (status running) and point the member's numbers at the store."""
+    def start(self, task: Task, probe_method: str | None, parameters: int, packed: Packing | None) -> StoreSink:
+        """Write run.json's opening state (status running); the sink that sends the run's numbers to the store."""
         cfg = self.cfg
-        # What run.json records of how the run was made; W&B's config carries the same, under the same names.
-        self.made = {
-            "probe_method": member.probe.method if member.probe else None,
-            "tf32": {"cuda.matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
-            "deterministic": cfg.train.deterministic,
-            "versions": versions(),
-            "provenance": provenance(sum(p.numel() for p in member.net.parameters())),
-            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # the program by name: no path of this box
-            "device": device_name(cfg.train.accelerator, cfg.train.devices),
-            "packed": packed,
-        }
-        self.writer.flush(
+        self.info = RunInfo(
             key=self.key,
             resumed_from_step=self.resumed_from,
-            reason=None,
             run_id=self.run_id,
             experiment=cfg.experiment,
             name=run_name(cfg, self.meta),
             status=RUNNING,
-            config=cfg.model_dump(mode="json"),
-            meta=self.meta or {},
+            config=cfg,
+            meta=StudyFacts.model_validate(self.meta or {}),
             baseline=task.baseline,
             seq_len=task.seq_len,
-            **self.made,
-            started=datetime.now(timezone.utc).isoformat(),
+            probe_method=probe_method,
+            tf32={"cuda.matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
+            deterministic=cfg.train.deterministic,
+            versions=versions(),
+            provenance=provenance(parameters),
+            command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # the program by name: no path of this box
+            device=device_name(cfg.train.accelerator, cfg.train.devices),
+            packed=packed,
+            started=datetime.now(timezone.utc),
         )
-        member.sinks = [StoreSink(self.writer)]
+        self.writer.flush(self.info)
+        return StoreSink(self.writer)
 
-    def track(self, member: Member, group: str | None) -> None:
-        """Open the run's W&B run (unless W&B is disabled) and send the member's numbers there too."""
-        if self.cfg.wandb.mode == "disabled":
-            return
+    def track(self, group: str | None) -> Any | None:
+        """Open the run's W&B run (unless W&B is disabled): the sink that sends the run's numbers there too."""
+        if self.cfg.wandb.mode == "disabled" or self.info is None:
+            return None
         from rnnstudy.run.tracking import WandbSink
 
-        extra = {"meta": self.meta or {}, "run_id": self.run_id, **self.made}
+        extra = {"meta": self.meta or {}, "run_id": self.run_id, **self.info.model_dump(mode="json", include=MADE_FIELDS)}
         self.tracker = WandbSink(self.cfg, self.folder, self.run_id, group, extra)
-        member.sinks.append(self.tracker)
+        return self.tracker
 
     def finish(self, result: RunResult) -> None:
         """Write the final state to run.json and close the W&B run (Ctrl-C held off meanwhile)."""
         with _no_interrupts():
             try:
-                self.writer.flush(
-                    **{k: v for k, v in asdict(result).items() if k != "path"},
-                    steps_per_s=result.steps / result.wall_s if result.wall_s > 0 else math.nan,
-                    ended=datetime.now(timezone.utc).isoformat(),
-                )
+                assert self.info is not None, "a run finishes after it started"
+                ended = {f: getattr(result, f) for f in RESULT_FIELDS}
+                self.writer.flush(self.info.model_copy(update={
+                    **ended,
+                    "summary": result.summary,
+                    "steps_per_s": result.steps / result.wall_s if result.wall_s > 0 else math.nan,
+                    "ended": datetime.now(timezone.utc),
+                }))  # fmt: skip
             finally:
                 if self.tracker:
                     self.tracker.finish(result.summary, exit_code=1 if result.status == FAILED else 0)  # diverged: a result
 
-    def result(self, member: Member, status: str, reason: str | None, steps: int, wall: float) -> RunResult:
-        """How the run ended, from its member's numbers."""
+    def result(self, status: str, reason: str | None, steps: int, wall: float, final: dict[str, float],
+               best: dict[str, float], solved_at: int | None) -> RunResult:  # fmt: skip
+        """How the run ended, from its numbers."""
         result = RunResult(
             run_id=self.run_id,
             path=self.folder,
             status=status,
             reason=reason,
-            final=member.last_val,
-            best=member.best,
+            final=final,
+            best=best,
             steps=steps,
-            steps_to_solve=member.solved_at,
+            steps_to_solve=solved_at,
             wall_s=wall,
         )
         result.summary = {
@@ -204,7 +206,7 @@ class RunRecord:
             "steps": steps,
             "solved": result.solved,
             "steps_to_solve": result.steps_to_solve,
-            "final_norm_loss": member.last_val.get(NORM_LOSS, math.nan),
+            "final_norm_loss": final.get(NORM_LOSS, math.nan),
         }
         return result
 

@@ -17,6 +17,7 @@ from typing import Any
 from rnnstudy.model import inits
 from rnnstudy.names import COMPLETE, DIVERGED, FAILED, RUNNING
 from rnnstudy.run.config import RunConfig
+from rnnstudy.run.record import RunInfo
 from rnnstudy.run.store import RUN_FILE, hold, read_info
 
 
@@ -66,7 +67,7 @@ def run_key(cfg: RunConfig, meta: dict[str, Any] | None, device: str = "cpu") ->
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def _same_named(cfg: RunConfig, meta: dict[str, Any] | None) -> list[tuple[Path, dict[str, Any]]]:
+def _same_named(cfg: RunConfig, meta: dict[str, Any] | None) -> list[tuple[Path, RunInfo]]:
     """The readable run folders of the experiment that carry this run's name but for its trial (only they can hold the
     same run: a retried trial reaches the runs of the trial before it)."""
     out = []
@@ -79,10 +80,10 @@ def _same_named(cfg: RunConfig, meta: dict[str, Any] | None) -> list[tuple[Path,
     return out
 
 
-def recorded(cfg: RunConfig, meta: dict[str, Any] | None, key: str) -> tuple[Path, dict[str, Any]] | None:
+def recorded(cfg: RunConfig, meta: dict[str, Any] | None, key: str) -> tuple[Path, RunInfo] | None:
     """The folder and run.json of a run of the same key that already ended as a result (complete or diverged)."""
     for folder, info in _same_named(cfg, meta):
-        if info.get("key") == key and info.get("status") in (COMPLETE, DIVERGED):
+        if info.key == key and info.status in (COMPLETE, DIVERGED):
             return folder, info
     return None
 
@@ -106,7 +107,7 @@ def resumable(cfg: RunConfig, meta: dict[str, Any] | None, key: str, checkpoint:
     lock; None when there is none."""
     for folder, info in _same_named(cfg, meta):
         saved = checkpoint if checkpoint is not None else folder / CHECKPOINT
-        if info.get("key") == key and info.get("status") in (RUNNING, FAILED) and saved.exists():
+        if info.key == key and info.status in (RUNNING, FAILED) and saved.exists():
             lock = hold(folder)
             if lock is not None:
                 return folder, lock

@@ -16,11 +16,12 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
-from rnnstudy.names import DEAD, RUNNING
+from rnnstudy.names import DEAD, RUNNING, VAL
+from rnnstudy.run.record import RunInfo
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.parquet"
@@ -29,13 +30,9 @@ GRADFLOW_FILE = "gradflow.parquet"
 LOCK_FILE = "run.lock"
 
 
-
-def read_info(folder: Path) -> dict[str, Any]:
-    """A run folder's run.json (raises OSError/ValueError when it is missing or damaged)."""
-    info = json.loads((Path(folder) / RUN_FILE).read_text(encoding="utf-8"))
-    if not isinstance(info, dict):
-        raise ValueError(f"{RUN_FILE} is not a JSON object")
-    return info
+def read_info(folder: Path) -> RunInfo:
+    """A run folder's run.json as its typed record (raises OSError/ValueError when it is missing or damaged)."""
+    return RunInfo.model_validate_json((Path(folder) / RUN_FILE).read_bytes())
 
 
 def hold(folder: Path) -> Any | None:
@@ -76,12 +73,10 @@ def _atomic(path: Path, write: Any) -> None:
             os.unlink(tmp)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically."""
-
+def _write_json(path: Path, data: dict[str, Any]) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, default=str, allow_nan=True)
+            json.dump(data, f, indent=2, allow_nan=True)
 
     _atomic(path, write)
 
@@ -96,7 +91,7 @@ class RunWriter:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.info: dict[str, Any] = {}
+        self.info: RunInfo | None = None
         self.metrics: list[tuple[int, str, str, float]] = []
         self.gradflow: list[pd.DataFrame] = []
         folder.mkdir(parents=True, exist_ok=True)
@@ -110,7 +105,7 @@ class RunWriter:
         self.info = read_info(self.folder)
         if (self.folder / METRICS_FILE).exists():
             m = pd.read_parquet(self.folder / METRICS_FILE)
-            m = m[(m["step"] < step) | ((m["split"] == "val") & (m["step"] <= step))]
+            m = m[(m["step"] < step) | ((m["split"] == VAL) & (m["step"] <= step))]
             self.metrics = list(m.itertuples(index=False, name=None))
         if (self.folder / GRADFLOW_FILE).exists():
             g = pd.read_parquet(self.folder / GRADFLOW_FILE)
@@ -124,21 +119,30 @@ class RunWriter:
         """Record one probe's profile rows."""
         self.gradflow.append(frame)
 
-    def flush(self, **info: Any) -> None:
-        """Merge ``info`` into run.json and rewrite every file."""
-        self.info.update(info)
+    def flush(self, info: RunInfo | None = None) -> None:
+        """Rewrite every file, run.json from ``info`` when given (else the record last written)."""
+        self.info = info or self.info
         if self.metrics:
             frame = pd.DataFrame(self.metrics, columns=["step", "split", "metric", "value"])
             write_frame(self.folder / METRICS_FILE, frame)
         if self.gradflow:
             write_frame(self.folder / GRADFLOW_FILE, pd.concat(self.gradflow, ignore_index=True))
-        write_json(self.folder / RUN_FILE, self.info)
+        if self.info is not None:
+            _write_json(self.folder / RUN_FILE, self.info.as_json())
+
+
+class Stored(NamedTuple):
+    """A run read back: its folder and its record (status as it stands now, :func:`status_of`)."""
+
+    path: Path
+    info: RunInfo
 
 
 @dataclass
 class Results:
-    """A results store read into frames: one row per run, and the tidy metric/profile rows."""
+    """A results store read back: the typed records, one row per run (run.json flattened), the tidy metric/profile rows."""
 
+    records: list[Stored]
     runs: pd.DataFrame
     metrics: pd.DataFrame
     gradflow: pd.DataFrame
@@ -151,28 +155,15 @@ class Results:
         return rows.pivot_table(index=["run_id", "step"], columns="metric", values="value").reset_index()
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        elif isinstance(value, list):
-            flat[name] = json.dumps(value)
-        else:
-            flat[name] = value
-    return flat
-
-
 def run_folders(path: str | Path) -> list[Path]:
     """Every run folder at or under ``path`` (a results root, an experiment, or one run)."""
     path = Path(path)
     return sorted(p.parent for p in path.rglob(RUN_FILE) if "wandb" not in p.relative_to(path).parts)
 
 
-def status_of(folder: Path) -> str:
+def status_of(folder: Path, info: RunInfo | None = None) -> str:
     """A run's status as it stands now: run.json's, except ``dead`` for a ``running`` run whose lock is free."""
-    status = read_info(folder).get("status", "unknown")
+    status = (info or read_info(folder)).status
     return DEAD if status == RUNNING and not alive(folder) else status
 
 
@@ -188,17 +179,14 @@ def status_counts(path: str | Path) -> dict[str, int]:
     return counts
 
 
-def _read_run(folder: Path) -> tuple[dict[str, Any], list[pd.DataFrame]]:
+def _read_run(folder: Path) -> tuple[RunInfo, list[pd.DataFrame | None]]:
     info = read_info(folder)
-    if "status" not in info or "config" not in info:
-        raise ValueError(f"{RUN_FILE} lacks status or config")
-    info["status"] = status_of(folder)
-    run_id = info.get("run_id", folder.name)
+    info = info.model_copy(update={"status": status_of(folder, info)})
     frames = [
-        pd.read_parquet(folder / name).assign(run_id=run_id) if (folder / name).exists() else None
+        pd.read_parquet(folder / name).assign(run_id=info.run_id) if (folder / name).exists() else None
         for name in (METRICS_FILE, GRADFLOW_FILE)
     ]
-    return {**_flatten(info), "run_id": run_id, "path": str(folder)}, frames
+    return info, frames
 
 
 def load(*paths: str | Path) -> Results:
@@ -206,20 +194,22 @@ def load(*paths: str | Path) -> Results:
 
     A run whose files cannot be read (truncated, not JSON, not parquet) is skipped and listed in ``skipped``.
     """
-    runs, metrics, gradflow, skipped = [], [], [], []
+    records, metrics, gradflow, skipped = [], [], [], []
     for folder in sorted({f for path in paths for f in run_folders(path)}):
         try:
-            row, (m, g) = _read_run(folder)
+            info, (m, g) = _read_run(folder)
         except Exception as err:  # any damage to one run must not hide the others
             skipped.append((str(folder), f"{type(err).__name__}: {' '.join(str(err).split())[:160]}"))
             continue
-        runs.append(row)
+        records.append(Stored(folder, info))
         metrics += [m] if m is not None else []
         gradflow += [g] if g is not None else []
     empty_metrics = pd.DataFrame(columns=["step", "split", "metric", "value", "run_id"])
     empty_gradflow = pd.DataFrame(columns=["step", "loss", "layer", "state", "t", "norm", "run_id"])
+    rows = [{**r.info.as_json(), "path": str(r.path)} for r in records]
     return Results(
-        runs=pd.DataFrame(runs),
+        records=records,
+        runs=pd.json_normalize(rows) if rows else pd.DataFrame(),
         metrics=pd.concat(metrics, ignore_index=True) if metrics else empty_metrics,
         gradflow=pd.concat(gradflow, ignore_index=True) if gradflow else empty_gradflow,
         skipped=skipped,

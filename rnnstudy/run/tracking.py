@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy.errors import ConfigError
-from rnnstudy.names import NORM_LOSS
+from rnnstudy.names import LOSS, NORM_LOSS, SOLVED, TRAIN, VAL
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.runs import run_name, study_name
 
@@ -50,7 +50,7 @@ STAGE_ID = "stage-id"
 STAGE_LINKS_ENV, STAGE_LINKS = "RNNSTUDY_STAGE_LINKS", "/tmp/rnnstudy-stage"
 #: What ``define_metric`` keeps in the summary beside the last value.
 #: Every loss, training or validation, keeps the same summary views: its minimum and its last value.
-SUMMARIES = {f"{split}/{loss}": "min,last" for split in ("train", "val") for loss in ("loss", "norm_loss")}
+SUMMARIES = {f"{split}/{loss}": "min,last" for split in (TRAIN, VAL) for loss in (LOSS, NORM_LOSS)}
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run", "shared")
 
 
@@ -152,8 +152,8 @@ class WandbSink:
 
     def metrics(self, step: int, split: str, values: dict[str, float]) -> None:
         """Log scalars as ``<split>/<name>`` at the training step (a validation also says its line on the console)."""
-        if split == "val":
-            solved = " (solved)" if values.get("solved") else ""
+        if split == VAL:
+            solved = " (solved)" if values.get(SOLVED) else ""
             self.say(f"step {step}/{self.budget}: val loss / baseline {values.get(NORM_LOSS, math.nan):.4g}{solved}")
         self._log({f"{split}/{k}": v for k, v in values.items()}, step)
 
@@ -267,7 +267,7 @@ def share_staged(folder: Path) -> None:
 def define_step_axis(run: Any) -> None:
     """Every key against the training step; the summaries W&B keeps for the losses."""
     run.define_metric(STEP)
-    for prefix in ("train", "val", "grad"):
+    for prefix in (TRAIN, VAL, "grad"):
         run.define_metric(f"{prefix}/*", step_metric=STEP)
     for key, summary in SUMMARIES.items():
         run.define_metric(key, step_metric=STEP, summary=summary)

@@ -24,6 +24,7 @@ from rnnstudy.names import COMPLETE, FAILED, PRUNED
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.device import flush_subnormals, preflight, set_tf32, uses_cuda
 from rnnstudy.run.lit import Member, RecurrentModule, StepLines, StepProgressBar, TaskData
+from rnnstudy.run.record import Packing
 from rnnstudy.run.records import RunRecord, RunResult, read_back
 from rnnstudy.run.runs import CHECKPOINT, PACKS, claimed, recorded, resumable, run_key, run_name
 
@@ -133,6 +134,11 @@ def train_pack(
         return _train(cfgs, keys, metas, callbacks or [], group, done, executor)
 
 
+def _numbers(member: Member) -> tuple[dict[str, float], dict[str, float], int | None]:
+    """What a member's run ended with: its last validation, its best, the step it solved at."""
+    return member.last_val, member.best, member.solved_at
+
+
 def _checkpoint_and_folders(
     cfgs: list[RunConfig], metas: list[dict[str, Any] | None], keys: list[str], todo: list[int]
 ) -> tuple[Path | None, dict[int, tuple[Path, Any]], int | None]:
@@ -185,8 +191,10 @@ def _train(
     packed = len(cfgs) > 1
     for i in todo:
         records[i] = RunRecord(cfgs[i], keys[i], metas[i], folders.get(i), step)
-        how = {"members": len(cfgs), "index": i, "stacked": module.stacked}
-        records[i].start(module.members[i], task, how if packed else None)
+        member = module.members[i]
+        how = Packing(members=len(cfgs), index=i, stacked=module.stacked) if packed else None
+        probe = member.probe.method if member.probe else None
+        member.sinks = [records[i].start(task, probe, sum(p.numel() for p in member.net.parameters()), how)]
     if path is None and cfg.train.checkpoint:
         path = records[0].folder / CHECKPOINT
     for i, result in done.items():
@@ -195,7 +203,7 @@ def _train(
     def ended(member: Member) -> None:
         i = module.members.index(member)
         status, reason, steps = member.ended
-        results[i] = records[i].result(member, status, reason, steps, time.time() - started)
+        results[i] = records[i].result(status, reason, steps, time.time() - started, *_numbers(member))
         records[i].finish(results[i])
 
     for i in todo:
@@ -204,7 +212,8 @@ def _train(
     status, reason, error = COMPLETE, None, None
     try:  # from here on, whatever ends the runs, each run.json ends in a final status with a reason
         for i in todo:
-            records[i].track(module.members[i], group)
+            if (sink := records[i].track(group)) is not None:
+                module.members[i].sinks.append(sink)
         checkpoints = [checkpointing(path)] if path is not None else []
         trainer = make_trainer(cfg, [*checkpoints, *callbacks], len(cfgs), metas[0])
         data = TaskData(cfgs, task, module.wanted)
@@ -218,9 +227,8 @@ def _train(
         status, reason, error = FAILED, f"{type(err).__name__}: {err}", err
     for i in todo:
         if i not in results:
-            results[i] = records[i].result(
-                module.members[i], status, reason, trainer.global_step if trainer else 0, time.time() - started
-            )
+            steps = trainer.global_step if trainer else 0
+            results[i] = records[i].result(status, reason, steps, time.time() - started, *_numbers(module.members[i]))
             records[i].finish(results[i])
     if path is not None and FAILED not in (r.status for r in results.values()):
         path.unlink(missing_ok=True)  # finished for good: nothing left to resume
