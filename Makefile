@@ -82,7 +82,8 @@ reproduction: setup
 #   budget:   the vanilla RNNs at a 24,000-step budget, T50 against budget
 #   lr:       the tanh RNN's T50 against the learning rate
 #   frontier: copy at recall accuracy 0.99, T50 per cell x family
-CPU_STUDIES := phase reach budget lr frontier
+#   growth:   the GRU's steps-to-solve against T, validated early on a ladder (its growth exponent)
+CPU_STUDIES := phase reach budget lr frontier growth
 $(addsuffix -cpu,$(CPU_STUDIES)): %-cpu: setup
 	$(BIN)/rnnstudy sweep experiments/$*_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/$*_cpu --out docs/results/$*_cpu

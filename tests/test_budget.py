@@ -18,6 +18,7 @@ def test_the_ladder_reads_smaller_budgets_from_the_steps_to_solve():
     runs = hand_built_runs([("lstm", "a", T, s, T < 80) for T in first_solve for s in range(5)])
     runs["steps_to_solve"] = runs["T"].map(first_solve) + runs["seed"] * 10  # seeds apart by less than a validation
     runs["val_every"] = 50
+    runs["solved_after"] = runs["steps_to_solve"] - 50
     ladder, laws = budget.frame(runs)
     rungs = ladder.set_index("budget")
     assert list(rungs.index) == [250, 500, 750, 1000]
@@ -30,6 +31,7 @@ def test_the_ladder_reads_smaller_budgets_from_the_steps_to_solve():
     assert table.loc[0, "still rising at the full budget"].startswith("yes")
     # the full budget's solves moved to the rung below (every seed by step 700): the two rungs' intervals coincide
     early = runs.assign(steps_to_solve=runs["steps_to_solve"].clip(upper=700))
+    early["solved_after"] = early["steps_to_solve"] - 50
     assert budget.rising(budget.frame(early)[0]) == "not shown: the intervals overlap"
 
 
@@ -39,10 +41,32 @@ def test_alpha_below_what_the_validation_grid_resolves_is_reported_as_below_it()
     runs = hand_built_runs([("gru", "a", T, s, True) for T in (10, 40, 160, 256) for s in range(5)])
     runs["steps_to_solve"] = np.where(runs["seed"] < 3, 75.0, 150.0)
     runs["val_every"] = 75
+    runs["solved_after"] = runs["steps_to_solve"] - 75
     _, laws = budget.frame(runs)
     law = laws.iloc[0]
     assert law["alpha_resolution"] == pytest.approx(math.log(2) / math.log(25.6)) and (law["T_low"], law["T_high"]) == (10, 256)
     assert budget.alpha_text(law).startswith("< 0.21, the validation grid's resolution over T 10-256")
+
+
+def test_a_validation_ladder_resolves_early_solves_and_the_growth_law_reads_its_gaps():
+    """The same line validated on train.val_from's ladder from 5 (..., 14, 17, 20, ..., 67, then every 75): a solve seen
+    at 17, 3 steps after the validation before it, resolves growth of log(20/17) / log 25.6 = 0.050; T = 10 solving at
+    17 and T = 256 at 75 give alpha near log(75/17) / log 25.6 = 0.46, an interval above the flat grid's 0.21 limit."""
+    from rnnstudy.run.config import TrainConfig
+
+    ladder = TrainConfig(val_from=5, val_every=75, steps=1500).ladder()
+    before = {s: max([0, *[v for v in ladder if v < s]]) for s in (17, 20, 75)}
+    assert before == {17: 14, 20: 17, 75: 67}
+    first = {10: 17.0, 40: 20.0, 160: 75.0, 256: 75.0}
+    runs = hand_built_runs([("gru", "a", T, s, True) for T in first for s in range(5)])
+    runs["steps_to_solve"] = runs["T"].map(first)
+    runs["val_every"] = 75
+    runs["solved_after"] = runs["steps_to_solve"].map(before)
+    law = budget.frame(runs)[1].iloc[0]
+    assert law["alpha_resolution"] == pytest.approx(math.log(20 / 17) / math.log(25.6))
+    assert law["alpha_low"] > law["alpha_resolution"] and law["alpha_low"] > math.log(2) / math.log(25.6)
+    assert law["alpha_low"] < math.log(75 / 17) / math.log(25.6) < law["alpha_high"]
+    assert not budget.alpha_text(law).startswith("<")
 
 
 def test_the_growth_law_interval_is_the_profile_likelihood_on_both_sides():

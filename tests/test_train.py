@@ -86,6 +86,21 @@ def test_early_stop_when_solved(tiny):
     assert r.status == "complete" and r.steps_to_solve == 10 and r.steps == 10 and r.solved
 
 
+def test_the_validation_ladder_sees_an_early_solve_at_its_step(tiny):
+    from rnnstudy.run.config import TrainConfig
+
+    assert TrainConfig(val_from=2, val_every=20, steps=40).ladder() == [2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 16, 19]
+    plain = load(train(tiny(train__steps=40, train__val_every=20, experiment="plain")).path)
+    laddered = load(train(tiny(train__steps=40, train__val_every=20, train__val_from=2)).path)
+    steps = sorted(laddered.wide_metrics("val")["step"])
+    assert steps == [2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 16, 19, 20, 40]
+    at = laddered.wide_metrics("val").set_index("step")["norm_loss"]
+    assert at[[20, 40]].tolist() == plain.wide_metrics("val").set_index("step")["norm_loss"][[20, 40]].tolist()  # no effect
+    r = train(tiny(task__solved_threshold=10.0, train__early_stop=True, train__steps=100, train__val_from=3,
+                   experiment="early"))  # fmt: skip
+    assert r.status == "complete" and r.steps_to_solve == 3 and r.steps == 3  # solved at the ladder's first step
+
+
 def test_float64_runs(tiny):
     r = train(tiny(train__precision=64, model__cell="gru"))
     assert r.status == "complete" and np.isfinite(r.final["loss"])

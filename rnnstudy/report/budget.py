@@ -36,7 +36,7 @@ def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     for key, d in best_trials(frames.studied(runs)).groupby(LINE, dropna=False):
         line = dict(zip(LINE, key))
         steps = d["steps_to_solve"].astype(float)
-        law = growth_law(d["T"], steps, d["budget"].astype(float), d["val_every"].astype(float))
+        law = growth_law(d["T"], steps, d["budget"].astype(float), steps - d["solved_after"].astype(float))
         growth.append({**line, "alpha": law.alpha, "alpha_low": law.low, "alpha_high": law.high,
                        "intercept": law.intercept, "sigma": law.sigma, "runs": law.runs, "solved": law.solved,
                        **resolution(d)})  # fmt: skip
@@ -50,12 +50,14 @@ def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def resolution(d: pd.DataFrame) -> dict[str, float]:
     """What a line's runs can say about alpha: the T over which its solves spread (``T_low``, ``T_high``) and the
-    smallest growth the validation grid resolves there, log((s + v) / s) / log(T_high / T_low) for the earliest solve s
-    and the validation interval v: solves one validation apart across the whole range (NaN with fewer than two T)."""
+    smallest growth the validations resolve there, log((s + v) / s) / log(T_high / T_low) for the earliest solve s and
+    the gap v between its validation and the one before (val_every, or the ladder's step there): solves one validation
+    apart across the whole range (NaN with fewer than two T)."""
     solved = d[d["solved"]]
     if solved["T"].nunique() < 2:
         return {"T_low": np.nan, "T_high": np.nan, "alpha_resolution": np.nan}
-    first, every = float(solved["steps_to_solve"].min()), float(solved["val_every"].max())
+    earliest = solved.loc[solved["steps_to_solve"].astype(float).idxmin()]
+    first, every = float(earliest["steps_to_solve"]), float(earliest["steps_to_solve"] - earliest["solved_after"])
     low, high = float(solved["T"].min()), float(solved["T"].max())
     return {"T_low": low, "T_high": high, "alpha_resolution": float(np.log1p(every / first) / np.log(high / low))}
 

@@ -230,7 +230,7 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
         findings = _findings(runs, res, memory, inputs.ladder[0]) or ["Too few finished runs to compare."]
         sections.insert(1, Section("What it shows", findings))
         (out / SUMMARY_MD).write_text(_summary(name, runs, findings))
-    tables.per_run(runs, res).to_csv(out / RUNS_CSV, index=False)
+    tables.per_run(runs).to_csv(out / RUNS_CSV, index=False)
     sections[0].text.append(
         f"Every run behind this report is one row of `{RUNS_CSV}` (its stage, cell, initialisation and setting, lr, T, "
         "seed, whether and when it solved, between which validations, its budget and final loss): every number here can "

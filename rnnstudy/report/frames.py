@@ -97,6 +97,7 @@ def run_table(res: Results) -> pd.DataFrame:
     given = out[searched].notna().any(axis=1) if searched else pd.Series(False, index=out.index)
     point = np.where(given, out["study"].astype(str) + "#" + values, out["experiment"].astype(str) + "#fixed point")
     out["config"] = np.where(out["study"].notna(), point, out["init"])
+    out["solved_after"] = solved_after(out, res)
     decay = res.metrics[(res.metrics["split"] == PROBE) & (res.metrics["metric"] == probe_metric("decay_rate"))]
     if not decay.empty:
         first = decay.loc[decay.groupby("run_id")["step"].idxmin(), ["run_id", "value"]].rename(columns={"value": "decay_init"})
@@ -105,6 +106,16 @@ def run_table(res: Results) -> pd.DataFrame:
     else:
         out = out.assign(decay_init=np.nan, decay_end=np.nan)
     return out
+
+
+def solved_after(runs: pd.DataFrame, res: Results) -> pd.Series:
+    """Per run, the validation step before the one that first met the bar (0 for a solve at the first validation; NaN
+    unsolved): the solve lies in (``solved_after``, ``steps_to_solve``], however the validations were spaced."""
+    val = res.metrics.loc[res.metrics["split"] == VAL, ["run_id", "step"]].drop_duplicates()
+    solves = runs.loc[runs["solved"], ["run_id", "steps_to_solve"]].merge(val, on="run_id")
+    before = solves[solves["step"] < solves["steps_to_solve"]].groupby("run_id")["step"].max()
+    after = runs["run_id"].map(before).where(runs["solved"])
+    return after.where(~runs["solved"] | after.notna(), 0)
 
 
 def studied(runs: pd.DataFrame) -> pd.DataFrame:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy.analysis.memory import T50, steps_to_solve, t50
-from rnnstudy.names import COMPLETE, DIVERGED, PROBE, SOLVED_FRACTION, VAL, Censored
+from rnnstudy.names import COMPLETE, DIVERGED, PROBE, SOLVED_FRACTION, Censored
 from rnnstudy.report import frames, search
 from rnnstudy.run.store import Results
 
@@ -70,15 +70,10 @@ PER_RUN = ["run_id", "experiment", "stage", "task", "cell", "family", "setting",
            "members"]  # fmt: skip
 
 
-def per_run(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
+def per_run(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per run in :data:`PER_RUN` order: a solve lies in (``solved_after``, ``steps_to_solve``], between the
     validation before the one that first met the bar and that one (the bracket a growth law is fitted on)."""
-    val = res.metrics.loc[res.metrics["split"] == VAL, ["run_id", "step"]].drop_duplicates()
-    solves = runs.loc[runs["solved"], ["run_id", "steps_to_solve"]].merge(val, on="run_id")
-    before = solves[solves["step"] < solves["steps_to_solve"]].groupby("run_id")["step"].max()
-    table = runs.assign(solved_after=runs["run_id"].map(before).where(runs["solved"]))
-    table["solved_after"] = table["solved_after"].where(~table["solved"] | table["solved_after"].notna(), 0)
-    return table[PER_RUN].sort_values(["stage", "task", "cell", "family", "setting", "T", "seed"]).reset_index(drop=True)
+    return runs[PER_RUN].sort_values(["stage", "task", "cell", "family", "setting", "T", "seed"]).reset_index(drop=True)
 
 
 def estimate_columns(estimate: T50) -> dict[str, object]:

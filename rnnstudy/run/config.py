@@ -30,6 +30,10 @@ from rnnstudy.model import inits
 from rnnstudy.model.cells import INJECTABLE, Cell
 from rnnstudy.model.tasks import TASKS, fixed_T
 
+#: Validations per doubling of the step count on ``train.val_from``'s ladder.
+LADDER_PER_DOUBLING = 4
+#: Config fields added after runs were recorded: left out of a run's key while unset, so those runs keep their keys.
+LATER_FIELDS: dict[str, tuple[str, ...]] = {"train": ("val_from",)}
 
 class Strict(BaseModel):
     """Base for config sections: unknown keys and non-finite numbers are errors."""
@@ -165,6 +169,8 @@ class TrainConfig(Strict):
     """Training sequences per step."""
     val_every: PositiveInt = 100
     """Steps between validations (and pruning reports)."""
+    val_from: PositiveInt | None = None
+    """Also validate on a geometric ladder from this step up to val_every, 4 per doubling (null: every val_every only)."""
     log_every: PositiveInt = 10
     """Steps between logged training metrics."""
     early_stop: bool = False
@@ -183,6 +189,14 @@ class TrainConfig(Strict):
     """Keep the last checkpoint (after each validation) so a killed run resumes when rerun or retried."""
     progress: bool = True
     """Show a progress bar over the step budget."""
+
+    def ladder(self) -> list[int]:
+        """The extra validation steps below ``val_every`` (``val_from``): a solve early in a run is seen within a factor
+        2^(1/4) of its step instead of within one validation interval."""
+        if self.val_from is None:
+            return []
+        steps = {round(self.val_from * 2 ** (k / LADDER_PER_DOUBLING)) for k in range(64)}
+        return sorted(s for s in steps if s < min(self.val_every, self.steps))
 
 
 class ProbeConfig(Strict):

@@ -179,6 +179,7 @@ class RecurrentModule(pl.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         self.cfg, self.task, self.stacked = cfgs[0], task, stacked
+        self.ladder = set(self.cfg.train.ladder())
         nets = []
         for cfg in cfgs:  # each member's weights from its own seed, as a separate run draws them
             pl.seed_everything(cfg.seed, verbose=False)
@@ -273,7 +274,17 @@ class RecurrentModule(pl.LightningModule):
                 m.emit_profile(self.global_step, m.probe.collect())
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        step, shown = self.global_step, False
+        self._validate(batch, self.global_step)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Validate at the steps of ``train.val_from``'s ladder too (Lightning validates every ``val_every`` steps)."""
+        if self.global_step in self.ladder:
+            with torch.no_grad():
+                self._validate(self.trainer.datamodule.val_batch, self.global_step)
+
+    def _validate(self, batch: Batch, step: int) -> None:
+        """One validation of every member still training, after ``step`` optimiser steps."""
+        shown = False
         for m in self.members:
             if not m.active:
                 continue

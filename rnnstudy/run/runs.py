@@ -16,7 +16,7 @@ from typing import Any
 
 from rnnstudy.model import inits
 from rnnstudy.names import COMPLETE, DIVERGED, FAILED, RUNNING
-from rnnstudy.run.config import RunConfig
+from rnnstudy.run.config import LATER_FIELDS, RunConfig
 from rnnstudy.run.record import RunInfo
 from rnnstudy.run.store import RUN_FILE, hold, read_info
 
@@ -63,7 +63,12 @@ def run_key(cfg: RunConfig, meta: dict[str, Any] | None, device: str = "cpu") ->
     facts = {k: v for k, v in (meta or {}).items() if k != "trial"}
     if device != "cpu":
         facts["device"] = device
-    text = json.dumps({"config": cfg.model_dump(mode="json"), "meta": facts}, sort_keys=True, default=str)
+    config = cfg.model_dump(mode="json")
+    for section, names in LATER_FIELDS.items():
+        for name in names:
+            if config[section][name] is None:
+                del config[section][name]
+    text = json.dumps({"config": config, "meta": facts}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
