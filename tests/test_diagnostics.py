@@ -100,9 +100,9 @@ def test_tangent_maps_equal_forward_mode_autodiff(cell):
     from rnnstudy.run.config import ModelConfig
 
     torch.manual_seed(0)
-    net = RecurrentNet(ModelConfig(cell=cell, hidden_size=5), 3, 1).double()
+    net = RecurrentNet(ModelConfig(cell=cell, hidden_size=6), 3, 1).double()
     push = step_function(net)
-    n = 10 if cell == "lstm" else 5
+    n = CELLS[cell].state_size(6)
     s, x = torch.randn(4, n, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
     v = torch.randn(4, n, 3, dtype=torch.float64)
     out, jv = push(s, x, v)
@@ -118,13 +118,13 @@ def test_each_cells_written_out_update_is_its_fused_modules_step(cell):
 
     torch.manual_seed(0)
     spec = CELLS[cell]
-    layer = spec.module(3, 5, None).double()
-    state = torch.randn(4, spec.state_size(5), dtype=torch.float64)
+    layer = spec.module(3, 6, None).double()
+    state = torch.randn(4, spec.state_size(6), dtype=torch.float64).abs()  # minGRU's state is positive
     x = torch.randn(4, 3, dtype=torch.float64)
-    h0 = state[:, :5].contiguous()[None]
+    h0 = state[:, :6].contiguous()[None]
     with torch.no_grad():
         if spec.state == ("h", "c"):
-            _, (h1, c1) = layer(x[None], (h0, state[:, 5:].contiguous()[None]))
+            _, (h1, c1) = layer(x[None], (h0, state[:, 6:].contiguous()[None]))
             fused = torch.cat([h1[0], c1[0]], dim=-1)
         else:
             fused = layer(x[None], h0)[1][0]

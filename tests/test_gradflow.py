@@ -20,12 +20,29 @@ def unrolled_norms(net, batch, task, loss="answer"):
     L, B, _ = x.shape
     states = {}
     for index, layer in enumerate(net.layers):
-        w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
         H = layer.hidden_size
         h = torch.zeros(B, H, dtype=torch.float64)
         c = torch.zeros(B, H, dtype=torch.float64)
         hs, cs = [], []
         for t in range(L):
+            if net.cell == "mingru":  # Feng et al. 2024, log-space form: h = (1 - z) h + z g(c), z = 1 - sigmoid(k)
+                k, cand = (x[t] @ layer.weight_ih_l0.T + layer.bias_ih_l0).chunk(2, dim=1)
+                keep = torch.sigmoid(k)
+                h = keep * h + (1 - keep) * torch.where(cand >= 0, cand + 0.5, torch.sigmoid(cand))
+                h.retain_grad()
+                hs.append(h)
+                continue
+            if net.cell == "lru":  # Orvieto et al. 2023 in real arithmetic: each mode's (Re, Im) pair rotated and decayed
+                r, phase = torch.exp(-torch.exp(layer.nu_log)), torch.exp(layer.theta_log)
+                gamma = torch.exp(layer.gamma_log)
+                re, im = h[:, : H // 2], h[:, H // 2 :]
+                re, im = (r * torch.cos(phase) * re - r * torch.sin(phase) * im + gamma * (x[t] @ layer.B_re.T),
+                          r * torch.sin(phase) * re + r * torch.cos(phase) * im + gamma * (x[t] @ layer.B_im.T))  # fmt: skip
+                h = torch.cat([re, im], dim=1)
+                h.retain_grad()
+                hs.append(h)
+                continue
+            w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
             gi, gh = x[t] @ w_ih.T + b_ih, h @ w_hh.T + b_hh
             if net.cell == "lstm":
                 i, f, g, o = (gi + gh).chunk(4, dim=1)
@@ -69,9 +86,9 @@ def make_net(cell, layers, task, seed=0, hidden=6):
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("cell", list(CELLS))
 def test_probe_equals_unrolled_float64(cell, layers, task_name, T, loss, method):
-    """Both methods against the unrolled loop (the fused one exists for every cell but the GRU)."""
-    if cell == "gru" and method == "fused":
-        pytest.skip("the injected (fused) probe is not exact for the GRU; it uses the chunked one")
+    """Both methods against the unrolled loop (the fused one where it is exact: not the GRU, nor the scanned cells)."""
+    if cell not in INJECTABLE and method == "fused":
+        pytest.skip(f"the injected (fused) probe is not exact for the {cell}; it uses the chunked one")
     task = make_task(task_name, T)
     batch = task.sample(5, torch.Generator().manual_seed(1))
     net = make_net(cell, layers, task)

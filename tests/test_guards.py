@@ -97,12 +97,13 @@ def test_the_digits_loss_reads_the_last_step_only():
 def test_the_diagnostics_step_is_the_torch_modules_own_step(cell):
     torch.manual_seed(0)
     net = RecurrentNet(ModelConfig(cell=cell, hidden_size=6), 3, 2).double()
-    for layer in net.layers:  # non-zero biases in both vectors, so a forgotten b_hh shows
-        nn.init.uniform_(layer.bias_hh_l0, 0.2, 0.5)
-        nn.init.uniform_(layer.bias_ih_l0, -0.5, -0.2)
+    for layer in net.layers:  # non-zero biases in every bias vector, so a forgotten b_hh shows
+        for name, bias in layer.named_parameters():
+            if name.startswith("bias"):
+                nn.init.uniform_(bias, 0.2, 0.5) if name == "bias_hh_l0" else nn.init.uniform_(bias, -0.5, -0.2)
     layer, H = net.layers[0], 6
     x = torch.randn(4, 3, dtype=torch.float64)
-    h0 = torch.randn(4, H, dtype=torch.float64)
+    h0 = torch.randn(4, H, dtype=torch.float64).abs()  # minGRU's state is positive
     step = step_function(net)
     if cell == "lstm":
         c0 = torch.randn(4, H, dtype=torch.float64)

@@ -70,6 +70,18 @@ def test_a_packed_member_is_its_separate_run_in_float64(tiny, cell, task, layers
         assert json.loads((a.path / "run.json").read_text())["packed"] is None
 
 
+@pytest.mark.parametrize(("cell", "task", "layers"), [("mingru", "adding", 1), ("lru", "copy", 2)])
+def test_a_packed_member_of_a_scanned_cell_is_its_separate_run_in_float64(tiny, cell, task, layers):
+    """The scanned cells pack as a loop (no stacked update is written for them): each member its separate run."""
+    apart, packed = _apart_and_packed(
+        tiny, "loop", model__cell=cell, model__num_layers=layers, task__name=task, task__T=5 if task == "copy" else 12,
+        train__precision=64, probe__every=7,
+    )  # fmt: skip
+    assert len({r.final["loss"] for r in apart}) == len(SEEDS)
+    for a, b in zip(apart, packed):
+        _same(a, b)
+
+
 def test_members_that_solve_stop_at_their_solve_and_the_others_go_on(tiny):
     """Early stop is per member: a member's record ends at its own solve, the rest train to theirs or to the budget."""
     apart, packed = _apart_and_packed(

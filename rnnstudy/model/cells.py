@@ -47,8 +47,9 @@ class CellSpec:
     module: Callable[[int, int, str | None], RNNBase]
     #: The layer -> its update with its tangent map (:data:`Push`), written out for the diagnostics.
     step: Callable[[RNNBase], Push]
-    #: The update from pre-activations (:data:`Update`), written out for packed runs' stacked computation.
-    update: Update
+    #: The update from pre-activations (:data:`Update`), written out for packed runs' stacked computation (None: the
+    #: cell is not an ``nn.RNNBase`` and packs as a loop).
+    update: Update | None
     #: The states the cell carries, in the order the full state stacks them: h, and c for a separate cell state.
     state: tuple[str, ...] = ("h",)
     #: The gate block whose sigmoid keeps the state (timescale 1 / (1 - gate)); None: the cell has no gates.
@@ -60,6 +61,11 @@ class CellSpec:
     #: a 5-seed point at hidden 32, batch 64, T = 40 and 160, 1500 steps, this project's 2-core CPU); a device type not
     #: measured (every GPU so far) takes the loop.
     packed: dict[str, Executor] = field(default_factory=dict)
+    #: The layer is an ``nn.RNNBase`` (PyTorch's weight names and gate blocks: the per-block initialisation schemes, the
+    #: stacked packing and the injected probe read them); False for a module of its own with its own schemes.
+    rnnbase: bool = True
+    #: The hidden size must be a multiple of this (the LRU's holds real and imaginary parts).
+    hidden_multiple: int = 1
 
     def state_size(self, hidden: int) -> int:
         """The full state's width: h, or h and c stacked."""
@@ -152,6 +158,24 @@ def _gru_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, 
     return ((1 - z) * (in_ + r * hn).tanh() + z * s[0],)
 
 
+def _scan(name: str) -> Callable[[int, int, str | None], RNNBase]:
+    def make(i: int, h: int, device: str | None = None) -> RNNBase:
+        from rnnstudy.model import scans  # torch, only once a layer is built
+
+        return getattr(scans, name)(i, h, device)
+
+    return make
+
+
+def _scan_step(name: str) -> Callable[[RNNBase], Push]:
+    def make(layer: RNNBase) -> Push:
+        from rnnstudy.model import scans
+
+        return getattr(scans, name)(layer)
+
+    return make
+
+
 def _rnn(nonlinearity: str) -> Callable[[int, int, str | None], RNNBase]:
     return lambda i, h, device=None: nn.RNN(i, h, nonlinearity=nonlinearity, device=device)
 
@@ -170,8 +194,14 @@ CELLS: dict[str, CellSpec] = {
         "GRU", "#2ca02c", 3, False, lambda i, h, device=None: nn.GRU(i, h, device=device), _gru_step, _gru_update,
         keep_gate=1, packed={"cpu": "stacked"},
     ),  # fmt: skip
+    "mingru": CellSpec("minGRU", "#9467bd", 2, False, _scan("MinGRU"), _scan_step("mingru_step"), None, keep_gate=0,
+                       rnnbase=False),  # its keep logit is block 0 of its input weights and bias (bias_ih_l0)
+    "lru": CellSpec("LRU", "#8c564b", 1, False, _scan("LRU"), _scan_step("lru_step"), None, rnnbase=False,
+                    hidden_multiple=2),  # fmt: skip
 }
 Cell = Literal[tuple(CELLS)]  # type: ignore[valid-type]
+#: Cells built as ``nn.RNNBase`` layers (the per-gate-block initialisation schemes apply to them).
+RNNBASE = tuple(name for name, spec in CELLS.items() if spec.rnnbase)
 #: Cells whose fused probe is exact.
 INJECTABLE = tuple(name for name, spec in CELLS.items() if spec.injectable)
 #: Cells with a keep gate (their gate timescales exist; chrono applies).

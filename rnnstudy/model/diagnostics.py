@@ -125,7 +125,9 @@ def _timescales(net: RecurrentNet, xs: torch.Tensor) -> np.ndarray:
     keep = []
     for x in xs:
         h = s[..., :H]
-        gates = x @ layer.weight_ih_l0.T + layer.bias_ih_l0 + h @ layer.weight_hh_l0.T + layer.bias_hh_l0
+        gates = x @ layer.weight_ih_l0.T + layer.bias_ih_l0
+        if CELLS[net.cell].rnnbase:  # a module of its own (minGRU) gates on the input only
+            gates = gates + h @ layer.weight_hh_l0.T + layer.bias_hh_l0
         block = CELLS[net.cell].keep_gate
         keep.append(torch.sigmoid(gates[..., block * H : (block + 1) * H]).detach())
         s = step(s, x, None)[0].detach()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rnnstudy.lazy import LazyModule
-from rnnstudy.model.cells import CELLS, FORGET_GATED, GATED
+from rnnstudy.model.cells import CELLS, FORGET_GATED, GATED, RNNBASE
 
 torch = LazyModule("torch")  # the config path reads the scheme registry without paying for torch's import
 nn = LazyModule("torch.nn")
@@ -63,20 +63,20 @@ def keep_default(w: torch.Tensor, cfg: InitConfig) -> None:
     """PyTorch's own U(-1/sqrt(H), 1/sqrt(H)), already in place."""
 
 
-@_register(RECURRENT, "orthogonal", params=("gain",))
+@_register(RECURRENT, "orthogonal", params=("gain",), cells=RNNBASE)
 def orthogonal(w: torch.Tensor, cfg: InitConfig) -> None:
     """Orthogonal (QR of a Gaussian, sign-corrected) times ``gain``."""
     nn.init.orthogonal_(w, gain=cfg.gain)
 
 
-@_register(RECURRENT, "identity", params=("scale",))
+@_register(RECURRENT, "identity", params=("scale",), cells=RNNBASE)
 def identity(w: torch.Tensor, cfg: InitConfig) -> None:
     """``scale`` times the identity (IRNN, Le et al. 2015)."""
     with torch.no_grad():
         w.copy_(cfg.scale * torch.eye(w.shape[0], dtype=w.dtype))
 
 
-@_register(RECURRENT, "spectral", params=("rho",))
+@_register(RECURRENT, "spectral", params=("rho",), cells=RNNBASE)
 def spectral(w: torch.Tensor, cfg: InitConfig) -> None:
     """Gaussian N(0, 1/H) rescaled so its spectral radius is ``rho``."""
     with torch.no_grad():
@@ -85,13 +85,13 @@ def spectral(w: torch.Tensor, cfg: InitConfig) -> None:
         w.copy_((cfg.rho * g / radius).to(w.dtype))
 
 
-@_register(RECURRENT, "xavier", params=("gain",))
+@_register(RECURRENT, "xavier", params=("gain",), cells=RNNBASE)
 def xavier(w: torch.Tensor, cfg: InitConfig) -> None:
     """Glorot uniform with ``gain``."""
     nn.init.xavier_uniform_(w, gain=cfg.gain)
 
 
-@_register(RECURRENT, "kaiming", params=("gain",))
+@_register(RECURRENT, "kaiming", params=("gain",), cells=RNNBASE)
 def kaiming(w: torch.Tensor, cfg: InitConfig) -> None:
     """He normal (fan-in, ReLU gain) times ``gain``."""
     nn.init.kaiming_normal_(w, nonlinearity="relu")
@@ -99,19 +99,19 @@ def kaiming(w: torch.Tensor, cfg: InitConfig) -> None:
         w.mul_(cfg.gain)
 
 
-@_register(INPUT, "xavier", params=("input_gain",))
+@_register(INPUT, "xavier", params=("input_gain",), cells=RNNBASE)
 def input_xavier(w: torch.Tensor, cfg: InitConfig) -> None:
     """Glorot uniform with ``input_gain``."""
     nn.init.xavier_uniform_(w, gain=cfg.input_gain)
 
 
-@_register(INPUT, "orthogonal", params=("input_gain",))
+@_register(INPUT, "orthogonal", params=("input_gain",), cells=RNNBASE)
 def input_orthogonal(w: torch.Tensor, cfg: InitConfig) -> None:
     """(Semi-)orthogonal times ``input_gain``."""
     nn.init.orthogonal_(w, gain=cfg.input_gain)
 
 
-@_register(INPUT, "normal", params=("input_gain",))
+@_register(INPUT, "normal", params=("input_gain",), cells=RNNBASE)
 def input_normal(w: torch.Tensor, cfg: InitConfig) -> None:
     """N(0, input_gain^2); IRNN's small input weights are ``input_gain=0.001``."""
     nn.init.normal_(w, std=cfg.input_gain)
@@ -122,12 +122,13 @@ def bias_default(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> N
     """PyTorch's own U(-1/sqrt(H), 1/sqrt(H)) on both bias vectors, already in place."""
 
 
-@_register(BIAS, "zero")
+@_register(BIAS, "zero", cells=tuple(dict.fromkeys(RNNBASE + GATED)))
 def bias_zero(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
     """All biases 0."""
     with torch.no_grad():
-        layer.bias_ih_l0.zero_()
-        layer.bias_hh_l0.zero_()
+        for name, p in layer.named_parameters():
+            if name.startswith("bias"):
+                p.zero_()
 
 
 def _gate(bias: torch.Tensor, index: int, hidden: int) -> torch.Tensor:
@@ -147,7 +148,7 @@ def bias_chrono(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> No
     """Chrono (Tallec & Ollivier 2018): keep-gate bias log U(1, T_max-1), the write gate's its negative, others 0.
 
     LSTM: b_f = log U(1, T_max-1), b_i = -b_f. GRU: the update gate z keeps the state
-    (h' = (1-z) n + z h) and also writes, so b_z = +log U(1, T_max-1) alone.
+    (h' = (1-z) n + z h) and also writes, so b_z = +log U(1, T_max-1) alone; minGRU's keep logit likewise.
     """
     bias_zero(layer, cell, cfg, t_max)
     hidden, spec = layer.hidden_size, CELLS[cell]
@@ -158,12 +159,21 @@ def bias_chrono(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> No
             _gate(layer.bias_ih_l0, spec.write_gate, hidden).copy_(-keep)
 
 
-def initialise(layer: nn.RNNBase, cell: str, cfg: InitConfig, t_max: int) -> None:
-    """Apply the configured input, recurrent and bias schemes to one single-layer module."""
-    gates = CELLS[cell].gates
-    hidden = layer.hidden_size
-    for k in range(gates):
-        rows = slice(k * hidden, (k + 1) * hidden)
-        RECURRENT[cfg.recurrent].apply(layer.weight_hh_l0.data[rows], cfg)
-        INPUT[cfg.input].apply(layer.weight_ih_l0.data[rows], cfg)
+@_register(RECURRENT, "ring", params=("r_min", "r_max", "max_phase"), cells=("lru",))
+def ring(layer: nn.Module, cfg: InitConfig) -> None:
+    """The LRU's ring (Orvieto et al. 2023): |lambda| uniform by area on [r_min, r_max], phase U(0, max_phase)."""
+    layer.ring(cfg.r_min, cfg.r_max, cfg.max_phase)
+
+
+def initialise(layer: nn.Module, cell: str, cfg: InitConfig, t_max: int) -> None:
+    """Apply the configured input, recurrent and bias schemes to one single-layer module: per gate block of an
+    ``nn.RNNBase``'s weights, or to a module of its own as a whole (its recurrent scheme; its input keeps its default)."""
+    if CELLS[cell].rnnbase:
+        hidden = layer.hidden_size
+        for k in range(CELLS[cell].gates):
+            rows = slice(k * hidden, (k + 1) * hidden)
+            RECURRENT[cfg.recurrent].apply(layer.weight_hh_l0.data[rows], cfg)
+            INPUT[cfg.input].apply(layer.weight_ih_l0.data[rows], cfg)
+    else:
+        RECURRENT[cfg.recurrent].apply(layer, cfg)
     BIAS[cfg.bias].apply(layer, cell, cfg, t_max)

@@ -51,7 +51,7 @@ class InjectedTrace:
 
 
 class RecurrentNet(nn.Module):
-    """RNN/LSTM/GRU stack with a linear readout at every time step (time-major)."""
+    """A stack of one cell's layers (RNN, LSTM, GRU, minGRU, LRU) with a linear readout at every time step (time-major)."""
 
     def __init__(self, cfg: ModelConfig, input_size: int, output_size: int) -> None:
         super().__init__()
@@ -60,7 +60,8 @@ class RecurrentNet(nn.Module):
         self.layers = nn.ModuleList(CELLS[cfg.cell].module(i, cfg.hidden_size) for i in sizes[:-1])
         self.readout = nn.Linear(cfg.hidden_size, output_size)
         # Parameter-free twins taking [x_t, z_t] as input; they only ever run with this net's weights.
-        self._wide = [CELLS[cfg.cell].module(i + cfg.hidden_size, cfg.hidden_size, "meta") for i in sizes[:-1]]
+        injectable = cfg.cell in INJECTABLE
+        self._wide = [CELLS[cfg.cell].module(i + cfg.hidden_size, cfg.hidden_size, "meta") for i in sizes[:-1] if injectable]
 
     def initialise(self, cfg: InitConfig, t_max: int) -> None:
         """Apply an initialisation to every recurrent layer (the readout keeps its default)."""

@@ -10,6 +10,8 @@ def resolve_executor(executor: str, cell: str, device: str = "cpu") -> Executor:
     """The executor to use; ``auto`` follows the cell's measured rule (the loop where it was not measured)."""
     if executor == "auto":
         return CELLS[cell].packed.get(device, "loop")
+    if executor == "stacked" and CELLS[cell].update is None:
+        raise ValueError(f"executor 'stacked' needs a cell written as an update; {cell} is not; allowed: auto, loop, apart")
     return executor  # type: ignore[return-value]
 
 

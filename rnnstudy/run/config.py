@@ -8,6 +8,7 @@ loading live in `rnnstudy.run.overrides`.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -27,13 +28,14 @@ from pydantic import (
 )
 
 from rnnstudy.model import inits
-from rnnstudy.model.cells import INJECTABLE, Cell
+from rnnstudy.model.cells import CELLS, INJECTABLE, Cell
 from rnnstudy.model.tasks import TASKS, fixed_T
 
 #: Validations per doubling of the step count on ``train.val_from``'s ladder.
 LADDER_PER_DOUBLING = 4
-#: Config fields added after runs were recorded: left out of a run's key while unset, so those runs keep their keys.
-LATER_FIELDS: dict[str, tuple[str, ...]] = {"train": ("val_from",)}
+#: Config fields added after runs were recorded: left out of a run's key while at their default, so those runs keep
+#: their keys.
+LATER_FIELDS: dict[str, tuple[str, ...]] = {"train": ("val_from",), "init": ("r_min", "r_max", "max_phase")}
 
 class Strict(BaseModel):
     """Base for config sections: unknown keys and non-finite numbers are errors."""
@@ -83,7 +85,7 @@ class ModelConfig(Strict):
     """The network: cell type and size."""
 
     cell: Cell = "lstm"
-    """The recurrent cell (tanh or ReLU vanilla RNN, LSTM, GRU)."""
+    """The recurrent cell (tanh or ReLU vanilla RNN, LSTM, GRU, minGRU, LRU)."""
     hidden_size: PositiveInt = 128
     """Units per layer."""
     num_layers: PositiveInt = 1
@@ -143,6 +145,12 @@ class InitConfig(Strict):
     """LSTM forget-gate bias of the forget scheme."""
     chrono_tmax: PositiveFloat | None = None
     """T_max of the chrono scheme (null: the sequence length)."""
+    r_min: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Smallest |lambda| of the LRU's ring scheme."""
+    r_max: Annotated[float, Field(gt=0, le=1)] = 1.0
+    """Largest |lambda| of the LRU's ring scheme."""
+    max_phase: PositiveFloat = 2 * math.pi
+    """Largest phase of the LRU's ring scheme (radians)."""
 
     @field_validator("recurrent", "input", "bias")
     @classmethod
@@ -259,6 +267,12 @@ class RunConfig(RunDefaults):
             cells = registry[name].cells
             if cells and self.model.cell not in cells:
                 raise ValueError(f"init.{kind} = {name!r} needs model.cell in {', '.join(cells)}, got {self.model.cell!r}")
+        multiple = CELLS[self.model.cell].hidden_multiple
+        if self.model.hidden_size % multiple:
+            raise ValueError(f"model.hidden_size = {self.model.hidden_size}: the {self.model.cell} needs a multiple of "
+                             f"{multiple}; allowed: {multiple}, {2 * multiple}, ...")  # fmt: skip
+        if self.init.r_min >= self.init.r_max:
+            raise ValueError(f"init.r_min = {self.init.r_min}: the ring needs r_min < r_max = {self.init.r_max}")
         if self.init.bias == "chrono" and self.chrono_tmax <= 2:
             raise ValueError(f"init.chrono_tmax = {self.chrono_tmax}: chrono needs T_max > 2")
         if self.probe.method == "fused" and self.model.cell not in INJECTABLE:

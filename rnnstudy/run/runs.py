@@ -65,8 +65,9 @@ def run_key(cfg: RunConfig, meta: dict[str, Any] | None, device: str = "cpu") ->
         facts["device"] = device
     config = cfg.model_dump(mode="json")
     for section, names in LATER_FIELDS.items():
+        defaults = type(getattr(cfg, section))()
         for name in names:
-            if config[section][name] is None:
+            if getattr(getattr(cfg, section), name) == getattr(defaults, name):
                 del config[section][name]
     text = json.dumps({"config": config, "meta": facts}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
