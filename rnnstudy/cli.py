@@ -138,8 +138,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         summary = score(pd.read_csv(args.results[0], keep_default_na=False, na_values=[""]), Path(args.out))
     else:
         res = load(*args.results)
+        for folder, why in res.skipped:
+            print(f"rnnstudy predict: warning: skipping damaged run {folder}: {why}", file=sys.stderr)
         if res.runs.empty:
-            raise ConfigError(f"{' '.join(args.results)}: no runs under them")
+            damaged = f" ({len(res.skipped)} damaged, named above)" if res.skipped else ""
+            raise ConfigError(f"{' '.join(args.results)}: no readable runs under them{damaged}")
         summary = build(res, Path(args.out))
     print(summary.to_string(index=False))
     print(f"written: {args.out}")

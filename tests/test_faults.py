@@ -181,6 +181,36 @@ def test_report_skips_damaged_runs_and_still_writes(swept, tmp_path, capsys):
     assert "Skipped 4 damaged runs" in md and (tmp_path / "r" / "frontier.png").exists()
 
 
+def test_a_failed_checkpoint_write_names_the_checkpoint_and_ends_the_run(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import lightning.pytorch as pl
+
+    def full(self, filepath, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/tmp/tmpk3x9_part")  # what the file system names
+
+    monkeypatch.setattr(pl.Trainer, "save_checkpoint", full)
+    code = main(["train", "task.name=adding", "task.T=6", "model.hidden_size=4", "train.steps=10", "train.val_every=5",
+                 "task.val_size=8", "train.progress=false", "wandb.mode=disabled", f"out={tmp_path}/runs"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    checkpoint = next((tmp_path / "runs").rglob("run.json")).parent / "checkpoints" / "last.ckpt"
+    assert code == 1 and len(err.splitlines()) == 1
+    assert f"No space left on device: writing the checkpoint {checkpoint}" in err
+    info = json.loads((checkpoint.parents[1] / "run.json").read_text())
+    assert info["status"] == "failed" and "writing the checkpoint" in info["reason"]
+
+
+def test_predict_names_the_damaged_runs_it_skips(swept, tmp_path, capsys):
+    store = tmp_path / "store"
+    folder = sorted(swept.glob("*/run.json"))[0].parent
+    shutil.copytree(folder, store / folder.name)
+    (store / folder.name / "run.json").write_text('{"status": "compl')
+    assert main(["predict", str(store), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert f"skipping damaged run {store / folder.name}" in err and "no readable runs" in err and "1 damaged" in err
+    assert not (tmp_path / "p").exists()
+
+
 def test_report_with_a_corrupt_storage_writes_nothing(swept, tmp_path, capsys):
     store = tmp_path / "store"
     shutil.copytree(swept, store)

@@ -37,15 +37,30 @@ class _StopAtBudget(pl.Callback):
             trainer.should_stop = True
 
 
+class _Checkpointing(ModelCheckpoint):
+    """Lightning's checkpointing, whose write errors name the checkpoint (Lightning's name its temporary file)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(dirpath=path.parent, filename=path.stem, save_top_k=1, every_n_epochs=1,
+                         enable_version_counter=False)  # fmt: skip
+        self.path = path
+
+    def _named(self, hook: Any, *args: Any) -> None:
+        try:
+            hook(*args)
+        except OSError as err:
+            raise OSError(err.errno, f"{err.strerror or err}: writing the checkpoint {self.path}") from err
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._named(super().on_train_epoch_end, trainer, pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._named(super().on_validation_end, trainer, pl_module)
+
+
 def checkpointing(path: Path) -> ModelCheckpoint:
     """Lightning's checkpointing to ``path``, last only: overwritten after every validation, removed at the end for good."""
-    return ModelCheckpoint(
-        dirpath=path.parent,
-        filename=path.stem,
-        save_top_k=1,
-        every_n_epochs=1,
-        enable_version_counter=False,
-    )
+    return _Checkpointing(path)
 
 
 def make_trainer(
