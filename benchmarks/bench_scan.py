@@ -76,8 +76,8 @@ def main() -> None:
         layer = make(2, args.hidden).to(device)
         for T in args.T:
             x = torch.randn(T, args.batch, 2, device=device)
-            scan = seconds(lambda v: layer(v)[0], x, args.repeats)
-            plain = seconds(lambda v: loop(layer, v), x, args.repeats)
+            scan = seconds(lambda v, layer=layer: layer(v)[0], x, args.repeats)
+            plain = seconds(lambda v, layer=layer, loop=loop: loop(layer, v), x, args.repeats)
             print(f"| {cell} | {T} | {1e3 * scan:.2f} | {1e3 * plain:.2f} | {plain / scan:.2f} |")
 
 

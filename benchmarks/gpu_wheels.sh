@@ -2,7 +2,8 @@
 # The wheels a GPU box without a package registry lacks, downloaded here (where pip reaches the registry) into one folder:
 # wandb, optuna, pydantic, SQLAlchemy/alembic, submitit, psycopg2 and everything they pull in, for manylinux x86_64
 # and the box's Python, one version each, and the project's own wheel. Never torch or what the box's image ships
-# (numpy, PyYAML, tqdm, packaging, typing_extensions, MarkupSafe and the scientific stack): those stay the box's own.
+# (numpy, PyYAML, tqdm, packaging, MarkupSafe and the scientific stack): those stay the box's own. typing_extensions
+# travels, and gpu_check.sh installs it only where the box's lacks what the pinned pydantic imports.
 #   bash benchmarks/gpu_wheels.sh                     # Python 3.12 (the GPU box's), into benchmarks/wheels
 #   bash benchmarks/gpu_wheels.sh --python 3.11 --out DIR
 # Then carry the folder to the box and run `bash benchmarks/gpu_check.sh --wheels benchmarks/wheels` there.
@@ -37,7 +38,7 @@ echo "downloading for CPython $PYV, manylinux x86_64: ${NEED[*]}"
   -d "$OUT" "${NEED[@]}" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 # What the box's image already has: removed, so the box's own builds are used (never shadowed by these).
 for shipped in torch lightning numpy pandas pyarrow seaborn matplotlib scipy scikit_learn pyyaml tqdm packaging \
-  typing_extensions markupsafe jinja2 pillow; do
+  markupsafe jinja2 pillow; do
   rm -f "$OUT"/"$shipped"-*.whl
 done
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$OUT" . 2>/dev/null || "$PY" -m pip wheel -q --no-deps -w "$OUT" .

@@ -31,3 +31,37 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     installed = {p.name.split("-")[0].lower() for p in (out / "wheels").glob("*.whl")}
     assert {"wandb", "optuna", "pydantic", "sqlalchemy", "alembic", "submitit", "rnnstudy"} <= installed
     assert not installed & {"torch", "lightning", "numpy", "pandas", "pyarrow", "scipy"}  # the box's own stay its own
+
+
+def _fake(tmp_path: Path, name: str, script: str) -> dict[str, str]:
+    """An environment whose PATH finds a stand-in ``name`` first."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / name).write_text(f"#!/bin/sh\n{script}\n")
+    (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_gpu_check_stops_at_once_on_an_old_glibc_or_no_driver(tmp_path):
+    run = lambda env: subprocess.run(["bash", "benchmarks/gpu_check.sh", "--out", str(tmp_path / "o")], cwd=ROOT,  # noqa: E731
+                                     capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+    old = run(_fake(tmp_path, "ldd", 'echo "ldd (GNU libc) 2.17"'))
+    assert old.returncode == 2
+    assert old.stderr.strip() == "gpu_check.sh: glibc 2.17; allowed: 2.28 or newer (wandb's wheels are manylinux_2_28)"
+    env = _fake(tmp_path, "ldd", 'echo "ldd (GNU libc) 2.36"')
+    env = _fake(tmp_path, "nvidia-smi", 'echo "NVIDIA-SMI has failed because it could not communicate with the driver"; exit 9')
+    none = run(env)
+    assert none.returncode == 2 and len(none.stderr.strip().splitlines()) == 1
+    assert "nvidia-smi does not answer (NVIDIA-SMI has failed" in none.stderr and "no usable NVIDIA driver" in none.stderr
+
+
+def test_gpu_checks_steps_on_the_box_fit_nine_minutes_by_their_own_limits():
+    import re
+
+    text = (ROOT / "benchmarks" / "gpu_check.sh").read_text()
+    box = text[text.rindex("\nelse\n") :]  # the measurements on the GPU box (the dry run's sizes come before)
+    limits = [int(n) for n in re.findall(r"^\s*step \w+ (\d+) ", box, re.M)]
+    setup = [int(n) for n in re.findall(r"^step (?:install|imports) (\d+) ", text, re.M)]
+    assert len(limits) >= 8 and len(setup) == 2 and sum(limits) + sum(setup) <= 9 * 60

@@ -211,6 +211,9 @@ def test_diagnose_prints_the_diagnostics_it_computes_and_draws_them(tmp_path, ca
     assert (tmp_path / "d" / "diag.png").stat().st_size > 10_000
 
 
+from rnnstudy.run.device import compute_modes  # noqa: E402
+
+
 def fake_cuda(monkeypatch, tmp_path, usable: bool, count: int = 4) -> None:
     """A driver that looks loaded, and torch's CUDA usable (or not) with ``count`` GPUs: the GPU path on a CPU box."""
     import torch
@@ -263,11 +266,34 @@ def test_gpus_give_each_worker_its_own_device(tmp_path, monkeypatch):
             return 0
 
     monkeypatch.setattr(sweep.subprocess, "Popen", lambda cmd, env: started.append((cmd, env)) or Done())
+    monkeypatch.setattr(sweep, "query_compute_modes", dict)  # nvidia-smi, faked below
     exp = tmp_path / "g.yaml"
     exp.write_text(f"name: g\nwandb: {{mode: disabled}}\nout: {tmp_path / 'runs'}\n")
     assert sweep.run_sweep(str(exp), workers=2, gpus="0,3") == 0
     assert sorted(env["CUDA_VISIBLE_DEVICES"] for _, env in started) == ["0", "0", "3", "3"]  # two workers on each GPU
     assert all(cmd[1:3] == ["-m", "rnnstudy.study.worker"] and cmd[-2:] == ["--threads", "1"] for cmd, _ in started)
+    assert all(env["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID" for _, env in started)  # an index is nvidia-smi's
+    started.clear()
+    monkeypatch.setattr(sweep, "query_compute_modes", lambda: compute_modes(SMI))
+    assert sweep.run_sweep(str(exp), workers=2, gpus="0,3") == 0
+    assert sorted(env["CUDA_VISIBLE_DEVICES"] for _, env in started) == ["0", "3", "3"]  # GPU 0 takes one process only
+
+
+#: What nvidia-smi --query-gpu=index,uuid,compute_mode --format=csv,noheader prints on a box with an exclusive GPU.
+SMI = """0, GPU-5e3a1c2d-aaaa-bbbb-cccc-000000000000, Exclusive_Process
+1, GPU-6f4b2d3e-aaaa-bbbb-cccc-111111111111, Default
+3, GPU-7a5c3e4f-aaaa-bbbb-cccc-333333333333, Default
+"""
+
+
+def test_compute_modes_from_canned_nvidia_smi_output():
+    from rnnstudy.run.device import compute_modes, workers_per_gpu
+
+    modes = compute_modes(SMI + "No devices were found\n")
+    assert modes["0"] == modes["GPU-5e3a1c2d-aaaa-bbbb-cccc-000000000000"] == "Exclusive_Process" and modes["3"] == "Default"
+    assert workers_per_gpu(["0", "3", "GPU-6f4b2d3e-aaaa-bbbb-cccc-111111111111"], 4, modes) == {
+        "0": 1, "3": 4, "GPU-6f4b2d3e-aaaa-bbbb-cccc-111111111111": 4}  # fmt: skip
+    assert workers_per_gpu(["MIG-1234"], 2, {}) == {"MIG-1234": 2}  # not listed: the workers asked for
 
 
 def test_importances_sampling_and_best_parameters_of_a_known_study(tmp_path):

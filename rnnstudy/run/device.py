@@ -69,6 +69,35 @@ def check_gpus(gpus: list[str]) -> None:
         raise ConfigError(f"{asked}: no GPU {', '.join(wrong)} {where}; allowed: {', '.join(allowed)} or GPU/MIG UUIDs")
 
 
+def compute_modes(smi_csv: str) -> dict[str, str]:
+    """Each GPU's compute mode by its index and by its UUID, from the text of
+    ``nvidia-smi --query-gpu=index,uuid,compute_mode --format=csv,noheader`` (lines that do not parse are left out)."""
+    modes = {}
+    for line in smi_csv.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[0].isdigit():
+            modes[parts[0]] = modes[parts[1]] = parts[2]
+    return modes
+
+
+def query_compute_modes() -> dict[str, str]:
+    """:func:`compute_modes` of this box's GPUs (empty where nvidia-smi does not answer)."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,compute_mode", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return compute_modes(out)
+
+
+def workers_per_gpu(gpus: list[str], workers: int, modes: dict[str, str]) -> dict[str, int]:
+    """How many workers each GPU takes: ``workers``, but one where the GPU is in exclusive-process mode (a second
+    process cannot create a context on it)."""
+    return {g: 1 if modes.get(g, "").lower().startswith("exclusive") else workers for g in gpus}
+
+
 def worker_threads(workers: int, environ: dict[str, str]) -> int:
     """Torch threads per worker process: the user's OMP_NUM_THREADS where set, else the cores shared out (at least 1)."""
     import os

@@ -21,7 +21,7 @@ from optuna.storages import BaseStorage
 from rnnstudy.errors import ConfigError, stop_reason, stop_signal, stop_status
 from rnnstudy.names import DEAD
 from rnnstudy.run.config import RunConfig
-from rnnstudy.run.device import check_gpus, has_cuda, preflight, worker_threads
+from rnnstudy.run.device import check_gpus, has_cuda, preflight, query_compute_modes, worker_threads, workers_per_gpu
 from rnnstudy.run.store import status_counts
 from rnnstudy.study.experiment import Experiment, load_experiment
 from rnnstudy.study.launch import ClusterOptions
@@ -97,7 +97,10 @@ def run_sweep(
     studies = experiment_studies(opened, exp.name)
     results = base.out / exp.name
     gpu_list = [g.strip() for g in gpus.split(",") if g.strip()]
-    slots = [(g, w) for g in gpu_list for w in range(workers)] or [(None, w) for w in range(workers)]
+    per_gpu = workers_per_gpu(gpu_list, workers, query_compute_modes() if gpu_list and workers > 1 else {})
+    if single := [g for g, n in per_gpu.items() if n < workers]:
+        print(f"GPU {', '.join(single)}: exclusive-process compute mode, so one worker there (not {workers})", flush=True)
+    slots = [(g, w) for g in gpu_list for w in range(per_gpu[g])] or [(None, w) for w in range(workers)]
     where = f"{launcher} array of {workers} tasks" if launcher != "local" else f"{len(slots)} local workers"
     device = f"GPUs {','.join(gpu_list)}" if gpu_list else ("cuda" if has_cuda() else "cpu")
     print(
@@ -165,6 +168,7 @@ def _start_worker(path: str, overrides: list[str], url: str, gpu: str | None, th
     env = {**os.environ, STORAGE_ENV: url}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # an index means what nvidia-smi (and the Makefile) numbers
     return subprocess.Popen([sys.executable, "-m", "rnnstudy.study.worker", path, *overrides, "--threads", str(threads)], env=env)
 
 
