@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_packing.py --K 1 4 16
 	$(BIN)/python benchmarks/bench_pack.py --pairs 1
 	$(BIN)/python benchmarks/bench_scan.py
+	$(BIN)/python benchmarks/bench_sensitivity.py
 	$(BIN)/python benchmarks/probe_precision.py
 	$(BIN)/python benchmarks/bench_sweep.py --workers $(WORKERS)
 

@@ -57,7 +57,7 @@ def test_experiment_defaults_then_overrides():
 @pytest.mark.parametrize(
     "override,pieces",
     [
-        ("model.cell=lstn", ["model.cell", "'lstn'", "'rnn_tanh', 'rnn_relu', 'lstm' or 'gru'"]),
+        ("model.cell=lstn", ["model.cell", "'lstn'", "'rnn_tanh', 'rnn_relu', 'lstm', 'gru', 'mingru' or 'lru'"]),
         ("task.name=parity", ["task.name", "'parity'", "adding, copy"]),
         ("init.recurrent=unitary", ["init.recurrent", "'unitary'", "identity", "orthogonal", "spectral"]),
         ("train.optimizer=adagrad", ["train.optimizer", "'adagrad'", "'rmsprop', 'adam' or 'sgd'"]),

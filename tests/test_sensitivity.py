@@ -1,0 +1,58 @@
+"""The parameter-sensitivity profile: its per-step parameter gradients sum to the plain backward's, for every cell, and
+equal the tanh RNN's closed form delta_t h_{t-1}^T step by step."""
+
+import pytest
+import torch
+
+from rnnstudy.model.cells import CELLS
+from rnnstudy.model.models import RecurrentNet
+from rnnstudy.model.sensitivity import per_step_gradients, sensitivity
+from rnnstudy.model.tasks import make_task
+from rnnstudy.run.config import ModelConfig
+
+
+def _net(cell, layers, task):
+    torch.manual_seed(0)
+    return RecurrentNet(ModelConfig(cell=cell, hidden_size=6, num_layers=layers), task.input_size, task.output_size).double()
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_per_step_parameter_gradients_sum_to_the_plain_backward(cell, layers):
+    task = make_task("copy", 4)
+    batch = task.sample(5, torch.Generator().manual_seed(1))
+    net = _net(cell, layers, task)
+    steps = per_step_gradients(net, batch, task)
+    net.zero_grad()
+    task.per_sample_answer_loss(net(batch.x.double()), batch).mean().backward()  # the fused forward, autograd's own
+    for layer, grads in zip(net.layers, steps):
+        for name, p in layer.named_parameters():
+            assert grads[name].shape == (task.seq_len, *p.shape)
+            torch.testing.assert_close(grads[name].sum(dim=0), p.grad, rtol=1e-10, atol=1e-13)
+    prof = sensitivity(net, batch, task)
+    assert set(prof.norms) == set(range(1, layers + 1)) and prof.norms[1].shape == (task.seq_len,)
+    assert list(prof.lags()) == list(range(task.seq_len - 1, -1, -1))
+
+
+def test_the_tanh_rnns_step_contributions_are_delta_times_the_previous_state():
+    """dL/dW_hh|_t = sum_b delta_t h_{t-1}^T and dL/dW_ih|_t = sum_b delta_t x_t^T, delta_t = (1 - h_t^2) dL/dh_t, from an
+    unrolled float64 loop (the adding problem: L is the batch's mean squared error of the last output)."""
+    task = make_task("adding", 7)
+    batch = task.sample(4, torch.Generator().manual_seed(2))
+    net = _net("rnn_tanh", 1, task)
+    layer, x = net.layers[0], batch.x.double()
+    h, hs = torch.zeros(4, 6, dtype=torch.float64), []
+    for t in range(len(x)):
+        h = torch.tanh(x[t] @ layer.weight_ih_l0.T + layer.bias_ih_l0 + h @ layer.weight_hh_l0.T + layer.bias_hh_l0)
+        h.retain_grad()
+        hs.append(h)
+    ((net.readout(hs[-1])[:, 0] - batch.y) ** 2).mean().backward()
+    steps = per_step_gradients(net, batch, task)[0]
+    norms = sensitivity(net, batch, task).norms[1]
+    for t in range(len(x)):
+        delta = (1 - hs[t].detach() ** 2) * hs[t].grad
+        before = hs[t - 1].detach() if t else torch.zeros_like(delta)
+        torch.testing.assert_close(steps["weight_hh_l0"][t], delta.T @ before, rtol=1e-10, atol=1e-14)
+        torch.testing.assert_close(steps["weight_ih_l0"][t], delta.T @ x[t], rtol=1e-10, atol=1e-14)
+        parts = [delta.T @ before, delta.T @ x[t], delta.sum(0), delta.sum(0)]
+        assert norms[t] == pytest.approx(torch.sqrt(sum(p.square().sum() for p in parts)).item(), rel=1e-10)
