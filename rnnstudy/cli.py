@@ -104,8 +104,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         _writable_file(args.figure, "--figure")  # before torch loads and anything is computed
     from rnnstudy.model.diagnostics import diagnose, draw, predicted_loss
 
+    from rnnstudy.model.gradflow import decay_rate
+    from rnnstudy.model.sensitivity import sensitivity
+
     keep: dict = {}
     d = diagnose(cfg, k=args.k, keep=keep)
+    keep["sensitivity"] = sens = sensitivity(keep["net"], keep["batch"], keep["task"])
     rows = {
         "answer-loss decay rate (log10 per step)": f"{d.decay_rate:+.4f}",
         f"gradient horizon (steps, eps {cfg.probe.eps:g})": f"{d.horizon:.0f}",
@@ -113,6 +117,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
         f"top Lyapunov exponents (per step, k={len(d.lyapunov)})": " ".join(f"{v:+.3f}" for v in d.lyapunov),
         "Lyapunov estimate converged": str(d.lyapunov_converged),
         "gate timescale 1/(1-keep), median / p90 (steps)": f"{d.timescale_median:.1f} / {d.timescale_p90:.1f}",
+        "parameter sensitivity decay (log10 per step back)": f"{decay_rate(sens.lags(), sens.norms[1]):+.4f}",
         "predicted memory length (steps)": f"{d.predicted_memory:.1f}",
         f"predicted normalised loss at T={d.T}": f"{predicted_loss(d.reach, d.task, d.T):.3f}",
     }

@@ -198,6 +198,8 @@ def test_version_config_and_storage_file(tmp_path, capsys):
 
 def test_diagnose_prints_the_diagnostics_it_computes_and_draws_them(tmp_path, capsys):
     from rnnstudy.model.diagnostics import diagnose
+    from rnnstudy.model.gradflow import decay_rate
+    from rnnstudy.model.sensitivity import sensitivity
 
     args = ["model.cell=rnn_tanh", "model.hidden_size=16", "task.name=adding", "task.T=20", "init.recurrent=orthogonal"]
     assert main(["diagnose", *args, "--figure", str(tmp_path / "d" / "diag.png")]) == 0
@@ -208,6 +210,10 @@ def test_diagnose_prints_the_diagnostics_it_computes_and_draws_them(tmp_path, ca
     assert lines[0] == "rnn_tanh 16, adding T=20, init orthogonal/default"
     assert rows["answer-loss decay rate (log10 per step)"] == f"{d.decay_rate:+.4f}"
     assert rows["predicted memory length (steps)"] == f"{d.predicted_memory:.1f}"
+    keep: dict = {}
+    diagnose(load_run_config(None, args), keep=keep)
+    sens = sensitivity(keep["net"], keep["batch"], keep["task"])
+    assert rows["parameter sensitivity decay (log10 per step back)"] == f"{decay_rate(sens.lags(), sens.norms[1]):+.4f}"
     assert (tmp_path / "d" / "diag.png").stat().st_size > 10_000
 
 

@@ -156,7 +156,7 @@ def diagnose_net(
     spectrum, converged = driven_spectrum(net, x[:, :LYAPUNOV_SAMPLES], k)  # time averages: a few sequences suffice
     scales = _timescales(net, x) if net.cell in GATED else np.array([np.nan])
     if keep is not None:
-        keep.update(profile=prof, timescales=scales, spectrum=spectrum)
+        keep.update(profile=prof, timescales=scales, spectrum=spectrum, net=net, batch=batch._replace(x=x), task=task)
     reach = reach_from_rate(rate, eps) if math.isfinite(rate) else 0.0
     return Diagnostics(
         cell=net.cell,
@@ -197,14 +197,16 @@ def init_features(cfg: RunConfig, batch_size: int = 16, k: int = 4, data_seed: i
 
 
 def draw(diag: Diagnostics, keep: dict, path: str) -> str:
-    """Three panels: the answer-loss gradient against lag, the Lyapunov spectrum, the gate timescales."""
+    """Three panels: the answer-loss gradient against lag, the Lyapunov spectrum, the gate timescales; a fourth, the
+    parameter sensitivity against lag, where ``keep`` holds it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     prof = keep["profile"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
+    sens = keep.get("sensitivity")
+    fig, axes = plt.subplots(1, 3 + (sens is not None), figsize=(13 + 4.3 * (sens is not None), 3.6), layout="constrained")
     axes[0].semilogy(prof.lags(), prof.mean((1, "h")))
     axes[0].set(
         xlabel="lag: steps back from the end", ylabel="mean ||d(answer loss)/dh_t||", title="answer-loss gradient at init"
@@ -218,7 +220,11 @@ def draw(diag: Diagnostics, keep: dict, path: str) -> str:
         axes[2].set(xlabel="log10 timescale 1/(1 - keep gate) (steps)", ylabel="units x steps", title="gate timescales")
     else:
         axes[2].axis("off")
-        axes[2].text(0.5, 0.5, "no gates (vanilla RNN)", ha="center")
+        axes[2].text(0.5, 0.5, f"no keep gate ({diag.cell})", ha="center")
+    if sens is not None:
+        axes[3].semilogy(sens.lags(), sens.norms[1])
+        axes[3].set(xlabel="lag: steps back from the end", ylabel="||dL/dtheta at step t||",
+                    title="parameter sensitivity at init")  # fmt: skip
     fig.suptitle(f"{diag.cell}, {diag.task} T={diag.T}: predicted memory length {diag.predicted_memory:.0f} steps")
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -21,12 +21,14 @@ real and imaginary parts.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnstudy.model.cells import Push
+if TYPE_CHECKING:
+    from rnnstudy.model.cells import Push
 
 
 def _log_g(v: torch.Tensor) -> torch.Tensor:

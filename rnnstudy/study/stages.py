@@ -235,9 +235,6 @@ def plan(exp: Experiment) -> list[Stage]:
     return [s for s in (calibration, main, more) if s is not None]
 
 
-def stage_of(exp: Experiment, point: GridPoint) -> Stage:
-    """The stage a point belongs to (by its ``stage`` fact)."""
-    return next(s for s in plan(exp) if s.label == point.stage)
 
 
 def lines(exp: Experiment) -> list[tuple[Stage, GridPoint]]:
