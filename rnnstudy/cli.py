@@ -103,7 +103,6 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
     if args.figure:
         _writable_file(args.figure, "--figure")  # before torch loads and anything is computed
     from rnnstudy.model.diagnostics import diagnose, draw, predicted_loss
-
     from rnnstudy.model.gradflow import decay_rate
     from rnnstudy.model.sensitivity import sensitivity
 
