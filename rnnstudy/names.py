@@ -50,6 +50,10 @@ class Censored(str, Enum):
     BELOW = "<"
 
 
+#: The environment variable a sweep hands its workers its own command line in (run.json's ``launched_by``).
+SWEEP_COMMAND_ENV = "RNNSTUDY_SWEEP_COMMAND"
+
+
 def sqlite_url(path: Path) -> str:
     """The SQLAlchemy URL of a SQLite storage file (absolute, so it reads the same from any working directory)."""
     return f"sqlite:///{Path(path).resolve()}"

@@ -23,7 +23,7 @@ def test_a_runs_file_is_its_typed_record_and_the_run_table_reads_it(tiny):
     text = json.loads((result.path / "run.json").read_text())
     info = read_info(result.path)
     assert info.as_json() == text  # one contract: the file is the model's dump, and nothing else
-    assert info.config == cfg and info.meta == StudyFacts() and text["meta"] == {}
+    assert info.config == cfg and info.meta == StudyFacts() and text["meta"] == {} and info.launched_by is None
     assert (info.status, info.steps, info.steps_to_solve) == (result.status, result.steps, result.steps_to_solve)
     row = frames.run_table(load(cfg.out)).iloc[0]
     assert (row["cell"], row["T"], row["budget"], row["lr"]) == (cfg.model.cell, cfg.task.T, cfg.train.steps, cfg.train.lr)

@@ -16,6 +16,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from rnnstudy.cli import main
+from rnnstudy.names import SWEEP_COMMAND_ENV
+from rnnstudy.run.runs import command_line
 from rnnstudy.run.store import load, run_folders
 from rnnstudy.study.experiment import load_experiment
 from rnnstudy.study.storage import mask, open_storage
@@ -63,6 +65,8 @@ def test_sweep_resumes_tops_up_and_records_facts(tmp_path, capsys):
     assert all(t.user_attrs.get("reason") == SURPLUS for t in failed)  # only a raced-for last place, which trains nothing
     assert set(runs["meta.study"]) == set(names) and set(runs["meta.family"]) == {"default", "orthogonal"}
     assert set(runs["status"]) == {"complete"}
+    assert set(runs["launched_by"]) == {command_line()} and set(runs["command"]) != {command_line()}  # the user's, the worker's
+    assert SWEEP_COMMAND_ENV not in os.environ  # handed to the workers, not left in this process
     default = runs[runs["meta.family"] == "default"]
     assert "meta.params.init.gain" not in default or default["meta.params.init.gain"].isna().all()  # default reads no gain
     assert runs[runs["meta.family"] == "orthogonal"]["meta.params.init.gain"].notna().all()

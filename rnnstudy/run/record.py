@@ -78,6 +78,8 @@ class RunInfo(BaseModel):
     versions: dict[str, str]
     provenance: Provenance
     command: str
+    #: The user's command that started the sweep whose worker ran this run (None: a run of its own).
+    launched_by: str | None = None
     device: str
     packed: Packing | None = None
     started: datetime

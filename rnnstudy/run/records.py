@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import platform
 import signal
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,17 +24,18 @@ import pandas as pd
 import torch
 
 from rnnstudy.model.tasks import Task
-from rnnstudy.names import FAILED, NORM_LOSS, PROBE, RUNNING, VAL
+from rnnstudy.names import FAILED, NORM_LOSS, PROBE, RUNNING, SWEEP_COMMAND_ENV, VAL
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.device import device_name
 from rnnstudy.run.record import Packing, Provenance, RunInfo, StudyFacts
-from rnnstudy.run.runs import new_run_id, run_name
+from rnnstudy.run.runs import command_line, new_run_id, run_name
 from rnnstudy.run.store import RunWriter, hold
 
 #: The fields of run.json a recorded run is read back from.
 RESULT_FIELDS = ("run_id", "status", "reason", "final", "best", "steps", "steps_to_solve", "wall_s")
 #: The fields of run.json that say how the run was made; W&B's config carries the same, under the same names.
-MADE_FIELDS = {"probe_method", "tf32", "deterministic", "versions", "provenance", "command", "device", "packed"}
+MADE_FIELDS = {"probe_method", "tf32", "deterministic", "versions", "provenance", "command", "launched_by", "device",
+               "packed"}  # fmt: skip
 
 
 @dataclass
@@ -152,7 +153,8 @@ class RunRecord:
             deterministic=cfg.train.deterministic,
             versions=versions(),
             provenance=provenance(parameters),
-            command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),  # the program by name: no path of this box
+            command=command_line(),
+            launched_by=os.environ.get(SWEEP_COMMAND_ENV),
             device=device_name(cfg.train.accelerator, cfg.train.devices),
             packed=packed,
             started=datetime.now(timezone.utc),

@@ -8,6 +8,7 @@ import fcntl
 import hashlib
 import json
 import secrets
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -39,6 +40,11 @@ def run_name(cfg: RunConfig, meta: dict[str, Any] | None = None) -> str:
     stage = f"{meta['stage']}-" if meta.get("stage") else ""
     trial = f"-t{meta['trial']}" if meta.get("params") and "trial" in meta else ""
     return f"{stage}{cfg.model.cell}-{cfg.task.name}-T{cfg.task.T}-{family}{setting}-s{cfg.seed}{trial}"
+
+
+def command_line() -> str:
+    """This process's command line, the program by name (no path of this box)."""
+    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def study_name(experiment: str, cfg: RunConfig, stage: str = "", family: str = "", setting: str = "", row: str = "") -> str:

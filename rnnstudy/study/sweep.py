@@ -19,9 +19,10 @@ from collections.abc import Callable
 from optuna.storages import BaseStorage
 
 from rnnstudy.errors import ConfigError, stop_reason, stop_signal, stop_status
-from rnnstudy.names import DEAD
+from rnnstudy.names import DEAD, SWEEP_COMMAND_ENV
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.device import check_gpus, has_cuda, preflight, query_compute_modes, worker_threads, workers_per_gpu
+from rnnstudy.run.runs import command_line
 from rnnstudy.run.store import status_counts
 from rnnstudy.study.experiment import Experiment, load_experiment
 from rnnstudy.study.launch import ClusterOptions
@@ -131,15 +132,17 @@ def run_sweep(
 
         if warning := storage_for_cluster(url):
             print(warning, file=sys.stderr)
-        previous = os.environ.get(STORAGE_ENV)
-        os.environ[STORAGE_ENV] = url  # the tasks inherit it at submission: never written to a file or a command line
+        handed = {STORAGE_ENV: url, SWEEP_COMMAND_ENV: command_line()}
+        previous = {name: os.environ.get(name) for name in handed}
+        os.environ.update(handed)  # the tasks inherit them at submission: never written to a file or a command line
         try:
             handles = submit(results, path, overrides or [], launcher, workers, cluster or ClusterOptions())
         finally:
-            if previous is None:
-                del os.environ[STORAGE_ENV]
-            else:
-                os.environ[STORAGE_ENV] = previous
+            for name, value in previous.items():
+                if value is None:
+                    del os.environ[name]
+                else:
+                    os.environ[name] = value
         print(f"submitted {launcher} jobs {', '.join(str(j.job_id) for j in handles)}; logs under {results / 'jobs'}", flush=True)
         alive, stop = (lambda: not all(j.done() for j in handles)), (lambda: [j.cancel() for j in handles])
     started, code = time.time(), 0
@@ -165,7 +168,7 @@ def run_sweep(
 
 def _start_worker(path: str, overrides: list[str], url: str, gpu: str | None, threads: int) -> subprocess.Popen:
     """One local worker process; the storage URL goes in its environment, never its command line."""
-    env = {**os.environ, STORAGE_ENV: url}
+    env = {**os.environ, STORAGE_ENV: url, SWEEP_COMMAND_ENV: command_line()}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
         env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # an index means what nvidia-smi (and the Makefile) numbers
