@@ -188,7 +188,8 @@ def test_version_config_and_storage_file(tmp_path, capsys):
     assert stop.value.code == 0 and capsys.readouterr().out.strip() == f"rnnstudy {__version__}"
     assert main(["config", "model.cell=gru", "task.T=7"]) == 0
     shown = capsys.readouterr().out
-    assert '  cell: "gru"  # choice; default "lstm"; allowed: rnn_tanh, rnn_relu, lstm, gru, mingru, lru; The recurrent cell' in shown
+    cells = "rnn_tanh, rnn_relu, lstm, gru, mingru, lru"
+    assert f'  cell: "gru"  # choice; default "lstm"; allowed: {cells}; The recurrent cell' in shown
     assert "  T: 7  # int; default 100; allowed: > 0;" in shown
     empty = tmp_path / "url"
     empty.write_text("")
