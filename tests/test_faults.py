@@ -181,6 +181,21 @@ def test_report_skips_damaged_runs_and_still_writes(swept, tmp_path, capsys):
     assert "Skipped 4 damaged runs" in md and (tmp_path / "r" / "frontier.png").exists()
 
 
+def test_a_disk_that_fills_mid_run_names_the_file_it_could_not_write(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    def full(self, path, *args, **kwargs):
+        raise OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")  # pyarrow's, no file
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    code = main(["train", "task.name=adding", "task.T=6", "model.hidden_size=4", "train.steps=10", "train.val_every=5",
+                 "task.val_size=8", "train.progress=false", "wandb.mode=disabled", f"out={tmp_path}/runs"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    folder = next((tmp_path / "runs").rglob("run.json")).parent
+    assert code == 1 and len(err.splitlines()) == 1 and "No space left on device" in err
+    assert err.endswith(f": {folder / 'metrics.parquet'}")
+
+
 def test_a_failed_checkpoint_write_names_the_checkpoint_and_ends_the_run(tmp_path, monkeypatch, capsys):
     import errno
 

@@ -68,6 +68,10 @@ def _atomic(path: Path, write: Any) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None:  # a library's own message (pyarrow's "Error writing bytes to file") names no file
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
