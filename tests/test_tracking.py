@@ -71,7 +71,8 @@ def test_a_runs_one_name_is_its_folder_its_run_json_and_its_w_and_b_name(tiny):
     name = "lstm-adding-T12-ortho-s0-t4"  # the family label and the searched trial, not only the scheme
     info = json.loads((result.path / "run.json").read_text())
     assert run.name == info["name"] == name and result.run_id.split("-", 2)[2].rsplit("-", 1)[0] == name  # one name everywhere
-    assert run.config["init.gain"] == 1.3 and run.config["init"]["gain"] == 1.3  # the searched value at the top level
+    assert run.config["meta"]["params"] == {"init": {"gain": 1.3}} and run.config["init"]["gain"] == 1.3  # nested
+    assert not [key for key in run.config if "." in key and not key.startswith("_wandb")]  # none of ours is dotted
 
 
 def staged_files(run):

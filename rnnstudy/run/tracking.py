@@ -111,6 +111,19 @@ def stage_links() -> Path:
     return links
 
 
+def _nested_params(meta: dict[str, Any]) -> dict[str, Any]:
+    """The study facts with the trial's searched values nested by their dotted keys (``init.gain`` -> init: {gain}),
+    so W&B's config holds no key with a dot in it (the same values sit in the config's own sections too)."""
+    nested: dict[str, Any] = {}
+    for key, value in (meta.get("params") or {}).items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return {**meta, "params": nested} if meta else {}
+
+
 class WandbSink:
     """Sends a run's metrics, profiles and summary to one W&B run."""
 
@@ -129,7 +142,7 @@ class WandbSink:
             group=group or study_name(cfg.experiment, cfg),
             job_type="train",
             tags=tags + list(cfg.wandb.tags),
-            config={**cfg.model_dump(mode="json"), **extra, **extra.get("meta", {}).get("params", {})},
+            config={**cfg.model_dump(mode="json"), **extra, "meta": _nested_params(extra.get("meta") or {})},
             mode=cfg.wandb.mode,
             # W&B's git panel: the commit the run's code came from, without W&B running git itself.
             settings=wandb.Settings(**SETTINGS, git_commit=(extra.get("provenance") or {}).get("commit")),
