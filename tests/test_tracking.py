@@ -22,6 +22,11 @@ def test_offline_run_has_config_tags_group_metrics_and_profiles(tiny):
     assert run.project == "t" and run.group == "t/lstm/adding/T=12" and run.job_type == "train"
     assert run.name == "lstm-adding-T12-orthogonal-s0"  # a fixed point's trial number tells nothing: a retry is the same run
     assert {"lstm", "adding", "T=12", "init=orthogonal"} <= set(run.tags)
+    stage = offline_run(train(cfg, meta={"study": "s", "stage": "calibration", "trial": 0}).path)
+    assert stage.job_type == "calibration" and stage.group == "t/lstm/adding/T=12"  # stages filter apart by job type
+    set_by_config = cfg.model_copy(update={"wandb": cfg.wandb.model_copy(update={"group": "mine", "job_type": "probe"})})
+    chosen = offline_run(train(set_by_config, meta={"study": "s2", "stage": "calibration"}).path)
+    assert (chosen.group, chosen.job_type) == ("mine", "probe")
     assert run.config["model"]["cell"] == "lstm" and run.config["task"]["T"] == 12 and run.config["meta"]["trial"] == 7
     keys = run.history_keys()
     assert {"val/norm_loss", "val/mse", "train/loss", "train/grad_norm", "trainer/global_step"} <= keys

@@ -35,7 +35,8 @@ from rnnstudy.model.tasks import TASKS, fixed_T
 LADDER_PER_DOUBLING = 4
 #: Config fields added after runs were recorded: left out of a run's key while at their default, so those runs keep
 #: their keys.
-LATER_FIELDS: dict[str, tuple[str, ...]] = {"train": ("val_from",), "init": ("r_min", "r_max", "max_phase")}
+LATER_FIELDS: dict[str, tuple[str, ...]] = {
+    "train": ("val_from",), "init": ("r_min", "r_max", "max_phase"), "wandb": ("group", "job_type")}  # fmt: skip
 
 class Strict(BaseModel):
     """Base for config sections: unknown keys and non-finite numbers are errors."""
@@ -237,6 +238,10 @@ class WandbConfig(Strict):
     """W&B entity (null: the key's default)."""
     tags: list[str] = []
     """Extra tags on every run."""
+    group: str | None = None
+    """W&B group of every run (null: the run's study)."""
+    job_type: str | None = None
+    """W&B job type of every run (null: its stage, train, calibration or bracket, so stages filter apart)."""
 
 
 class RunDefaults(Strict):
