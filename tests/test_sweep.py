@@ -288,6 +288,11 @@ def test_study_summary_run_in_wandb(tmp_path):
         exp.search["init.gain"].model_dump()[k] for k in ("low", "high")
     )
     assert run.summary["best_final_norm_loss"] == pytest.approx(0.1) and run.summary["complete_trials"] == 3
+    (path,) = (run.dir / "files" / "media" / "table").glob("trials_*.table.json")
+    trials = json.loads(path.read_text())
+    rows = [dict(zip(trials["columns"], row)) for row in trials["data"]]
+    assert [(r["number"], r["state"], r["value"], r["params_init.gain"]) for r in rows] == [
+        (0, "COMPLETE", 0.3, 0.5), (1, "COMPLETE", 0.1, 1.0), (2, "COMPLETE", 0.2, 1.5)]  # fmt: skip
     assert not any(k.startswith("importance/") for k in run.summary)  # 3 trials: too few to mean anything
     study.enqueue_trial({"init.gain": 0.7, "train.lr": 0.01})
     study.optimize(lambda t: (t.suggest_float("init.gain", 0.1, 2.0), t.suggest_float("train.lr", 0, 1), 0.25)[2], n_trials=1)

@@ -65,6 +65,7 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
             **common,
         )
         try:
+            run.log({"trials": wandb.Table(dataframe=trials_table(study))})
             run.summary.update(
                 {
                     f"best_{METRIC}": study.best_value,  # the objective's own name, as the trials' runs log it
@@ -78,6 +79,15 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
     if exp.T_search or exp.calibrate:
         _memory_length_to_wandb(exp, base, common | {"config": {"experiment": exp.name, **made_by}})
     share_staged(folder)
+
+
+def trials_table(study: optuna.Study) -> Any:
+    """Every trial of a study, pruned and failed ones included: number, state, objective value, searched values,
+    and what its worker recorded (run ids, finals, solved flags, reason), lists and mappings as JSON text."""
+    import json
+
+    trials = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
+    return trials.map(lambda v: json.dumps(v) if isinstance(v, list | dict) else v)
 
 
 def _memory_length_to_wandb(exp: Experiment, base: RunConfig, common: dict[str, Any]) -> None:
