@@ -89,11 +89,15 @@ def test_early_stop_when_solved(tiny):
 def test_the_validation_ladder_sees_an_early_solve_at_its_step(tiny):
     from rnnstudy.run.config import TrainConfig
 
-    assert TrainConfig(val_from=2, val_every=20, steps=40).ladder() == [2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 16, 19]
+    ladder = [2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 16, 19, 23, 27, 32, 38]  # 2 x 2^(k/4), rounded, below the budget
+    assert TrainConfig(val_from=2, val_every=20, steps=40).ladder() == ladder
+    assert TrainConfig(val_from=5, val_every=75, steps=1500).ladder()[-3:] == [269, 320, 381]  # until spacing reaches 75
+    assert TrainConfig(val_from=5, val_every=10, steps=1500).ladder() == [5, 6, 7, 8, 12, 14, 17, 24, 28, 34, 48]  # 10,
+    # 20 and 40 are regular validations, not run twice; the spacing reaches 10 after 48
     plain = load(train(tiny(train__steps=40, train__val_every=20, experiment="plain")).path)
     laddered = load(train(tiny(train__steps=40, train__val_every=20, train__val_from=2)).path)
     steps = sorted(laddered.wide_metrics("val")["step"])
-    assert steps == [2, 3, 4, 5, 6, 7, 8, 10, 11, 13, 16, 19, 20, 40]
+    assert steps == sorted([*ladder, 20, 40])
     at = laddered.wide_metrics("val").set_index("step")["norm_loss"]
     assert at[[20, 40]].tolist() == plain.wide_metrics("val").set_index("step")["norm_loss"][[20, 40]].tolist()  # no effect
     r = train(tiny(task__solved_threshold=10.0, train__early_stop=True, train__steps=100, train__val_from=3,

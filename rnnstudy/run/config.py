@@ -179,7 +179,7 @@ class TrainConfig(Strict):
     val_every: PositiveInt = 100
     """Steps between validations (and pruning reports)."""
     val_from: PositiveInt | None = None
-    """Also validate on a geometric ladder from this step up to val_every, 4 per doubling (null: every val_every only)."""
+    """Also validate on a geometric ladder from this step, 4 per doubling, until its spacing reaches val_every (null: none)."""
     log_every: PositiveInt = 10
     """Steps between logged training metrics."""
     early_stop: bool = False
@@ -200,12 +200,17 @@ class TrainConfig(Strict):
     """Show a progress bar over the step budget."""
 
     def ladder(self) -> list[int]:
-        """The extra validation steps below ``val_every`` (``val_from``): a solve early in a run is seen within a factor
-        2^(1/4) of its step instead of within one validation interval."""
+        """The extra validation steps of ``val_from``'s geometric ladder, until its spacing reaches ``val_every`` (those
+        that fall on a multiple of ``val_every`` are validated anyway): a solve in that stretch is seen within a
+        factor 2^(1/4) of its step instead of within one validation interval."""
         if self.val_from is None:
             return []
-        steps = {round(self.val_from * 2 ** (k / LADDER_PER_DOUBLING)) for k in range(64)}
-        return sorted(s for s in steps if s < min(self.val_every, self.steps))
+        ratio = 2 ** (1 / LADDER_PER_DOUBLING)
+        steps, k = set(), 0
+        while (step := round(self.val_from * ratio**k)) < self.steps and step * (ratio - 1) < self.val_every:
+            steps.add(step)
+            k += 1
+        return sorted(s for s in steps if s % self.val_every)
 
 
 class ProbeConfig(Strict):
