@@ -2,7 +2,8 @@
 
 For minGRU and the LRU at each T: forward + backward of one batch through the harness's layer (minGRU: the
 log-space scan; LRU: log2(T) doublings) and through a plain PyTorch loop over time of the same recursion with the
-same weights (minGRU: h = keep * h + (1 - keep) * g(c); LRU: the complex recursion). The ratio is loop time over
+same weights (minGRU: its own step-by-step path, h = keep * h + (1 - keep) * g(c); LRU: the complex
+recursion). The ratio is loop time over
 scan time (above 1: the scan wins). Needs only torch, so it runs on a bare GPU box:
 
     python benchmarks/bench_scan.py                      # T = 64 256 1024, hidden 128, batch 64
@@ -22,17 +23,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rnnstudy.model.scans import LRU, MinGRU  # noqa: E402
-
-
-def mingru_loop(layer: MinGRU, x: torch.Tensor) -> torch.Tensor:
-    """minGRU's recursion, one step at a time."""
-    k, c = layer.preactivations(x)
-    keep, cand = k.sigmoid(), torch.where(c >= 0, c.clamp_min(0) + 0.5, c.sigmoid())
-    h, out = x.new_zeros(x.shape[1], layer.hidden_size), []
-    for t in range(len(x)):
-        h = keep[t] * h + (1 - keep[t]) * cand[t]
-        out.append(h)
-    return torch.stack(out)
 
 
 def lru_loop(layer: LRU, x: torch.Tensor) -> torch.Tensor:
@@ -71,6 +61,7 @@ def main() -> None:
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.machine()}, 1 thread)"
     print(f"scan against a plain loop, forward + backward, hidden {args.hidden}, batch {args.batch}, {name}")
     print("| cell | T | scan ms | loop ms | loop / scan |\n|---|---|---|---|---|")
+    mingru_loop = lambda layer, x: layer.sequential(x)[0]  # noqa: E731 - the module's own step-by-step recursion
     for cell, make, loop in (("mingru", MinGRU, mingru_loop), ("lru", LRU, lru_loop)):
         torch.manual_seed(0)
         layer = make(2, args.hidden).to(device)

@@ -46,7 +46,7 @@ def _fake(tmp_path: Path, name: str, script: str) -> dict[str, str]:
 
 def test_gpu_check_stops_at_once_on_an_old_glibc_or_no_driver(tmp_path):
     run = lambda env: subprocess.run(["bash", "benchmarks/gpu_check.sh", "--out", str(tmp_path / "o")], cwd=ROOT,  # noqa: E731
-                                     capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+                                     capture_output=True, text=True, env=env)  # fmt: skip
     old = run(_fake(tmp_path, "ldd", 'echo "ldd (GNU libc) 2.17"'))
     assert old.returncode == 2
     assert old.stderr.strip() == "gpu_check.sh: glibc 2.17; allowed: 2.28 or newer (wandb's wheels are manylinux_2_28)"
