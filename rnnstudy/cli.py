@@ -196,7 +196,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     from rnnstudy.run.sync import sync
 
-    return sync(Path(args.results))
+    return sync(Path(args.results), relink_only=args.relink_only)
 
 
 def _storage_options(p: argparse.ArgumentParser) -> None:
@@ -284,6 +284,8 @@ def parser() -> argparse.ArgumentParser:
 
     y = sub.add_parser("sync", help="upload the offline W&B runs of a results folder (needs a key and a network)")
     y.add_argument("results", nargs="?", default="runs", help="results folder (default: runs)")
+    y.add_argument("--relink-only", action="store_true",
+                   help="only make the folder's staging links again (no key needed), e.g. before a plain `wandb sync`")
     y.set_defaults(fn=cmd_sync)
     return p
 

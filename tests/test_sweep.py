@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -294,6 +295,14 @@ def test_study_summary_run_in_wandb(tmp_path):
     assert [(r["number"], r["state"], r["value"], r["params_init.gain"]) for r in rows] == [
         (0, "COMPLETE", 0.3, 0.5), (1, "COMPLETE", 0.1, 1.0), (2, "COMPLETE", 0.2, 1.5)]  # fmt: skip
     assert not any(k.startswith("importance/") for k in run.summary)  # 3 trials: too few to mean anything
+    history = media_table(run, "optimisation_history")
+    assert [(r["step"], r["lineKey"], r["lineVal"]) for r in history] == [
+        (0, "final_norm_loss", 0.3), (1, "final_norm_loss", 0.1), (2, "final_norm_loss", 0.2),
+        (0, "best final_norm_loss", 0.3), (1, "best final_norm_loss", 0.1), (2, "best final_norm_loss", 0.1)]  # fmt: skip
+    lr = media_table(run, "objective_vs/train.lr")  # searched on a log scale: charted on log10 of it
+    assert [r["log10 train.lr"] for r in lr] == pytest.approx([math.log10(0.01)] * 3)
+    assert [r["init.gain"] for r in media_table(run, "objective_vs/init.gain")] == [0.5, 1.0, 1.5]
+    assert not list((run.dir / "files" / "media" / "table").glob("importances_*"))
     study.enqueue_trial({"init.gain": 0.7, "train.lr": 0.01})
     study.optimize(lambda t: (t.suggest_float("init.gain", 0.1, 2.0), t.suggest_float("train.lr", 0, 1), 0.25)[2], n_trials=1)
     summarise_to_wandb(exp, exp.base(), [study])  # a rerun of the sweep updates the same W&B run
@@ -301,6 +310,15 @@ def test_study_summary_run_in_wandb(tmp_path):
     assert [r.id for r in runs] == [run.id]  # one offline folder per summary id, so sync uploads it once
     (summary,) = [r.summary for r in runs if r.summary["complete_trials"] == 4]
     assert summary["complete_trials"] == 4 and "importance/init.gain" in summary and "importance/train.lr" not in summary
+    (rerun,) = runs
+    assert media_table(rerun, "importances") == [{"parameter": "init.gain", "importance": 1.0}]
+
+
+def media_table(run, key: str) -> list[dict]:
+    """The rows of the one table an offline run logged under ``key`` (a chart's data), as dictionaries."""
+    (path,) = (run.dir / "files" / "media" / "table" / Path(key).parent).glob(f"{Path(key).name}_*.table.json")
+    table = json.loads(path.read_text())
+    return [dict(zip(table["columns"], row)) for row in table["data"]]
 
 
 WORKER = """

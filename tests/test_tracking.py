@@ -86,6 +86,33 @@ def staged_files(run):
             for e in r["artifact"]["manifest"]["contents"]}  # fmt: skip
 
 
+def record_artifact(run) -> dict[str, str]:
+    """The run's record artifact: each file's name in it and its staged copy."""
+    from rnnstudy.run.tracking import RECORD_ARTIFACT
+
+    (record,) = [r["artifact"] for r in run.records if r["type"] == "artifact" and r["artifact"]["type"] == RECORD_ARTIFACT]
+    assert record["name"] == f"{RECORD_ARTIFACT}-{run.id}"
+    return {e["path"]: e["local_path"] for e in record["manifest"]["contents"]}
+
+
+def test_a_runs_record_artifact_holds_its_final_files_and_the_checkpoint_when_asked(tiny):
+    cfg = tiny(wandb__mode="offline", wandb__checkpoint=True)
+    result = train(cfg)
+    files = record_artifact(offline_run(result.path))
+    assert set(files) == {"run.json", "metrics.parquet", "gradflow.parquet", "last.ckpt"}
+    for name in ("run.json", "metrics.parquet", "gradflow.parquet"):  # the final files, byte for byte
+        assert Path(files[name]).read_bytes() == (result.path / name).read_bytes()
+    assert json.loads(Path(files["run.json"]).read_text())["status"] == result.status
+    assert torch_load(files["last.ckpt"])["global_step"] == result.steps
+    assert not (result.path / "checkpoints" / "last.ckpt").exists()  # finished: the run's own copy is gone
+
+
+def torch_load(path: str) -> dict:
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def test_an_offline_run_refers_to_no_file_outside_the_results_root(tiny):
     import re
 
@@ -102,12 +129,13 @@ def test_an_offline_run_refers_to_no_file_outside_the_results_root(tiny):
              if "/" in p.strip("/") and not p.startswith(("/proc", "/dev")) and Path(p).exists()}  # fmt: skip
     outside = {p for p in files if not p.startswith(root) and p not in {s for s, _ in staged}}
     assert outside <= {sys.executable}, outside  # besides the interpreter the environment record names, nothing
+    assert set(record_artifact(run)) == {"run.json", "metrics.parquet", "gradflow.parquet"}  # no checkpoint unless asked
 
 
-def test_a_results_folder_moved_to_another_path_still_finds_every_staged_file(tiny, tmp_path):
+def test_a_results_folder_moved_to_another_path_still_finds_every_staged_file(tiny, tmp_path, monkeypatch, capsys):
     import shutil
 
-    from rnnstudy.run.tracking import relink
+    from rnnstudy.cli import main
 
     cfg = tiny(wandb__mode="offline", train__steps=20)
     result = train(cfg)
@@ -118,7 +146,18 @@ def test_a_results_folder_moved_to_another_path_still_finds_every_staged_file(ti
     for link in {Path(p).parent.parent.parent for p, _ in staged}:  # <link>/artifacts/staging/<file>
         link.unlink()
     assert not any(Path(p).exists() for p, _ in staged)
-    assert relink(moved) == 1  # what `rnnstudy sync` does before it uploads
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # a refused port: nothing is uploaded
+    assert main(["sync", str(moved)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot reach 127.0.0.1:9" in err and len(err.strip().splitlines()) == 1
+    assert all(Path(p).is_file() for p, _ in staged)  # relinked before the server was tried
+    for link in {Path(p).parent.parent.parent for p, _ in staged}:  # a reboot clears /tmp again
+        link.unlink()
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    assert main(["sync", "--relink-only", str(moved)]) == 0  # no key needed, for a plain `wandb sync` after it
+    assert capsys.readouterr().out.startswith("1 staging folders under")
     run = finished_run(next(moved.rglob("offline-run-*")))  # W&B's own reader, on the moved copy
     assert staged_files(run) == staged
     assert all(Path(p).is_file() and Path(p).stat().st_size == size for p, size in staged)

@@ -65,7 +65,7 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
             **common,
         )
         try:
-            run.log({"trials": wandb.Table(dataframe=trials_table(study))})
+            run.log({"trials": wandb.Table(dataframe=trials_table(study)), **search_charts(study, exp.search)})
             run.summary.update(
                 {
                     f"best_{METRIC}": study.best_value,  # the objective's own name, as the trials' runs log it
@@ -88,6 +88,34 @@ def trials_table(study: optuna.Study) -> Any:
 
     trials = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
     return trials.map(lambda v: json.dumps(v) if isinstance(v, list | dict) else v)
+
+
+def search_charts(study: optuna.Study, space: dict[str, Any]) -> dict[str, Any]:
+    """Optuna's views of a study as W&B charts: the optimisation history (each complete trial's objective and the best
+    so far), the importances where they mean something, and the objective against each searched number, on log10 of
+    it where it was searched on a log scale (W&B's charts have no log axis)."""
+    import numpy as np
+    import pandas as pd
+    import wandb
+
+    trials = study.trials_dataframe(attrs=("number", "state", "value", "params"))
+    done = trials[trials["state"] == TrialState.COMPLETE.name]
+    best = done["value"].cummin() if study.direction == optuna.study.StudyDirection.MINIMIZE else done["value"].cummax()
+    charts: dict[str, Any] = {"optimisation_history": wandb.plot.line_series(
+        xs=done["number"].tolist(), ys=[done["value"].tolist(), best.tolist()], keys=[METRIC, f"best {METRIC}"],
+        title=f"{METRIC} of each complete trial, and the best so far", xname="trial")}  # fmt: skip
+    if importances := study_importances(study):
+        table = wandb.Table(dataframe=pd.DataFrame({"parameter": list(importances), "importance": list(importances.values())}))
+        charts["importances"] = wandb.plot.bar(table, "parameter", "importance", title="parameter importances (Optuna)")
+    for key, spec in space.items():
+        column = f"params_{key}"
+        if spec.type == "categorical" or column not in done:
+            continue
+        x = f"log10 {key}" if spec.log else key
+        values = done[column].astype(float)
+        frame = pd.DataFrame({x: np.log10(values) if spec.log else values, METRIC: done["value"]}).dropna()
+        charts[f"objective_vs/{key}"] = wandb.plot.scatter(wandb.Table(dataframe=frame), x, METRIC, title=f"{METRIC} against {x}")
+    return charts
 
 
 def _memory_length_to_wandb(exp: Experiment, base: RunConfig, common: dict[str, Any]) -> None:

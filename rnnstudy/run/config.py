@@ -36,7 +36,7 @@ LADDER_PER_DOUBLING = 4
 #: Config fields added after runs were recorded: left out of a run's key while at their default, so those runs keep
 #: their keys.
 LATER_FIELDS: dict[str, tuple[str, ...]] = {
-    "train": ("val_from",), "init": ("r_min", "r_max", "max_phase"), "wandb": ("group", "job_type")}  # fmt: skip
+    "train": ("val_from",), "init": ("r_min", "r_max", "max_phase"), "wandb": ("group", "job_type", "checkpoint")}  # fmt: skip
 
 class Strict(BaseModel):
     """Base for config sections: unknown keys and non-finite numbers are errors."""
@@ -247,6 +247,8 @@ class WandbConfig(Strict):
     """W&B group of every run (null: the run's study)."""
     job_type: str | None = None
     """W&B job type of every run (null: its stage, train, calibration or bracket, so stages filter apart)."""
+    checkpoint: bool = False
+    """Also put the last checkpoint in the run's W&B record artifact (a packed run's is its pack's, all members in one file)."""
 
 
 class RunDefaults(Strict):

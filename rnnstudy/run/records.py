@@ -172,8 +172,9 @@ class RunRecord:
         self.tracker = WandbSink(self.cfg, self.folder, self.run_id, group, extra)
         return self.tracker
 
-    def finish(self, result: RunResult) -> None:
-        """Write the final state to run.json and close the W&B run (Ctrl-C held off meanwhile)."""
+    def finish(self, result: RunResult, checkpoint: Path | None = None) -> None:
+        """Write the final state to run.json and close the W&B run, its record artifact holding ``checkpoint`` when
+        given (Ctrl-C held off meanwhile)."""
         with _no_interrupts():
             try:
                 assert self.info is not None, "a run finishes after it started"
@@ -186,7 +187,8 @@ class RunRecord:
                 }))  # fmt: skip
             finally:
                 if self.tracker:
-                    self.tracker.finish(result.summary, exit_code=1 if result.status == FAILED else 0)  # diverged: a result
+                    exit_code = 1 if result.status == FAILED else 0  # diverged: a result
+                    self.tracker.finish(result.summary, exit_code, checkpoint if self.cfg.wandb.checkpoint else None)
 
     def result(self, status: str, reason: str | None, steps: int, wall: float, final: dict[str, float],
                best: dict[str, float], solved_at: int | None) -> RunResult:  # fmt: skip

@@ -1,8 +1,10 @@
 """``rnnstudy sync``: upload a results folder's offline W&B runs with the pinned ``wandb sync``.
 
-It checks, before uploading anything, that there are credentials and that the W&B server
-answers within a bounded wait: without them ``wandb sync`` would stop or hang with no message. A results folder
-moved or copied from another box syncs: its staging links are made again first (rnnstudy.run.tracking.relink).
+It first makes the folder's staging links again (rnnstudy.run.tracking.relink), so a results folder moved or copied
+from another box, or one whose links a reboot cleared from /tmp, finds every staged file; ``--relink-only`` stops
+there, without a key, for a plain ``wandb sync`` to follow. Before uploading anything it checks that there are
+credentials and that the W&B server answers within a bounded wait: without them ``wandb sync`` would stop or hang
+with no message.
 """
 
 from __future__ import annotations
@@ -35,11 +37,17 @@ def reachable(host: str, port: int, timeout: float = CONNECT_S) -> str | None:
         return err.strerror or type(err).__name__
 
 
-def sync(results: Path) -> int:
-    """Upload every offline run under ``results``; exit 2 without credentials, 1 when the server cannot be reached."""
+def sync(results: Path, relink_only: bool = False) -> int:
+    """Relink, then upload every offline run under ``results`` (unless ``relink_only``); exit 2 without credentials, 1
+    when the server cannot be reached."""
     runs = offline_runs(results)
     if not runs:
         raise ConfigError(f"{results}: no offline W&B runs under it (nothing to upload)")
+    linked = relink(results)  # the staged files are found wherever the folder is now
+    if relink_only:
+        print(f"{linked} staging folders under {results} linked: `wandb sync` finds the staged files of its {len(runs)} "
+              "offline runs")
+        return 0
     if not has_api_key():
         raise ConfigError("no W&B API key: set WANDB_API_KEY or run `wandb login`, then sync again")
     url = api_url()
@@ -48,7 +56,6 @@ def sync(results: Path) -> int:
     if why:
         print(f"rnnstudy sync: cannot reach {api_host()}:{port} within {CONNECT_S}s ({why}); nothing uploaded", file=sys.stderr)
         return 1
-    linked = relink(results)  # the staged files are found wherever the folder is now
     print(f"uploading {len(runs)} offline runs from {results} ({linked} staging folders linked) ...", flush=True)
     wandb = str(Path(sys.executable).with_name("wandb"))
     return subprocess.run([wandb, "sync", *SYNC_FLAGS, *map(str, runs)]).returncode

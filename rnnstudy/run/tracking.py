@@ -28,6 +28,7 @@ from rnnstudy.errors import ConfigError
 from rnnstudy.names import LOSS, NORM_LOSS, SOLVED, TRAIN, VAL
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.runs import run_name, study_name
+from rnnstudy.run.store import GRADFLOW_FILE, METRICS_FILE, RUN_FILE
 
 SETTINGS = {
     "silent": True,
@@ -51,6 +52,8 @@ STAGE_LINKS_ENV, STAGE_LINKS = "RNNSTUDY_STAGE_LINKS", "/tmp/rnnstudy-stage"
 #: What ``define_metric`` keeps in the summary beside the last value.
 #: Every loss, training or validation, keeps the same summary views: its minimum and its last value.
 SUMMARIES = {f"{split}/{loss}": "min,last" for split in (TRAIN, VAL) for loss in (LOSS, NORM_LOSS)}
+#: The type of a run's record artifact, and its name's prefix (the run id follows).
+RECORD_ARTIFACT = "record"
 WANDB_MODES = ("offline", "online", "disabled", "dryrun", "run", "shared")
 
 
@@ -189,8 +192,9 @@ class WandbSink:
         self.step = max(self.step, step)
         self.run.log({**data, STEP: self.step}, step=self.step)
 
-    def finish(self, summary: dict[str, Any], exit_code: int) -> None:
-        """Write the summary, the gradient heatmaps, and close the run."""
+    def finish(self, summary: dict[str, Any], exit_code: int, checkpoint: Path | None = None) -> None:
+        """Write the summary, the gradient heatmaps and the run's record artifact (with ``checkpoint`` when given), and
+        close the run."""
         import wandb
 
         images = {}
@@ -217,10 +221,26 @@ class WandbSink:
         reason = f": {summary['reason']}" if summary.get("reason") else ""
         self.say(f"{summary['status']} after {summary['steps']} steps{reason}")
         self.run.save(str(self.console), base_path=self.run.dir, policy="now")
+        self._log_record(checkpoint)
         self.run.summary.update(summary)
         self.run.tags = (*self.run.tags, f"status={summary['status']}")  # a W&B filter finds pruned, diverged, failed runs
         self.run.finish(exit_code=exit_code)
         share_staged(self.folder)
+
+    def _log_record(self, checkpoint: Path | None) -> None:
+        """The run's results-store files (its final run.json, its parquet files) as one artifact, ``record-<run id>``,
+        so the W&B copy of a study holds every number its report reads."""
+        import wandb
+
+        stage_under(self.folder)
+        what = "run.json, metrics.parquet and gradflow.parquet of the run's results folder"
+        artifact = wandb.Artifact(f"{RECORD_ARTIFACT}-{self.run.id}", type=RECORD_ARTIFACT, description=what)
+        for name in (RUN_FILE, METRICS_FILE, GRADFLOW_FILE):
+            if (self.folder / name).is_file():
+                artifact.add_file(str(self.folder / name), name=name)
+        if checkpoint is not None and checkpoint.is_file():
+            artifact.add_file(str(checkpoint), name=checkpoint.name)
+        self.run.log_artifact(artifact)
 
 
 def with_log10(frame: pd.DataFrame) -> pd.DataFrame:

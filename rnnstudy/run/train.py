@@ -219,7 +219,7 @@ def _train(
         i = module.members.index(member)
         status, reason, steps = member.ended
         results[i] = records[i].result(status, reason, steps, time.time() - started, *_numbers(member))
-        records[i].finish(results[i])
+        records[i].finish(results[i], path)
 
     for i in todo:
         module.members[i].on_end = ended
@@ -244,7 +244,7 @@ def _train(
         if i not in results:
             steps = trainer.global_step if trainer else 0
             results[i] = records[i].result(status, reason, steps, time.time() - started, *_numbers(module.members[i]))
-            records[i].finish(results[i])
+            records[i].finish(results[i], path)
     if path is not None and FAILED not in (r.status for r in results.values()):
         path.unlink(missing_ok=True)  # finished for good: nothing left to resume
     for record in records.values():
