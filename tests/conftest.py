@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 
 import lightning.pytorch as pl
@@ -17,6 +18,10 @@ os.environ.setdefault("WANDB_SILENT", "true")
 # The suite's W&B staging links live in a folder of its own (inherited by every process a test starts), not in
 # the box's /tmp/rnnstudy-stage, so that its many short-lived results folders leave no links behind.
 os.environ["RNNSTUDY_STAGE_LINKS"] = tempfile.mkdtemp(prefix="rnnstudy-test-stage-")
+# The signal tests stand for a terminal's Ctrl-C: the processes they start must not inherit the "ignore SIGINT" a
+# shell gives a background job (the suite run with `&`), which the harness keeps on purpose.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_configure(config):

@@ -64,6 +64,11 @@ def unrolled_norms(net, batch, task, loss="answer"):
         if cs:
             states[(index + 1, "c")] = cs
         x = torch.stack(hs)
+        if net.blocks is not None:  # the LRU paper's block: s + GLU(GELU(W s + b)), GLU(a, b) = a * sigmoid(b)
+            block = net.blocks[index]
+            u = torch.nn.functional.gelu(x @ block.mix.weight.T + block.mix.bias)
+            a, b = (u @ block.gate.weight.T + block.gate.bias).chunk(2, dim=-1)
+            x = x + a * torch.sigmoid(b)
     out = net.readout(x)
     if task.name == "adding":  # squared error of the last output; the answer is the last step
         per_sample = (out[-1, :, 0] - batch.y) ** 2
@@ -74,10 +79,10 @@ def unrolled_norms(net, batch, task, loss="answer"):
     return {k: torch.stack([v.grad.norm(dim=1) for v in vs]) for k, vs in states.items()}
 
 
-def make_net(cell, layers, task, seed=0, hidden=6):
+def make_net(cell, layers, task, seed=0, hidden=6, block="none"):
     torch.manual_seed(seed)
-    net = RecurrentNet(ModelConfig(cell=cell, hidden_size=hidden, num_layers=layers), task.input_size, task.output_size)
-    return net.double()
+    cfg = ModelConfig(cell=cell, hidden_size=hidden, num_layers=layers, block=block)
+    return RecurrentNet(cfg, task.input_size, task.output_size).double()
 
 
 @pytest.mark.parametrize("method", ["chunked", "fused"])
@@ -100,6 +105,22 @@ def test_probe_equals_unrolled_float64(cell, layers, task_name, T, loss, method)
         assert got.shape == expected.shape
         assert torch.allclose(got, expected, rtol=1e-10, atol=1e-300), key
     assert prof.t == list(range(task.seq_len))
+
+
+@pytest.mark.parametrize("cell,method", [("lru", "chunked"), ("mingru", "chunked"), ("lstm", "fused"), ("gru", "chunked")])
+def test_probe_through_the_glu_block_equals_unrolled_float64(cell, method):
+    """With a block after each layer the probe still reads each layer's states, exactly, and the net's function is the
+    unrolled one (its readout sees the last block's output)."""
+    task = make_task("adding", 9)
+    batch = task.sample(5, torch.Generator().manual_seed(1))
+    net = make_net(cell, 2, task, block="glu")
+    prof = profile(net, batch._replace(x=batch.x.double()), task, loss="answer", method=method)
+    ref = unrolled_norms(net, batch, task)
+    assert set(prof.norms) == set(ref) == {(1, "h"), (2, "h")} | ({(1, "c"), (2, "c")} if cell == "lstm" else set())
+    for key, expected in ref.items():
+        assert torch.allclose(prof.norms[key], expected, rtol=1e-10, atol=1e-300), key
+    plain = make_net(cell, 2, task)  # the same seed without blocks: another function
+    assert not torch.allclose(net(batch.x.double()), plain(batch.x.double()))
 
 
 @pytest.mark.parametrize("chunk", [3, 4])

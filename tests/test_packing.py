@@ -70,12 +70,17 @@ def test_a_packed_member_is_its_separate_run_in_float64(tiny, cell, task, layers
         assert json.loads((a.path / "run.json").read_text())["packed"] is None
 
 
-@pytest.mark.parametrize(("cell", "task", "layers"), [("mingru", "adding", 1), ("lru", "copy", 2)])
-def test_a_packed_member_of_a_scanned_cell_is_its_separate_run_in_float64(tiny, cell, task, layers):
-    """The scanned cells pack as a loop (no stacked update is written for them): each member its separate run."""
+@pytest.mark.parametrize(
+    ("cell", "task", "layers", "block", "executor"),
+    [("mingru", "adding", 1, "none", "loop"), ("lru", "copy", 2, "glu", "loop"), ("gru", "adding", 2, "glu", "stacked")],
+)
+def test_a_packed_member_of_a_scanned_cell_or_with_blocks_is_its_separate_run_in_float64(tiny, cell, task, layers, block,
+                                                                                        executor):  # fmt: skip
+    """The scanned cells pack as a loop (no stacked update is written for them), and the stacked computation applies
+    each member's own blocks: each member its separate run."""
     apart, packed = _apart_and_packed(
-        tiny, "loop", model__cell=cell, model__num_layers=layers, task__name=task, task__T=5 if task == "copy" else 12,
-        train__precision=64, probe__every=7,
+        tiny, executor, model__cell=cell, model__num_layers=layers, task__name=task, task__T=5 if task == "copy" else 12,
+        train__precision=64, probe__every=7, model__block=block,
     )  # fmt: skip
     assert len({r.final["loss"] for r in apart}) == len(SEEDS)
     for a, b in zip(apart, packed):

@@ -11,17 +11,18 @@ from rnnstudy.model.tasks import make_task
 from rnnstudy.run.config import ModelConfig
 
 
-def _net(cell, layers, task):
+def _net(cell, layers, task, block="none"):
     torch.manual_seed(0)
-    return RecurrentNet(ModelConfig(cell=cell, hidden_size=6, num_layers=layers), task.input_size, task.output_size).double()
+    cfg = ModelConfig(cell=cell, hidden_size=6, num_layers=layers, block=block)
+    return RecurrentNet(cfg, task.input_size, task.output_size).double()
 
 
-@pytest.mark.parametrize("layers", [1, 2])
+@pytest.mark.parametrize(("layers", "block"), [(1, "none"), (2, "none"), (2, "glu")])
 @pytest.mark.parametrize("cell", list(CELLS))
-def test_per_step_parameter_gradients_sum_to_the_plain_backward(cell, layers):
+def test_per_step_parameter_gradients_sum_to_the_plain_backward(cell, layers, block):
     task = make_task("copy", 4)
     batch = task.sample(5, torch.Generator().manual_seed(1))
-    net = _net(cell, layers, task)
+    net = _net(cell, layers, task, block)
     steps = per_step_gradients(net, batch, task)
     net.zero_grad()
     task.per_sample_answer_loss(net(batch.x.double()), batch).mean().backward()  # the fused forward, autograd's own

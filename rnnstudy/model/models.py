@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
@@ -50,14 +51,33 @@ class InjectedTrace:
     z: torch.Tensor
 
 
+class GLUBlock(nn.Module):
+    """The LRU paper's block after a recurrent layer, position-wise and residual: y_t = s_t + GLU(GELU(W s_t + b))."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.mix = nn.Linear(width, width)
+        self.gate = nn.Linear(width, 2 * width)
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return s + F.glu(self.gate(F.gelu(self.mix(s))), dim=-1)
+
+
+#: ``model.block`` -> the module after each recurrent layer (None: the layer's states go on as they are).
+BLOCKS = {"none": None, "glu": GLUBlock}
+
+
 class RecurrentNet(nn.Module):
-    """A stack of one cell's layers (RNN, LSTM, GRU, minGRU, LRU) with a linear readout at every time step (time-major)."""
+    """A stack of one cell's layers (RNN, LSTM, GRU, minGRU, LRU), each optionally followed by a position-wise block
+    (``model.block``), with a linear readout at every time step (time-major)."""
 
     def __init__(self, cfg: ModelConfig, input_size: int, output_size: int) -> None:
         super().__init__()
         self.cell = cfg.cell
         sizes = [input_size] + [cfg.hidden_size] * cfg.num_layers
         self.layers = nn.ModuleList(CELLS[cfg.cell].module(i, cfg.hidden_size) for i in sizes[:-1])
+        block = BLOCKS[cfg.block]
+        self.blocks = nn.ModuleList(block(cfg.hidden_size) for _ in self.layers) if block else None
         self.readout = nn.Linear(cfg.hidden_size, output_size)
         # Parameter-free twins taking [x_t, z_t] as input; they only ever run with this net's weights.
         injectable = cfg.cell in INJECTABLE
@@ -68,10 +88,14 @@ class RecurrentNet(nn.Module):
         for layer in self.layers:
             initialise(layer, self.cell, cfg, t_max)
 
+    def after(self, index: int, states: torch.Tensor) -> torch.Tensor:
+        """What the layer ``index`` (from 0) hands on from its states: them, or its block's output."""
+        return states if self.blocks is None else self.blocks[index](states)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Fused forward: ``(L, B, in) -> (L, B, out)``."""
-        for layer in self.layers:
-            x, _ = layer(x)
+        for index, layer in enumerate(self.layers):
+            x = self.after(index, layer(x)[0])
         return self.readout(x)
 
     def forward_traced(self, x: torch.Tensor, chunk: int = 1) -> tuple[torch.Tensor, list[LayerTrace]]:
@@ -82,7 +106,7 @@ class RecurrentNet(nn.Module):
         """
         traces = []
         length = x.shape[0]
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             trace = LayerTrace(x, [], [], [], [])
             state = None
             for start in range(0, length, chunk):
@@ -93,7 +117,7 @@ class RecurrentNet(nn.Module):
                 if c is not None:
                     trace.c.append(c)
                 trace.ends.append(min(start + chunk, length) - 1)
-            x = torch.cat(trace.outputs)
+            x = self.after(index, torch.cat(trace.outputs))
             traces.append(trace)
         return self.readout(x), traces
 
@@ -107,7 +131,7 @@ class RecurrentNet(nn.Module):
         if self.cell not in INJECTABLE:
             raise ValueError(f"the injected probe is exact only for {', '.join(INJECTABLE)}, not {self.cell}")
         traces = []
-        for layer, wide in zip(self.layers, self._wide):
+        for index, (layer, wide) in enumerate(zip(self.layers, self._wide)):
             z = torch.zeros(*x.shape[:2], layer.hidden_size, dtype=x.dtype, device=x.device, requires_grad=True)
             # Copies, not the layer's Parameters: the twin's forward flattens whatever it is handed (on CUDA,
             # _cudnn_rnn_flatten_weight re-points those tensors into its own buffer), and the real layer's weights must
@@ -116,7 +140,7 @@ class RecurrentNet(nn.Module):
             params["weight_ih_l0"] = torch.cat([layer.weight_ih_l0, layer.weight_hh_l0], dim=1)
             out, _ = functional_call(wide, params, (torch.cat([x, z], dim=-1),))
             traces.append(InjectedTrace(x, out, z))
-            x = out
+            x = self.after(index, out)
         return self.readout(x), traces
 
 

@@ -40,14 +40,14 @@ def per_step_gradients(net: RecurrentNet, batch: Batch, task: Task) -> list[dict
     x = batch.x.to(next(net.parameters()).dtype)
     length = x.shape[0]
     deltas: list[dict[str, torch.Tensor]] = []
-    for layer in net.layers:
+    for index, layer in enumerate(net.layers):
         params = dict(layer.named_parameters())
         delta = {n: torch.zeros(length, *p.shape, dtype=p.dtype, device=p.device, requires_grad=True) for n, p in params.items()}
         outputs, state = [], None
         for t in range(length):
             out, state = functional_call(layer, {n: p + delta[n][t] for n, p in params.items()}, (x[t : t + 1], state))
             outputs.append(out)
-        x = torch.cat(outputs)
+        x = net.after(index, torch.cat(outputs))
         deltas.append(delta)
     loss = task.per_sample_answer_loss(net.readout(x), batch).mean()
     grads = iter(torch.autograd.grad(loss, [d for delta in deltas for d in delta.values()]))

@@ -36,5 +36,7 @@ def stacked_forward(nets: list[RecurrentNet], xs: list[torch.Tensor]) -> list[to
             state = update(gi, torch.baddbmm(b_hh.unsqueeze(1), state[0], w_hh.mT), state)
             outputs.append(state[0])
         x = torch.stack(outputs, dim=1)  # (K, L, B, H)
+        if nets[0].blocks is not None:  # position-wise: each member's own block on its own states
+            x = torch.stack([net.after(layer, states) for net, states in zip(nets, x.unbind(0))])
     out = torch.baddbmm(_stack(nets, "bias").unsqueeze(1), x.reshape(K, L * B, -1), _stack(nets, "weight").mT)
     return list(out.view(K, L, B, -1).unbind(0))

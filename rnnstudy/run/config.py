@@ -36,7 +36,7 @@ LADDER_PER_DOUBLING = 4
 #: Config fields added after runs were recorded: left out of a run's key while at their default, so those runs keep
 #: their keys.
 LATER_FIELDS: dict[str, tuple[str, ...]] = {
-    "train": ("val_from",), "init": ("r_min", "r_max", "max_phase"), "wandb": ("group", "job_type", "checkpoint")}  # fmt: skip
+    "train": ("val_from",), "init": ("r_min", "r_max", "max_phase"), "model": ("block",), "wandb": ("group", "job_type", "checkpoint")}  # fmt: skip
 
 class Strict(BaseModel):
     """Base for config sections: unknown keys and non-finite numbers are errors."""
@@ -91,6 +91,9 @@ class ModelConfig(Strict):
     """Units per layer."""
     num_layers: PositiveInt = 1
     """Stacked recurrent layers (each probed separately)."""
+    block: Literal["none", "glu"] = "none"
+    """After each recurrent layer: nothing, or the LRU paper's position-wise residual block s + GLU(GELU(W s)), which a
+    stack of linear recurrences (the LRU) needs to compute a product such as adding's (the probe still reads s)."""
 
 
 class TaskConfig(Strict):
