@@ -85,7 +85,8 @@ reproduction: setup
 #   lr:       the tanh RNN's T50 against the learning rate
 #   frontier: copy at recall accuracy 0.99, T50 per cell x family
 #   growth:   the GRU's steps-to-solve against T, validated early on a ladder (its growth exponent)
-CPU_STUDIES := phase reach budget lr frontier growth
+#   modern:   the GRU, minGRU and LRU under one protocol (2 layers with the GLU block), T50 per line
+CPU_STUDIES := phase reach budget lr frontier growth modern
 $(addsuffix -cpu,$(CPU_STUDIES)): %-cpu: setup
 	$(BIN)/rnnstudy sweep experiments/$*_cpu.yaml --workers 2
 	$(BIN)/rnnstudy report $(RESULTS)/$*_cpu --out docs/results/$*_cpu
