@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy.model import inits
-from rnnstudy.names import COMPLETE, NORM_LOSS, PROBE, VAL, metric_key
+from rnnstudy.names import COMPLETE, DIVERGED, NORM_LOSS, PROBE, VAL, metric_key
 from rnnstudy.run.record import RunInfo
 from rnnstudy.run.store import Results
 from rnnstudy.study.experiment import CALIBRATION
@@ -128,15 +128,18 @@ def complete(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] == COMPLETE] if not runs.empty else runs
 
 
-def best_configs(runs: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+def best_configs(runs: pd.DataFrame, by: list[str], diverged: bool = False) -> pd.DataFrame:
     """For each group in ``by``, the runs (seeds) of the study proper's configuration with the lowest mean final loss
-    (a calibration run, at another lr, is never a "best initialisation")."""
-    done = complete(studied(runs)).dropna(subset=["final_norm_loss"])
-    if done.empty:
-        return done
-    means = done.groupby([*by, "config"], dropna=False)["final_norm_loss"].mean().reset_index()
-    best = means.loc[means.groupby(by, dropna=False)["final_norm_loss"].idxmin(), [*by, "config"]]
-    return done.merge(best, on=[*by, "config"])
+    (a calibration run, at another lr, is never a "best initialisation"); with ``diverged`` a diverged seed stays in,
+    as unsolved with an infinite loss (a memory-length line counts every seed it ran)."""
+    ended = studied(runs)
+    ended = ended[ended["status"].isin([COMPLETE, DIVERGED] if diverged else [COMPLETE])] if not ended.empty else ended
+    if ended.empty:
+        return ended
+    ended = ended.assign(score=ended["final_norm_loss"].where(ended["status"] == COMPLETE, np.inf).fillna(np.inf))
+    means = ended.groupby([*by, "config"], dropna=False)["score"].mean().reset_index()
+    best = means.loc[means.groupby(by, dropna=False)["score"].idxmin(), [*by, "config"]]
+    return ended.merge(best, on=[*by, "config"])
 
 
 def profiles(res: Results, runs: pd.DataFrame, layer: int = 1, state: str = "h") -> pd.DataFrame:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy.analysis.memory import T50, steps_to_solve, t50
-from rnnstudy.names import COMPLETE, DIVERGED, PROBE, SOLVED_FRACTION, Censored
+from rnnstudy.names import PROBE, SOLVED_FRACTION, Censored
 from rnnstudy.report import frames, search
 from rnnstudy.run.store import Results
 
@@ -130,14 +130,8 @@ def memory_table(memory: pd.DataFrame) -> pd.DataFrame:
 
 
 def best_trials(runs: pd.DataFrame) -> pd.DataFrame:
-    """Every seed of each line x T's best configuration; a diverged seed stays in, as unsolved with an infinite loss."""
-    ended = runs[runs["status"].isin([COMPLETE, DIVERGED])]
-    if ended.empty:
-        return ended
-    ended = ended.assign(score=ended["final_norm_loss"].where(ended["status"] == COMPLETE, np.inf).fillna(np.inf))
-    means = ended.groupby([*LINE, "T", "config"], dropna=False)["score"].mean().reset_index()
-    best = means.loc[means.groupby([*LINE, "T"], dropna=False)["score"].idxmin(), [*LINE, "T", "config"]]
-    return ended.merge(best, on=[*LINE, "T", "config"])
+    """Every seed of each line x T's best configuration, a diverged seed in as unsolved (the runs T50 is read from)."""
+    return frames.best_configs(runs, [*LINE, "T"], diverged=True)
 
 
 def _steps(value: float) -> str:

@@ -36,7 +36,8 @@ LADDER_PER_DOUBLING = 4
 #: Config fields added after runs were recorded: left out of a run's key while at their default, so those runs keep
 #: their keys.
 LATER_FIELDS: dict[str, tuple[str, ...]] = {
-    "train": ("val_from",), "init": ("r_min", "r_max", "max_phase"), "model": ("block",), "wandb": ("group", "job_type", "checkpoint")}  # fmt: skip
+    "train": ("val_from",), "init": ("r_min", "r_max", "max_phase"), "model": ("block",),
+    "wandb": ("group", "job_type", "checkpoint")}  # fmt: skip
 
 class Strict(BaseModel):
     """Base for config sections: unknown keys and non-finite numbers are errors."""
