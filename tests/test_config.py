@@ -147,3 +147,15 @@ def test_gpu_accelerator_without_gpu_exit_2(tmp_path, capsys):
     assert main(["train", "train.accelerator=gpu", f"out={tmp_path}/runs"]) == 2
     assert "train.accelerator = 'gpu': no CUDA device is visible here; allowed: auto, cpu" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_readmes_example_error_is_what_the_command_prints(capsys):
+    """The README's shown configuration error is the command's own line, word for word."""
+    import re
+    from pathlib import Path
+
+    from rnnstudy.cli import main
+
+    command, shown = re.search(r"\$ rnnstudy (.+)\n(rnnstudy .+)\n", Path("README.md").read_text()).groups()
+    assert main(command.split()) == 2
+    assert capsys.readouterr().err.strip() == shown

@@ -102,8 +102,8 @@ def worker_threads(workers: int, environ: dict[str, str]) -> int:
     """Torch threads per worker process: the user's OMP_NUM_THREADS where set, else the cores shared out (at least 1)."""
     import os
 
-    given = environ.get("OMP_NUM_THREADS", "")
-    return int(given) if given.isdigit() and int(given) > 0 else max(1, (os.cpu_count() or 1) // workers)
+    given = environ.get("OMP_NUM_THREADS")  # checked by the preflight (check_environment)
+    return int(given) if given else max(1, (os.cpu_count() or 1) // workers)
 
 
 def results_folder(cfg: RunConfig) -> Path:
@@ -119,10 +119,23 @@ def results_folder(cfg: RunConfig) -> Path:
     return folder
 
 
+def check_environment(environ: dict[str, str]) -> None:
+    """Refuse, in one line, an environment variable the harness reads whose value it would silently ignore:
+    ``OMP_NUM_THREADS`` (torch threads per process) must be a positive integer."""
+    given = environ.get("OMP_NUM_THREADS")
+    if given is not None and not (given.isdigit() and int(given) > 0):
+        raise ConfigError(f"OMP_NUM_THREADS = {given!r} (environment): allowed: a positive integer (torch threads per "
+                          "process), or unset (the cores shared out among the workers)")  # fmt: skip
+
+
 def preflight(cfg: RunConfig) -> Path:
-    """Every check a run or a sweep passes before it writes anything (device, W&B mode, results folder); the folder."""
+    """Every check a run or a sweep passes before it writes anything (environment, device, W&B mode and server, results
+    folder); the folder."""
+    import os
+
     from rnnstudy.run.tracking import check_mode
 
+    check_environment(dict(os.environ))
     check_device(cfg)
     check_mode(cfg)
     return results_folder(cfg)

@@ -88,6 +88,10 @@ def check_mode(cfg: RunConfig) -> None:
             "wandb.mode = 'online': no W&B API key (set WANDB_API_KEY or run `wandb login`); "
             "allowed without one: offline, disabled"
         )
+    base = os.environ.get("WANDB_BASE_URL")
+    if cfg.wandb.mode != "disabled" and base is not None and not (api_url().scheme in ("http", "https") and api_url().hostname):
+        raise ConfigError(f"WANDB_BASE_URL = {base!r} (environment): allowed: the W&B server's http(s) URL, e.g. "
+                          "https://api.wandb.ai, or unset")  # fmt: skip
     if cfg.wandb.mode != "disabled":
         stage_links()
 
