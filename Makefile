@@ -2,9 +2,12 @@
 PY          ?= python3
 VENV        ?= .venv
 BIN         := $(VENV)/bin
-# CPU install: the pinned CPU build. GPU box: e.g. make setup TORCH=torch TORCH_INDEX=https://download.pytorch.org/whl/cu128
+# CPU install: the pinned CPU build. GPU box: e.g. make setup TORCH=torch TORCH_INDEX=https://download.pytorch.org/whl/cu128,
+# or keep the box's own CUDA torch (its module system's or image's): make setup SYSTEM_TORCH=1 (the venv sees the
+# system site-packages and installs no torch; pyproject's torch>=2.4 accepts it).
 TORCH       ?= torch==2.13.0
 TORCH_INDEX ?=
+SYSTEM_TORCH ?=
 EXP         ?= experiments/memory_length.yaml
 WORKERS     ?= 2
 # The GPUs of an allocation that already set CUDA_VISIBLE_DEVICES (SLURM without cgroups), else every GPU nvidia-smi lists.
@@ -13,13 +16,14 @@ RESULTS     ?= runs
 NAME         = $(basename $(notdir $(EXP)))
 
 .PHONY: setup test test-slow demo train sweep status report bench sync lint clean reproduction phase-cpu frontier-cpu prediction \
-	reach-cpu budget-cpu lr-cpu coverage results-index
+	reach-cpu budget-cpu lr-cpu growth-cpu modern-cpu coverage results-index
 
 $(BIN)/rnnstudy: pyproject.toml
 	@echo "setting up $(VENV) (first time: about a minute)"
-	$(PY) -m venv $(VENV)
+	$(PY) -m venv $(if $(SYSTEM_TORCH),--system-site-packages) $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(if $(SYSTEM_TORCH),$(BIN)/python -c "import torch; print('using the system torch', torch.__version__, 'CUDA', torch.version.cuda)",\
+	  $(BIN)/pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)))
 	$(BIN)/pip install -q -e '.[dev,postgres]'
 	@touch $@
 

@@ -65,3 +65,16 @@ def test_gpu_checks_steps_on_the_box_fit_nine_minutes_by_their_own_limits():
     limits = [int(n) for n in re.findall(r"^\s*step \w+ (\d+) ", box, re.M)]
     setup = [int(n) for n in re.findall(r"^step (?:install|imports) (\d+) ", text, re.M)]
     assert len(limits) >= 8 and len(setup) == 2 and sum(limits) + sum(setup) <= 9 * 60
+
+
+def test_setup_with_the_system_torch_sees_the_system_site_and_installs_no_torch(tmp_path):
+    """`make setup SYSTEM_TORCH=1` (a GPU box's own CUDA torch): its commands, as make would run them."""
+    venv = tmp_path / "venv"
+    plan = subprocess.run(["make", "-n", "setup", "SYSTEM_TORCH=1", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True,
+                          check=True).stdout.splitlines()  # fmt: skip
+    assert f"python3 -m venv --system-site-packages {venv}" in plan
+    assert not any("pip install" in line and "torch" in line.split("install")[1].split("-e")[0] for line in plan)
+    assert any(line.startswith(f"{venv}/bin/python -c \"import torch;") for line in plan)  # says which torch, fails without
+    default = subprocess.run(["make", "-n", "setup", f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.splitlines()  # fmt: skip
+    assert f'{venv}/bin/pip install -q "torch==2.13.0" ' in default  # the CPU path keeps its pin
