@@ -8,7 +8,7 @@ import logging
 import os
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +247,8 @@ def _train(
             records[i].finish(results[i], path)
     if path is not None and FAILED not in (r.status for r in results.values()):
         path.unlink(missing_ok=True)  # finished for good: nothing left to resume
+        with suppress(OSError):  # its folder too, once empty (a pack's may still hold another's)
+            path.parent.rmdir()
     for record in records.values():
         record.release()
     if error is not None:
