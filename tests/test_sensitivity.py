@@ -1,6 +1,7 @@
 """The parameter-sensitivity profile: its per-step parameter gradients sum to the plain backward's, for every cell, and
 equal the tanh RNN's closed form delta_t h_{t-1}^T step by step."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,29 @@ def test_the_tanh_rnns_step_contributions_are_delta_times_the_previous_state():
         torch.testing.assert_close(steps["weight_ih_l0"][t], delta.T @ x[t], rtol=1e-10, atol=1e-14)
         parts = [delta.T @ before, delta.T @ x[t], delta.sum(0), delta.sum(0)]
         assert norms[t] == pytest.approx(torch.sqrt(sum(p.square().sum() for p in parts)).item(), rel=1e-10)
+
+
+def test_a_run_probes_the_sensitivity_of_its_training_batch_at_each_probe(tiny):
+    """With probe.sensitivity, the stored s_t at step 0 is sensitivity() of the initial net on the first training batch,
+    recomputed here from the seed; every probe step has its rows and its scalars."""
+    import pandas as pd
+
+    from rnnstudy.model.models import initial_net
+    from rnnstudy.model.sensitivity import THETA
+    from rnnstudy.run.lit import SEED_STREAM
+    from rnnstudy.run.store import load
+    from rnnstudy.run.train import train
+
+    cfg = tiny(model__cell="rnn_tanh", probe__sensitivity=True, train__precision=64, train__steps=20, probe__every=10)
+    result = train(cfg)
+    rows = pd.read_parquet(result.path / "gradflow.parquet")
+    theta = rows[rows["state"] == THETA]
+    assert sorted(theta["step"].unique()) == sorted(rows[rows["state"] == "h"]["step"].unique()) == [0, 10, 20]
+    task = make_task("adding", cfg.task.T)
+    torch.manual_seed(cfg.seed)
+    net = initial_net(cfg, task).double()
+    batch = task.sample(cfg.train.batch_size, torch.Generator().manual_seed(cfg.seed + SEED_STREAM))
+    expected = sensitivity(net, batch._replace(x=batch.x.double()), task).norms[1]
+    np.testing.assert_allclose(theta[theta["step"] == 0].sort_values("t")["norm"], expected, rtol=1e-10)
+    probe = load(result.path).metrics.query("split == 'probe'")
+    assert set(probe[probe["metric"] == "answer/decay_rate/l1/theta"]["step"]) == {0, 10, 20}

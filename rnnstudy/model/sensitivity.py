@@ -14,12 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.func import functional_call
 
-from rnnstudy.model.gradflow import lag
+from rnnstudy.model.gradflow import decay_rate, horizon, lag
 from rnnstudy.model.models import RecurrentNet
 from rnnstudy.model.tasks import Batch, Task
+from rnnstudy.names import metric_key
+
+#: The ``state`` of s_t's rows among the gradient profiles (gradflow.parquet, W&B's grad/ charts): the parameters.
+THETA = "theta"
 
 
 @dataclass
@@ -32,6 +37,21 @@ class Sensitivity:
     def lags(self) -> np.ndarray:
         """Steps back from the end of the sequence of each t."""
         return np.array([lag(t, self.length) for t in range(self.length)], dtype=float)
+
+    def frame(self, step: int) -> pd.DataFrame:
+        """Tidy rows in the gradient profiles' layout (step, loss, layer, state, t, lag, norm), state :data:`THETA`."""
+        t = np.arange(self.length)
+        return pd.concat([pd.DataFrame({"step": step, "loss": "answer", "layer": layer, "state": THETA, "t": t,
+                                        "lag": self.lags().astype(int), "norm": norms})
+                          for layer, norms in self.norms.items()], ignore_index=True)  # fmt: skip
+
+    def summary(self, eps: float) -> dict[str, float]:
+        """The decay rate and horizon of s_t per layer, named as the gradient profile's (state :data:`THETA`)."""
+        out = {}
+        for layer, norms in self.norms.items():
+            out[metric_key("decay_rate", "answer", layer, THETA)] = decay_rate(self.lags(), norms)
+            out[metric_key("horizon", "answer", layer, THETA)] = horizon(self.lags(), norms, eps)
+        return out
 
 
 def per_step_gradients(net: RecurrentNet, batch: Batch, task: Task) -> list[dict[str, torch.Tensor]]:

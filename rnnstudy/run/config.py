@@ -37,7 +37,7 @@ LADDER_PER_DOUBLING = 4
 #: their keys.
 LATER_FIELDS: dict[str, tuple[str, ...]] = {
     "train": ("val_from",), "init": ("r_min", "r_max", "max_phase"), "model": ("block",),
-    "wandb": ("group", "job_type", "checkpoint")}  # fmt: skip
+    "probe": ("sensitivity",), "wandb": ("group", "job_type", "checkpoint")}  # fmt: skip
 
 class Strict(BaseModel):
     """Base for config sections: unknown keys and non-finite numbers are errors."""
@@ -234,6 +234,9 @@ class ProbeConfig(Strict):
     """Chunked method: time steps per chunk (exact at chunk ends; 1: every step)."""
     percentiles: list[Annotated[float, Field(ge=0, le=100)]] = []
     """Also store these percentiles of the per-sample norms."""
+    sensitivity: bool = False
+    """At every probe also measure the parameter sensitivity s_t = |dL/dtheta at step t| (rows of state theta beside
+    g_t; each costs about 2 to 11 plain training steps, benchmarks/RESULTS.md)."""
 
 
 class WandbConfig(Strict):

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from rnnstudy.model.gradflow import GradFlowProbe, Profile, profile, resolve_method
 from rnnstudy.model.models import RecurrentNet, initial_net
+from rnnstudy.model.sensitivity import sensitivity
 from rnnstudy.model.stacked import stacked_forward
 from rnnstudy.model.tasks import Batch, Task
 from rnnstudy.names import COMPLETE, DIVERGED, GRAD_NORM, LOSS, LR, NORM_LOSS, SOLVED, TRAIN, VAL
@@ -151,6 +152,15 @@ class Member:
         for sink in self.sinks:
             sink.profile(step, frame, scalars)
 
+    def emit_sensitivity(self, step: int, batch: Batch, task: Task) -> None:
+        """Send the parameter sensitivity of this batch (with ``probe.sensitivity``) to every sink, as a profile."""
+        if not self.cfg.probe.sensitivity:
+            return
+        sens = sensitivity(self.net, batch, task)
+        frame, scalars = sens.frame(step), sens.summary(self.cfg.probe.eps)
+        for sink in self.sinks:
+            sink.profile(step, frame, scalars)
+
     def last_probe(self, step: int, batch: Batch, task: Task) -> None:
         """A run's last profile, at its last validation (solved and stopped early, or the end of the budget): the state
         that validation measured, on a training-sized part of its batch."""
@@ -160,6 +170,7 @@ class Member:
         part = Batch(*(v[:, :size] if v.dim() > 1 else v[:size] for v in batch))
         with torch.enable_grad():
             self.emit_profile(step, profile(self.net, part, task, self.probe.chunk, self.probe.loss, self.probe.method))
+            self.emit_sensitivity(step, part, task)
 
 
 class RecurrentModule(pl.LightningModule):
@@ -240,6 +251,7 @@ class RecurrentModule(pl.LightningModule):
             loss = self.task.loss(out, batch)
             if probing:
                 m.emit_profile(step, m.probe.measure(m.net, out, batch, self.task))
+                m.emit_sensitivity(step, batch, self.task)
             if logged:
                 with torch.no_grad():
                     values = self._scalars(out, batch, loss)
