@@ -37,10 +37,10 @@ def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         line = dict(zip(LINE, key))
         steps = d["steps_to_solve"].astype(float)
         law = growth_law(d["T"], steps, d["budget"].astype(float), steps - d["solved_after"].astype(float))
+        full = float(d["budget"].max())
         growth.append({**line, "alpha": law.alpha, "alpha_low": law.low, "alpha_high": law.high,
                        "intercept": law.intercept, "sigma": law.sigma, "runs": law.runs, "solved": law.solved,
-                       **resolution(d)})  # fmt: skip
-        full = float(d["budget"].max())
+                       "budget": full, **resolution(d)})  # fmt: skip
         for b in (full * fraction for fraction in BUDGET_LADDER):
             est = t50(d.assign(solved=solved_within(steps, b)))
             rungs.append({**line, "value": d["value"].iloc[0], "budget": int(b), **estimate_columns(est),

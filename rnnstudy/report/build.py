@@ -109,7 +109,8 @@ def _solved_bars(runs: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.DataFrame) -> list[str]:
+def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.DataFrame,
+              growth: pd.DataFrame) -> list[str]:  # fmt: skip
     """Sentences that compare only numbers measured under the same conditions (same task, T, budget, per family)."""
     lines = []
     studied = frames.studied(runs)
@@ -151,6 +152,14 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
                 f"rung below) for {len(rises)} of {len(verdicts)} lines: {names}; for the others a rise is not shown "
                 "by this rule, which is not a plateau either."
             )
+        laws = growth[(growth["task"] == task) & growth["alpha"].notna()] if not growth.empty else growth
+        if not laws.empty:
+            lrs = d.set_index(tables.LINE)["lr"]
+            parts = [f"{CELL_LABELS[r['cell']]} {r['family']}{' ' + r['setting'] if r['setting'] else ''}: "
+                     f"{budget.alpha_text(r)} (at {r['budget']:.0f} steps, lr "
+                     f"{', '.join(f'{v:g}' for v in lrs.loc[tuple(r[tables.LINE])])})" for _, r in laws.iterrows()]  # fmt: skip
+            lines.append(f"{task}, growth of steps to solve with T (steps ~ T^alpha, alpha with its 95% profile-likelihood "
+                         "interval and the T its solves span): " + "; ".join(parts) + ".")  # fmt: skip
         censored = d[d["censored"] != Censored.NONE]
         if not censored.empty:
             lines.append(
@@ -227,7 +236,7 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             sections.append(section)
             where = ", ".join(str(p) for p in section.images) or "table only"
             print(f"[{i}/{len(SECTIONS)}] {spec.title.lower()}: {where}", flush=True)
-        findings = _findings(runs, res, memory, inputs.ladder[0]) or ["Too few finished runs to compare."]
+        findings = _findings(runs, res, memory, *inputs.ladder) or ["Too few finished runs to compare."]
         sections.insert(1, Section("What it shows", findings))
         (out / SUMMARY_MD).write_text(_summary(name, runs, findings))
     tables.per_run(runs).to_csv(out / RUNS_CSV, index=False)
