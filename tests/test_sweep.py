@@ -271,6 +271,7 @@ def test_study_summary_run_in_wandb(tmp_path):
 
     exp = load_experiment("experiments/demo.yaml", [f"out={tmp_path}", "wandb.mode=offline"])
     study = optuna.create_study(study_name="demo/lstm/adding/T=10/orthogonal")
+    study.set_metric_names(["final_norm_loss"])  # as the sweep names its objective
     for gain, value in ((0.5, 0.3), (1.0, 0.1), (1.5, 0.2)):
         study.enqueue_trial({"init.gain": gain, "train.lr": 0.01})
         study.optimize(
@@ -292,7 +293,7 @@ def test_study_summary_run_in_wandb(tmp_path):
     (path,) = (run.dir / "files" / "media" / "table").glob("trials_*.table.json")
     trials = json.loads(path.read_text())
     rows = [dict(zip(trials["columns"], row)) for row in trials["data"]]
-    assert [(r["number"], r["state"], r["value"], r["params_init.gain"]) for r in rows] == [
+    assert [(r["number"], r["state"], r["value_final_norm_loss"], r["params_init.gain"]) for r in rows] == [  # value_<objective>
         (0, "COMPLETE", 0.3, 0.5), (1, "COMPLETE", 0.1, 1.0), (2, "COMPLETE", 0.2, 1.5)]  # fmt: skip
     assert not any(k.startswith("importance/") for k in run.summary)  # 3 trials: too few to mean anything
     history = media_table(run, "optimisation_history")

@@ -98,22 +98,22 @@ def search_charts(study: optuna.Study, space: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
     import wandb
 
-    trials = study.trials_dataframe(attrs=("number", "state", "value", "params"))
-    done = trials[trials["state"] == TrialState.COMPLETE.name]
-    best = done["value"].cummin() if study.direction == optuna.study.StudyDirection.MINIMIZE else done["value"].cummax()
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    values = pd.Series([t.value for t in done], dtype=float)
+    best = values.cummin() if study.direction == optuna.study.StudyDirection.MINIMIZE else values.cummax()
     charts: dict[str, Any] = {"optimisation_history": wandb.plot.line_series(
-        xs=done["number"].tolist(), ys=[done["value"].tolist(), best.tolist()], keys=[METRIC, f"best {METRIC}"],
+        xs=[t.number for t in done], ys=[values.tolist(), best.tolist()], keys=[METRIC, f"best {METRIC}"],
         title=f"{METRIC} of each complete trial, and the best so far", xname="trial")}  # fmt: skip
     if importances := study_importances(study):
         table = wandb.Table(dataframe=pd.DataFrame({"parameter": list(importances), "importance": list(importances.values())}))
         charts["importances"] = wandb.plot.bar(table, "parameter", "importance", title="parameter importances (Optuna)")
     for key, spec in space.items():
-        column = f"params_{key}"
-        if spec.type == "categorical" or column not in done:
+        chosen = [(t.params[key], t.value) for t in done if key in t.params]
+        if spec.type == "categorical" or not chosen:
             continue
         x = f"log10 {key}" if spec.log else key
-        values = done[column].astype(float)
-        frame = pd.DataFrame({x: np.log10(values) if spec.log else values, METRIC: done["value"]}).dropna()
+        frame = pd.DataFrame(chosen, columns=[x, METRIC]).astype(float)
+        frame[x] = np.log10(frame[x]) if spec.log else frame[x]
         charts[f"objective_vs/{key}"] = wandb.plot.scatter(wandb.Table(dataframe=frame), x, METRIC, title=f"{METRIC} against {x}")
     return charts
 
