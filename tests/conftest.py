@@ -9,10 +9,16 @@ import tempfile
 
 import lightning.pytorch as pl
 import pytest
+import torch
 
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.overrides import apply_overrides
 
+# One torch thread in the suite's process and in every process it starts (set before they start): its models are
+# tiny, where a second thread adds only synchronisation, and on a busy machine two threads a process slow each test
+# many times. A user's OMP_NUM_THREADS is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 # The suite's W&B staging links live in a folder of its own (inherited by every process a test starts), not in
