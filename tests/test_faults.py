@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 from conftest import cli
 
 from rnnstudy.cli import main
-from rnnstudy.run.store import load
+from rnnstudy.run.store import load, read_info
 
 PASSWORD = "pw-Zq9x-not-for-logs"
 
@@ -149,6 +150,37 @@ def test_full_disk_at_the_final_write_is_one_line(tmp_path, monkeypatch, capsys)
                  "task.val_size=8", "train.progress=false", "wandb.mode=disabled", f"out={tmp_path}/runs"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1 and "No space left on device" in err and "run.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_disk_full_at_the_end_still_leaves_run_json_final_in_the_room_it_keeps(tmp_path, monkeypatch, capsys):
+    """Once the disk fills, no new file can be created (the atomic writes' temporary files); the final record is then
+    written over run.json's own reserved bytes: failed, naming the file it lost, valid JSON, one line on stderr."""
+    import errno
+
+    import rnnstudy.run.store as store
+
+    full, original, make = [], store.RunWriter.flush, tempfile.mkstemp
+
+    def flush(self, info=None):
+        if info is not None and info.ended is not None:
+            full.append(True)  # the disk fills just before the run's last write
+        original(self, info)
+
+    def mkstemp(*args, **kwargs):
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(store.RunWriter, "flush", flush)
+    monkeypatch.setattr(store.tempfile, "mkstemp", mkstemp)
+    code = main(["train", "task.name=adding", "task.T=6", "model.hidden_size=4", "train.steps=5", "train.val_every=5",
+                 "task.val_size=8", "train.progress=false", "wandb.mode=disabled", f"out={tmp_path}/runs"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "No space left on device" in err
+    (path,) = (tmp_path / "runs").rglob("run.json")
+    info = read_info(path.parent)  # the typed record reads it back
+    assert info.status == "failed" and "No space left on device" in info.reason and "metrics.parquet" in info.reason
+    assert path.stat().st_size == store.RECORD_RESERVE  # written over the bytes it kept, nothing allocated
 
 
 # --- readers -----------------------------------------------------------------------------------------

@@ -179,12 +179,18 @@ class RunRecord:
             try:
                 assert self.info is not None, "a run finishes after it started"
                 ended = {f: getattr(result, f) for f in RESULT_FIELDS}
-                self.writer.flush(self.info.model_copy(update={
+                final = self.info.model_copy(update={
                     **ended,
                     "summary": result.summary,
                     "steps_per_s": result.steps / result.wall_s if result.wall_s > 0 else math.nan,
                     "ended": datetime.now(timezone.utc),
-                }))  # fmt: skip
+                })  # fmt: skip
+                try:
+                    self.writer.flush(final)
+                except OSError as err:  # a full disk: the record still ends, failed, saying which file it lost
+                    why = f"its files could not be written ({err.strerror or err}: {err.filename})"
+                    self.writer.write_record(final.model_copy(update={"status": FAILED, "reason": why}))
+                    raise
             finally:
                 if self.tracker:
                     exit_code = 1 if result.status == FAILED else 0  # diverged: a result

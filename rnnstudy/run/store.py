@@ -10,6 +10,7 @@ renamed, so a killed run leaves whole files.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -28,6 +29,9 @@ METRICS_FILE = "metrics.parquet"
 GRADFLOW_FILE = "gradflow.parquet"
 #: Held (flock) by the process that runs a run, for as long as it runs; the OS drops it when that process dies.
 LOCK_FILE = "run.lock"
+#: run.json's size on disk at least (JSON and trailing blanks): room its final record is written into in place when
+#: the disk is full.
+RECORD_RESERVE = 16384
 
 
 def read_info(folder: Path) -> RunInfo:
@@ -62,27 +66,42 @@ def alive(folder: Path) -> bool:
 
 
 def _atomic(path: Path, write: Any) -> None:
+    """Write ``path`` through a temporary file beside it; an OSError names ``path`` itself."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
         write(tmp)
         os.replace(tmp, path)
     except OSError as err:
-        if err.filename is None:  # a library's own message (pyarrow's "Error writing bytes to file") names no file
+        # A library's own message (pyarrow's "Error writing bytes to file") names no file, the temporary file's is ours.
+        if err.filename in (None, tmp):
             raise OSError(err.errno, err.strerror or str(err), str(path)) from err
         raise
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, allow_nan=True)
+def _write_record(path: Path, data: dict[str, Any]) -> None:
+    """Write run.json atomically, padded with trailing blanks to :data:`RECORD_RESERVE` bytes; on a full disk, over
+    the bytes the file already holds (the last record of a run that cannot write anything new still lands)."""
+    text = json.dumps(data, indent=2, allow_nan=True).encode()
 
-    _atomic(path, write)
+    def write(tmp: str) -> None:
+        Path(tmp).write_bytes(text.ljust(RECORD_RESERVE - 1) + b"\n")
+
+    try:
+        _atomic(path, write)
+    except OSError as err:
+        size = path.stat().st_size if path.is_file() else 0
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT) or size <= len(text):
+            raise
+        with open(path, "r+b") as f:  # blocks the file already has: nothing to allocate
+            f.write(text.ljust(size - 1) + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_frame(path: Path, frame: pd.DataFrame) -> None:
@@ -132,7 +151,12 @@ class RunWriter:
         if self.gradflow:
             write_frame(self.folder / GRADFLOW_FILE, pd.concat(self.gradflow, ignore_index=True))
         if self.info is not None:
-            _write_json(self.folder / RUN_FILE, self.info.as_json())
+            _write_record(self.folder / RUN_FILE, self.info.as_json())
+
+    def write_record(self, info: RunInfo) -> None:
+        """Rewrite run.json alone (its data files could not be written)."""
+        self.info = info
+        _write_record(self.folder / RUN_FILE, info.as_json())
 
 
 class Stored(NamedTuple):
