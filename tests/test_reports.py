@@ -212,3 +212,10 @@ def test_a_fixed_points_seeds_pool_across_the_stages_that_ran_them(store):
     table = frames.run_table(replace(res, records=one))
     pooled = tables.best_trials(table)
     assert len(pooled) == len(table[table["status"].isin(["complete", "diverged"])]) > 2  # every seed, both stages
+
+
+def test_a_duration_is_printed_in_the_unit_that_fits_it():
+    from rnnstudy.report.tables import duration_text
+
+    assert [duration_text(s) for s in (0.4, 119, 120, 7199, 7200, 11700)] == [
+        "0 s", "119 s", "2.0 minutes", "120.0 minutes", "2.00 hours", "3.25 hours"]  # fmt: skip

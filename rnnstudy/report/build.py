@@ -65,7 +65,6 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
     counts = runs["status"].value_counts().to_dict()
     done = frames.complete(runs)
     devices = ", ".join(sorted(str(d) for d in runs["device"].dropna().unique() if d)) or "unknown"
-    hours = np.nansum(runs["wall_s"] / runs["members"]) / 3600  # a packed run's members share its time
     packs = runs["members"] > 1
     packed = f"{int(packs.sum())} runs packed, several seeds in one process sharing its time" if packs.any() else "none packed"
     text = [
@@ -73,7 +72,7 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
         f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}), "
         f"cells {', '.join(CELL_LABELS[c] for c in figures.cells_present(runs['cell'].unique()))}, "
         f"tasks {', '.join(sorted(runs['task'].unique()))}, T in {{{', '.join(str(t) for t in sorted(runs['T'].unique()))}}}.",
-        f"Hardware: {devices}. Training time {hours:.2f} device-hours in total ({packed}).",
+        f"Hardware: {devices}. Training time {tables.duration_text(_training_s(runs))} of device time in total ({packed}).",
         f"Normalised loss is the loss divided by the memoryless baseline ({_baselines(runs)}): 1.0 means the network "
         "learned nothing a model without memory could not; "
         f"*solved* means, at a validation, {_solved_bars(runs)} (the bars these runs used).",
@@ -172,11 +171,15 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
     return lines
 
 
+def _training_s(runs: pd.DataFrame) -> float:
+    """Seconds of training the runs took, a packed run's members sharing its time."""
+    return float(np.nansum(runs["wall_s"] / runs["members"]))
+
+
 def _summary(name: str, runs: pd.DataFrame, findings: list[str]) -> str:
     """The report's findings with what they stand on (runs, training time), for the README's generated results."""
-    hours = np.nansum(runs["wall_s"] / runs["members"]) / 3600
     head = (f"`{name}`: {len(runs)} runs ({', '.join(f'{v} {k}' for k, v in sorted(runs['status'].value_counts().items()))}), "
-            f"{hours:.2f} hours of training summed over runs, per-run table `{RUNS_CSV}`.")  # fmt: skip
+            f"{tables.duration_text(_training_s(runs))} of training summed over runs, per-run table `{RUNS_CSV}`.")  # fmt: skip
     return "\n".join([head, "", *(f"- {line}" for line in findings)]) + "\n"
 
 

@@ -134,6 +134,15 @@ def best_trials(runs: pd.DataFrame) -> pd.DataFrame:
     return frames.best_configs(runs, [*LINE, "T"], diverged=True)
 
 
+def duration_text(seconds: float) -> str:
+    """A duration in the unit that fits it: seconds below two minutes, minutes below two hours, then hours."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} minutes"
+    return f"{seconds / 3600:.2f} hours"
+
+
 def _steps(value: float) -> str:
     return "not reached" if np.isinf(value) else ("-" if np.isnan(value) else f"{value:.0f}")
 
