@@ -45,10 +45,11 @@ class CellSpec:
     injectable: bool
     #: (input_size, hidden_size, device) -> the single-layer fused module.
     module: Callable[[int, int, str | None], RNNBase]
-    #: The layer -> its update with its tangent map (:data:`Push`), written out for the diagnostics.
-    step: Callable[[RNNBase], Push]
-    #: The update from pre-activations (:data:`Update`), written out for packed runs' stacked computation (None: the
-    #: cell is not an ``nn.RNNBase`` and packs as a loop).
+    #: The layer -> its update with its tangent map (:data:`Push`) for the diagnostics, written out for a module of its
+    #: own; None for an ``nn.RNNBase`` cell, whose push is its ``update`` with forward-mode autodiff (:meth:`push`).
+    step: Callable[[RNNBase], Push] | None
+    #: The update from pre-activations (:data:`Update`), written out for packed runs' stacked computation and the
+    #: diagnostics (None: the cell is not an ``nn.RNNBase`` and packs as a loop).
     update: Update | None
     #: The states the cell carries, in the order the full state stacks them: h, and c for a separate cell state.
     state: tuple[str, ...] = ("h",)
@@ -67,74 +68,13 @@ class CellSpec:
     #: The hidden size must be a multiple of this (the LRU's holds real and imaginary parts).
     hidden_multiple: int = 1
 
+    def push(self, layer: RNNBase) -> Push:
+        """The layer's update with its exact tangent map (:data:`Push`)."""
+        return self.step(layer) if self.step is not None else _update_push(layer, self)
+
     def state_size(self, hidden: int) -> int:
         """The full state's width: h, or h and c stacked."""
         return len(self.state) * hidden
-
-
-def _times_w(w_hh: Tensor, v: Tensor, rows: slice) -> Tensor:
-    """W_hh[rows] applied to each tangent: (B, n, k) -> (B, m, k)."""
-    return torch.einsum("mn,bnk->bmk", w_hh[rows], v)
-
-
-def _vanilla_step(layer: RNNBase) -> Push:
-    w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
-    relu = layer.nonlinearity == "relu"
-
-    def push(s: Tensor, x: Tensor, v: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        pre = x @ w_ih.T + b_ih + s @ w_hh.T + b_hh
-        if relu:
-            h, slope = pre.relu(), (pre > 0).to(pre.dtype)
-        else:
-            h = pre.tanh()
-            slope = 1 - h.square()
-        return h, None if v is None else slope[..., None] * _times_w(w_hh, v, slice(None))
-
-    return push
-
-
-def _lstm_step(layer: RNNBase) -> Push:
-    w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
-    H = layer.hidden_size
-
-    def push(s: Tensor, x: Tensor, v: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        h, c = s[..., :H], s[..., H:]
-        i, f, g, o = (x @ w_ih.T + b_ih + h @ w_hh.T + b_hh).chunk(4, dim=-1)
-        i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
-        c2 = f * c + i * g
-        t = c2.tanh()
-        out = torch.cat([o * t, c2], dim=-1)
-        if v is None:
-            return out, None
-        vh, vc = v[:, :H], v[:, H:]
-        gate = [_times_w(w_hh, vh, slice(k * H, (k + 1) * H)) for k in range(4)]
-        di, df = (i * (1 - i))[..., None] * gate[0], (f * (1 - f))[..., None] * gate[1]
-        dg, do = (1 - g.square())[..., None] * gate[2], (o * (1 - o))[..., None] * gate[3]
-        dc = df * c[..., None] + f[..., None] * vc + di * g[..., None] + i[..., None] * dg
-        dh = do * t[..., None] + (o * (1 - t.square()))[..., None] * dc
-        return out, torch.cat([dh, dc], dim=1)
-
-    return push
-
-
-def _gru_step(layer: RNNBase) -> Push:
-    w_ih, w_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
-    H = layer.hidden_size
-
-    def push(s: Tensor, x: Tensor, v: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        ir, iz, in_ = (x @ w_ih.T + b_ih).chunk(3, dim=-1)
-        hr, hz, hn = (s @ w_hh.T + b_hh).chunk(3, dim=-1)
-        r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()
-        n = (in_ + r * hn).tanh()
-        out = (1 - z) * n + z * s
-        if v is None:
-            return out, None
-        dr = (r * (1 - r))[..., None] * _times_w(w_hh, v, slice(0, H))
-        dz = (z * (1 - z))[..., None] * _times_w(w_hh, v, slice(H, 2 * H))
-        dn = (1 - n.square())[..., None] * (dr * hn[..., None] + r[..., None] * _times_w(w_hh, v, slice(2 * H, 3 * H)))
-        return out, (1 - z)[..., None] * dn + z[..., None] * v + dz * (s - n)[..., None]
-
-    return push
 
 
 def _tanh_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -156,6 +96,26 @@ def _gru_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, 
     hr, hz, hn = gh.chunk(3, dim=-1)
     r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()
     return ((1 - z) * (in_ + r * hn).tanh() + z * s[0],)
+
+
+def _update_push(layer: RNNBase, spec: CellSpec) -> Push:
+    """An ``nn.RNNBase`` cell's update from its weights, with its tangent map by forward-mode autodiff of that update
+    (exact, as a derivative written out would be): one written form of each cell's equations, its ``update``."""
+    H = layer.hidden_size
+
+    def step(s: Tensor, x: Tensor) -> Tensor:
+        state = s.split(H, dim=-1)
+        gi = x @ layer.weight_ih_l0.T + layer.bias_ih_l0
+        gh = state[0] @ layer.weight_hh_l0.T + layer.bias_hh_l0
+        return torch.cat(spec.update(gi, gh, state), dim=-1)  # type: ignore[misc]
+
+    def push(s: Tensor, x: Tensor, v: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        if v is None:
+            return step(s, x), None
+        along = torch.func.vmap(lambda u: torch.func.jvp(lambda r: step(r, x), (s,), (u,))[1], in_dims=-1, out_dims=-1)
+        return step(s, x), along(v)
+
+    return push
 
 
 def _scan(name: str) -> Callable[[int, int, str | None], RNNBase]:
@@ -181,17 +141,17 @@ def _rnn(nonlinearity: str) -> Callable[[int, int, str | None], RNNBase]:
 
 
 CELLS: dict[str, CellSpec] = {
-    "rnn_tanh": CellSpec("tanh RNN", "#d62728", 1, True, _rnn("tanh"), _vanilla_step, _tanh_update,
+    "rnn_tanh": CellSpec("tanh RNN", "#d62728", 1, True, _rnn("tanh"), None, _tanh_update,
                          packed={"cpu": "stacked"}),  # fmt: skip
-    "rnn_relu": CellSpec("ReLU RNN", "#ff7f0e", 1, True, _rnn("relu"), _vanilla_step, _relu_update,
+    "rnn_relu": CellSpec("ReLU RNN", "#ff7f0e", 1, True, _rnn("relu"), None, _relu_update,
                          packed={"cpu": "stacked"}),  # fmt: skip
     "lstm": CellSpec(
-        "LSTM", "#1f77b4", 4, True, lambda i, h, device=None: nn.LSTM(i, h, device=device), _lstm_step, _lstm_update,
+        "LSTM", "#1f77b4", 4, True, lambda i, h, device=None: nn.LSTM(i, h, device=device), None, _lstm_update,
         state=("h", "c"), keep_gate=1, write_gate=0,
         packed={"cpu": "apart"},  # its fused oneDNN kernel beats both packed forms (loop 0.68x, stacked 0.45x at T = 160)
     ),  # fmt: skip
     "gru": CellSpec(
-        "GRU", "#2ca02c", 3, False, lambda i, h, device=None: nn.GRU(i, h, device=device), _gru_step, _gru_update,
+        "GRU", "#2ca02c", 3, False, lambda i, h, device=None: nn.GRU(i, h, device=device), None, _gru_update,
         keep_gate=1, packed={"cpu": "stacked"},
     ),  # fmt: skip
     "mingru": CellSpec("minGRU", "#9467bd", 2, False, _scan("MinGRU"), _scan_step("mingru_step"), None, keep_gate=0,

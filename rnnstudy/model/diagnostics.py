@@ -74,8 +74,8 @@ def reach_from_rate(rate_log10: float, eps: float) -> float:
 
 
 def step_function(net: RecurrentNet, layer_index: int = 0) -> Push:
-    """The layer's update written out, with its exact tangent map (its cell's :attr:`CellSpec.step`)."""
-    return CELLS[net.cell].step(net.layers[layer_index])
+    """The layer's update with its exact tangent map (its cell's :meth:`CellSpec.push`)."""
+    return CELLS[net.cell].push(net.layers[layer_index])
 
 
 def lyapunov_spectrum(push: Push, s0: torch.Tensor, xs: torch.Tensor, k: int) -> tuple[np.ndarray, bool]:
