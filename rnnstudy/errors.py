@@ -14,11 +14,15 @@ class ConfigError(ValueError):
 
 def stop_on_signals() -> None:
     """SIGINT and SIGTERM both stop this process as Ctrl-C does (a KeyboardInterrupt in the main thread), and the one
-    that came is remembered (:func:`stop_reason`, :func:`stop_status`)."""
+    that came is remembered (:func:`stop_reason`, :func:`stop_status`). Only the first stops it: one that comes while
+    it stops (a second Ctrl-C, the sweep handing the signal on) is noted and not raised, so it cannot cut short the
+    records the first one is finishing (a trial left running in the storage, a run.json half written)."""
+    _received.clear()
 
     def stop(signum: int, frame: object) -> None:
         _received.append(signal.Signals(signum))
-        raise KeyboardInterrupt
+        if len(_received) == 1:
+            raise KeyboardInterrupt
 
     for s in STOPS:
         if signal.getsignal(s) is not signal.SIG_IGN:  # a background job's inherited "ignore Ctrl-C" is kept
@@ -27,7 +31,7 @@ def stop_on_signals() -> None:
 
 def stop_signal() -> signal.Signals:
     """The signal that stopped this process (SIGINT where none was seen: Python's own Ctrl-C, or a stop from inside)."""
-    return _received[-1] if _received else signal.SIGINT
+    return _received[0] if _received else signal.SIGINT
 
 
 def stop_reason() -> str:

@@ -10,6 +10,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -531,3 +532,18 @@ def test_a_sweep_rejected_for_its_storage_leaves_no_empty_results_folder(tmp_pat
     assert main(["sweep", str(path), "--storage", "postgresql+psycopg2://u@127.0.0.1:9/db"]) == 2
     assert "127.0.0.1:9" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "f").exists()
+
+
+def test_a_second_stop_signal_while_stopping_is_noted_not_raised():
+    """The first SIGINT/SIGTERM stops the command; one that comes while it stops cannot cut its bookkeeping short."""
+    code = (
+        "import os, signal, time\n"
+        "from rnnstudy.errors import stop_on_signals, stop_reason, stop_status\n"
+        "stop_on_signals()\n"
+        "try:\n    os.kill(os.getpid(), signal.SIGINT)\n    time.sleep(5)\nexcept KeyboardInterrupt:\n    print('stopping')\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.2)\n"
+        "print('finished', stop_reason(), stop_status())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.split() == ["stopping", "finished", "Ctrl-C", "130"], proc.stderr

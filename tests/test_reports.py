@@ -211,7 +211,8 @@ def test_a_fixed_points_seeds_pool_across_the_stages_that_ran_them(store):
         "stage": "bracket" if i % 2 else ""})})) for i, (path, info) in enumerate(lstm)]  # fmt: skip
     table = frames.run_table(replace(res, records=one))
     pooled = tables.best_trials(table)
-    assert len(pooled) == len(table[table["status"].isin(["complete", "diverged"])]) > 2  # every seed, both stages
+    assert len(pooled) == len(table[table["status"].isin(["complete", "diverged"])])  # every seed of both stages
+    assert set(pooled["stage"]) == {"", "bracket"}  # (the sweep's sampler may give as few as two lstm runs at T = 12)
 
 
 def test_a_duration_is_printed_in_the_unit_that_fits_it():

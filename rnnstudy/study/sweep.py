@@ -176,9 +176,10 @@ def _start_worker(path: str, overrides: list[str], url: str, gpu: str | None, th
 
 
 def _stop(procs: list[subprocess.Popen], came: signal.Signals = signal.SIGINT) -> None:
-    """Let workers that got the signal with us (a terminal's Ctrl-C reaches the whole group) finish; hand it on to the
-    others, so their records name the signal that came, then kill what still hangs."""
-    for signal_to_send, grace in ((None, 15), (came, 60), (signal.SIGKILL, 5)):
+    """Hand the signal that came on to every worker at once (one that got it already, as a terminal's Ctrl-C reaches
+    the whole group, notes the repeat and finishes its records: rnnstudy.errors.stop_on_signals), so their records
+    name it; kill what still hangs a minute later."""
+    for signal_to_send, grace in ((came, 60), (signal.SIGKILL, 5)):
         deadline = time.time() + grace
         for p in procs:
             if signal_to_send is not None and p.poll() is None:
