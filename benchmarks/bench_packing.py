@@ -28,9 +28,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_probe import timed  # noqa: E402
+from flops import GATES, matmul_rate, step_flops  # noqa: E402
 
 CELLS = ("lstm", "gru", "rnn_tanh")
-GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1}
 
 
 def fused(cell: str, inp: int, hidden: int) -> nn.RNNBase:
@@ -160,9 +160,11 @@ def main() -> None:
     name = f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
     name = torch.cuda.get_device_name() if device.type == "cuda" else name
     print(f"# packing K independent training steps on {name}; torch {torch.__version__}; hidden {args.hidden}, "
-          f"batch {args.batch}, T = {args.T}; ms per run-step (lower is better), x = speed-up over separate calls")  # fmt: skip
-    print("| cell | K | separate | bmm | bmm graph | block-diag |")
-    print("|---|---|---|---|---|---|")
+          f"batch {args.batch}, T = {args.T}; ms per run-step (lower is better), x = speed-up over separate calls; "
+          "GFLOP/s: the bmm step's gate matmuls (forward and backward) against one recurrent bmm's own rate at "
+          "the same shapes, (K, batch, hidden) x (K, hidden, gates x hidden)")  # fmt: skip
+    print("| cell | K | separate | bmm | bmm graph | block-diag | bmm GFLOP/s | recurrent bmm alone GFLOP/s | share |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for cell in args.cells:
         for K in args.K:
             gen = torch.Generator(device=device).manual_seed(K)
@@ -175,9 +177,15 @@ def main() -> None:
                 stacked(cell, K, x, y, args.hidden, graph=True) if device.type == "cuda" else None,
                 block_diagonal(cell, K, x, y, args.hidden) if K <= 8 else None,
             ]
+            times = []
             for step in steps:
                 per_run = timed({"packed": step}, device, args.repeats)["packed"] / K if step else None
                 cols.append(f"{1e3 * per_run:.2f} ({base / per_run:.2f}x)" if per_run else "-")
+                times.append(per_run)
+            rate = step_flops(cell, args.hidden, x.shape[-1], args.batch, args.T) / times[0]
+            h = torch.randn(K, args.batch, args.hidden, device=device, generator=gen)
+            peak = matmul_rate(h, torch.randn(K, args.hidden, GATES[cell] * args.hidden, device=device, generator=gen))
+            cols += [f"{rate / 1e9:.1f}", f"{peak / 1e9:.1f}", f"{100 * rate / peak:.0f}%"]
             print(f"| {cell} | {K} | " + " | ".join(cols) + " |", flush=True)
 
 

@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from flops import matmul_rate, step_flops  # noqa: E402
 
 from rnnstudy.model.models import RecurrentNet  # noqa: E402
 from rnnstudy.model.tasks import make_task  # noqa: E402
@@ -67,30 +70,6 @@ def plain_step(cfg: RunConfig, steps: int) -> float:
     return (time.perf_counter() - start) / steps
 
 
-def step_flops(cell: str, hidden: int, inputs: int, batch: int, T: int) -> float:
-    """The gate matmuls' floating-point operations of one training step: 2 B T G H (in + H) forward, twice that
-    backward (elementwise gate arithmetic and the readout not counted)."""
-    from rnnstudy.model.cells import CELLS
-
-    return 3 * 2 * batch * T * CELLS[cell].gates * hidden * (inputs + hidden)
-
-
-def matmul_peak(device: torch.device, n: int) -> float:
-    """FLOP/s of an n x n float32 matmul on this device (TF32 off): the dense rate the card or CPU reaches, a
-    measured stand-in for its peak."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    for _ in range(3):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    reps, start = 10, time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return 2 * n**3 * reps / (time.perf_counter() - start)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--T", type=int, nargs="+", default=[100, 500])
@@ -113,7 +92,8 @@ def main() -> None:
     kernels = "deterministic" if args.deterministic else "default"
     print(f"# harness vs plain PyTorch training step on {device}; torch {torch.__version__}; batch 128, hidden 128, adding")
     where = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    peak = matmul_peak(where, 4096 if where.type == "cuda" else 1024)
+    n = 4096 if where.type == "cuda" else 1024
+    peak = matmul_rate(torch.randn(n, n, device=where), torch.randn(n, n, device=where))
     print(f"# {kernels} kernels; TF32 off on both sides; a float32 matmul reaches {peak / 1e9:.0f} GFLOP/s here "
           "(% of it: the gate matmuls' FLOPs per harness step, forward and backward)")
     print("| cell | T | plain step (ms) | harness step (ms) | harness / plain | harness GFLOP/s | % of matmul |")
