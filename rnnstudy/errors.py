@@ -39,6 +39,15 @@ def stop_reason() -> str:
     return "Ctrl-C" if stop_signal() == signal.SIGINT else stop_signal().name
 
 
+#: How the reason of a run or trial that a stop signal ended begins (:func:`interrupted`).
+INTERRUPTED = "interrupted ("
+
+
+def interrupted() -> str:
+    """The reason a run or trial records when a stop signal ended it: ``interrupted (Ctrl-C)``, ``interrupted (SIGTERM)``."""
+    return f"{INTERRUPTED}{stop_reason()})"
+
+
 def stop_status() -> int:
     """The conventional exit status of a process stopped by that signal: 128 + its number (130, 143)."""
     return 128 + stop_signal().value

@@ -382,6 +382,7 @@ def test_ctrl_c_prints_one_line_per_interrupted_trial(tmp_path):
     db = f"sqlite:///{folder / 'optuna.db'}"
     studies = [optuna.load_study(study_name=s, storage=db) for s in optuna.get_all_study_names(db)]
     assert [t.state for s in studies for t in s.trials] == [optuna.trial.TrialState.FAIL]
+    assert [t.user_attrs["reason"] for s in studies for t in s.trials] == ["interrupted (Ctrl-C)"]  # not a failure of its own
     runs = load(folder).runs
     assert list(runs["status"]) == ["failed"] and runs["reason"].iloc[0] == "interrupted (Ctrl-C)"
 

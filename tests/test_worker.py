@@ -75,6 +75,21 @@ def test_a_worker_that_met_only_surplus_places_gives_up(tmp_path, capsys):
     assert "0 failed and 4 surplus trials; giving up" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
+def test_trials_a_stop_signal_ended_do_not_count_towards_giving_up(tmp_path, capsys):
+    """A sweep stopped twice on the same point (Ctrl-C, then a scheduler's SIGTERM) resumes it when rerun."""
+    exp, storage, stage, point = one_study(tmp_path)
+    study = load_study(point, storage, exp)
+    for reason in ("interrupted (Ctrl-C)", "interrupted (SIGTERM)") * exp.study.trials:
+        trial = study.ask()
+        trial.set_user_attr("reason", reason)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    worker.work(exp, storage, poll_s=0.01)
+    c = counts(study)
+    assert (c["complete"], c["fail"], c["interrupted"]) == (exp.study.trials, 4, 4)
+    assert "giving up" not in capsys.readouterr().err
+
+
 def test_waiting_trials_of_a_full_study_are_left_alone(tmp_path):
     exp, storage, stage, point = one_study(tmp_path)
     study = load_study(point, storage, exp)

@@ -17,7 +17,7 @@ import optuna
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from rnnstudy.errors import stop_reason
+from rnnstudy.errors import interrupted
 from rnnstudy.model.packing import resolve_executor
 from rnnstudy.model.tasks import build_task
 from rnnstudy.names import COMPLETE, FAILED, PRUNED
@@ -237,7 +237,7 @@ def _train(
         status, reason, error = PRUNED, str(err), err
     except (KeyboardInterrupt, SystemExit):
         # Lightning turns Ctrl-C into sys.exit(1); hand callers (Optuna marks the trial failed) the interrupt back.
-        status, reason, error = FAILED, f"interrupted ({stop_reason()})", KeyboardInterrupt()
+        status, reason, error = FAILED, interrupted(), KeyboardInterrupt()
     except BaseException as err:
         status, reason, error = FAILED, f"{type(err).__name__}: {err}", err
     for i in todo:

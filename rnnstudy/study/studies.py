@@ -13,6 +13,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
 
+from rnnstudy.errors import INTERRUPTED
+from rnnstudy.names import TrialAttr
 from rnnstudy.run.config import RunConfig
 from rnnstudy.study.experiment import Experiment, GridPoint
 
@@ -26,10 +28,13 @@ SURPLUS = "surplus: other workers already hold every place of the study; nothing
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    """Trials per state; ``fail`` leaves out the surplus trials a race ended before they trained, counted as ``surplus``."""
-    counts = {s.name.lower(): 0 for s in TrialState} | {"surplus": 0}
+    """Trials per state; ``fail`` leaves out the surplus trials a race ended before they trained, counted as ``surplus``;
+    ``interrupted`` counts the failed trials a stop signal ended (among ``fail``: they failed, but not by themselves)."""
+    counts = {s.name.lower(): 0 for s in TrialState} | {"surplus": 0, "interrupted": 0}
     for t in study.get_trials(deepcopy=False):
-        counts["surplus" if t.user_attrs.get("reason") == SURPLUS else t.state.name.lower()] += 1
+        reason = str(t.user_attrs.get(TrialAttr.REASON, ""))
+        counts["surplus" if reason == SURPLUS else t.state.name.lower()] += 1
+        counts["interrupted"] += t.state == TrialState.FAIL and reason.startswith(INTERRUPTED)
     return counts
 
 

@@ -18,7 +18,7 @@ import time
 import lightning.pytorch as pl
 import optuna
 
-from rnnstudy.errors import ConfigError, stop_on_signals, stop_reason, stop_status
+from rnnstudy.errors import ConfigError, interrupted, stop_on_signals, stop_status
 from rnnstudy.names import DIVERGED, NORM_LOSS, TrialAttr
 from rnnstudy.run.device import uses_cuda
 from rnnstudy.run.overrides import apply_overrides
@@ -145,8 +145,8 @@ def run_one(study: optuna.Study, storage: Storage, exp: Experiment, stage: Stage
         except (optuna.TrialPruned, Surplus, optuna.exceptions.UpdateFinishedTrialError):
             raise  # the last: another worker failed and retried this trial meanwhile (said below)
         except KeyboardInterrupt:
-            print(f"{point.study}: trial {trial.number} interrupted ({stop_reason()}); it ends as failed", file=sys.stderr,
-                  flush=True)  # fmt: skip
+            trial.set_user_attr(TrialAttr.REASON, interrupted())  # a stop, not the point's failure: no step to giving up
+            print(f"{point.study}: trial {trial.number} {interrupted()}; it ends as failed", file=sys.stderr, flush=True)
             raise
         except Exception as err:
             print(f"{point.study}: trial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
@@ -174,7 +174,7 @@ def work(exp: Experiment, storage: Storage, poll_s: float = POLL_S) -> None:
     when every place is taken (two workers raced for the last) ends at once as a surplus failure without
     training, so a study never holds more than its target. Stale trials of killed workers are failed and
     re-queued first. The loop is bounded: after ``2 x target`` failed or surplus trials of a study, the
-    worker gives up on it.
+    worker gives up on it (a trial a stop signal ended does not count: a stopped sweep resumes when rerun).
     """
     given_up, said = set(), ""
     while True:
@@ -211,10 +211,10 @@ def _round(exp: Experiment, storage: Storage, given_up: set[str]) -> tuple[int, 
             if not c["waiting"] and c["complete"] + c["pruned"] + c["running"] >= target:
                 waiting = waiting or f"another worker's trial of {point.study}"
                 break
-            if c["fail"] + c["surplus"] >= 2 * target:
+            if c["fail"] - c["interrupted"] + c["surplus"] >= 2 * target:
                 print(
-                    f"{point.study}: {c['fail']} failed and {c['surplus']} surplus trials; giving up on it "
-                    "(see run.json reasons)",
+                    f"{point.study}: {c['fail'] - c['interrupted']} failed and {c['surplus']} surplus trials; giving up "
+                    "on it (see run.json reasons)",
                     file=sys.stderr,
                 )
                 given_up.add(point.study)
