@@ -548,3 +548,30 @@ def test_a_second_stop_signal_while_stopping_is_noted_not_raised():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.split() == ["stopping", "finished", "Ctrl-C", "130"], proc.stderr
+
+
+def test_run_json_is_rewritten_in_place_on_a_really_full_file_system(tmp_path):
+    """On a small tmpfs filled to the last byte (root only: it mounts one), a new file cannot be written but run.json's
+    final record still lands in the room it keeps."""
+    import errno
+
+    from rnnstudy.run.store import RECORD_RESERVE, _write_record
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode:  # fmt: skip
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        record = disk / "run.json"
+        _write_record(record, {"status": "running"})
+        fd = os.open(disk / "fill", os.O_WRONLY | os.O_CREAT)
+        with pytest.raises(OSError) as full:
+            while True:
+                os.write(fd, b"\0" * 4096)
+        os.close(fd)
+        assert full.value.errno == errno.ENOSPC
+        _write_record(record, {"status": "failed", "reason": "its files could not be written"})
+        assert json.loads(record.read_text())["status"] == "failed" and record.stat().st_size == RECORD_RESERVE
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
