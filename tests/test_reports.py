@@ -46,6 +46,7 @@ def test_every_figure_and_the_report(store, tmp_path, capsys):
     for name in FIGURES:
         assert f"]({name})" in md
     assert "## Memory length" in md and "tiny/lstm/adding/T=12" in md and "memoryless-adding" in md
+    assert "Networks (layers x units, then a linear readout at every step): tanh RNN 1 x 8; LSTM 1 x 8.\n" in md
     html = (out / "report.html").read_text()
     assert all(f'src="{name}"' in html for name in FIGURES) and "<table" in html
 

@@ -14,7 +14,7 @@ from optuna.storages import BaseStorage
 
 from rnnstudy.analysis.memory import MIN_SEEDS
 from rnnstudy.errors import ConfigError
-from rnnstudy.model.cells import CELL_LABELS
+from rnnstudy.model.cells import CELL_LABELS, CELL_ORDER
 from rnnstudy.model.tasks import TASKS
 from rnnstudy.names import DEAD, PROBE, RUNNING, Censored, sqlite_url
 from rnnstudy.report import budget, figures, frames, tables
@@ -72,6 +72,7 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
         f"({', '.join(f'{v} {k}' for k, v in sorted(counts.items()))}), "
         f"cells {', '.join(CELL_LABELS[c] for c in figures.cells_present(runs['cell'].unique()))}, "
         f"tasks {', '.join(sorted(runs['task'].unique()))}, T in {{{', '.join(str(t) for t in sorted(runs['T'].unique()))}}}.",
+        f"Networks (layers x units, then a linear readout at every step): {_networks(runs)}.",
         f"Hardware: {devices}. Training time {tables.duration_text(_training_s(runs))} of device time in total ({packed}).",
         f"Normalised loss is the loss divided by the memoryless baseline ({_baselines(runs)}): 1.0 means the network "
         "learned nothing a model without memory could not; "
@@ -169,6 +170,14 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
                    len(censored) == len(d) and censored["censored"].nunique() == 1 else "")
             )  # fmt: skip
     return lines
+
+
+def _networks(runs: pd.DataFrame) -> str:
+    """Each cell's architecture as the runs trained it: layers x units, and the block after each layer if any."""
+    shapes = runs[["cell", "layers", "hidden", "block"]].drop_duplicates()
+    shapes = shapes.assign(order=shapes["cell"].map(CELL_ORDER.index)).sort_values(["order", "layers", "hidden"])
+    return "; ".join(f"{CELL_LABELS[c]} {n} x {h}" + (f", each layer followed by the {b.upper()} block" if b != "none" else "")
+                     for c, n, h, b in shapes[["cell", "layers", "hidden", "block"]].itertuples(index=False))  # fmt: skip
 
 
 def _training_s(runs: pd.DataFrame) -> float:

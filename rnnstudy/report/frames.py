@@ -50,6 +50,8 @@ def _row(path: str, info: RunInfo) -> dict[str, Any]:
         "reason": info.reason,
         "cell": c.model.cell,
         "hidden": c.model.hidden_size,
+        "layers": c.model.num_layers,
+        "block": c.model.block,
         "task": c.task.name,
         "T": c.task.T,
         "seed": c.seed,
