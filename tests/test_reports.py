@@ -221,3 +221,19 @@ def test_a_duration_is_printed_in_the_unit_that_fits_it():
 
     assert [duration_text(s) for s in (0.4, 119, 120, 7199, 7200, 11700)] == [
         "0 s", "119 s", "2.0 minutes", "120.0 minutes", "2.00 hours", "3.25 hours"]  # fmt: skip
+
+
+def test_a_figure_marks_an_estimate_on_fewer_seeds_as_exploratory():
+    """T50 points on fewer than MIN_SEEDS seeds are drawn apart (hollow, dotted interval) and named so in the legend."""
+    import matplotlib.pyplot as plt
+
+    from rnnstudy.analysis.memory import MIN_SEEDS
+    from rnnstudy.report.figures import t50_points
+
+    memory = pd.DataFrame({"x": [1.0, 2.0], "T50": [20.0, 40.0], "low": [15.0, 30.0], "high": [25.0, 60.0], "censored": "",
+                           "separated": False, "bound": np.nan, "weak": False, "seeds": [MIN_SEEDS, MIN_SEEDS - 2]})  # fmt: skip
+    fig, ax = plt.subplots()
+    t50_points(ax, "x", memory, "#1f77b4")
+    labels = ax.get_legend_handles_labels()[1]
+    plt.close(fig)
+    assert labels == ["T50 [95% interval]", f"exploratory: fewer than {MIN_SEEDS} seeds"]

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
 
+from rnnstudy.analysis.memory import MIN_SEEDS  # noqa: E402
 from rnnstudy.model.cells import CELL_COLOURS, CELL_LABELS, CELL_ORDER  # noqa: E402
 from rnnstudy.names import Censored  # noqa: E402
 
@@ -59,10 +60,15 @@ def t50_points(ax: plt.Axes, x: str, memory: pd.DataFrame, colour: str, legend: 
     bracket between its design points (hollow, no point claimed inside); bounds as triangles at the bound (hollow
     where weak); a legend entry only for what is drawn."""
     estimated = memory[(memory["censored"] == Censored.NONE) & ~memory["separated"].astype(bool)]
-    if not estimated.empty:
-        ax.errorbar(estimated[x], estimated["T50"], yerr=[estimated["T50"] - estimated["low"],
-                    estimated["high"] - estimated["T50"]], fmt="o", color=colour, capsize=3,
-                    label="T50 [95% interval]" if legend else None)  # fmt: skip
+    few = estimated["seeds"] < MIN_SEEDS if "seeds" in estimated else pd.Series(False, index=estimated.index)
+    for part, style, text in ((estimated[~few], {}, "T50 [95% interval]"),
+                              (estimated[few], {"mfc": "none", "ls": "none", "alpha": 0.5},
+                               f"exploratory: fewer than {MIN_SEEDS} seeds")):  # fmt: skip
+        if not part.empty:
+            bars = ax.errorbar(part[x], part["T50"], yerr=[part["T50"] - part["low"], part["high"] - part["T50"]], fmt="o",
+                               color=colour, capsize=3, label=text if legend else None, **style)  # fmt: skip
+            if style:
+                bars[2][0].set_linestyle(":")
     bracketed = memory[(memory["censored"] == Censored.NONE) & memory["separated"].astype(bool)]
     if not bracketed.empty:
         low, high = bracketed["bracket_low"], bracketed["bracket_high"]
