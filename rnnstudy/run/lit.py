@@ -99,7 +99,7 @@ class Member:
     """One run of a module: its config, network, probe and sinks, and what a separate run keeps of how it stands.
 
     ``ended`` is (status, reason, step) once the run is over (solved with early stop, or diverged) while others of the
-    same module go on; ``on_end`` (set by the caller) writes its record at that moment.
+    same module go on; the hook :meth:`report_to` gives it writes its record at that moment.
     """
 
     def __init__(self, cfg: RunConfig, net: RecurrentNet) -> None:
@@ -115,6 +115,19 @@ class Member:
         self.ended: tuple[str, str | None, int] | None = None
         self.on_end: Callable[[Member], None] = lambda member: None
         self._probed_at: int | None = None
+
+    def report_to(self, sinks: list[Sink], on_end: Callable[[Member], None]) -> None:
+        """Where the run's numbers go (its results store, then W&B when it opens: :meth:`add_sink`), and what writes its
+        record when it ends."""
+        self.sinks, self.on_end = list(sinks), on_end
+
+    def add_sink(self, sink: Sink) -> None:
+        """One more place the run's numbers go from now on."""
+        self.sinks.append(sink)
+
+    def ended_before(self, status: str, reason: str | None, step: int) -> None:
+        """The run ended in an earlier process (a pack resumed after it): it trains no more, its record is written."""
+        self.ended = (status, reason, step)
 
     @property
     def active(self) -> bool:

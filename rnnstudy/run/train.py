@@ -204,16 +204,6 @@ def _train(
     results: dict[int, RunResult] = dict(done)
     started = time.time()
     packed = len(cfgs) > 1
-    for i in todo:
-        records[i] = RunRecord(cfgs[i], keys[i], metas[i], folders.get(i), step)
-        member = module.members[i]
-        how = Packing(members=len(cfgs), index=i, stacked=module.stacked) if packed else None
-        probe = member.probe.method if member.probe else None
-        member.sinks = [records[i].start(task, probe, sum(p.numel() for p in member.net.parameters()), how)]
-    if path is None and cfg.train.checkpoint:
-        path = records[0].folder / CHECKPOINT
-    for i, result in done.items():
-        module.members[i].ended = (result.status, result.reason, result.steps)
 
     def ended(member: Member) -> None:
         i = module.members.index(member)
@@ -222,13 +212,21 @@ def _train(
         records[i].finish(results[i], path)
 
     for i in todo:
-        module.members[i].on_end = ended
+        records[i] = RunRecord(cfgs[i], keys[i], metas[i], folders.get(i), step)
+        member = module.members[i]
+        how = Packing(members=len(cfgs), index=i, stacked=module.stacked) if packed else None
+        probe = member.probe.method if member.probe else None
+        member.report_to([records[i].start(task, probe, sum(p.numel() for p in member.net.parameters()), how)], ended)
+    if path is None and cfg.train.checkpoint:
+        path = records[0].folder / CHECKPOINT
+    for i, result in done.items():
+        module.members[i].ended_before(result.status, result.reason, result.steps)
     trainer = None
     status, reason, error = COMPLETE, None, None
     try:  # from here on, whatever ends the runs, each run.json ends in a final status with a reason
         for i in todo:
             if (sink := records[i].track(group)) is not None:
-                module.members[i].sinks.append(sink)
+                module.members[i].add_sink(sink)
         checkpoints = [checkpointing(path)] if path is not None else []
         trainer = make_trainer(cfg, [*checkpoints, *callbacks], len(cfgs), metas[0])
         data = TaskData(cfgs, task, module.wanted)
