@@ -237,3 +237,20 @@ def test_a_figure_marks_an_estimate_on_fewer_seeds_as_exploratory():
     labels = ax.get_legend_handles_labels()[1]
     plt.close(fig)
     assert labels == ["T50 [95% interval]", f"exploratory: fewer than {MIN_SEEDS} seeds"]
+
+
+def test_the_search_figure_draws_a_parameter_on_a_log_axis_where_its_study_searched_it_so(tmp_path):
+    """Whether an axis is logarithmic comes from the study's own Optuna distributions, not from the values' spread."""
+    import optuna
+
+    from rnnstudy.report import search
+
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.optimize(lambda t: t.suggest_float("train.lr", 1e-4, 1e-1, log=True) + t.suggest_float("init.gain", 0.5, 1.5), 2)
+    runs = pd.DataFrame({"cell": "lstm", "task": "adding", "T": 10, "status": "complete", "final_norm_loss": [0.5, 0.2],
+                         "study": "s", "train.lr": [1e-4, 1e-1], "init.gain": [0.5, 15.0]})  # fmt: skip
+    frame = search.objective_frame(runs, storage)
+    assert frame.groupby("param")["log"].all().to_dict() == {"init.gain": False, "train.lr": True}
+    assert not search.objective_frame(runs)["log"].any()  # no storage: nothing is known to be log-searched
+    assert search.draw(frame, tmp_path / "search.png").stat().st_size > 10_000

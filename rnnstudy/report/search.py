@@ -23,8 +23,21 @@ def param_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in cols if pd.to_numeric(runs[c], errors="coerce").notna().any()]
 
 
-def objective_frame(runs: pd.DataFrame) -> pd.DataFrame:
-    """Long frame: one row per finished run and searched numeric parameter, with its task and T."""
+def log_searched(storage: BaseStorage | None, studies: list[str]) -> set[str]:
+    """The parameters a study sampled on a log scale, as its trials' Optuna distributions say (none without a storage)."""
+    found: set[str] = set()
+    for name in studies if storage is not None else []:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            continue
+        found |= {p for t in study.get_trials(deepcopy=False) for p, d in t.distributions.items() if getattr(d, "log", False)}
+    return found
+
+
+def objective_frame(runs: pd.DataFrame, storage: BaseStorage | None = None) -> pd.DataFrame:
+    """Long frame: one row per finished run and searched numeric parameter, with its task and T, and whether the
+    parameter was searched on a log scale (``log``)."""
     cols = param_columns(runs)
     done = runs[runs["status"].isin([COMPLETE, PRUNED])]
     if not cols or done.empty:
@@ -33,7 +46,8 @@ def objective_frame(runs: pd.DataFrame) -> pd.DataFrame:
     long = done[ids + cols].melt(id_vars=ids, value_vars=cols, var_name="param")
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
     long = long.dropna(subset=["value", "final_norm_loss"])
-    return long.assign(panel=long["task"] + ", T=" + long["T"].astype(int).astype(str))
+    logs = log_searched(storage, sorted(done["study"].dropna().unique())) if "study" in done else set()
+    return long.assign(panel=long["task"] + ", T=" + long["T"].astype(int).astype(str), log=long["param"].isin(logs))
 
 
 def importance_table(storage: BaseStorage | None, studies: list[str]) -> pd.DataFrame:
@@ -82,8 +96,7 @@ def draw(objective: pd.DataFrame, out: Path) -> Path | None:
     for (_, param), ax in grid.axes_dict.items():
         ax.axhline(1.0, color="grey", ls="--", lw=1)
         ax.set_yscale("log")
-        values = objective.loc[objective["param"] == param, "value"]
-        if (values > 0).all() and values.max() >= 10 * values.min():  # a log-sampled range (the learning rate)
+        if objective.loc[objective["param"] == param, "log"].any():  # searched on a log scale: drawn on one
             ax.set_xscale("log")
     grid.set_titles("{row_name} | {col_name}")
     grid.set_axis_labels("parameter value", "final val loss / baseline (log)")

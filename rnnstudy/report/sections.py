@@ -218,7 +218,7 @@ SECTIONS: list[ReportSection] = [
         "drawn (a study with no more trials than start-up trials is random sampling, not a search) and Optuna's "
         "parameter importances (only where a study has enough complete trials and a parameter took more than one "
         "value); the best configuration of each study with how many it beat.",
-        lambda i: search.objective_frame(i.runs),
+        lambda i: search.objective_frame(i.runs, i.storage),
         figure(search.draw, "search.png"),
         lambda d, i: [
             search.importance_table(i.storage, sorted(i.runs["study"].dropna().unique())),
