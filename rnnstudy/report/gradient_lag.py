@@ -33,7 +33,7 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
         "lag",
         "log10_g",
         style="which",
-        style_order=["best init", "default init"],
+        style_order=[w for w in ("best init", "default init") if w in set(data["which"])],  # a legend entry only if drawn
         row="panel",
         col="phase",
         col_order=["at init", "end"],
