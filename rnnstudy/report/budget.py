@@ -131,8 +131,8 @@ def draw(rungs: pd.DataFrame, out: Path) -> Path | None:
         figures.plain_log_ticks(ax.xaxis)
         figures.plain_log_ticks(ax.yaxis)
         ax.legend(fontsize=7)
-    fig.suptitle("T50 against the training budget, read from the same runs\n(dots: T50 [95% interval]; hollow squares: "
-                 "between two T tried, quasi-separated; triangles: bounds, hollow where weak;\ndashed: T50 implied by "
-                 f"steps ~ T^alpha, within 4x of the T tried; a panel's lines {figures.DODGE:g}x apart around their "
-                 "budget)", fontsize=9)  # fmt: skip
+    figures.caption(fig, "T50 against the training budget, read from the same runs\n(dots: T50 [95% interval]; hollow "
+                    "squares: between two T tried, quasi-separated; triangles: bounds, hollow where weak; dashed: T50 "
+                    f"implied by steps ~ T^alpha, within 4x of the T tried; a panel's lines {figures.DODGE:g}x apart "
+                    "around their budget)")  # fmt: skip
     return figures.save(fig, out)

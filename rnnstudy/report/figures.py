@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
@@ -81,6 +82,14 @@ def t50_points(ax: plt.Axes, x: str, memory: pd.DataFrame, colour: str, legend: 
         if not bound.empty:
             ax.scatter(bound[x], bound["bound"], marker=marker, s=60, color=colour, label=text if legend else None,
                        facecolors=[colour if not w else "none" for w in weak[bound.index]])  # fmt: skip
+
+
+def caption(fig: plt.Figure, text: str, fontsize: float = 9) -> None:
+    """A figure's title wrapped to the figure's width (each ``\n``-separated part on its own lines), above the panels, so
+    a long caption never widens the figure beyond its panels."""
+    width = max(40, int(fig.get_figwidth() * 11))  # characters that fit the width at this font size
+    text = "\n".join(textwrap.fill(part, width) for part in text.split("\n"))
+    fig.suptitle(text, y=1.01, va="bottom", fontsize=fontsize)
 
 
 def budget_and_lr(memory: pd.DataFrame) -> str:

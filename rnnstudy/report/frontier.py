@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -90,8 +89,7 @@ def _draw(data: pd.DataFrame, y: str, label: str, out: Path, log: bool) -> Path:
     sns.move_legend(grid, "upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, title=None, frameon=False)
     title = (f"Memory-length frontier, each line at its best configuration at each T ({band}{extra}; a panel's lines are "
              f"drawn side by side, {figures.DODGE:g}x apart around their T)")  # fmt: skip
-    width = max(40, int(grid.figure.get_figwidth() * 11))  # characters that fit the panels' width at this font size
-    grid.figure.suptitle(textwrap.fill(title, width), y=1.01, va="bottom", fontsize=9)  # grows upwards, over no panel
+    figures.caption(grid.figure, title)
     return figures.save(grid.figure, out)
 
 
