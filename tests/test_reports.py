@@ -254,3 +254,19 @@ def test_the_search_figure_draws_a_parameter_on_a_log_axis_where_its_study_searc
     assert frame.groupby("param")["log"].all().to_dict() == {"init.gain": False, "train.lr": True}
     assert not search.objective_frame(runs)["log"].any()  # no storage: nothing is known to be log-searched
     assert search.draw(frame, tmp_path / "search.png").stat().st_size > 10_000
+
+
+def test_a_point_with_a_run_still_open_is_left_out_of_every_estimate_whole(store):
+    """A packed point's early solvers end first: while any of its seeds runs (or lies dead, to be resumed), none of its
+    seeds enters the T50 data, and the summary names the point."""
+    from rnnstudy.report import tables
+
+    table = frames.run_table(load(store))
+    point = table[(table["cell"] == "lstm") & (table["T"] == 12)]
+    assert len(point) >= 2 and (point["status"] == "complete").all()
+    opened = table.copy()
+    opened.loc[point.index[0], "status"] = "running"
+    kept = tables.best_trials(opened)
+    assert not ((kept["cell"] == "lstm") & (kept["T"] == 12)).any()  # the whole point, not only the open seed
+    assert len(kept) == len(tables.best_trials(table)) - len(tables.best_trials(table).query("cell == 'lstm' and T == 12"))
+    assert tables.unfinished(opened)[["cell", "T"]].values.tolist() == [["lstm", 12]]

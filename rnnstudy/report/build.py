@@ -129,6 +129,12 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
                 f"{task}, T = {T}: median log10 decay per step back in time of the answer-loss gradient through {what} at "
                 "initialisation, per cell and family: " + "; ".join(parts) + " (-0.1 loses a factor 10 every 10 steps)."
             )
+    still = tables.unfinished(runs)
+    for task, d in still.groupby("task"):
+        points = "; ".join(f"{CELL_LABELS[r.cell]} {r.family}{' ' + r.setting if r.setting else ''} at T = {r.T}"
+                           for r in d.itertuples())  # fmt: skip
+        lines.append(f"{task}: left out of every estimate below until their runs end (running, or stopped to be "
+                     f"resumed; the seeds that ended first are the ones that solved early): {points}.")  # fmt: skip
     for task, d in memory.groupby("task") if not memory.empty else []:
         order = d.assign(key=d["T50"].fillna(d["bound"]))  # the number each prints; a bound's order is no claim
         parts = [
