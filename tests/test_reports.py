@@ -266,9 +266,10 @@ def test_a_point_with_a_run_still_open_is_left_out_of_every_estimate_whole(store
     before = tables.best_trials(table)
     point = before.groupby(key).filter(lambda d: len(d) >= 2).iloc[0][key]  # a point with at least two seeds
     at_point = (table[key] == point).all(axis=1)
-    opened = table.copy()
-    opened.loc[table.index[at_point][0], "status"] = "running"
-    kept = tables.best_trials(opened)
-    assert not (kept[key] == point).all(axis=1).any()  # the whole point, not only its open seed
-    assert len(kept) == len(before) - (before[key] == point).all(axis=1).sum()  # and nothing else
-    assert tables.unfinished(opened)[key].values.tolist() == [point.tolist()]
+    for status in ("running", "dead", "failed"):  # outcome not known yet: the sweep resumes each
+        opened = table.copy()
+        opened.loc[table.index[at_point][0], "status"] = status
+        kept = tables.best_trials(opened)
+        assert not (kept[key] == point).all(axis=1).any()  # the whole point, not only its open seed
+        assert len(kept) == len(before) - (before[key] == point).all(axis=1).sum()  # and nothing else
+        assert tables.unfinished(opened)[key].values.tolist() == [point.tolist()]

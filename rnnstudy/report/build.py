@@ -133,8 +133,8 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
     for task, d in still.groupby("task"):
         points = "; ".join(f"{CELL_LABELS[r.cell]} {r.family}{' ' + r.setting if r.setting else ''} at T = {r.T}"
                            for r in d.itertuples())  # fmt: skip
-        lines.append(f"{task}: left out of every estimate below until their runs end (running, or stopped to be "
-                     f"resumed; the seeds that ended first are the ones that solved early): {points}.")  # fmt: skip
+        lines.append(f"{task}: left out of every estimate below until their runs end (running, or stopped or failed "
+                     f"and to be resumed; the seeds that ended first are the ones that solved early): {points}.")  # fmt: skip
     for task, d in memory.groupby("task") if not memory.empty else []:
         order = d.assign(key=d["T50"].fillna(d["bound"]))  # the number each prints; a bound's order is no claim
         parts = [

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy.analysis.memory import T50, steps_to_solve, t50
-from rnnstudy.names import DEAD, PROBE, RUNNING, SOLVED_FRACTION, Censored
+from rnnstudy.names import DEAD, FAILED, PROBE, RUNNING, SOLVED_FRACTION, Censored
 from rnnstudy.report import frames, search
 from rnnstudy.run.store import Results
 
@@ -130,16 +130,17 @@ def memory_table(memory: pd.DataFrame) -> pd.DataFrame:
 
 
 def unfinished(runs: pd.DataFrame) -> pd.DataFrame:
-    """The line x T points of the study proper with a run still running, or killed and not yet resumed (``dead``)."""
+    """The line x T points of the study proper with a run whose outcome is not known yet: still running, killed
+    (``dead``) or failed (a stop signal, a crash), each of which the study's sweep resumes from its checkpoint."""
     open_ = frames.studied(runs)
-    open_ = open_[open_["status"].isin([RUNNING, DEAD])] if not open_.empty else open_
+    open_ = open_[open_["status"].isin([RUNNING, DEAD, FAILED])] if not open_.empty else open_
     return open_[[*LINE, "T"]].drop_duplicates() if not open_.empty else pd.DataFrame(columns=[*LINE, "T"])
 
 
 def best_trials(runs: pd.DataFrame) -> pd.DataFrame:
     """Every seed of each line x T's best configuration, a diverged seed in as unsolved (the runs T50 is read from).
-    A point with a run still open (:func:`unfinished`) is left out whole: the seeds that ended first are the ones that
-    solved early, so its finished seeds alone would overstate it."""
+    A point with a run whose outcome is not known yet (:func:`unfinished`) is left out whole: the seeds that ended first
+    are the ones that solved early, so its finished seeds alone would overstate it."""
     best = frames.best_configs(runs, [*LINE, "T"], diverged=True)
     still = unfinished(runs)
     if best.empty or still.empty:
