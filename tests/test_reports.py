@@ -257,12 +257,12 @@ def test_the_search_figure_draws_a_parameter_on_a_log_axis_where_its_study_searc
 
 
 def test_a_point_with_a_run_still_open_is_left_out_of_every_estimate_whole(store):
-    """A packed point's early solvers end first: while any of its seeds runs (or lies dead, to be resumed), none of its
-    seeds enters the T50 data, and the summary names the point."""
+    """A packed point's early solvers end first: while any of its seeds runs (or lies dead or failed, to be resumed),
+    none of the seeds its stage ran there enters the T50 data (another stage's finished seeds at that T still do)."""
     from rnnstudy.report import tables
 
     table = frames.run_table(load(store))
-    key = [*tables.LINE, "T"]
+    key = tables.POINT  # the seeds one stage ran at one point of a line
     before = tables.best_trials(table)
     point = before.groupby(key).filter(lambda d: len(d) >= 2).iloc[0][key]  # a point with at least two seeds
     at_point = (table[key] == point).all(axis=1)
@@ -273,3 +273,6 @@ def test_a_point_with_a_run_still_open_is_left_out_of_every_estimate_whole(store
         assert not (kept[key] == point).all(axis=1).any()  # the whole point, not only its open seed
         assert len(kept) == len(before) - (before[key] == point).all(axis=1).sum()  # and nothing else
         assert tables.unfinished(opened)[key].values.tolist() == [point.tolist()]
+    bracket = table.copy()  # one seed of the point run again by the bracket stage, still running: only it is left out
+    bracket.loc[table.index[at_point][0], ["stage", "status"]] = ["bracket", "running"]
+    assert len(tables.best_trials(bracket)) == len(before) - 1

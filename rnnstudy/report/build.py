@@ -132,7 +132,7 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
     still = tables.unfinished(runs)
     for task, d in still.groupby("task"):
         points = "; ".join(f"{CELL_LABELS[r.cell]} {r.family}{' ' + r.setting if r.setting else ''} at T = {r.T}"
-                           for r in d.itertuples())  # fmt: skip
+                           + (f" ({r.stage} seeds)" if r.stage else "") for r in d.itertuples())  # fmt: skip
         lines.append(f"{task}: left out of every estimate below until their runs end (running, or stopped or failed "
                      f"and to be resumed; the seeds that ended first are the ones that solved early): {points}.")  # fmt: skip
     for task, d in memory.groupby("task") if not memory.empty else []:

@@ -129,23 +129,27 @@ def memory_table(memory: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+#: What identifies the seeds one stage ran at one point of a line (a T search's, or its bracket seeds'), together.
+POINT = [*LINE, "T", "stage"]
+
+
 def unfinished(runs: pd.DataFrame) -> pd.DataFrame:
-    """The line x T points of the study proper with a run whose outcome is not known yet: still running, killed
-    (``dead``) or failed (a stop signal, a crash), each of which the study's sweep resumes from its checkpoint."""
+    """The points of the study proper (line x T x stage) with a run whose outcome is not known yet: still running,
+    killed (``dead``) or failed (a stop signal, a crash), each of which the study's sweep resumes from its checkpoint."""
     open_ = frames.studied(runs)
     open_ = open_[open_["status"].isin([RUNNING, DEAD, FAILED])] if not open_.empty else open_
-    return open_[[*LINE, "T"]].drop_duplicates() if not open_.empty else pd.DataFrame(columns=[*LINE, "T"])
+    return open_[POINT].drop_duplicates() if not open_.empty else pd.DataFrame(columns=POINT)
 
 
 def best_trials(runs: pd.DataFrame) -> pd.DataFrame:
     """Every seed of each line x T's best configuration, a diverged seed in as unsolved (the runs T50 is read from).
-    A point with a run whose outcome is not known yet (:func:`unfinished`) is left out whole: the seeds that ended first
-    are the ones that solved early, so its finished seeds alone would overstate it."""
+    The seeds a stage ran at a point with a run whose outcome is not known yet (:func:`unfinished`) are left out
+    together: the seeds that ended first are the ones that solved early, so those that ended alone would overstate it."""
     best = frames.best_configs(runs, [*LINE, "T"], diverged=True)
     still = unfinished(runs)
     if best.empty or still.empty:
         return best
-    marked = best.merge(still.assign(open_point=True), on=[*LINE, "T"], how="left")
+    marked = best.merge(still.assign(open_point=True), on=POINT, how="left")
     return best[marked["open_point"].isna().to_numpy()]
 
 
