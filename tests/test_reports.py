@@ -273,6 +273,9 @@ def test_a_point_with_a_run_still_open_is_left_out_of_every_estimate_whole(store
         assert not (kept[key] == point).all(axis=1).any()  # the whole point, not only its open seed
         assert len(kept) == len(before) - (before[key] == point).all(axis=1).sum()  # and nothing else
         assert tables.unfinished(opened)[key].values.tolist() == [point.tolist()]
-    bracket = table.copy()  # one seed of the point run again by the bracket stage, still running: only it is left out
-    bracket.loc[table.index[at_point][0], ["stage", "status"]] = ["bracket", "running"]
-    assert len(tables.best_trials(bracket)) == len(before) - 1
+    seed = before.loc[(before[key] == point).all(axis=1), "run_id"].iloc[0]  # a seed the estimate uses
+    bracket = table.copy()  # that seed run by the bracket stage instead, still running: only it is left out
+    bracket.loc[table["run_id"] == seed, ["stage", "status"]] = ["bracket", "running"]
+    kept = tables.best_trials(bracket)
+    same_T = (kept[key[:-1]] == point[key[:-1]]).all(axis=1)  # the line at that T, whichever stage ran its seeds
+    assert seed not in set(kept["run_id"]) and same_T.any()  # the open seed out, the finished seeds there still in
