@@ -28,9 +28,11 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_probe import timed  # noqa: E402
-from flops import GATES, matmul_rate, step_flops  # noqa: E402
+from flops import matmul_rate, step_flops  # noqa: E402
 
-CELLS = ("lstm", "gru", "rnn_tanh")
+from rnnstudy.model.cells import CELLS  # noqa: E402
+
+BENCHED = ("lstm", "gru", "rnn_tanh")
 
 
 def fused(cell: str, inp: int, hidden: int) -> nn.RNNBase:
@@ -63,7 +65,7 @@ class StackedCell(nn.Module):
 
     def __init__(self, cell: str, K: int, inp: int, hidden: int, out: int) -> None:
         super().__init__()
-        g, scale = GATES[cell], hidden**-0.5
+        g, scale = CELLS[cell].gates, hidden**-0.5
         self.cell, self.hidden = cell, hidden
         self.w_ih = nn.Parameter(torch.empty(K, inp, g * hidden).uniform_(-scale, scale))
         self.w_hh = nn.Parameter(torch.empty(K, hidden, g * hidden).uniform_(-scale, scale))
@@ -121,7 +123,7 @@ def stacked(cell: str, K: int, x: torch.Tensor, y: torch.Tensor, hidden: int, gr
 
 def block_diagonal(cell: str, K: int, x: torch.Tensor, y: torch.Tensor, hidden: int) -> Callable[[], None]:
     """One fused layer of width K x hidden whose per-gate weight blocks couple no two runs (their gradients masked)."""
-    inp, out, g = x.shape[-1], y.shape[-1], GATES[cell]
+    inp, out, g = x.shape[-1], y.shape[-1], CELLS[cell].gates
     layer = fused(cell, K * inp, K * hidden).to(x.device)
     masks = {}
     for name, width in (("weight_ih_l0", inp), ("weight_hh_l0", hidden)):
@@ -148,7 +150,7 @@ def block_diagonal(cell: str, K: int, x: torch.Tensor, y: torch.Tensor, hidden: 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--K", type=int, nargs="+", default=[1, 4, 16, 64])
-    p.add_argument("--cells", nargs="+", default=list(CELLS), choices=CELLS)
+    p.add_argument("--cells", nargs="+", default=list(BENCHED), choices=BENCHED)
     p.add_argument("--T", type=int, default=100)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--batch", type=int, default=128)
@@ -184,7 +186,7 @@ def main() -> None:
                 times.append(per_run)
             rate = step_flops(cell, args.hidden, x.shape[-1], args.batch, args.T) / times[0]
             h = torch.randn(K, args.batch, args.hidden, device=device, generator=gen)
-            peak = matmul_rate(h, torch.randn(K, args.hidden, GATES[cell] * args.hidden, device=device, generator=gen))
+            peak = matmul_rate(h, torch.randn(K, args.hidden, CELLS[cell].gates * args.hidden, device=device, generator=gen))
             cols += [f"{rate / 1e9:.1f}", f"{peak / 1e9:.1f}", f"{100 * rate / peak:.0f}%"]
             print(f"| {cell} | {K} | " + " | ".join(cols) + " |", flush=True)
 

@@ -7,14 +7,13 @@ import time
 
 import torch
 
-#: Gate blocks per cell (the recurrent matmuls are G times the hidden size wide).
-GATES = {"rnn_tanh": 1, "rnn_relu": 1, "lstm": 4, "gru": 3}
+from rnnstudy.model.cells import CELLS
 
 
 def step_flops(cell: str, hidden: int, inputs: int, batch: int, T: int, runs: int = 1) -> float:
     """The gate matmuls' floating-point operations of one training step of ``runs`` networks: 2 B T G H (in + H)
     forward, twice that backward (elementwise gate arithmetic and the readout not counted)."""
-    return 3 * 2 * runs * batch * T * GATES[cell] * hidden * (inputs + hidden)
+    return 3 * 2 * runs * batch * T * CELLS[cell].gates * hidden * (inputs + hidden)
 
 
 def matmul_rate(a: torch.Tensor, b: torch.Tensor, reps: int = 20) -> float:

@@ -113,7 +113,8 @@ def search_charts(study: optuna.Study, space: dict[str, Any]) -> dict[str, Any]:
             continue
         x = f"log10 {key}" if spec.log else key
         frame = pd.DataFrame(chosen, columns=[x, METRIC]).astype(float)
-        frame[x] = np.log10(frame[x]) if spec.log else frame[x]
+        if spec.log:
+            frame[x] = np.log10(frame[x])
         charts[f"objective_vs/{key}"] = wandb.plot.scatter(wandb.Table(dataframe=frame), x, METRIC, title=f"{METRIC} against {x}")
     return charts
 
