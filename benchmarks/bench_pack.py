@@ -1,7 +1,7 @@
 """A study point's seeds trained packed (one process, one loop: ``train_pack``) against apart (one ``train`` per seed,
 one after the other in one process, as a sweep worker runs them): whole processes, wall time, sides alternated.
 
-Packed runs are timed with both executors (rnnstudy.model.packing): ``stacked`` (one batched matmul per time step for all
+Packed runs are timed with both executors (CellSpec.executor): ``stacked`` (one batched matmul per time step for all
 members) and ``loop`` (each member's fused layers in turn, in one training step).
 
 Each side is its own process (``--side packed|apart``), so start-up, imports and every run's set-up and records are in

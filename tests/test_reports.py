@@ -82,6 +82,8 @@ def test_frames_behind_the_figures(store):
     lag = gradient_lag.frame(res, runs)
     assert set(lag["phase"]) == {"at init", "end"} and (lag["lag"] >= 0).all()
     assert set(lag.groupby("run_id")["T"].first()) == {6, 12}  # every T of the grid has its gradient lines
+    shuffled = lag.sample(frac=1, random_state=0)  # rows follow T, not the order the study first ran them
+    assert gradient_lag.panels(shuffled) == ["adding, T=6", "adding, T=12"]
 
 
 def test_empty_store_exit_2(tmp_path, capsys):

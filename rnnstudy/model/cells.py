@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 #: A layer's update from its pre-activations: (W_ih x_t + b_ih, W_hh h_{t-1} + b_hh, state) -> the next state; the
 #: state is (h,) or (h, c). Shapes broadcast, so stacked members (K, B, gates x H) take one call for all.
 Update = Callable[["Tensor", "Tensor", tuple["Tensor", ...]], tuple["Tensor", ...]]
-#: How a packed run of a point's seeds computes (rnnstudy.model.packing): ``stacked``, one batched matmul per time step
+#: How a packed run of a point's seeds computes (:meth:`CellSpec.executor`): ``stacked``, one batched matmul per time step
 #: for all members; ``loop``, each member's fused layer in turn within the one step; ``apart``, packing loses there, so
 #: a sweep trains the seeds one run each.
 Executor = Literal["stacked", "loop", "apart"]
@@ -71,6 +71,19 @@ class CellSpec:
     def push(self, layer: RNNBase) -> Push:
         """The layer's update with its exact tangent map (:data:`Push`)."""
         return self.step(layer) if self.step is not None else _update_push(layer, self)
+
+    def executor(self, asked: str = "auto", device: str = "cpu") -> Executor:
+        """The executor a packed run uses; ``auto`` follows :attr:`packed` (the loop where it was not measured)."""
+        if asked == "auto":
+            return self.packed.get(device, "loop")
+        if asked == "stacked" and self.update is None:
+            raise ValueError(f"executor 'stacked' needs a cell written as an update; {self.label} is not; "
+                             "allowed: auto, loop, apart")  # fmt: skip
+        return asked  # type: ignore[return-value]
+
+    def packs(self, device: str) -> bool:
+        """Whether a point's seeds of this cell train faster packed than apart on this device (the measured rule)."""
+        return self.executor("auto", device) != "apart"
 
     def state_size(self, hidden: int) -> int:
         """The full state's width: h, or h and c stacked."""

@@ -20,7 +20,13 @@ def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
     if prof.empty:
         return prof
     prof = prof[prof["phase"] != ""].merge(chosen[["run_id", "which"]], on="run_id")
-    return prof.assign(panel=prof["task"] + ", T=" + prof["T"].astype(int).astype(str)).dropna(subset=["log10_g"])
+    prof = prof.assign(panel=prof["task"] + ", T=" + prof["T"].astype(int).astype(str)).dropna(subset=["log10_g"])
+    return prof.sort_values(["task", "T", "lag"], kind="stable")
+
+
+def panels(data: pd.DataFrame) -> list[str]:
+    """The figure's rows, task by task in increasing T (not in the order the study first ran them)."""
+    return list(dict.fromkeys(data.sort_values(["task", "T"], kind="stable")["panel"]))
 
 
 def draw(data: pd.DataFrame, out: Path) -> Path | None:
@@ -35,6 +41,7 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
         style="which",
         style_order=[w for w in ("best init", "default init") if w in set(data["which"])],  # a legend entry only if drawn
         row="panel",
+        row_order=panels(data),
         col="phase",
         col_order=["at init", "end"],
         errorbar="sd" if seeds > 1 else None,
@@ -42,8 +49,10 @@ def draw(data: pd.DataFrame, out: Path) -> Path | None:
         aspect=1.6,
         facet_kws={"sharey": False, "sharex": "row"},
     )
-    grid.set_axis_labels("lag: steps back from the end of the sequence", "log10 mean ||d(answer loss)/dh_t||")
+    grid.set_axis_labels("lag: steps back from the end of the sequence", "log10 g")  # a row is too short for the full name
     grid.set_titles("{row_name} | {col_name}")
     band = f"band: one sd over {seeds} seeds" if seeds > 1 else "one seed"
-    grid.figure.suptitle(f"How far back the answer-loss gradient reaches (layer 1 hidden state; {band})", y=1.01)
+    figures.caption(grid.figure, f"How far back the answer-loss gradient reaches: g = mean ||d(answer loss)/dh_t||, layer 1 "
+                    f"hidden state ({band}).\nA row holds the cells whose runs reached that T (a T search visits each "
+                    "line's own T); solid: the best initialisation there, dashed: the default one where it ran.", 11)
     return figures.save(grid.figure, out)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rnnstudy.errors import ConfigError
 from rnnstudy.lazy import LazyModule
-from rnnstudy.run.config import RunConfig
+from rnnstudy.run.config import RunConfig, TrainConfig
 
 torch = LazyModule("torch")
 #: Present wherever the NVIDIA driver is loaded (also inside a container given GPUs); CUDA needs it.
@@ -137,8 +137,20 @@ def preflight(cfg: RunConfig) -> Path:
 
     check_environment(dict(os.environ))
     check_device(cfg)
-    check_mode(cfg)
+    check_mode(cfg.wandb.mode)
     return results_folder(cfg)
+
+
+def prepare(t: TrainConfig) -> str:
+    """Set this process up for a run's training (TF32 as asked, subnormals flushed, cuBLAS deterministic where asked);
+    the device type it trains on (``cuda`` or ``cpu``)."""
+    import os
+
+    set_tf32(t.tf32)
+    flush_subnormals()
+    if t.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    return "cuda" if uses_cuda(t.accelerator) else "cpu"
 
 
 def set_tf32(allowed: bool) -> None:

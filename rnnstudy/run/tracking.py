@@ -78,21 +78,21 @@ def has_api_key() -> bool:
         return False
 
 
-def check_mode(cfg: RunConfig) -> None:
-    """Refuse, before anything runs, a W&B setup that could only fail or prompt later."""
+def check_mode(mode: str) -> None:
+    """Refuse, before anything runs, a W&B setup (``wandb.mode`` and the environment) that could only fail or prompt later."""
     env = os.environ.get("WANDB_MODE")
     if env is not None and env not in WANDB_MODES:
         raise ConfigError(f"WANDB_MODE = {env!r} (environment): allowed: {', '.join(WANDB_MODES)}")
-    if cfg.wandb.mode == "online" and not has_api_key():
+    if mode == "online" and not has_api_key():
         raise ConfigError(
             "wandb.mode = 'online': no W&B API key (set WANDB_API_KEY or run `wandb login`); "
             "allowed without one: offline, disabled"
         )
     base = os.environ.get("WANDB_BASE_URL")
-    if cfg.wandb.mode != "disabled" and base is not None and not (api_url().scheme in ("http", "https") and api_url().hostname):
+    if mode != "disabled" and base is not None and not (api_url().scheme in ("http", "https") and api_url().hostname):
         raise ConfigError(f"WANDB_BASE_URL = {base!r} (environment): allowed: the W&B server's http(s) URL, e.g. "
                           "https://api.wandb.ai, or unset")  # fmt: skip
-    if cfg.wandb.mode != "disabled":
+    if mode != "disabled":
         stage_links()
 
 

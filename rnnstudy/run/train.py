@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import sys
 import time
 from contextlib import ExitStack, suppress
@@ -18,11 +17,11 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rnnstudy.errors import interrupted
-from rnnstudy.model.packing import resolve_executor
+from rnnstudy.model.cells import CELLS
 from rnnstudy.model.tasks import build_task
 from rnnstudy.names import COMPLETE, FAILED, PRUNED
 from rnnstudy.run.config import RunConfig
-from rnnstudy.run.device import flush_subnormals, preflight, set_tf32, uses_cuda
+from rnnstudy.run.device import preflight, prepare, uses_cuda
 from rnnstudy.run.lit import Member, RecurrentModule, StepLines, StepProgressBar, TaskData
 from rnnstudy.run.record import Packing
 from rnnstudy.run.records import RunRecord, RunResult, read_back
@@ -125,28 +124,24 @@ def train_pack(
     :class:`~rnnstudy.run.lit.RecurrentModule`); each is recorded as its own run, as :func:`train` records one.
 
     A killed pack resumes from its shared checkpoint; members that had already ended are read back, not trained.
-    ``executor``: ``stacked``, ``loop`` or ``auto`` (the measured rule of :mod:`rnnstudy.model.packing`; where it says the
+    ``executor``: ``stacked``, ``loop`` or ``auto`` (the cell's measured rule, ``CellSpec.executor``; where it says the
     seeds train faster apart, a pack asked for anyway runs the loop).
     """
     cfg = cfgs[0]
     if any(c.model_copy(update={"seed": cfg.seed}) != cfg for c in cfgs):
         raise ValueError("a pack's runs must differ only in their seed")
     preflight(cfg)
-    set_tf32(cfg.train.tf32)
-    flush_subnormals()
-    if cfg.train.deterministic:  # cuBLAS refuses deterministic mode without a fixed workspace
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    device = "cuda" if uses_cuda(cfg.train.accelerator) else "cpu"
+    device = prepare(cfg.train)
     keys = [run_key(c, m, device) for c, m in zip(cfgs, metas)]
     if metas[0] is None:
-        return _train(cfgs, keys, metas, callbacks or [], group, {}, executor)
+        return _train(cfgs, keys, metas, callbacks or [], group, {}, executor, device)
     with ExitStack() as claims:  # a study's run is trained once: whoever holds its key trains it, the others read it back
         for key, c in sorted(zip(keys, cfgs), key=lambda pair: pair[0]):  # one order: two packs never wait on each other
             claims.enter_context(claimed(c, key))
         done = {i: read_back(*found) for i, (c, key) in enumerate(zip(cfgs, keys)) if (found := recorded(c, metas[i], key))}
         if len(done) == len(cfgs):
             return [done[i] for i in range(len(cfgs))]
-        return _train(cfgs, keys, metas, callbacks or [], group, done, executor)
+        return _train(cfgs, keys, metas, callbacks or [], group, done, executor, device)
 
 
 def _numbers(member: Member) -> tuple[dict[str, float], dict[str, float], int | None]:
@@ -192,12 +187,12 @@ def _train(
     group: str | None,
     done: dict[int, RunResult],
     executor: str,
+    device: str,
 ) -> list[RunResult]:
-    """Train the runs not ``done`` (resuming killed ones), write each, and return how each ended."""
+    """Train the runs not ``done`` (resuming killed ones) on ``device``, write each, and return how each ended."""
     cfg = cfgs[0]
     task = build_task(cfg)
-    device = "cuda" if uses_cuda(cfg.train.accelerator) else "cpu"
-    module = RecurrentModule(cfgs, task, resolve_executor(executor, cfg.model.cell, device) == "stacked")
+    module = RecurrentModule(cfgs, task, CELLS[cfg.model.cell].executor(executor, device) == "stacked")
     todo = [i for i in range(len(cfgs)) if i not in done]
     path, folders, step = _checkpoint_and_folders(cfgs, metas, keys, todo)
     records: dict[int, RunRecord] = {}

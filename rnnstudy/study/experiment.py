@@ -16,7 +16,6 @@ from pydantic import Field, PositiveFloat, PositiveInt, ValidationError, model_v
 
 from rnnstudy.errors import ConfigError
 from rnnstudy.model.cells import CELLS
-from rnnstudy.model.packing import packing_wins
 from rnnstudy.model.tasks import TASKS
 from rnnstudy.run.config import Name, RunConfig, RunDefaults, Seed, Strict
 from rnnstudy.run.overrides import (
@@ -57,7 +56,7 @@ class StudyConfig(Strict):
     heartbeat_s: PositiveInt = 30
     """Heartbeat of running trials; a trial silent for twice this is failed and retried."""
     pack: bool = True
-    """Train a fixed point's seeds as one packed run (exactly the runs they would be apart; rnnstudy.model.packing picks
+    """Train a fixed point's seeds as one packed run (exactly the runs they would be apart; the cell's measured rule picks
     the computation per cell and device). A searched study prunes seed by seed, and the pre-screen reads the first
     seed alone, so their seeds always run one after the other."""
 
@@ -188,8 +187,8 @@ class Experiment(RunDefaults):
 
     def packs(self, seeds: list[int], cell: str, device: str) -> list[list[int]]:
         """How a point's seeds are trained: all in one packed run, or one run each (searched, pre-screened, not packing,
-        or a cell and device where packing measured slower: rnnstudy.model.packing)."""
-        if self.study.pack and not self.searching and not self.study.prescreen and packing_wins(cell, device):
+        or a cell and device where packing measured slower: CellSpec.packed)."""
+        if self.study.pack and not self.searching and not self.study.prescreen and CELLS[cell].packs(device):
             return [list(seeds)]
         return [[seed] for seed in seeds]
 
