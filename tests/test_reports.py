@@ -281,3 +281,22 @@ def test_a_point_with_a_run_still_open_is_left_out_of_every_estimate_whole(store
     kept = tables.best_trials(bracket)
     same_T = (kept[key[:-1]] == point[key[:-1]]).all(axis=1)  # the line at that T, whichever stage ran its seeds
     assert seed not in set(kept["run_id"]) and same_T.any()  # the open seed out, the finished seeds there still in
+
+
+def test_a_table_of_bounds_on_one_side_is_called_no_result_for_t50_and_only_then():
+    from rnnstudy.names import Censored
+    from rnnstudy.report.build import bounds_note
+
+    def memory(*sides):
+        return pd.DataFrame({"censored": list(sides)})
+
+    located = bounds_note("adding", memory(Censored.NONE, Censored.NONE), pd.DataFrame())
+    assert located == ""
+    mixed = bounds_note("adding", memory(Censored.ABOVE, Censored.NONE), pd.DataFrame())
+    assert mixed.startswith("adding: 1 of 2 estimates are bounds") and "ties" not in mixed
+    both_sides = bounds_note("adding", memory(Censored.ABOVE, Censored.BELOW), pd.DataFrame())
+    assert "ties" not in both_sides  # one line above the grid and one below it: the design reached both ends
+    tied = bounds_note("adding", memory(Censored.ABOVE, Censored.ABOVE), pd.DataFrame({"alpha": [0.2]}))
+    assert "ties at the design's edge and is not a result for T50" in tied and "growth exponent" not in tied
+    with_laws = bounds_note("adding", memory(Censored.ABOVE, Censored.ABOVE), pd.DataFrame({"alpha": [0.2, 0.1]}))
+    assert with_laws.endswith("Every line's growth exponent (above) is fitted from its solves, which need no transition.")

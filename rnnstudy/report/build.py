@@ -166,16 +166,26 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
                      f"{', '.join(f'{v:g}' for v in lrs.loc[tuple(r[tables.LINE])])})" for _, r in laws.iterrows()]  # fmt: skip
             lines.append(f"{task}, growth of steps to solve with T (steps ~ T^alpha, alpha with its 95% profile-likelihood "
                          "interval and the T its solves span): " + "; ".join(parts) + ".")  # fmt: skip
-        censored = d[d["censored"] != Censored.NONE]
-        if not censored.empty:
-            lines.append(
-                f"{task}: {len(censored)} of {len(d)} estimates are bounds (the runs do not reach past the transition on "
-                "one side): they bound T50 and locate nothing."
-                + (" Every line is a bound on the same side: this table ties at the design's edge and is not a result; "
-                   "the design has to move its T range or budget to reach the transition." if
-                   len(censored) == len(d) and censored["censored"].nunique() == 1 else "")
-            )  # fmt: skip
+        if note := bounds_note(task, d, laws):
+            lines.append(note)
     return lines
+
+
+def bounds_note(task: str, memory: pd.DataFrame, laws: pd.DataFrame) -> str:
+    """How many of a task's T50 are bounds; where all are, on one side, that the table ties at the design's edge (and
+    whether every line's growth exponent, which needs no transition, was fitted)."""
+    censored = memory[memory["censored"] != Censored.NONE]
+    if censored.empty:
+        return ""
+    note = (f"{task}: {len(censored)} of {len(memory)} estimates are bounds (the runs do not reach past the transition on "
+            "one side): they bound T50 and locate nothing.")  # fmt: skip
+    if len(censored) < len(memory) or censored["censored"].nunique() > 1:
+        return note
+    note += (" Every line is a bound on the same side: this table ties at the design's edge and is not a result for T50; "
+             "to locate T50 the design has to move its T range or budget to reach the transition.")  # fmt: skip
+    if len(laws) == len(memory):
+        note += " Every line's growth exponent (above) is fitted from its solves, which need no transition."
+    return note
 
 
 def _networks(runs: pd.DataFrame) -> str:
