@@ -32,7 +32,10 @@ def test_the_ladder_reads_smaller_budgets_from_the_steps_to_solve():
     # the full budget's solves moved to the rung below (every seed by step 700): the two rungs' intervals coincide
     early = runs.assign(steps_to_solve=runs["steps_to_solve"].clip(upper=700))
     early["solved_after"] = early["steps_to_solve"] - 50
-    assert budget.rising(budget.frame(early)[0]) == "not shown: the intervals overlap"
+    assert budget.rising(budget.frame(early)[0]) == "not shown: the intervals overlap; 0 of 20 runs first solved after step 750"
+    # the full rung's own evidence, counted by hand: T = 40's five seeds first solve at steps 900-940, after 750
+    assert budget.rising(rungs.reset_index()).endswith("; 5 of 20 runs first solved after step 750 (T 40)")
+    assert list(rungs["new_solves"]) == [5, 5, 0, 5]  # T = 10 by 250, T = 20 by 500, none by 750, T = 40 by 1000
 
 
 def test_alpha_below_what_the_validation_grid_resolves_is_reported_as_below_it():

@@ -69,3 +69,24 @@ def test_the_prediction_scores_exactly_the_study_runs_of_the_committed_phase_stu
     runs = pd.read_csv(RESULTS / "phase_cpu" / "runs.csv", keep_default_na=False, na_values=[""])
     studied = runs[runs["stage"].fillna("") != "calibration"]
     assert sorted(features["run_id"]) == sorted(studied["run_id"])
+
+
+@pytest.mark.parametrize("folder", [p.parent.name for p in RESULTS.glob("*/summary.md")])
+def test_what_the_last_budget_rung_added_re_derives_from_the_per_run_table(folder):
+    """Counted with pandas from runs.csv: each "k of n runs first solved after step S (T ...)" of a summary."""
+    runs = pd.read_csv(RESULTS / folder / "runs.csv", keep_default_na=False, na_values=[""])
+    runs = runs[runs["stage"].fillna("") != "calibration"].assign(stage=lambda d: d["stage"].fillna(""))
+    point = ["cell", "family", "setting", "T", "stage"]
+    still = runs[~runs["status"].isin(["complete", "diverged", "pruned"])][point].drop_duplicates()
+    runs = runs.merge(still, on=point, how="left", indicator=True).query("_merge == 'left_only'")  # open points: out
+    label = (runs["cell"].map(CELL_LABELS) + " " + runs["family"] + (" " + runs["setting"].fillna("")).str.rstrip())
+    summary = (RESULTS / folder / "summary.md").read_text()
+    found = re.findall(r"(?:: |; )([^:;]+?): (\d+) of (\d+) runs first solved after step (\d+)(?: \(T ([\d, ]+)\))?",
+                       summary)  # fmt: skip
+    assert found, "no budget evidence in the summary"
+    for name, late, ran, after, Ts in found:
+        d = runs[label == name]
+        steps = d["steps_to_solve"].astype(float)
+        new = d[(steps > int(after)) & (steps <= d["budget"])]
+        assert (len(new), len(d)) == (int(late), int(ran)), name
+        assert sorted(set(new["T"])) == sorted(int(t) for t in Ts.split(", ") if t), name

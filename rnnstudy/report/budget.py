@@ -41,10 +41,14 @@ def frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         growth.append({**line, "alpha": law.alpha, "alpha_low": law.low, "alpha_high": law.high,
                        "intercept": law.intercept, "sigma": law.sigma, "runs": law.runs, "solved": law.solved,
                        "budget": full, **resolution(d)})  # fmt: skip
+        below = 0.0
         for b in (full * fraction for fraction in BUDGET_LADDER):
             est = t50(d.assign(solved=solved_within(steps, b)))
+            late = d[(steps > below) & (steps <= b)]  # first solved since the rung below: what this rung adds
             rungs.append({**line, "value": d["value"].iloc[0], "budget": int(b), **estimate_columns(est),
-                          "law_T50": law.T_at(b)})  # fmt: skip
+                          "law_T50": law.T_at(b), "new_solves": len(late), "runs": len(d),
+                          "new_solves_T": ", ".join(f"{t:.0f}" for t in sorted(set(late["T"])))})  # fmt: skip
+            below = b
     return pd.DataFrame(rungs), pd.DataFrame(growth)
 
 
@@ -73,12 +77,15 @@ def _span(r: pd.Series) -> tuple[float, float]:
 
 def rising(rungs: pd.DataFrame) -> str:
     """Whether a line's T50 still rises between the last two rungs, by rule: "yes" only where the full budget's 95%
-    interval (or bound) lies wholly above the rung below's; "not shown" where they overlap."""
+    interval (or bound) lies wholly above the rung below's; "not shown" where they overlap. Either way, the evidence:
+    how many of the line's runs first solved after the rung below, and at which T."""
     top, below = rungs.sort_values("budget").iloc[-1], rungs.sort_values("budget").iloc[-2]
     (top_low, _), (_, below_high) = _span(top), _span(below)
+    late = (f"{top['new_solves']} of {top['runs']} runs first solved after step {int(below['budget'])}"
+            + (f" (T {top['new_solves_T']})" if top["new_solves"] else ""))  # fmt: skip
     if top_low >= below_high:
-        return f"yes: {estimate_text(top)} against {estimate_text(below)} at {int(below['budget'])} steps"
-    return "not shown: the intervals overlap"
+        return f"yes: {estimate_text(top)} against {estimate_text(below)} at {int(below['budget'])} steps; {late}"
+    return f"not shown: the intervals overlap; {late}"
 
 
 def alpha_text(law: pd.Series) -> str:

@@ -152,11 +152,13 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
         verdicts = {key: budget.rising(r) for key, r in ladder.groupby(tables.LINE, sort=False)} if not ladder.empty else {}
         rises = [k for k, v in verdicts.items() if v.startswith("yes")]
         if verdicts:
-            names = "; ".join(f"{CELL_LABELS[c]} {f}{' ' + s if s else ''}" for _, c, f, s in rises) or "none"
+            label = {k: f"{CELL_LABELS[k[1]]} {k[2]}{' ' + k[3] if k[3] else ''}" for k in verdicts}
+            names = "; ".join(label[k] for k in rises) or "none"
+            late = "; ".join(f"{label[k]}: {v.split('; ')[-1]}" for k, v in verdicts.items())
             lines.append(
                 f"{task}: T50 still rises at the full budget (its 95% interval or bound wholly above the one at the "
                 f"rung below) for {len(rises)} of {len(verdicts)} lines: {names}; for the others a rise is not shown "
-                "by this rule, which is not a plateau either."
+                f"by this rule, which is not a plateau either. What the last rung added: {late}."
             )
         laws = growth[(growth["task"] == task) & growth["alpha"].notna()] if not growth.empty else growth
         if not laws.empty:
