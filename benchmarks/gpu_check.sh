@@ -52,7 +52,9 @@ if [ $DRY -eq 1 ]; then
 fi
 
 # wandb 0.31 ships only manylinux_2_28 wheels: a box with an older glibc cannot run the sweep's W&B side at all.
-GLIBC=$(ldd --version 2>/dev/null | head -1 | grep -oE '[0-9]+\.[0-9]+$' || echo 0.0)
+# awk reads ldd's whole answer: `head -1` would end ldd by SIGPIPE, which pipefail turns into a failure.
+GLIBC=$(ldd --version 2>/dev/null | awk 'NR == 1 {print $NF}')
+GLIBC=${GLIBC:-0.0}
 if [ "$(printf '%s\n2.28\n' "$GLIBC" | sort -V | head -1)" != 2.28 ]; then
   echo "gpu_check.sh: glibc $GLIBC; allowed: 2.28 or newer (wandb's wheels are manylinux_2_28)" >&2
   exit 2

@@ -50,7 +50,8 @@ def test_gpu_check_stops_at_once_on_an_old_glibc_or_no_driver(tmp_path):
     old = run(_fake(tmp_path, "ldd", 'echo "ldd (GNU libc) 2.17"'))
     assert old.returncode == 2
     assert old.stderr.strip() == "gpu_check.sh: glibc 2.17; allowed: 2.28 or newer (wandb's wheels are manylinux_2_28)"
-    env = _fake(tmp_path, "ldd", 'echo "ldd (GNU libc) 2.36"')
+    # the real ldd's answer runs on after its first line (reading only that line once failed on a good glibc)
+    env = _fake(tmp_path, "ldd", 'echo "ldd (Debian GLIBC 2.36-9+deb12u14) 2.36"; seq 100000')
     env = _fake(tmp_path, "nvidia-smi", 'echo "NVIDIA-SMI has failed because it could not communicate with the driver"; exit 9')
     none = run(env)
     assert none.returncode == 2 and len(none.stderr.strip().splitlines()) == 1
