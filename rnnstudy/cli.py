@@ -81,15 +81,18 @@ def cmd_config(args: argparse.Namespace) -> int:
     from rnnstudy.study.experiment import load_experiment, run_config
 
     experiment, overrides = _experiment_and_overrides(args)
-    exp = load_experiment(experiment) if experiment else None
-    cfg = run_config(exp, overrides)
+    exp = load_experiment(experiment, overrides) if experiment else None  # its keys, as `sweep EXP ...` reads them
+    cfg = exp.base() if exp else run_config(None, overrides)
     print(
         f"# the resolved run configuration{' of ' + experiment if experiment else ''}: value  # type; default; allowed; meaning"
     )
     print("\n".join(describe(cfg)))
     if exp:
-        print(f"study:  # the search budget of {experiment}")
-        print("\n".join(describe(exp.study, indent=1)))
+        for name, section in (("study", exp.study), ("T_search", exp.T_search), ("calibrate", exp.calibrate)):
+            if section is not None:
+                what = " ".join((type(section).__doc__ or "").split()).split(". ")[0].rstrip(".")
+                print(f"{name}:  # {what} ({experiment})")
+                print("\n".join(describe(section, indent=1)))
         print(f"# {len(exp.points())} studies: grid {dict(exp.grid)}, families {list(exp.families) or '-'}, seeds {exp.seeds}")
     return 0
 

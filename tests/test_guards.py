@@ -191,6 +191,12 @@ def test_version_config_and_storage_file(tmp_path, capsys):
     cells = "rnn_tanh, rnn_relu, lstm, gru, mingru, lru"
     assert f'  cell: "gru"  # choice; default "lstm"; allowed: {cells}; The recurrent cell' in shown
     assert "  T: 7  # int; default 100; allowed: > 0;" in shown
+    # with an experiment, its own keys are read as `sweep EXP ...` reads them, and a required key says so
+    assert main(["config", "experiments/phase_cpu.yaml", "T_search.max=256", "model.hidden_size=64"]) == 0
+    shown = capsys.readouterr().out
+    assert "  max: 256  # int; required; allowed: > 0; The largest T tried" in shown and "  hidden_size: 64  #" in shown
+    assert main(["config", "experiments/phase_cpu.yaml", "T_search.top=256"]) == 2
+    assert "unknown key 'T_search.top'" in capsys.readouterr().err
     empty = tmp_path / "url"
     empty.write_text("")
     assert main(["status", "experiments/demo.yaml", "--storage-file", str(empty)]) == 2

@@ -80,8 +80,8 @@ def describe(config: BaseModel, indent: int = 0) -> list[str]:
             lines.append(f"{pad}{name}:  # {(type(value).__doc__ or '').strip().splitlines()[0]}")
             lines += describe(value, indent + 1)
             continue
-        default = field.get_default(call_default_factory=True)
-        note = f"{_type_name(field.annotation)}; default {_scalar(default)}; allowed: {_allowed(model, name)}"
+        default = "required" if field.is_required() else f"default {_scalar(field.get_default(call_default_factory=True))}"
+        note = f"{_type_name(field.annotation)}; {default}; allowed: {_allowed(model, name)}"
         if field.description:
             note += f"; {field.description}"
         lines.append(f"{pad}{name}: {_scalar(value)}  # {note}")
