@@ -375,7 +375,7 @@ def test_a_runs_key_names_its_device_type_off_the_cpu(tiny):
     import json
 
     from rnnstudy.run.config import LATER_FIELDS
-    from rnnstudy.run.runs import run_key
+    from rnnstudy.run.records import run_key
 
     cfg, meta = tiny(), {"study": "s/lstm/adding/T=10", "trial": 3}
     config = cfg.model_dump(mode="json")

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.record import RunInfo, StudyFacts
-from rnnstudy.run.runs import run_key
+from rnnstudy.run.records import run_key
 from rnnstudy.run.store import load, read_info
 from rnnstudy.run.train import train
 
@@ -48,7 +48,7 @@ def test_study_facts_write_and_key_only_what_the_study_gave():
 
 
 def test_reading_the_store_and_writing_a_report_import_no_torch():
-    code = ("import sys, rnnstudy.run.store, rnnstudy.run.runs, rnnstudy.report.build, rnnstudy.report.index; "
+    code = ("import sys, rnnstudy.run.store, rnnstudy.run.records, rnnstudy.study.experiment, rnnstudy.report.build, rnnstudy.report.index; "
             "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -18,7 +18,7 @@ from optuna.storages.journal import JournalFileBackend
 
 from rnnstudy.cli import main
 from rnnstudy.names import SWEEP_COMMAND_ENV
-from rnnstudy.run.runs import command_line
+from rnnstudy.run.records import command_line
 from rnnstudy.run.store import load, run_folders
 from rnnstudy.study.experiment import load_experiment
 from rnnstudy.study.storage import mask, open_storage

@@ -339,7 +339,7 @@ def test_sync_fails_fast_without_key_or_network(tiny, tmp_path):
 
 def test_a_calibration_runs_name_says_its_lr():
     from rnnstudy.run.config import RunConfig
-    from rnnstudy.run.runs import run_name
+    from rnnstudy.run.records import run_name
 
     cfg = RunConfig(seed=2)
     meta = {"study": "e/calibration/rnn_tanh/adding/T=20/default/train.lr=0.003", "stage": "calibration",

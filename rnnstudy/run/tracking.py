@@ -27,7 +27,6 @@ import pandas as pd
 from rnnstudy.errors import ConfigError
 from rnnstudy.names import LOSS, NORM_LOSS, SOLVED, TRAIN, VAL
 from rnnstudy.run.config import RunConfig
-from rnnstudy.run.runs import run_name, study_name
 from rnnstudy.run.store import GRADFLOW_FILE, METRICS_FILE, RUN_FILE
 
 SETTINGS = {
@@ -134,19 +133,19 @@ def _nested_params(meta: dict[str, Any]) -> dict[str, Any]:
 class WandbSink:
     """Sends a run's metrics, profiles and summary to one W&B run."""
 
-    def __init__(self, cfg: RunConfig, folder: Path, run_id: str, group: str | None, extra: dict[str, Any]) -> None:
+    def __init__(self, cfg: RunConfig, folder: Path, run_id: str, name: str, group: str, extra: dict[str, Any]) -> None:
         import wandb
 
         tags = [cfg.model.cell, cfg.task.name, f"T={cfg.task.T}", f"init={cfg.init.recurrent}", f"bias={cfg.init.bias}"]
         stage_under(folder)
         self.folder = folder
         self.run = wandb.init(
-            name=run_name(cfg, extra.get("meta")),
+            name=name,
             dir=str(folder),
             id=run_id,
             project=cfg.wandb.project or cfg.experiment,
             entity=cfg.wandb.entity,
-            group=cfg.wandb.group or group or study_name(cfg.experiment, cfg),
+            group=group,
             job_type=cfg.wandb.job_type or (extra.get("meta") or {}).get("stage") or "train",
             tags=tags + list(cfg.wandb.tags),
             config={**cfg.model_dump(mode="json"), **extra, "meta": _nested_params(extra.get("meta") or {})},

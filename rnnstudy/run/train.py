@@ -24,8 +24,18 @@ from rnnstudy.run.config import RunConfig
 from rnnstudy.run.device import preflight, prepare, uses_cuda
 from rnnstudy.run.lit import Member, RecurrentModule, StepLines, StepProgressBar, TaskData
 from rnnstudy.run.record import Packing
-from rnnstudy.run.records import RunRecord, RunResult, read_back
-from rnnstudy.run.runs import CHECKPOINT, PACKS, claimed, recorded, resumable, run_key, run_name
+from rnnstudy.run.records import (
+    CHECKPOINT,
+    PACKS,
+    RunRecord,
+    RunResult,
+    claimed,
+    read_back,
+    recorded,
+    resumable,
+    run_key,
+    run_name,
+)
 
 
 class _StopAtBudget(pl.Callback):

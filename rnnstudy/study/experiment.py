@@ -28,7 +28,7 @@ from rnnstudy.run.overrides import (
     read_yaml,
     try_override,
 )
-from rnnstudy.run.runs import study_name
+from rnnstudy.run.records import study_name
 from rnnstudy.study.space import ANY, CategoricalParam, Param, check_when, current, param_applies, param_path
 from rnnstudy.study.tsearch import TSearch
 

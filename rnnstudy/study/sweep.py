@@ -22,7 +22,7 @@ from rnnstudy.errors import ConfigError, stop_reason, stop_signal, stop_status
 from rnnstudy.names import DEAD, SWEEP_COMMAND_ENV
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.device import check_gpus, has_cuda, preflight, query_compute_modes, worker_threads, workers_per_gpu
-from rnnstudy.run.runs import command_line
+from rnnstudy.run.records import command_line
 from rnnstudy.run.store import status_counts
 from rnnstudy.study.experiment import Experiment, load_experiment
 from rnnstudy.study.launch import ClusterOptions
