@@ -21,7 +21,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -32,7 +31,8 @@ from rnnstudy.model.cells import INJECTABLE  # noqa: E402
 from rnnstudy.model.gradflow import GradFlowProbe  # noqa: E402
 from rnnstudy.model.models import RecurrentNet  # noqa: E402
 from rnnstudy.model.tasks import make_task  # noqa: E402
-from rnnstudy.run.device import set_tf32
+from rnnstudy.run.config import ModelConfig  # noqa: E402
+from rnnstudy.run.device import set_tf32  # noqa: E402
 
 CELLS = ("rnn_tanh", "rnn_relu", "lstm", "gru")
 
@@ -66,7 +66,7 @@ def bench(cell: str, task_name: str, T: int, batch: int, hidden: int, device: to
     task = make_task(task_name, T)
     data = task.sample(batch, torch.Generator(device=device).manual_seed(0))
     plain = plain_model(cell, task.input_size, hidden, task.output_size).to(device)
-    net = RecurrentNet(SimpleNamespace(cell=cell, hidden_size=hidden, num_layers=1), task.input_size, task.output_size).to(device)
+    net = RecurrentNet(ModelConfig(cell=cell, hidden_size=hidden, num_layers=1), task.input_size, task.output_size).to(device)
     opt_plain = torch.optim.RMSprop(plain.parameters(), lr=1e-5)
     opt_net = torch.optim.RMSprop(net.parameters(), lr=1e-5)
 

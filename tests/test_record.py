@@ -48,8 +48,8 @@ def test_study_facts_write_and_key_only_what_the_study_gave():
 
 
 def test_reading_the_store_and_writing_a_report_import_no_torch():
-    code = ("import sys, rnnstudy.run.store, rnnstudy.run.records, rnnstudy.study.experiment, rnnstudy.report.build, rnnstudy.report.index; "
-            "print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")  # fmt: skip
+    code = ("import sys, rnnstudy.run.store, rnnstudy.run.records, rnnstudy.study.experiment, rnnstudy.report.build, "
+            "rnnstudy.report.index; print(sorted(m for m in ('torch', 'lightning') if m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
