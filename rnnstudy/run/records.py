@@ -149,6 +149,38 @@ def resumable(cfg: RunConfig, meta: dict[str, Any] | None, key: str, checkpoint:
     return None
 
 
+def checkpoint_and_folders(
+    cfgs: list[RunConfig], metas: list[dict[str, Any] | None], keys: list[str], todo: list[int]
+) -> tuple[Path | None, dict[int, tuple[Path, Any]], int | None]:
+    """Where the run's (or pack's) checkpoint goes, the killed runs' folders to resume, and the step they resume at.
+
+    A single run keeps its checkpoint in its folder; a pack keeps one for all its members under the experiment's
+    ``.packs``, named by its members' keys. A pack resumes only when every member still to train has its folder.
+    """
+    import torch  # loaded already by the training that asks
+
+    cfg = cfgs[0]
+    if not cfg.train.checkpoint:
+        return None, {}, None
+    if len(cfgs) == 1:
+        found = resumable(cfg, metas[0], keys[0])
+        if not found:
+            return None, {}, None
+        path = found[0] / CHECKPOINT
+        return path, {0: found}, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    name = hashlib.sha1(" ".join(keys).encode()).hexdigest()[:16]
+    path = cfg.out / cfg.experiment / PACKS / name / CHECKPOINT.name
+    if not path.exists():
+        return path, {}, None
+    folders = {i: found for i in todo if (found := resumable(cfgs[i], metas[i], keys[i], path))}
+    if len(folders) < len(todo):
+        for _, lock in folders.values():
+            lock.close()
+        path.unlink()
+        return path, {}, None
+    return path, folders, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
 def new_run_id(cfg: RunConfig, meta: dict[str, Any] | None) -> str:
     """A unique, sortable run id: the time it started, the run's name, and a random suffix."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")

@@ -3,7 +3,6 @@ if apart; called by the CLI, the tests and the sweep."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 import time
@@ -13,7 +12,6 @@ from typing import Any
 
 import lightning.pytorch as pl
 import optuna
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from rnnstudy.errors import interrupted
@@ -26,13 +24,12 @@ from rnnstudy.run.lit import Member, RecurrentModule, StepLines, StepProgressBar
 from rnnstudy.run.record import Packing
 from rnnstudy.run.records import (
     CHECKPOINT,
-    PACKS,
     RunRecord,
     RunResult,
+    checkpoint_and_folders,
     claimed,
     read_back,
     recorded,
-    resumable,
     run_key,
     run_name,
 )
@@ -159,36 +156,6 @@ def _numbers(member: Member) -> tuple[dict[str, float], dict[str, float], int | 
     return member.last_val, member.best, member.solved_at
 
 
-def _checkpoint_and_folders(
-    cfgs: list[RunConfig], metas: list[dict[str, Any] | None], keys: list[str], todo: list[int]
-) -> tuple[Path | None, dict[int, tuple[Path, Any]], int | None]:
-    """Where the run's (or pack's) checkpoint goes, the killed runs' folders to resume, and the step they resume at.
-
-    A single run keeps its checkpoint in its folder; a pack keeps one for all its members under the experiment's
-    ``.packs``, named by its members' keys. A pack resumes only when every member still to train has its folder.
-    """
-    cfg = cfgs[0]
-    if not cfg.train.checkpoint:
-        return None, {}, None
-    if len(cfgs) == 1:
-        found = resumable(cfg, metas[0], keys[0])
-        if not found:
-            return None, {}, None
-        path = found[0] / CHECKPOINT
-        return path, {0: found}, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
-    name = hashlib.sha1(" ".join(keys).encode()).hexdigest()[:16]
-    path = cfg.out / cfg.experiment / PACKS / name / CHECKPOINT.name
-    if not path.exists():
-        return path, {}, None
-    folders = {i: found for i in todo if (found := resumable(cfgs[i], metas[i], keys[i], path))}
-    if len(folders) < len(todo):
-        for _, lock in folders.values():
-            lock.close()
-        path.unlink()
-        return path, {}, None
-    return path, folders, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
-
-
 def _train(
     cfgs: list[RunConfig],
     keys: list[str],
@@ -204,7 +171,7 @@ def _train(
     task = build_task(cfg)
     module = RecurrentModule(cfgs, task, CELLS[cfg.model.cell].executor(executor, device) == "stacked")
     todo = [i for i in range(len(cfgs)) if i not in done]
-    path, folders, step = _checkpoint_and_folders(cfgs, metas, keys, todo)
+    path, folders, step = checkpoint_and_folders(cfgs, metas, keys, todo)
     records: dict[int, RunRecord] = {}
     results: dict[int, RunResult] = dict(done)
     started = time.time()
