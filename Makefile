@@ -106,7 +106,9 @@ results-index: setup
 	$(BIN)/python -m rnnstudy.report.index
 
 # The init-time predictor and the pre-screen scored per run on the committed phase study's runs (no sweep of its own):
-# docs/results/prediction/. Needs the runs of `make phase-cpu` under $(RESULTS).
+# docs/results/prediction/. Needs the runs of `make phase-cpu` under $(RESULTS). The committed table's init-time features
+# are reused by run id (only new runs' are computed); delete it to compute them all again.
+FEATURES := docs/results/prediction/run_features.csv
 prediction: setup
-	$(BIN)/rnnstudy predict $(RESULTS)/phase_cpu --out docs/results/prediction
+	$(BIN)/rnnstudy predict $(RESULTS)/phase_cpu --out docs/results/prediction $(if $(wildcard $(FEATURES)),--features-from $(FEATURES))
 	$(BIN)/python -m rnnstudy.report.index

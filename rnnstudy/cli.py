@@ -138,11 +138,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     import pandas as pd
 
-    from rnnstudy.report.prediction import build, score
+    from rnnstudy.report.prediction import INIT_FEATURES, build, score
     from rnnstudy.run.store import load
 
+    def read_table(path: str) -> pd.DataFrame:
+        return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
     if len(args.results) == 1 and args.results[0].endswith(".csv"):  # a committed per-run table, re-scored
-        summary = score(pd.read_csv(args.results[0], keep_default_na=False, na_values=[""]), Path(args.out))
+        summary = score(read_table(args.results[0]), Path(args.out))
     else:
         res = load(*args.results)
         for folder, why in res.skipped:
@@ -150,7 +153,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if res.runs.empty:
             damaged = f" ({len(res.skipped)} damaged, named above)" if res.skipped else ""
             raise ConfigError(f"{' '.join(args.results)}: no readable runs under them{damaged}")
-        summary = build(res, Path(args.out))
+        known = None
+        if args.features_from:
+            if not Path(args.features_from).is_file():
+                raise ConfigError(f"--features-from {args.features_from!r}: not found; allowed: a run_features.csv an "
+                                  "earlier predict wrote")  # fmt: skip
+            known = read_table(args.features_from)
+            if missing := [c for c in ("run_id", *INIT_FEATURES) if c not in known.columns]:
+                raise ConfigError(f"--features-from {args.features_from!r}: no column {', '.join(missing)}; allowed: a "
+                                  "run_features.csv an earlier predict wrote")  # fmt: skip
+        summary = build(res, Path(args.out), known)
     print(summary.to_string(index=False))
     print(f"written: {args.out}")
     return 0
@@ -277,6 +289,8 @@ def parser() -> argparse.ArgumentParser:
     q.add_argument("results", nargs="+", help="results folders of memory-length studies, e.g. runs/phase_cpu; or one "
                    "run_features.csv that an earlier predict wrote, re-scored without its runs")
     q.add_argument("--out", required=True, help="folder for the tables and the figure")
+    q.add_argument("--features-from", metavar="CSV", help="a run_features.csv an earlier predict wrote: its runs' "
+                   "init-time features are reused by run id, only new runs' are computed")  # fmt: skip
     q.set_defaults(fn=cmd_predict)
 
     s = sub.add_parser("prescreen", help="the same study swept with the pre-screen off and on, compared")

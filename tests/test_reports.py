@@ -166,6 +166,30 @@ def test_predict_and_prescreen_commands(store, tmp_path, capsys):
     assert rows.loc[first, "predicted_memory"].ge(0).all() and rows.loc[~first, "predicted_memory"].isna().all()
     assert "## The pre-screen as a paired counterfactual" in (tmp_path / "p" / "report.md").read_text()
     assert "written:" in capsys.readouterr().out
+    # a rerun reuses the init-time features of the runs the earlier table holds, computing none of them again
+    from rnnstudy.report import prediction
+
+    table = tmp_path / "p" / "run_features.csv"
+    planted = rows.assign(timescale_reach=rows["timescale_reach"] + 1000.0)  # a value only the table can give
+    planted.iloc[1:].to_csv(table, index=False)  # the first run left out: it alone is computed
+    computed = []
+    monkey = pytest.MonkeyPatch()
+    real = prediction.init_features
+    monkey.setattr(prediction, "init_features", lambda cfg: computed.append(cfg) or real(cfg))
+    try:
+        assert main(["predict", str(store), "--out", str(tmp_path / "p2"), "--features-from", str(table)]) == 0
+    finally:
+        monkey.undo()
+    again = pd.read_csv(tmp_path / "p2" / "run_features.csv").set_index("run_id").loc[rows["run_id"]]
+    reach = again["timescale_reach"].to_numpy()
+    assert len(computed) == 1 and np.allclose(reach[:1], rows["timescale_reach"].to_numpy()[:1], equal_nan=True)
+    assert np.allclose(reach[1:], planted["timescale_reach"].to_numpy()[1:], equal_nan=True)
+    assert (reach[1:] >= 1000).any()  # the LSTM's (a gateless cell has no timescale: NaN)
+    assert np.array_equal(again["solved"], rows["solved"])  # outcomes are read from the runs, never from the table
+    capsys.readouterr()
+    assert main(["predict", str(store), "--out", str(tmp_path / "p3"), "--features-from", str(tmp_path / "no.csv")]) == 2
+    assert capsys.readouterr().err.strip().endswith("not found; allowed: a run_features.csv an earlier predict wrote")
+    assert not (tmp_path / "p3").exists()
     assert main(["prescreen", str(store), str(store), "--out", str(tmp_path / "q")]) == 0
     text = (tmp_path / "q" / "report.md").read_text()
     assert "Training steps saved: 0.0%; training wall time saved: 0.0%." in text  # the same study on both sides

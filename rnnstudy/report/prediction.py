@@ -120,9 +120,15 @@ def lyapunov_feature(top: float, converged: bool) -> float:
     return -abs(top) if converged else math.nan
 
 
-def features(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
+#: The features read off a run's initial network alone (its config): computed once per run, reusable by run id.
+INIT_FEATURES = ("timescale_reach", "neg_abs_lyapunov", "lyapunov_converged", "predicted_memory")
+
+
+def features(res: Results, runs: pd.DataFrame, known: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per studied run that ended as a result: its outcome (solved, steps censored at the budget; a diverged run
-    is a failure at its budget) and every feature."""
+    is a failure at its budget) and every feature. ``known``: an earlier per-run table whose init-time features
+    (:data:`INIT_FEATURES`) are taken for the runs it holds, by run id, instead of computed again (minutes per long run)."""
+    reuse = known.set_index("run_id")[list(INIT_FEATURES)] if known is not None and not known.empty else pd.DataFrame()
     studied = frames.studied(runs)
     done = studied[studied["status"].isin([COMPLETE, DIVERGED]) & studied["study"].notna()]  # a hand run is no study point
     probe = res.metrics[(res.metrics["split"] == PROBE) & (res.metrics["step"] == 0)]
@@ -133,7 +139,17 @@ def features(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
         cfg = run_config(run["path"])
         state = CELLS[run["cell"]].state[-1]  # the memory state: c where the cell keeps one, else h
         ratio = ratios.get(frames.probe_metric("informative", state=state), pd.Series(dtype=float)).get(run["run_id"])
-        init = init_features(cfg)
+        if run["run_id"] in reuse.index:
+            at_init = reuse.loc[run["run_id"]].to_dict()
+        else:
+            init = init_features(cfg)
+            at_init = {
+                "timescale_reach": init["timescale_reach"],
+                "neg_abs_lyapunov": lyapunov_feature(init["lyapunov_top"], bool(init["lyapunov_converged"])),
+                "lyapunov_converged": bool(init["lyapunov_converged"]),
+                # What the pre-screen reads: only a point's first seed is looked at (worker.PreScreen).
+                "predicted_memory": diagnose(cfg).predicted_memory if run["seed"] == first[run["study"]] else math.nan,
+            }
         rows.append(
             {
                 **run[["run_id", "study", "line", "cell", "task", "T", "family", "setting", "seed", "final_norm_loss"]].to_dict(),
@@ -141,13 +157,12 @@ def features(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
                 "time": run["steps_to_solve"] if pd.notna(run["steps_to_solve"]) else run["budget"],
                 "steps": run["steps"],
                 "grad_ratio": math.log10(ratio) if ratio and ratio > 0 else math.nan,
-                "timescale_reach": init["timescale_reach"],
-                "neg_abs_lyapunov": lyapunov_feature(init["lyapunov_top"], bool(init["lyapunov_converged"])),
+                "timescale_reach": at_init["timescale_reach"],
+                "neg_abs_lyapunov": at_init["neg_abs_lyapunov"],
                 "diverged": run["status"] == DIVERGED,
-                "lyapunov_converged": bool(init["lyapunov_converged"]),
+                "lyapunov_converged": bool(at_init["lyapunov_converged"]),
                 "neg_log_T": -math.log(run["T"]),
-                # What the pre-screen reads: only a point's first seed is looked at (worker.PreScreen).
-                "predicted_memory": diagnose(cfg).predicted_memory if run["seed"] == first[run["study"]] else math.nan,
+                "predicted_memory": at_init["predicted_memory"],
             }
         )
         if i % 50 == 0 or i == len(done):
@@ -365,9 +380,10 @@ def draw(rows: pd.DataFrame, out: Path) -> Path | None:
     return figures.save(fig, out)
 
 
-def build(res: Results, out: Path) -> pd.DataFrame:
-    """Write the per-run scores, the held-out combination, the pre-screen counterfactual and the figure under ``out``."""
-    rows = features(res, frames.run_table(res))
+def build(res: Results, out: Path, known: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Write the per-run scores, the held-out combination, the pre-screen counterfactual and the figure under ``out``
+    (``known``: an earlier per-run table whose runs' init-time features are reused)."""
+    rows = features(res, frames.run_table(res), known)
     if rows.empty:
         raise ConfigError("no run a study made ended as a result here (predict scores the runs of memory-length studies, "
                           "`rnnstudy sweep EXP.yaml`; hand runs have no study point to rank them in)")  # fmt: skip
