@@ -1,6 +1,7 @@
 """The committed results: every study ships its per-run table, and every number the README and the results index
 print is generated from the tables or re-derived here from them with plain pandas."""
 
+import itertools
 import re
 from pathlib import Path
 
@@ -90,3 +91,32 @@ def test_what_the_last_budget_rung_added_re_derives_from_the_per_run_table(folde
         new = d[(steps > int(after)) & (steps <= d["budget"])]
         assert (len(new), len(d)) == (int(late), int(ran)), name
         assert sorted(set(new["T"])) == sorted(int(t) for t in Ts.split(", ") if t), name
+
+
+def _printed_span(text: str) -> tuple[float, float] | None:
+    """The T50 values a summary's printed memory length leaves open (None: exploratory or a weak bound, no verdict)."""
+    if "exploratory" in text or "not a 95% bound" in text:
+        return None
+    if m := re.match(r"T50 > (\d+)", text):
+        return float(m[1]), float("inf")
+    if m := re.match(r"T50 < (\d+)", text):
+        return 0.0, float(m[1])
+    m = re.search(r"(?:T50 = [\d.e+]+ |95% )\[([\d.e+]+), ([\d.e+]+)\]", text)
+    return float(m[1]), float(m[2])
+
+
+@pytest.mark.parametrize("folder", [p.parent.name for p in RESULTS.glob("*/summary.md")])
+def test_every_order_a_summary_claims_holds_on_its_printed_intervals_and_no_other(folder):
+    """Each "A > B" of a summary's ordering sentence, checked on the intervals and bounds that summary prints (to their
+    printed rounding), and each pair it leaves unordered overlapping there or lacking a verdict."""
+    summary = (RESULTS / folder / "summary.md").read_text()
+    spans = {name: _printed_span(text) for name, text, _, _ in _lines(summary)}
+    sentence = re.search(r"memory lengths ordered by rule \([^)]*\): (.*)$", summary, flags=re.M)
+    assert sentence, "no ordering sentence"
+    claimed = {(a, b) for part in re.findall(r"(?:^|; )([^;]+?) > ([^;.]+)", sentence[1])
+               for a, b in [(part[0], below) for below in part[1].split(", ")]}  # fmt: skip
+    for a, b in itertools.permutations(spans, 2):
+        if (a, b) in claimed:
+            assert spans[a][0] >= spans[b][1] * 0.99, (a, b, spans[a], spans[b])
+        elif spans[a] and spans[b]:
+            assert spans[a][0] < spans[b][1] * 1.01, (a, b, spans[a], spans[b])

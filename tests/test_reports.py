@@ -324,3 +324,30 @@ def test_a_table_of_bounds_on_one_side_is_called_no_result_for_t50_and_only_then
     assert "ties at the design's edge and is not a result for T50" in tied and "growth exponent" not in tied
     with_laws = bounds_note("adding", memory(Censored.ABOVE, Censored.ABOVE), pd.DataFrame({"alpha": [0.2, 0.1]}))
     assert with_laws.endswith("Every line's growth exponent (above) is fitted from its solves, which need no transition.")
+
+
+def test_lines_are_ordered_only_where_an_interval_or_bound_lies_wholly_above_another():
+    from rnnstudy.names import Censored
+    from rnnstudy.report.build import order_note
+    from rnnstudy.report.tables import ordered
+
+    def line(setting, T50=np.nan, low=np.nan, high=np.nan, censored=Censored.NONE, bound=np.nan, seeds=5, weak=False,
+             budget=1500):  # fmt: skip
+        return {"task": "adding", "cell": "lru", "family": "ring", "setting": setting, "T50": T50, "low": low, "high": high,
+                "censored": censored.value, "bound": bound, "seeds": seeds, "weak": weak, "budget": budget}
+
+    memory = pd.DataFrame([
+        line("a", censored=Censored.ABOVE, bound=256),   # T50 > 256
+        line("b", 55.7, 43.8, 200),                      # its point estimate lies above c's, its interval does not
+        line("c", 44.3, 32.4, 91.2),
+        line("d", 10, 5, 12, seeds=3),                   # exploratory: no verdict, never ordered
+        line("e", censored=Censored.ABOVE, bound=300, weak=True),
+        line("f", 5, 4, 6, budget=6000),                 # another budget: compared with nothing
+        line("g", censored=Censored.BELOW, bound=10),    # T50 < 10: below c's interval
+    ])  # fmt: skip
+    assert sorted(ordered(memory)) == [(0, 1), (0, 2), (0, 6), (1, 6), (2, 6)]
+    text = order_note("adding", memory)
+    assert text.endswith(": LRU ring a > LRU ring b, LRU ring c, LRU ring g; LRU ring b > LRU ring g; "
+                         "LRU ring c > LRU ring g. No other pair is ordered.")
+    assert order_note("adding", memory.iloc[[1, 2]]).endswith(": no pair; every pair's intervals or bounds overlap, "
+                                                            "or a line has no verdict.")

@@ -15,9 +15,8 @@ import pandas as pd
 
 from rnnstudy.analysis.memory import BUDGET_LADDER, growth_law, solved_within, t50
 from rnnstudy.model.cells import CELL_LABELS, CELL_ORDER
-from rnnstudy.names import Censored
 from rnnstudy.report import figures, frames
-from rnnstudy.report.tables import LINE, best_trials, estimate_columns, estimate_text
+from rnnstudy.report.tables import LINE, best_trials, estimate_columns, estimate_text, span
 
 #: The growth law's T50 is drawn up to this factor beyond the largest T a line visited (further is extrapolation).
 LAW_REACH = 4.0
@@ -66,21 +65,12 @@ def resolution(d: pd.DataFrame) -> dict[str, float]:
     return {"T_low": low, "T_high": high, "alpha_resolution": float(np.log1p(every / first) / np.log(high / low))}
 
 
-def _span(r: pd.Series) -> tuple[float, float]:
-    """The values a rung's memory length leaves open: its 95% interval, or a bound's side."""
-    if r["censored"] == Censored.ABOVE:
-        return r["bound"], np.inf
-    if r["censored"] == Censored.BELOW:
-        return 0.0, r["bound"]
-    return r["low"], r["high"]
-
-
 def rising(rungs: pd.DataFrame) -> str:
     """Whether a line's T50 still rises between the last two rungs, by rule: "yes" only where the full budget's 95%
     interval (or bound) lies wholly above the rung below's; "not shown" where they overlap. Either way, the evidence:
     how many of the line's runs first solved after the rung below, and at which T."""
     top, below = rungs.sort_values("budget").iloc[-1], rungs.sort_values("budget").iloc[-2]
-    (top_low, _), (_, below_high) = _span(top), _span(below)
+    (top_low, _), (_, below_high) = span(top), span(below)
     late = (f"{top['new_solves']} of {top['runs']} runs first solved after step {int(below['budget'])}"
             + (f" (T {top['new_solves_T']})" if top["new_solves"] else ""))  # fmt: skip
     if top_low >= below_high:

@@ -148,6 +148,8 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
         few = d[d["seeds"] < MIN_SEEDS]
         if not few.empty:
             lines.append(f"{task}: {len(few)} estimates rest on fewer than {MIN_SEEDS} seeds and are exploratory, not verdicts.")
+        if len(d) > 1:
+            lines.append(order_note(task, d))
         ladder = rungs[rungs["task"] == task] if not rungs.empty else rungs
         verdicts = {key: budget.rising(r) for key, r in ladder.groupby(tables.LINE, sort=False)} if not ladder.empty else {}
         rises = [k for k, v in verdicts.items() if v.startswith("yes")]
@@ -171,6 +173,22 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
         if note := bounds_note(task, d, laws):
             lines.append(note)
     return lines
+
+
+def order_note(task: str, memory: pd.DataFrame) -> str:
+    """Which lines' memory lengths the rule orders (:func:`~rnnstudy.report.tables.ordered`), each line with those below
+    it; every other pair is said to be unordered."""
+    label = {i: f"{CELL_LABELS[r['cell']]} {r['family']}{' ' + r['setting'] if r['setting'] else ''}"
+             for i, r in memory.iterrows()}  # fmt: skip
+    below: dict[object, list[str]] = {}
+    for a, b in tables.ordered(memory):
+        below.setdefault(a, []).append(label[b])
+    rule = (f"{task}, memory lengths ordered by rule (one line's 95% interval or bound wholly above another's, both at "
+            f"the same budget, each at its own lr, with at least {MIN_SEEDS} seeds and no weak bound)")
+    if not below:
+        return f"{rule}: no pair; every pair's intervals or bounds overlap, or a line has no verdict."
+    pairs = "; ".join(f"{label[a]} > {', '.join(names)}" for a, names in below.items())
+    return f"{rule}: {pairs}. No other pair is ordered."
 
 
 def bounds_note(task: str, memory: pd.DataFrame, laws: pd.DataFrame) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 
-from rnnstudy.analysis.memory import T50, steps_to_solve, t50
+from rnnstudy.analysis.memory import MIN_SEEDS, T50, steps_to_solve, t50
 from rnnstudy.names import DEAD, FAILED, PROBE, RUNNING, SOLVED_FRACTION, Censored
 from rnnstudy.report import frames, search
 from rnnstudy.run.store import Results
@@ -98,6 +100,25 @@ def estimate_text(row: pd.Series) -> str:
     counts = tuple(tuple(int(v) for v in c) for c in row["counts"])
     return T50(value, row["low"], row["high"], censored, int(row["seeds"]), tuple(row["T_visited"]), 0.95,
                bool(row["separated"]), bracket, counts, bool(row["weak"])).text()  # fmt: skip
+
+
+def span(row: pd.Series) -> tuple[float, float]:
+    """The values of T50 a row's estimate leaves open: its 95% interval, or a bound's side."""
+    if row["censored"] == Censored.ABOVE:
+        return row["bound"], np.inf
+    if row["censored"] == Censored.BELOW:
+        return 0.0, row["bound"]
+    return row["low"], row["high"]
+
+
+def ordered(memory: pd.DataFrame) -> list[tuple[object, object]]:
+    """The pairs of lines (index above, index below) the rule orders: same task and budget, each with a verdict (at
+    least :data:`MIN_SEEDS` seeds, no weak bound), and the first one's 95% interval or bound wholly above the second's."""
+    judged = memory[(memory["seeds"] >= MIN_SEEDS) & ~memory["weak"].astype(bool)]
+    spans = {i: span(r) for i, r in judged.iterrows()}
+    return [(a, b) for a, b in itertools.permutations(judged.index, 2)
+            if judged.at[a, "task"] == judged.at[b, "task"] and judged.at[a, "budget"] == judged.at[b, "budget"]
+            and spans[a][0] >= spans[b][1]]  # fmt: skip
 
 
 def memory_table(memory: pd.DataFrame) -> pd.DataFrame:
