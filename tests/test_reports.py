@@ -285,9 +285,11 @@ def test_the_search_figure_draws_a_parameter_on_a_log_axis_where_its_study_searc
 def test_a_point_with_a_run_still_open_is_left_out_of_every_estimate_whole(store):
     """A packed point's early solvers end first: while any of its seeds runs (or lies dead or failed, to be resumed),
     none of the seeds its stage ran there enters the T50 data (another stage's finished seeds at that T still do)."""
-    from rnnstudy.report import tables
+    from rnnstudy.report import prediction, tables
 
-    table = frames.run_table(load(store))
+    res = load(store)
+    table = frames.run_table(res)
+    every = prediction.features(res, table)
     key = tables.POINT  # the seeds one stage ran at one point of a line
     before = tables.best_trials(table)
     point = before.groupby(key).filter(lambda d: len(d) >= 2).iloc[0][key]  # a point with at least two seeds
@@ -299,6 +301,8 @@ def test_a_point_with_a_run_still_open_is_left_out_of_every_estimate_whole(store
         assert not (kept[key] == point).all(axis=1).any()  # the whole point, not only its open seed
         assert len(kept) == len(before) - (before[key] == point).all(axis=1).sum()  # and nothing else
         assert tables.unfinished(opened)[key].values.tolist() == [point.tolist()]
+        scored = prediction.features(res, opened, known=every)  # the prediction's per-run table leaves it out alike
+        assert set(scored["run_id"]) == set(every["run_id"]) - set(table[at_point]["run_id"])
     seed = before.loc[(before[key] == point).all(axis=1), "run_id"].iloc[0]  # a seed the estimate uses
     bracket = table.copy()  # that seed run by the bracket stage instead, still running: only it is left out
     bracket.loc[table["run_id"] == seed, ["stage", "status"]] = ["bracket", "running"]

@@ -131,6 +131,7 @@ def features(res: Results, runs: pd.DataFrame, known: pd.DataFrame | None = None
     reuse = known.set_index("run_id")[list(INIT_FEATURES)] if known is not None and not known.empty else pd.DataFrame()
     studied = frames.studied(runs)
     done = studied[studied["status"].isin([COMPLETE, DIVERGED]) & studied["study"].notna()]  # a hand run is no study point
+    done = tables.finished_points(done, runs)  # as for T50: a point's early solvers are not its outcome
     probe = res.metrics[(res.metrics["split"] == PROBE) & (res.metrics["step"] == 0)]
     ratios = probe.pivot_table(index="run_id", columns="metric", values="value")
     first = done.groupby("study")["seed"].min()

@@ -166,12 +166,17 @@ def best_trials(runs: pd.DataFrame) -> pd.DataFrame:
     """Every seed of each line x T's best configuration, a diverged seed in as unsolved (the runs T50 is read from).
     The seeds a stage ran at a point with a run whose outcome is not known yet (:func:`unfinished`) are left out
     together: the seeds that ended first are the ones that solved early, so those that ended alone would overstate it."""
-    best = frames.best_configs(runs, [*LINE, "T"], diverged=True)
+    return finished_points(frames.best_configs(runs, [*LINE, "T"], diverged=True), runs)
+
+
+def finished_points(chosen: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``chosen`` outside every point of ``runs`` with a run whose outcome is not known yet (:func:`unfinished`),
+    which are left out whole: the seeds that ended first are the ones that solved early."""
     still = unfinished(runs)
-    if best.empty or still.empty:
-        return best
-    marked = best.merge(still.assign(open_point=True), on=POINT, how="left")
-    return best[marked["open_point"].isna().to_numpy()]
+    if chosen.empty or still.empty:
+        return chosen
+    marked = chosen.merge(still.assign(open_point=True), on=POINT, how="left")
+    return chosen[marked["open_point"].isna().to_numpy()]
 
 
 def duration_text(seconds: float) -> str:
