@@ -50,8 +50,8 @@ class StudyConfig(Strict):
     prescreen: PositiveFloat | None = None
     """Prune at step 0 when the predicted memory length is below prescreen x T (null: off, the default).
 
-    Measured per run on the phase-diagram runs (docs/results/prediction): 0.25 saves 15% of training steps at
-    14% false negatives, 0.5 saves 30% at 25%; every threshold that saves 30% loses a best setting somewhere.
+    What each threshold saves and loses, measured per run on the phase-diagram runs: the pre-screen section of
+    docs/results/prediction/report.md (generated from its per-run table).
     """
     heartbeat_s: PositiveInt = 30
     """Heartbeat of running trials; a trial silent for twice this is failed and retried."""
