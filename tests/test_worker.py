@@ -116,3 +116,20 @@ def test_a_fixed_point_reports_every_validation_and_is_never_pruned(tmp_path):
     assert trial.state == optuna.trial.TrialState.COMPLETE  # a T-search point: a result, not pruned
     assert sorted(trial.intermediate_values) == [2, 4]  # Optuna's plots see its first seed's validations
     assert trial.intermediate_values[4] == pytest.approx(trial.user_attrs["final"][0])
+
+
+def test_a_stale_trial_found_by_two_workers_is_queued_for_retry_once():
+    """Each worker that finds a trial stale calls the retry callback (SQLite cannot stop the second from also failing
+    it): the second call must not queue the same configuration again."""
+    import optuna
+
+    from rnnstudy.study.storage import RetryOnce
+
+    study = optuna.create_study()
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    failed = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    retry = RetryOnce(max_retry=3)
+    retry(study, failed)
+    retry(study, failed)  # the second worker
+    queued = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(queued) == 1 and queued[0].system_attrs["failed_trial"] == 0 and queued[0].params == failed.params

@@ -183,6 +183,16 @@ for _name in [n for n in vars(BaseStorage) if not n.startswith("_")] + ["record_
     setattr(PatientStorage, _name, _patient(getattr(RDBStorage, _name)))
 
 
+class RetryOnce(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a trial whose worker stopped, queued only where no retry of it is queued yet: two workers that
+    both find the trial stale (SQLite has no row lock to stop the second) would otherwise queue the same
+    configuration twice, and a search would lose a trial of its budget to the copy."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if not any(t.system_attrs.get("failed_trial") == trial.number for t in study.get_trials(deepcopy=False)):
+            super().__call__(study, trial)
+
+
 class HeartbeatJournal(JournalStorage):
     """Optuna's journal-file storage, with a heartbeat of the harness's own (Optuna keeps none for a journal).
 
@@ -205,9 +215,7 @@ class HeartbeatJournal(JournalStorage):
             # a retry inherits its failed trial's attributes, so its own start counts too
             last = max(trial.user_attrs.get(TrialAttr.HEARTBEAT, 0.0), trial.datetime_start.timestamp())
             if now - last > 2 * self.heartbeat_s:
-                failed = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-                if not any(t.system_attrs.get("failed_trial") == trial.number for t in study.get_trials(deepcopy=False)):
-                    self.on_stale(study, failed)
+                self.on_stale(study, study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True))
 
     @contextmanager
     def beating(self, trial: optuna.Trial) -> Iterator[None]:
@@ -249,7 +257,7 @@ def open_storage(
     heartbeat = exp.study.heartbeat_s
     if url.startswith(JOURNAL):
         check_journal(url, create)
-        return HeartbeatJournal(url, heartbeat, RetryHeartbeatStaleTrialCallback(max_retry=3)), url
+        return HeartbeatJournal(url, heartbeat, RetryOnce(max_retry=3)), url
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
 
     def connect() -> PatientStorage:
@@ -261,7 +269,7 @@ def open_storage(
                     engine_kwargs=kwargs,
                     heartbeat_interval=heartbeat,
                     grace_period=2 * heartbeat,
-                    heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                    heartbeat_stale_trial_callback=RetryOnce(max_retry=3),
                     skip_table_creation=not create,
                 )
             except (IntegrityError, OperationalError) as err:
