@@ -7,7 +7,7 @@
 # registry (bash benchmarks/gpu_wheels.sh), installed with --no-index into the output folder. Nothing is fetched.
 #   bash benchmarks/gpu_check.sh [--wheels benchmarks/wheels] [--out benchmarks/out/gpu]
 #   bash benchmarks/gpu_check.sh --dry-run    # every step on this CPU, small sizes, in a fresh virtual environment holding only
-#                                             # what the GPU box ships plus the wheel folder (a few minutes; needs the registry)
+#                                             # what the GPU box ships plus the wheel folder (11-14 minutes on 2 busy CPU cores; needs the registry)
 # Every result lands under the output folder as its step runs (unbuffered, so a timeout keeps what ran): one Markdown
 # table per measurement (ready for benchmarks/RESULTS.md), its stderr, and steps.log (each step, its time and exit status).
 set -uo pipefail
