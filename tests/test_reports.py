@@ -301,6 +301,8 @@ def test_a_point_with_a_run_still_open_is_left_out_of_every_estimate_whole(store
         assert not (kept[key] == point).all(axis=1).any()  # the whole point, not only its open seed
         assert len(kept) == len(before) - (before[key] == point).all(axis=1).sum()  # and nothing else
         assert tables.unfinished(opened)[key].values.tolist() == [point.tolist()]
+        drawn = gradient_lag.frame(res, opened)  # and so does the gradient figure
+        assert not set(drawn["run_id"]) & set(table[at_point]["run_id"]) and len(drawn)
         scored = prediction.features(res, opened, known=every)  # the prediction's per-run table leaves it out alike
         assert set(scored["run_id"]) == set(every["run_id"]) - set(table[at_point]["run_id"])
     seed = before.loc[(before[key] == point).all(axis=1), "run_id"].iloc[0]  # a seed the estimate uses

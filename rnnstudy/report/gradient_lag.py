@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from rnnstudy.report import figures, frames
+from rnnstudy.report import figures, frames, tables
 from rnnstudy.run.store import Results
 
 
 def frame(res: Results, runs: pd.DataFrame) -> pd.DataFrame:
-    """Answer-loss profile points of the best-init and default-init runs, layer 1 hidden state."""
+    """Answer-loss profile points of the best-init and default-init runs, layer 1 hidden state (a point with a run still
+    open left out whole, as from the estimates: its seeds that ended first are its early solvers)."""
     best = frames.best_configs(runs, ["cell", "task", "T"]).assign(which="best init")
     default = frames.complete(runs)
     default = default[default["family"] == "default"].assign(which="default init")
-    chosen = pd.concat([best, default[~default["run_id"].isin(best["run_id"])]])
+    chosen = tables.finished_points(pd.concat([best, default[~default["run_id"].isin(best["run_id"])]]), runs)
     prof = frames.profiles(res, chosen)
     if prof.empty:
         return prof
