@@ -29,6 +29,12 @@ def stop_on_signals() -> None:
             signal.signal(s, stop)
 
 
+def stopping() -> bool:
+    """Whether a stop signal came: an error raised after it may be the signal landing inside a library call, which
+    wrapped its KeyboardInterrupt (Optuna's storage turns one inside a commit into a StorageInternalError)."""
+    return bool(_received)
+
+
 def stop_signal() -> signal.Signals:
     """The signal that stopped this process (SIGINT where none was seen: Python's own Ctrl-C, or a stop from inside)."""
     return _received[0] if _received else signal.SIGINT

@@ -575,3 +575,31 @@ def test_run_json_is_rewritten_in_place_on_a_really_full_file_system(tmp_path):
         assert json.loads(record.read_text())["status"] == "failed" and record.stat().st_size == RECORD_RESERVE
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_stop_signal_a_library_wrapped_still_ends_the_run_as_interrupted(tiny):
+    """A stop signal that lands inside a library call comes back wrapped (Optuna's storage raises StorageInternalError
+    from a commit it cut short): the run still records the interrupt, not the wrapper, and the stop goes on."""
+    import lightning.pytorch as pl
+
+    from rnnstudy.errors import stop_on_signals, stopping
+    from rnnstudy.run.train import train
+
+    class WrappedCtrlC(pl.Callback):
+        def on_train_batch_end(self, *_):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except KeyboardInterrupt as err:
+                raise RuntimeError("An exception is raised during the commit.") from err
+
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    stop_on_signals()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny(**{"train.steps": 50}), callbacks=[WrappedCtrlC()])
+    finally:
+        stop_on_signals()  # forgets the signal that came, so this test process's later runs are not "stopping"
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+    info = json.loads(next(Path(tiny().out).rglob("run.json")).read_text())
+    assert info["status"] == "failed" and info["reason"] == "interrupted (Ctrl-C)" and not stopping()

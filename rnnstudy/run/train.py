@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import optuna
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from rnnstudy.errors import interrupted
+from rnnstudy.errors import interrupted, stopping
 from rnnstudy.model.cells import CELLS
 from rnnstudy.model.tasks import build_task
 from rnnstudy.names import COMPLETE, FAILED, PRUNED
@@ -209,7 +209,10 @@ def _train(
         # Lightning turns Ctrl-C into sys.exit(1); hand callers (Optuna marks the trial failed) the interrupt back.
         status, reason, error = FAILED, interrupted(), KeyboardInterrupt()
     except BaseException as err:
-        status, reason, error = FAILED, f"{type(err).__name__}: {err}", err
+        if stopping():  # the stop signal landed inside a library call, which wrapped it
+            status, reason, error = FAILED, interrupted(), KeyboardInterrupt()
+        else:
+            status, reason, error = FAILED, f"{type(err).__name__}: {err}", err
     for i in todo:
         if i not in results:
             steps = trainer.global_step if trainer else 0

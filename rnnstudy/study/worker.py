@@ -18,7 +18,7 @@ import time
 import lightning.pytorch as pl
 import optuna
 
-from rnnstudy.errors import ConfigError, interrupted, stop_on_signals, stop_status
+from rnnstudy.errors import ConfigError, interrupted, stop_on_signals, stop_status, stopping
 from rnnstudy.names import DIVERGED, NORM_LOSS, TrialAttr
 from rnnstudy.run.device import uses_cuda
 from rnnstudy.run.overrides import apply_overrides
@@ -144,13 +144,17 @@ def run_one(study: optuna.Study, storage: Storage, exp: Experiment, stage: Stage
                 return objective(trial, exp, stage, point)
         except (optuna.TrialPruned, Surplus, optuna.exceptions.UpdateFinishedTrialError):
             raise  # the last: another worker failed and retried this trial meanwhile (said below)
-        except KeyboardInterrupt:
-            trial.set_user_attr(TrialAttr.REASON, interrupted())  # a stop, not the point's failure: no step to giving up
-            print(f"{point.study}: trial {trial.number} {interrupted()}; it ends as failed", file=sys.stderr, flush=True)
-            raise
         except Exception as err:
-            print(f"{point.study}: trial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
-            raise
+            if not stopping():
+                print(f"{point.study}: trial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr, flush=True)
+                raise
+            stop: BaseException = KeyboardInterrupt()  # the stop signal, wrapped by the library call it landed in
+            stop.__cause__ = err
+        except KeyboardInterrupt as err:
+            stop = err
+        trial.set_user_attr(TrialAttr.REASON, interrupted())  # a stop, not the point's failure: no step to giving up
+        print(f"{point.study}: trial {trial.number} {interrupted()}; it ends as failed", file=sys.stderr, flush=True)
+        raise stop
 
     try:
         study.optimize(report, n_trials=1, catch=(Exception,))
