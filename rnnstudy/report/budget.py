@@ -71,11 +71,16 @@ def rising(rungs: pd.DataFrame) -> str:
     how many of the line's runs first solved after the rung below, and at which T."""
     top, below = rungs.sort_values("budget").iloc[-1], rungs.sort_values("budget").iloc[-2]
     (top_low, _), (_, below_high) = span(top), span(below)
-    late = (f"{top['new_solves']} of {top['runs']} runs first solved after step {int(below['budget'])}"
-            + (f" (T {top['new_solves_T']})" if top["new_solves"] else ""))  # fmt: skip
     if top_low >= below_high:
-        return f"yes: {estimate_text(top)} against {estimate_text(below)} at {int(below['budget'])} steps; {late}"
-    return f"not shown: the intervals overlap; {late}"
+        return f"yes: {estimate_text(top)} against {estimate_text(below)} at {int(below['budget'])} steps; {added(rungs)}"
+    return f"not shown: the intervals overlap; {added(rungs)}"
+
+
+def added(rungs: pd.DataFrame) -> str:
+    """What a line's full budget added to the rung below: how many of its runs first solved since then, and at which T."""
+    top, below = rungs.sort_values("budget").iloc[-1], rungs.sort_values("budget").iloc[-2]
+    return (f"{top['new_solves']} of {top['runs']} runs first solved after step {int(below['budget'])}"
+            + (f" (T {top['new_solves_T']})" if top["new_solves"] else ""))  # fmt: skip
 
 
 def alpha_text(law: pd.Series) -> str:

@@ -151,12 +151,13 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
         if len(d) > 1:
             lines.append(order_note(task, d))
         ladder = rungs[rungs["task"] == task] if not rungs.empty else rungs
-        verdicts = {key: budget.rising(r) for key, r in ladder.groupby(tables.LINE, sort=False)} if not ladder.empty else {}
+        ladder_lines = dict(list(ladder.groupby(tables.LINE, sort=False))) if not ladder.empty else {}
+        verdicts = {key: budget.rising(r) for key, r in ladder_lines.items()}
         rises = [k for k, v in verdicts.items() if v.startswith("yes")]
         if verdicts:
             label = {k: f"{CELL_LABELS[k[1]]} {k[2]}{' ' + k[3] if k[3] else ''}" for k in verdicts}
             names = "; ".join(label[k] for k in rises) or "none"
-            late = "; ".join(f"{label[k]}: {v.split('; ')[-1]}" for k, v in verdicts.items())
+            late = "; ".join(f"{label[k]}: {budget.added(ladder_lines[k])}" for k in verdicts)
             lines.append(
                 f"{task}: T50 still rises at the full budget (its 95% interval or bound wholly above the one at the "
                 f"rung below) for {len(rises)} of {len(verdicts)} lines: {names}; for the others a rise is not shown "
