@@ -13,6 +13,7 @@ from rnnstudy.run.overrides import apply_overrides
 from rnnstudy.run.store import load
 from rnnstudy.run.train import train
 from rnnstudy.study.experiment import load_experiment
+from rnnstudy.study.stages import CalibrationStage, adaptive, plan
 
 
 def test_irnn_family_follows_le_et_al(tiny):
@@ -86,5 +87,15 @@ def test_each_cell_is_calibrated_at_its_own_reference_T(tmp_path):
         "calibrate: {lr: [1.0e-4, 3.0e-4, 1.0e-3, 3.0e-3, 1.0e-2], T: {lstm: 160, rnn_tanh: 20}}\n"
     )
     exp = load_experiment(path)
-    grid = {(p.cfg.model.cell, p.cfg.task.T) for p in exp.calibration_points() if p.value in exp.calibrate.lr}
+    grid = {(p.cfg.model.cell, p.cfg.task.T) for p in CalibrationStage(exp).points() if p.value in exp.calibrate.lr}
     assert grid == {("lstm", 160), ("rnn_tanh", 20)}
+
+
+@pytest.mark.parametrize("name,chosen", [("demo", False), ("lr_cpu", True), ("modern_cpu", True)])
+def test_the_plan_says_whether_an_experiment_chooses_its_points_as_it_goes(name, chosen):
+    exp = load_experiment(f"experiments/{name}.yaml")
+    assert adaptive(exp) is chosen
+    main = plan(exp)[1 if exp.calibrate else 0]
+    if exp.T_search:
+        assert {p.cfg.task.T for p in main.points()} == {exp.T_search.start}  # every line's search starts there
+    assert [p.line for p in main.points()] == [p.line for p in exp.points()]  # the stage moves the grid's lines, no more

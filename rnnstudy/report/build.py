@@ -14,7 +14,7 @@ from optuna.storages import BaseStorage
 
 from rnnstudy.analysis.memory import MIN_SEEDS
 from rnnstudy.errors import ConfigError
-from rnnstudy.model.cells import CELL_LABELS, CELL_ORDER
+from rnnstudy.model.cells import CELL_LABELS, CELL_ORDER, CELLS
 from rnnstudy.model.tasks import TASKS
 from rnnstudy.names import DEAD, PROBE, RUNNING, Censored, sqlite_url
 from rnnstudy.report import budget, figures, frames, tables
@@ -114,7 +114,9 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
     """Sentences that compare only numbers measured under the same conditions (same task, T, budget, per family)."""
     lines = []
     studied = frames.studied(runs)
-    for state, what in (("h", "h_t"), ("c", "the LSTM's cell state c_t")):
+    carriers = {s: [spec.label for spec in CELLS.values() if s in spec.state] for spec in CELLS.values() for s in spec.state}
+    for state, cells in carriers.items():
+        what = f"{state}_t" if state == "h" else f"the cell state {state}_t ({', '.join(cells)})"
         probe = res.metrics[
             (res.metrics["split"] == PROBE)
             & (res.metrics["metric"] == frames.probe_metric("decay_rate", state=state))
@@ -124,21 +126,21 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
         for task, d in at_init.groupby("task"):
             T = int(d["T"].min())
             med = d[d["T"] == T].groupby(["cell", "family", "setting"])["value"].median()
-            parts = [f"{CELL_LABELS[c]} {f}{' ' + s if s else ''} {v:+.3f}" for (c, f, s), v in med.items()]
+            parts = [f"{tables.line_label(c, f, s)} {v:+.3f}" for (c, f, s), v in med.items()]
             lines.append(
                 f"{task}, T = {T}: median log10 decay per step back in time of the answer-loss gradient through {what} at "
                 "initialisation, per cell and family: " + "; ".join(parts) + " (-0.1 loses a factor 10 every 10 steps)."
             )
     still = tables.unfinished(runs)
     for task, d in still.groupby("task"):
-        points = "; ".join(f"{CELL_LABELS[r.cell]} {r.family}{' ' + r.setting if r.setting else ''} at T = {r.T}"
+        points = "; ".join(f"{tables.line_label(r.cell, r.family, r.setting)} at T = {r.T}"
                            + (f" ({r.stage} seeds)" if r.stage else "") for r in d.itertuples())  # fmt: skip
         lines.append(f"{task}: left out of every estimate below until their runs end (running, or stopped or failed "
                      f"and to be resumed; the seeds that ended first are the ones that solved early): {points}.")  # fmt: skip
     for task, d in memory.groupby("task") if not memory.empty else []:
         order = d.assign(key=d["T50"].fillna(d["bound"]))  # the number each prints; a bound's order is no claim
         parts = [
-            f"{CELL_LABELS[r['cell']]} {r['family']}{' ' + r['setting'] if r['setting'] else ''}: {tables.estimate_text(r)} "
+            f"{tables.line_label(r['cell'], r['family'], r['setting'])}: {tables.estimate_text(r)} "
             f"(at {r['budget']} steps, lr {', '.join(f'{v:g}' for v in r['lr'])})"
             for _, r in order.sort_values("key", ascending=False).iterrows()
         ]
@@ -155,7 +157,7 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
         verdicts = {key: budget.rising(r) for key, r in ladder_lines.items()}
         rises = [k for k, v in verdicts.items() if v.startswith("yes")]
         if verdicts:
-            label = {k: f"{CELL_LABELS[k[1]]} {k[2]}{' ' + k[3] if k[3] else ''}" for k in verdicts}
+            label = {k: tables.line_label(*k[1:]) for k in verdicts}
             names = "; ".join(label[k] for k in rises) or "none"
             late = "; ".join(f"{label[k]}: {budget.added(ladder_lines[k])}" for k in verdicts)
             lines.append(
@@ -166,7 +168,7 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
         laws = growth[(growth["task"] == task) & growth["alpha"].notna()] if not growth.empty else growth
         if not laws.empty:
             lrs = d.set_index(tables.LINE)["lr"]
-            parts = [f"{CELL_LABELS[r['cell']]} {r['family']}{' ' + r['setting'] if r['setting'] else ''}: "
+            parts = [f"{tables.line_label(r['cell'], r['family'], r['setting'])}: "
                      f"{budget.alpha_text(r)} (at {r['budget']:.0f} steps, lr "
                      f"{', '.join(f'{v:g}' for v in lrs.loc[tuple(r[tables.LINE])])})" for _, r in laws.iterrows()]  # fmt: skip
             lines.append(f"{task}, growth of steps to solve with T (steps ~ T^alpha, alpha with its 95% profile-likelihood "
@@ -179,8 +181,7 @@ def _findings(runs: pd.DataFrame, res: Results, memory: pd.DataFrame, rungs: pd.
 def order_note(task: str, memory: pd.DataFrame) -> str:
     """Which lines' memory lengths the rule orders (:func:`~rnnstudy.report.tables.ordered`), each line with those below
     it; every other pair is said to be unordered."""
-    label = {i: f"{CELL_LABELS[r['cell']]} {r['family']}{' ' + r['setting'] if r['setting'] else ''}"
-             for i, r in memory.iterrows()}  # fmt: skip
+    label = {i: tables.line_label(r["cell"], r["family"], r["setting"]) for i, r in memory.iterrows()}
     below: dict[object, list[str]] = {}
     for a, b in tables.ordered(memory):
         below.setdefault(a, []).append(label[b])

@@ -9,7 +9,7 @@ import seaborn as sns
 
 from rnnstudy.model.cells import CELL_COLOURS
 from rnnstudy.report import figures, frames
-from rnnstudy.study.experiment import CALIBRATION
+from rnnstudy.study.stages import CalibrationStage
 from rnnstudy.study.stages import CalibrationStage
 
 
@@ -17,7 +17,7 @@ def frame(runs: pd.DataFrame) -> pd.DataFrame:
     """The calibration runs: cell, task, T, lr, seed and final normalised loss (a diverged run: NaN, drawn at the top)."""
     if runs.empty:
         return pd.DataFrame()
-    cal = runs[runs["stage"] == CALIBRATION]
+    cal = runs[runs["stage"] == CalibrationStage.label]
     return cal[["cell", "task", "base", "T", "lr", "seed", "status", "final_norm_loss"]].reset_index(drop=True)
 
 

@@ -11,7 +11,7 @@ from rnnstudy.model import inits
 from rnnstudy.names import COMPLETE, DIVERGED, NORM_LOSS, PROBE, VAL, metric_key
 from rnnstudy.run.record import RunInfo
 from rnnstudy.run.store import Results
-from rnnstudy.study.experiment import CALIBRATION
+from rnnstudy.study.stages import CalibrationStage
 
 #: The probe metrics the report reads: the answer-loss profile of the first layer's hidden state.
 PROBE_LOSS = "answer"
@@ -122,7 +122,7 @@ def solved_after(runs: pd.DataFrame, res: Results) -> pd.Series:
 
 def studied(runs: pd.DataFrame) -> pd.DataFrame:
     """The runs of the study proper: everything but the learning-rate calibration stage."""
-    return runs[runs["stage"] != CALIBRATION] if not runs.empty else runs
+    return runs[runs["stage"] != CalibrationStage.label] if not runs.empty else runs
 
 
 def complete(runs: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from rnnstudy.names import Censored
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.records import source_revision, versions
 from rnnstudy.study.experiment import Experiment
+from rnnstudy.study.stages import adaptive
 from rnnstudy.study.studies import METRIC, study_importances
 
 
@@ -76,7 +77,7 @@ def summarise_to_wandb(exp: Experiment, base: RunConfig, studies: list[optuna.St
         finally:
             run.finish()
             _keep_latest_offline(run)
-    if exp.T_search or exp.calibrate:
+    if adaptive(exp):
         _memory_length_to_wandb(exp, base, common | {"config": {"experiment": exp.name, **made_by}})
     share_staged(folder)
 

@@ -8,12 +8,18 @@ import numpy as np
 import pandas as pd
 
 from rnnstudy.analysis.memory import MIN_SEEDS, T50, steps_to_solve, t50
+from rnnstudy.model.cells import CELL_LABELS
 from rnnstudy.names import DEAD, FAILED, PROBE, RUNNING, SOLVED_FRACTION, Censored
 from rnnstudy.report import frames, search
 from rnnstudy.run.store import Results
 
 #: What identifies one line of a memory-length study: its cell, task, family and the axis value it is held at.
 LINE = ["task", "cell", "family", "setting"]
+
+
+def line_label(cell: str, family: str, setting: str) -> str:
+    """A line as the report's prose names it: the cell's label, its family and its setting (where it has one)."""
+    return " ".join(p for p in (CELL_LABELS[cell], family, setting) if p)
 
 
 def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:

@@ -99,12 +99,6 @@ class Calibration(Strict):
         return self
 
 
-#: The stage of a calibration study (its points carry it as a fact).
-CALIBRATION = "calibration"
-#: The stage of the seeds added at the two T that bracket a line's crossing (rnnstudy.study.stages.BracketStage).
-BRACKET = "bracket"
-
-
 @dataclass(frozen=True)
 class GridPoint:
     """One study of an experiment: its place on the grid (the facts) and its run config before the trial's parameters.
@@ -202,7 +196,7 @@ class Experiment(RunDefaults):
         fields = {k: getattr(self, k) for k in RunDefaults.model_fields}
         return RunConfig(experiment=self.name, **fields)
 
-    def _bases(self) -> list[tuple[str, str, RunConfig]]:
+    def bases(self) -> list[tuple[str, str, RunConfig]]:
         """Each row x grid point before the families: (its label, its row, its config)."""
         base = self.base()
         keys = list(self.grid)
@@ -218,16 +212,15 @@ class Experiment(RunDefaults):
         return out
 
     def points(self) -> list[GridPoint]:
-        """Every study (with a T search: every line, at its first T): row x grid point x family x axis value.
+        """Every line of the grid at the experiment's T: row x grid point x family x axis value (the stages place
+        each at its own T and lr: ``rnnstudy.study.stages``).
 
         A family applies only on the cells it names; a family key given a list of values is the family's axis,
         one point per value.
         """
         families = self.families or {"": {}}
         out = []
-        for key, label, cfg in self._bases():
-            if self.T_search:
-                cfg = apply_overrides(cfg, {"task.T": self.T_search.start})
+        for key, label, cfg in self.bases():
             for family, spec in families.items():
                 spec = dict(spec)
                 cells = spec.pop("cells", None)
@@ -238,28 +231,6 @@ class Experiment(RunDefaults):
                     fixed = {**spec, axis: value} if axis else spec
                     out.append(GridPoint(self.name, apply_overrides(cfg, fixed), family, label, axis, value, base=key))
         return out
-
-    def calibration_points(self) -> list[GridPoint]:
-        """The calibration studies: each row x grid point (the experiment's own init, no family) at the reference T, per
-        lr of the grid and per lr the stage may add beyond its edges (run only where the choice sits at that edge)."""
-        if self.calibrate is None:
-            return []
-        c = self.calibrate
-        fixed = {"train.early_stop": False, **({"train.steps": c.steps} if c.steps else {})}
-        return [
-            GridPoint(
-                self.name,
-                apply_overrides(cfg, {**fixed, "task.T": self.calibration_T(cfg.model.cell), "train.lr": lr}),
-                "default", label, "train.lr", lr, CALIBRATION, key,
-            )  # fmt: skip
-            for key, label, cfg in self._bases()
-            for lr in sorted([*c.lr, *c.beyond()])
-        ]
-
-    def calibration_T(self, cell: str) -> int:
-        """The reference T of a cell's calibration."""
-        T = self.calibrate.T
-        return T if isinstance(T, int) else T[cell]
 
     @model_validator(mode="after")
     def _points_valid(self) -> Experiment:

@@ -27,7 +27,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from rnnstudy.names import SOLVED_FRACTION, TrialAttr
 from rnnstudy.run.config import RunConfig
-from rnnstudy.study.experiment import BRACKET, CALIBRATION, Experiment, GridPoint
+from rnnstudy.run.overrides import apply_overrides
+from rnnstudy.study.experiment import Experiment, GridPoint
 from rnnstudy.study.tsearch import confirm, next_T, visited
 
 
@@ -69,6 +70,8 @@ class Stage:
 
     #: The stage's label: a fact of its studies and runs (``stage``) and part of their names; "" for the study proper.
     label = ""
+    #: Whether its points wait on finished trials (an lr or a T chosen as it goes), so its study count is not known ahead.
+    adaptive = True
 
     def __init__(self, exp: Experiment) -> None:
         self.exp = exp
@@ -94,10 +97,27 @@ class Stage:
 class CalibrationStage(Stage):
     """The learning-rate calibration: per row x grid point and lr, its seeds trained to the end of the budget."""
 
-    label = CALIBRATION
+    label = "calibration"
 
     def points(self) -> list[GridPoint]:
-        return self.exp.calibration_points()
+        """Each row x grid point (the experiment's own init, no family) at the reference T, per lr of the grid and per
+        lr the stage may add beyond its edges (run only where the choice sits at that edge)."""
+        c = self.exp.calibrate
+        fixed = {"train.early_stop": False, **({"train.steps": c.steps} if c.steps else {})}
+        return [
+            GridPoint(
+                self.exp.name,
+                apply_overrides(cfg, {**fixed, "task.T": self.T(cfg.model.cell), "train.lr": lr}),
+                "default", label, "train.lr", lr, self.label, key,
+            )  # fmt: skip
+            for key, label, cfg in self.exp.bases()
+            for lr in sorted([*c.lr, *c.beyond()])
+        ]
+
+    def T(self, cell: str) -> int:
+        """A cell's reference T."""
+        T = self.exp.calibrate.T
+        return T if isinstance(T, int) else T[cell]
 
     @property
     def seeds(self) -> list[int]:
@@ -160,6 +180,8 @@ class CalibrationStage(Stage):
 class GridStage(Stage):
     """Every point of the grid once, at the calibrated lr where the experiment calibrates."""
 
+    adaptive = False
+
     def __init__(self, exp: Experiment, calibration: CalibrationStage | None) -> None:
         super().__init__(exp)
         self.calibration = calibration
@@ -183,6 +205,11 @@ class GridStage(Stage):
 class TSearchStage(GridStage):
     """Each line's T search: the next T is a function of the verdicts of the T already finished (rnnstudy.study.tsearch)."""
 
+    adaptive = True
+
+    def points(self) -> list[GridPoint]:
+        return [p.at(**{"task.T": self.exp.T_search.start}) for p in self.exp.points()]
+
     def next_at_lr(self, storage: BaseStorage, point: GridPoint) -> Next:
         nxt, _ = self.search(storage, point)
         return nxt
@@ -203,7 +230,7 @@ class BracketStage(TSearchStage):
     """More seeds at the two T that bracket each line's crossing, once its T search is done, and beyond them while
     their own verdicts place the crossing outside (:func:`rnnstudy.study.tsearch.confirm`)."""
 
-    label = BRACKET
+    label = "bracket"
 
     @property
     def seeds(self) -> list[int]:
@@ -235,6 +262,10 @@ def plan(exp: Experiment) -> list[Stage]:
     return [s for s in (calibration, main, more) if s is not None]
 
 
+def adaptive(exp: Experiment) -> bool:
+    """Whether the experiment's plan chooses points as it goes (an lr calibration, a T search): its studies are counted
+    as they come, and a worker with nothing to run waits instead of ending."""
+    return any(stage.adaptive for stage in plan(exp))
 
 
 def lines(exp: Experiment) -> list[tuple[Stage, GridPoint]]:

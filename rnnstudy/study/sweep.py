@@ -26,7 +26,7 @@ from rnnstudy.run.records import command_line
 from rnnstudy.run.store import status_counts
 from rnnstudy.study.experiment import Experiment, load_experiment
 from rnnstudy.study.launch import ClusterOptions
-from rnnstudy.study.stages import lines
+from rnnstudy.study.stages import adaptive, lines
 from rnnstudy.study.storage import JOURNAL, STORAGE_ENV, check_journal, default_db, mask, open_storage
 from rnnstudy.study.studies import experiment_studies, load_study, print_table, summary
 
@@ -43,7 +43,7 @@ def _progress_line(exp: Experiment, storage: BaseStorage, started: float) -> str
     t = s["totals"]
     done = t["complete"] + t["pruned"]
     elapsed = time.time() - started
-    if exp.T_search or exp.calibrate:
+    if adaptive(exp):
         planned = lines(exp)
         finished = sum(stage.next(storage, line).done for stage, line in planned)
         where = f"; {finished}/{len(planned)} lines of every stage done (a line's T are chosen as it goes)"

@@ -24,7 +24,7 @@ from rnnstudy.run.device import uses_cuda
 from rnnstudy.run.overrides import apply_overrides
 from rnnstudy.study.experiment import Experiment, GridPoint, load_experiment
 from rnnstudy.study.space import suggest
-from rnnstudy.study.stages import Stage, lines
+from rnnstudy.study.stages import Stage, adaptive, lines
 from rnnstudy.study.storage import PATIENCE_S, STORAGE_ENV, Storage, database_away, open_storage, patiently
 from rnnstudy.study.studies import LIVE, SURPLUS, counts, load_study
 
@@ -184,7 +184,7 @@ def work(exp: Experiment, storage: Storage, poll_s: float = POLL_S) -> None:
     while True:
         # The storage's own calls wait out an outage; this also covers Optuna's stale-trial sweep between them.
         pending, ran, waiting = patiently(storage.url, lambda: _round(exp, storage, given_up))
-        if not pending or (not ran and not (exp.T_search or exp.calibrate)):
+        if not pending or (not ran and not adaptive(exp)):
             return  # a grid's places are all taken by others: a rerun of the sweep retries any trial they leave stale
         if not ran:
             if waiting != said:
