@@ -10,7 +10,6 @@ import seaborn as sns
 from rnnstudy.model.cells import CELL_COLOURS
 from rnnstudy.report import figures, frames
 from rnnstudy.study.stages import CalibrationStage
-from rnnstudy.study.stages import CalibrationStage
 
 
 def frame(runs: pd.DataFrame) -> pd.DataFrame:
