@@ -98,10 +98,17 @@ def _relu_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor,
     return ((gi + gh).relu(),)
 
 
+def lstm_gates(preactivation: Tensor) -> tuple[Tensor, ...]:
+    """The LSTM's gates i, f, g, o from its pre-activations W_ih x_t + b_ih + W_hh h_{t-1} + b_hh (PyTorch's row order);
+    the probe's cell-state recursion reads them too."""
+    i, f, g, o = preactivation.chunk(4, dim=-1)
+    return i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+
+
 def _lstm_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    i, f, g, o = (gi + gh).chunk(4, dim=-1)
-    c = f.sigmoid() * s[1] + i.sigmoid() * g.tanh()
-    return o.sigmoid() * c.tanh(), c
+    i, f, g, o = lstm_gates(gi + gh)
+    c = f * s[1] + i * g
+    return o * c.tanh(), c
 
 
 def _gru_update(gi: Tensor, gh: Tensor, s: tuple[Tensor, ...]) -> tuple[Tensor, ...]:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rnnstudy.model.cells import CELLS, INJECTABLE, CellSpec
+from rnnstudy.model.cells import CELLS, INJECTABLE, CellSpec, lstm_gates
 from rnnstudy.model.models import InjectedTrace, LayerTrace, RecurrentNet
 from rnnstudy.model.tasks import Batch, Task
 from rnnstudy.names import metric_key
@@ -129,19 +129,16 @@ def informative_ratio(norms: torch.Tensor, informative: torch.Tensor, answer: to
     return float((at_info / at_answer)[counts > 0].double().mean())
 
 
-def _preactivation(layer: torch.nn.LSTM, inputs: torch.Tensor, previous: torch.Tensor, rows: slice) -> torch.Tensor:
-    """W_ih x_t + W_hh h_{t-1} + b for the gate rows ``rows``, at every given step ``(n, B, in) -> (n, B, len(rows))``."""
-    b = layer.bias_ih_l0[rows] + layer.bias_hh_l0[rows]
-    flat = torch.addmm(b, inputs.flatten(0, 1), layer.weight_ih_l0[rows].T).addmm_(
-        previous.flatten(0, 1), layer.weight_hh_l0[rows].T
-    )
-    return flat.view(*previous.shape[:2], -1)
+def _lstm_gates(layer: torch.nn.LSTM, inputs: torch.Tensor, previous: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The LSTM's gates i, f, g, o at the given steps ``(n, B, in)``, from their inputs and the h_{t-1} before them."""
+    b = layer.bias_ih_l0 + layer.bias_hh_l0
+    flat = torch.addmm(b, inputs.flatten(0, 1), layer.weight_ih_l0.T).addmm_(previous.flatten(0, 1), layer.weight_hh_l0.T)
+    return lstm_gates(flat.view(*previous.shape[:2], -1))
 
 
-def _lstm_output_gate(layer: torch.nn.LSTM, trace: LayerTrace, ends: list[int]) -> torch.Tensor:
-    outputs = torch.cat(trace.outputs).detach()
-    previous = torch.cat([torch.zeros_like(outputs[:1]), outputs[:-1]])[ends]
-    return _preactivation(layer, trace.inputs[ends].detach(), previous, slice(3 * layer.hidden_size, None)).sigmoid_()
+def _before(outputs: torch.Tensor) -> torch.Tensor:
+    """h_{t-1} at every step t of a layer's outputs ``(T, B, H)`` (zero before the first)."""
+    return torch.cat([torch.zeros_like(outputs[:1]), outputs[:-1]])
 
 
 def per_sample_loss(task: Task, out: torch.Tensor, batch: Batch, loss: ProbeLoss) -> torch.Tensor:
@@ -157,16 +154,11 @@ def _chunked_grads(layer: torch.nn.RNNBase, trace: LayerTrace, grads: list[torch
     out = {"h": dh}
     if trace.c:
         c = torch.stack([c[0] for c in trace.c]).detach()
-        through_h = torch.tanh(c).square_().neg_().add_(1).mul_(_lstm_output_gate(layer, trace, trace.ends)).mul_(dh)
+        previous = _before(torch.cat(trace.outputs).detach())[trace.ends]
+        o = _lstm_gates(layer, trace.inputs[trace.ends].detach(), previous)[3]
+        through_h = torch.tanh(c).square_().neg_().add_(1).mul_(o).mul_(dh)
         out["c"] = torch.stack([g[0] for g in d_c]).add_(through_h)
     return out
-
-
-def _lstm_gates(layer: torch.nn.LSTM, inputs: torch.Tensor, output: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The LSTM's gates i, f, g, o at every step, recomputed from its inputs and outputs."""
-    previous = torch.cat([torch.zeros_like(output[:1]), output[:-1]])
-    i, f, g, o = _preactivation(layer, inputs, previous, slice(None)).chunk(4, dim=-1)
-    return i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
 
 
 def _injected_grads(
@@ -178,7 +170,7 @@ def _injected_grads(
     dh[:-1] += d_z[1:]
     out = {"h": dh}
     if "c" in spec.state:
-        i, f, g, o = _lstm_gates(layer, trace.inputs.detach(), trace.output.detach())
+        i, f, g, o = _lstm_gates(layer, trace.inputs.detach(), _before(trace.output.detach()))
         c = torch.empty_like(dh)
         state = torch.zeros_like(dh[0])
         for t in range(len(c)):

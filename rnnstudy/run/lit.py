@@ -269,7 +269,7 @@ class RecurrentModule(pl.LightningModule):
                 with torch.no_grad():
                     values = self._scalars(out, batch, loss)
                 if not math.isfinite(values[LOSS]):
-                    m.end(DIVERGED, f"training loss became {values['loss']} at step {step}", step)
+                    m.end(DIVERGED, f"training loss became {values[LOSS]} at step {step}", step)
                     continue
                 values[LR] = optimizer.param_groups[0]["lr"]
                 m.emit(step, TRAIN, values)
@@ -323,7 +323,7 @@ class RecurrentModule(pl.LightningModule):
                 m.best = {NORM_LOSS: values[NORM_LOSS], "step": step}
             m.emit(step, VAL, values)
             if not shown:
-                self._bar(values, batch.x.shape[1], ((f"val/{NORM_LOSS}", NORM_LOSS),))
+                self._bar(values, batch.x.shape[1], ((f"{VAL}/{NORM_LOSS}", NORM_LOSS),))
                 shown = True
             stops = values[SOLVED] and self.cfg.train.early_stop
             if stops or step >= self.trainer.max_steps:
