@@ -27,6 +27,8 @@ def metric_key(name: str, loss: str = "answer", layer: int = 1, state: str = "h"
 RUNNING, COMPLETE, PRUNED, DIVERGED, FAILED = "running", "complete", "pruned", "diverged", "failed"
 #: A running run whose process is gone (its lock is free): killed; rerunning the command resumes it.
 DEAD = "dead"
+#: A dead or failed run another folder of the same run key holds (trained again there): an earlier attempt, left out.
+SUPERSEDED = "superseded"
 
 #: At least this fraction of a point's seeds solved: the point is solved (the T search goes on past it, T50 crosses it).
 SOLVED_FRACTION = 0.5

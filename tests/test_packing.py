@@ -145,6 +145,22 @@ def test_an_interrupted_pack_resumes_from_its_checkpoint_to_the_same_numbers(tin
     assert sorted(before.values()) == ["complete", "failed", "failed"]  # one member had ended at its solve (step 30)
 
 
+def test_a_pack_stopped_before_its_first_checkpoint_trains_again_in_its_members_folders(tiny):
+    """No pack checkpoint yet: the rerun trains every member again from the start, each in its own folder."""
+    cfgs = [tiny(seed=s, model__cell="gru", train__steps=40, train__val_every=20, train__log_every=5) for s in SEEDS]
+    metas = [{"study": "p", "seed": c.seed} for c in cfgs]
+    with pytest.raises(KeyboardInterrupt):
+        train_pack(cfgs, metas=metas, callbacks=[Interrupt(7)])
+    assert not list((cfgs[0].out / "t" / ".packs").glob("*/last.ckpt"))
+    before = sorted(p.name for p in (cfgs[0].out / "t").glob("2*"))
+    again = train_pack(cfgs, metas=metas)
+    assert sorted(p.name for p in (cfgs[0].out / "t").glob("2*")) == before == sorted(r.path.name for r in again)
+    fresh = train_pack([c.model_copy(update={"out": c.out / "fresh"}) for c in cfgs], metas=metas)
+    for r, f in zip(again, fresh):
+        a, b = _metrics(r.path), _metrics(f.path)
+        assert a[KEY].equals(b[KEY]) and (a["value"].to_numpy() == b["value"].to_numpy()).all()
+
+
 def test_a_pack_refuses_runs_that_differ_in_more_than_the_seed(tiny):
     with pytest.raises(ValueError, match="differ only in their seed"):
         train_pack([tiny(seed=0), tiny(seed=1, train__lr=0.5)], metas=[None, None])

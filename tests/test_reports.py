@@ -129,6 +129,35 @@ def test_nan_values_and_in_progress_runs_do_not_crash(store, tmp_path):
     assert "**Dead:** 1 runs say `running` but no process holds their lock" in text
 
 
+def test_an_earlier_attempt_at_a_run_is_left_out_and_named(store, tmp_path):
+    """A folder of a run key another folder holds, left dead or failed, is an earlier attempt: counted as superseded,
+    out of every frame and the per-run table, and named in the report; a lone dead run stays dead."""
+    root = tmp_path / "twice"
+    shutil.copytree(store, root, ignore=shutil.ignore_patterns("optuna.db*"))
+    folders = sorted(p.parent for p in root.glob("*/run.json"))
+    for i, (folder, status) in enumerate(zip(folders[:3], ("running", "failed", "running"))):
+        earlier = folder.with_name("20000101-000000-" + folder.name.split("-", 2)[2])
+        shutil.copytree(folder, earlier)
+        info = json.loads((earlier / "run.json").read_text())
+        info.update(status=status, final={}, started=f"2000-01-01T00:00:0{i}Z", run_id=earlier.name)
+        (earlier / "run.json").write_text(json.dumps(info))
+    info = json.loads((folders[2] / "run.json").read_text())
+    (folders[2] / "run.json").write_text(json.dumps({**info, "status": "failed"}))  # both attempts unfinished: newest kept
+    counts = status_counts(root)
+    assert counts["superseded"] == 3 and counts["failed"] == 1 and "dead" not in counts
+    res = load(root)
+    assert len(res.superseded) == 3 and all("/20000101-" in f for f in res.superseded)
+    assert len(res.records) == len(folders) and len(res.metrics) == len(load(store).metrics)
+    assert build_report(root, out=tmp_path / "r") == 0
+    assert "**Left out: 3 earlier attempts**" in (tmp_path / "r" / "report.md").read_text()
+    assert len(pd.read_csv(tmp_path / "r" / "runs.csv")) == len(folders)
+    lone = folders[3].with_name("20000101-000009-other")
+    shutil.copytree(folders[3], lone)
+    info = json.loads((lone / "run.json").read_text())
+    (lone / "run.json").write_text(json.dumps({**info, "key": "another", "status": "running", "run_id": lone.name}))
+    assert status_counts(root)["dead"] == 1
+
+
 def test_reference_verdicts():
     runs = pd.DataFrame(
         {

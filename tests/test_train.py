@@ -157,6 +157,24 @@ def test_interrupted_run_resumes_from_its_checkpoint_bit_identical(tiny):
     assert resumed.final == fresh.final
 
 
+def test_a_run_stopped_before_its_first_checkpoint_trains_again_in_its_own_folder(tiny):
+    """No checkpoint to resume from: the rerun starts the same run again in its folder, keeping none of its old rows,
+    so the store never holds a second folder of one run."""
+    cfg = tiny(model__cell="gru", train__steps=60, train__val_every=20, train__log_every=5, probe__every=20)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, callbacks=[Interrupt(7)])
+    (folder,) = (cfg.out / "t").iterdir()
+    assert not (folder / "checkpoints" / "last.ckpt").exists() and (folder / "metrics.parquet").exists()
+    again = train(cfg)
+    assert [p.name for p in (cfg.out / "t").iterdir()] == [folder.name] and again.status == "complete"
+    assert json.loads((folder / "run.json").read_text())["resumed_from_step"] is None
+    fresh = train(cfg.model_copy(update={"out": cfg.out / "fresh"}))
+    key = ["split", "metric", "step"]
+    a = load(folder).metrics.sort_values(key).reset_index(drop=True)
+    b = load(fresh.path).metrics.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key]) and (a["value"].to_numpy() == b["value"].to_numpy()).all()
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_bit_identical(tmp_path):
     """Kill a run mid-training, rerun the same command: it continues from its checkpoint to the same numbers."""

@@ -277,6 +277,11 @@ def build_report(results: str | Path | list[str | Path], out: str | Path | None 
             f"**Skipped {len(res.skipped)} damaged runs** (unreadable files): "
             + "; ".join(f"`{f}` ({why})" for f, why in res.skipped)
         )
+    if res.superseded:
+        sections[0].text.append(
+            f"**Left out: {len(res.superseded)} earlier attempts** at runs another folder of the same run key holds "
+            "(killed or failed, then trained again there): " + "; ".join(f"`{Path(f).name}`" for f in res.superseded)
+        )
     if frames.complete(runs).empty:
         reasons = runs[["run_id", "status", "reason"]]
         sections[0].tables.append(reasons)

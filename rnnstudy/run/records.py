@@ -137,12 +137,11 @@ def claimed(cfg: RunConfig, key: str) -> Iterator[None]:
         yield
 
 
-def resumable(cfg: RunConfig, meta: dict[str, Any] | None, key: str, checkpoint: Path | None = None) -> tuple[Path, Any] | None:
-    """An unfinished, unlocked run of the same key with a checkpoint (its own, or its pack's ``checkpoint``), and its
-    lock; None when there is none."""
+def unfinished(cfg: RunConfig, meta: dict[str, Any] | None, key: str) -> tuple[Path, Any] | None:
+    """An unfinished, unlocked run of the same key (killed, or ended by a stop signal or a failure) and its lock; None
+    when there is none. Its folder is the run's: trained again there, from its checkpoint or from the start."""
     for folder, info in _same_named(cfg, meta):
-        saved = checkpoint if checkpoint is not None else folder / CHECKPOINT
-        if info.key == key and info.status in (RUNNING, FAILED) and saved.exists():
+        if info.key == key and info.status in (RUNNING, FAILED):
             lock = hold(folder)
             if lock is not None:
                 return folder, lock
@@ -152,7 +151,8 @@ def resumable(cfg: RunConfig, meta: dict[str, Any] | None, key: str, checkpoint:
 def checkpoint_and_folders(
     cfgs: list[RunConfig], metas: list[dict[str, Any] | None], keys: list[str], todo: list[int]
 ) -> tuple[Path | None, dict[int, tuple[Path, Any]], int | None]:
-    """Where the run's (or pack's) checkpoint goes, the killed runs' folders to resume, and the step they resume at.
+    """Where the run's (or pack's) checkpoint goes, the unfinished runs' folders to train in again, and the step they
+    resume at (None: from the start, as for a run killed before its first checkpoint).
 
     A single run keeps its checkpoint in its folder; a pack keeps one for all its members under the experiment's
     ``.packs``, named by its members' keys. A pack resumes only when every member still to train has its folder.
@@ -160,24 +160,18 @@ def checkpoint_and_folders(
     import torch  # loaded already by the training that asks
 
     cfg = cfgs[0]
+    folders = {i: found for i in todo if (found := unfinished(cfgs[i], metas[i], keys[i]))}
     if not cfg.train.checkpoint:
-        return None, {}, None
+        return None, folders, None
     if len(cfgs) == 1:
-        found = resumable(cfg, metas[0], keys[0])
-        if not found:
-            return None, {}, None
-        path = found[0] / CHECKPOINT
-        return path, {0: found}, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
-    name = hashlib.sha1(" ".join(keys).encode()).hexdigest()[:16]
-    path = cfg.out / cfg.experiment / PACKS / name / CHECKPOINT.name
-    if not path.exists():
-        return path, {}, None
-    folders = {i: found for i in todo if (found := resumable(cfgs[i], metas[i], keys[i], path))}
-    if len(folders) < len(todo):
-        for _, lock in folders.values():
-            lock.close()
+        path = folders[0][0] / CHECKPOINT if folders else None
+    else:
+        path = cfg.out / cfg.experiment / PACKS / hashlib.sha1(" ".join(keys).encode()).hexdigest()[:16] / CHECKPOINT.name
+    if path is None or not path.exists():
+        return path, folders, None
+    if len(folders) < len(todo):  # a member's folder is gone: the pack starts again, in the folders it still has
         path.unlink()
-        return path, {}, None
+        return path, folders, None
     return path, folders, int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
@@ -269,7 +263,8 @@ def read_back(folder: Path, info: RunInfo) -> RunResult:
 
 
 class RunRecord:
-    """One run's folder while it trains: a new one, or a killed run's folder resumed at the checkpoint's ``step``."""
+    """One run's folder while it trains: a new one, or an unfinished run's own folder, resumed at the checkpoint's ``step``
+    (None: trained again from the start)."""
 
     def __init__(self, cfg: RunConfig, key: str, meta: dict[str, Any] | None,
                  resumed: tuple[Path, Any] | None = None, step: int | None = None) -> None:  # fmt: skip
@@ -277,13 +272,13 @@ class RunRecord:
         if resumed is not None:
             self.folder, self.lock = resumed
             self.writer = RunWriter(self.folder)
-            self.writer.resume(int(step or 0))
+            self.writer.resume(step)
         else:
             self.folder = cfg.out / cfg.experiment / new_run_id(cfg, meta)
             self.writer = RunWriter(self.folder)
             self.lock = hold(self.folder)
         self.run_id = self.folder.name
-        self.resumed_from = step if resumed is not None else None
+        self.resumed_from = step
         self.tracker: Any = None
         self.info: RunInfo | None = None
 

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
-from rnnstudy.names import DEAD, RUNNING, VAL
+from rnnstudy.names import DEAD, FAILED, RUNNING, SUPERSEDED, VAL
 from rnnstudy.run.record import RunInfo
 
 RUN_FILE = "run.json"
@@ -119,13 +119,18 @@ class RunWriter:
         self.gradflow: list[pd.DataFrame] = []
         folder.mkdir(parents=True, exist_ok=True)
 
-    def resume(self, step: int) -> None:
-        """Continue a killed run from its checkpoint at ``step``: keep what it recorded before, drop the rest.
+    def resume(self, step: int | None) -> None:
+        """Continue an unfinished run from its checkpoint at ``step``: keep what it recorded before, drop the rest; with
+        no checkpoint (``None``) it starts again and keeps nothing.
 
         Kept: training and probe rows of steps before ``step`` and validations up to it (the checkpoint
         is written right after the validation at ``step``).
         """
         self.info = read_info(self.folder)
+        if step is None:
+            for name in (METRICS_FILE, GRADFLOW_FILE):
+                (self.folder / name).unlink(missing_ok=True)
+            return
         if (self.folder / METRICS_FILE).exists():
             m = pd.read_parquet(self.folder / METRICS_FILE)
             m = m[(m["step"] < step) | ((m["split"] == VAL) & (m["step"] <= step))]
@@ -176,6 +181,8 @@ class Results:
     gradflow: pd.DataFrame
     #: Run folders that could not be read: (folder, why); the rest of the store is still read.
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    #: Earlier, unfinished attempts at a run another folder of the same key holds (:func:`superseded`), left out.
+    superseded: list[str] = field(default_factory=list)
 
     def wide_metrics(self, split: str) -> pd.DataFrame:
         """Metrics of one split as columns, one row per (run, step)."""
@@ -195,14 +202,37 @@ def status_of(folder: Path, info: RunInfo | None = None) -> str:
     return DEAD if status == RUNNING and not alive(folder) else status
 
 
+def superseded(runs: list[tuple[Path, RunInfo]]) -> set[Path]:
+    """The folders that are earlier attempts at a run: unfinished (``dead`` or failed) while another folder of the same
+    key ended, trains, or started later. A run killed before its first checkpoint by a harness older than the one that
+    trains such runs again in their own folder left them; they are derived here, as ``dead`` is, and never rewritten."""
+    by_key: dict[str, list[tuple[Path, RunInfo]]] = {}
+    for folder, info in runs:
+        by_key.setdefault(info.key, []).append((folder, info))
+    out = set()
+    for same in by_key.values():
+        if len(same) < 2:
+            continue
+        held = [f for f, i in same if i.status not in (DEAD, FAILED)]
+        keep = set(held) or {max(same, key=lambda fi: fi[1].started)[0]}
+        out |= {f for f, i in same if f not in keep and i.status in (DEAD, FAILED)}
+    return out
+
+
 def status_counts(path: str | Path) -> dict[str, int]:
-    """How many runs at or under ``path`` have each status (:func:`status_of`; ``unreadable`` for damaged ones)."""
+    """How many runs at or under ``path`` have each status (:func:`status_of`; ``unreadable`` for damaged ones, and
+    ``superseded`` for an earlier attempt at a run, :func:`superseded`)."""
     counts: dict[str, int] = {}
+    read = []
     for folder in run_folders(path):
         try:
-            status = status_of(folder)
+            info = read_info(folder)
+            read.append((folder, info.model_copy(update={"status": status_of(folder, info)})))
         except (OSError, ValueError):
-            status = "unreadable"
+            counts["unreadable"] = counts.get("unreadable", 0) + 1
+    earlier = superseded(read)
+    for folder, info in read:
+        status = SUPERSEDED if folder in earlier else info.status
         counts[status] = counts.get(status, 0) + 1
     return counts
 
@@ -232,6 +262,12 @@ def load(*paths: str | Path) -> Results:
         records.append(Stored(folder, info))
         metrics += [m] if m is not None else []
         gradflow += [g] if g is not None else []
+    earlier = superseded([(r.path, r.info) for r in records])
+    if earlier:
+        gone = {r.info.run_id for r in records if r.path in earlier}
+        records = [r for r in records if r.path not in earlier]
+        metrics = [m for m in metrics if not m["run_id"].isin(gone).any()]
+        gradflow = [g for g in gradflow if not g["run_id"].isin(gone).any()]
     empty_metrics = pd.DataFrame(columns=["step", "split", "metric", "value", "run_id"])
     empty_gradflow = pd.DataFrame(columns=["step", "loss", "layer", "state", "t", "norm", "run_id"])
     rows = [{**r.info.as_json(), "path": str(r.path)} for r in records]
@@ -241,4 +277,5 @@ def load(*paths: str | Path) -> Results:
         metrics=pd.concat(metrics, ignore_index=True) if metrics else empty_metrics,
         gradflow=pd.concat(gradflow, ignore_index=True) if gradflow else empty_gradflow,
         skipped=skipped,
+        superseded=sorted(map(str, earlier)),
     )

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from optuna.storages import BaseStorage
 
 from rnnstudy.errors import ConfigError, stop_reason, stop_signal, stop_status
-from rnnstudy.names import DEAD, SWEEP_COMMAND_ENV
+from rnnstudy.names import DEAD, SUPERSEDED, SWEEP_COMMAND_ENV
 from rnnstudy.run.config import RunConfig
 from rnnstudy.run.device import check_gpus, has_cuda, preflight, query_compute_modes, worker_threads, workers_per_gpu
 from rnnstudy.run.records import command_line
@@ -207,6 +207,8 @@ def print_status(path: str, storage: str | None = None, overrides: list[str] | N
     runs = status_counts(base.out / exp.name)
     if runs:
         dead = f" ({DEAD}: killed, their lock is free; rerun the sweep to resume them)" if runs.get(DEAD) else ""
+        if runs.get(SUPERSEDED):
+            dead += f" ({SUPERSEDED}: earlier attempts at runs trained again in another folder; no report reads them)"
         print("runs: " + ", ".join(f"{n} {status}" for status, n in sorted(runs.items())) + dead)
     from rnnstudy.study.launch import job_states
 
