@@ -257,6 +257,23 @@ def test_a_sweep_that_asks_for_gpus_it_cannot_use_stops_before_writing(tmp_path,
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
+def test_a_gpu_run_names_the_physical_gpu_it_trained_on(tmp_path, monkeypatch):
+    """The device in the banner and run.json: CUDA's index, the name, the UUID (a MIG instance's own) and the
+    CUDA_VISIBLE_DEVICES it was read through; the CPU in words where no GPU is used."""
+    import types
+
+    import torch
+
+    from rnnstudy.run.device import device_name
+
+    fake_cuda(monkeypatch, tmp_path, usable=True, count=2)
+    card = {1: types.SimpleNamespace(name="NVIDIA H100 80GB HBM3", uuid="MIG-4f1c")}
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: card[i])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-aa,MIG-4f1c")
+    assert device_name("auto", 1) == "cuda:1 (NVIDIA H100 80GB HBM3, UUID MIG-4f1c, CUDA_VISIBLE_DEVICES=GPU-aa,MIG-4f1c)"
+    assert device_name("cpu", 1).startswith("cpu (")
+
+
 def test_worker_threads_honour_the_users_omp_num_threads():
     from rnnstudy.run.device import worker_threads
 

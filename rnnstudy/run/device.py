@@ -25,9 +25,19 @@ def uses_cuda(accelerator: str) -> bool:
 
 
 def device_name(accelerator: str = "auto", index: int | None = None) -> str:
-    """The device a run with this accelerator setting (and GPU index) trains on, in words."""
+    """The device a run with this accelerator setting (and GPU index) trains on, in words: on a GPU its index as CUDA
+    numbers it, its name, its UUID (a MIG instance's own) and the ``CUDA_VISIBLE_DEVICES`` that index is read through,
+    so a run names the physical GPU it trained on."""
     if uses_cuda(accelerator):
-        return f"cuda ({torch.cuda.get_device_name(index or 0)})"
+        import os
+
+        i = index or 0
+        props = torch.cuda.get_device_properties(i)
+        uuid = getattr(props, "uuid", None)
+        parts = [props.name, *([f"UUID {uuid}"] if uuid else [])]
+        if visible := os.environ.get("CUDA_VISIBLE_DEVICES"):
+            parts.append(f"CUDA_VISIBLE_DEVICES={visible}")
+        return f"cuda:{i} ({', '.join(parts)})"
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
