@@ -5,6 +5,7 @@ import json
 import lightning.pytorch as pl
 import numpy as np
 import pytest
+import torch
 from conftest import Interrupt
 
 from rnnstudy.run.store import load
@@ -144,10 +145,13 @@ def test_interrupted_run_resumes_from_its_checkpoint_bit_identical(tiny):
         train(cfg, callbacks=[Interrupt(47)])
     (folder,) = (cfg.out / "t").iterdir()
     assert json.loads((folder / "run.json").read_text())["status"] == "failed" and (folder / "checkpoints" / "last.ckpt").exists()
+    saved = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=False)
+    (trained,) = [v["trained_s"] for v in saved["callbacks"].values() if "trained_s" in v]
     resumed = train(cfg)
     assert resumed.path == folder and resumed.status == "complete"
     info = json.loads((folder / "run.json").read_text())
     assert info["resumed_from_step"] == 40 and not (folder / "checkpoints").exists()  # no empty folder left behind
+    assert info["wall_s"] > trained > 0  # the sessions before the checkpoint count: steps_per_s is not inflated
     fresh = train(cfg.model_copy(update={"out": cfg.out / "fresh"}))
     key = ["split", "metric", "step"]
     a = load(folder).metrics.sort_values(key).reset_index(drop=True)

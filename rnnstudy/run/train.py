@@ -43,13 +43,32 @@ class _StopAtBudget(pl.Callback):
             trainer.should_stop = True
 
 
-class _Checkpointing(ModelCheckpoint):
-    """Lightning's checkpointing, whose write errors name the checkpoint (Lightning's name its temporary file)."""
+class Clock:
+    """A run's training time: this session's, and what a run resumed from a checkpoint had trained before it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self) -> None:
+        self.start, self.before = time.time(), 0.0
+
+    def seconds(self) -> float:
+        """Seconds trained so far, across every session up to the checkpoint this one resumed from."""
+        return self.before + time.time() - self.start
+
+
+class _Checkpointing(ModelCheckpoint):
+    """Lightning's checkpointing, whose write errors name the checkpoint (Lightning's name its temporary file), and which
+    carries the training time so far, so a resumed run's ``wall_s`` (and its steps per second) counts every session."""
+
+    def __init__(self, path: Path, clock: Clock) -> None:
         super().__init__(dirpath=path.parent, filename=path.stem, save_top_k=1, every_n_epochs=1,
                          enable_version_counter=False)  # fmt: skip
-        self.path = path
+        self.path, self.clock = path, clock
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "trained_s": self.clock.seconds()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.clock.before = float(state_dict.get("trained_s", 0.0))  # a checkpoint written before it carried none: 0
 
     def _named(self, hook: Any, *args: Any) -> None:
         try:
@@ -64,9 +83,9 @@ class _Checkpointing(ModelCheckpoint):
         self._named(super().on_validation_end, trainer, pl_module)
 
 
-def checkpointing(path: Path) -> ModelCheckpoint:
+def checkpointing(path: Path, clock: Clock) -> ModelCheckpoint:
     """Lightning's checkpointing to ``path``, last only: overwritten after every validation, removed at the end for good."""
-    return _Checkpointing(path)
+    return _Checkpointing(path, clock)
 
 
 def make_trainer(
@@ -174,13 +193,13 @@ def _train(
     path, folders, step = checkpoint_and_folders(cfgs, metas, keys, todo)
     records: dict[int, RunRecord] = {}
     results: dict[int, RunResult] = dict(done)
-    started = time.time()
+    clock = Clock()
     packed = len(cfgs) > 1
 
     def ended(member: Member) -> None:
         i = module.members.index(member)
         status, reason, steps = member.ended
-        results[i] = records[i].result(status, reason, steps, time.time() - started, *_numbers(member))
+        results[i] = records[i].result(status, reason, steps, clock.seconds(), *_numbers(member))
         records[i].finish(results[i], path)
 
     for i in todo:
@@ -199,7 +218,7 @@ def _train(
         for i in todo:
             if (sink := records[i].track(group)) is not None:
                 module.members[i].add_sink(sink)
-        checkpoints = [checkpointing(path)] if path is not None else []
+        checkpoints = [checkpointing(path, clock)] if path is not None else []
         trainer = make_trainer(cfg, [*checkpoints, *callbacks], len(cfgs), metas[0])
         data = TaskData(cfgs, task, module.wanted)
         trainer.fit(module, datamodule=data, ckpt_path=path if step is not None else None)
@@ -216,7 +235,7 @@ def _train(
     for i in todo:
         if i not in results:
             steps = trainer.global_step if trainer else 0
-            results[i] = records[i].result(status, reason, steps, time.time() - started, *_numbers(module.members[i]))
+            results[i] = records[i].result(status, reason, steps, clock.seconds(), *_numbers(module.members[i]))
             records[i].finish(results[i], path)
     if path is not None and FAILED not in (r.status for r in results.values()):
         path.unlink(missing_ok=True)  # finished for good: nothing left to resume
