@@ -96,9 +96,11 @@ $(addsuffix -cpu,$(CPU_STUDIES)): %-cpu: setup
 	$(BIN)/rnnstudy report $(RESULTS)/$*_cpu --out docs/results/$*_cpu
 	$(BIN)/python -m rnnstudy.report.index
 
-# T50's coverage simulated through the harness's own T search (about 30 minutes on one core): docs/results/coverage.*
+# T50's and the growth exponent's coverage simulated through the harness's own T search (about 30 + 15 minutes on one
+# core): docs/results/coverage.* and docs/results/growth_coverage.*
 coverage: setup
 	$(BIN)/python -m rnnstudy.analysis.coverage --out docs/results
+	$(BIN)/python -m rnnstudy.analysis.growth_coverage --out docs/results
 	$(BIN)/python -m rnnstudy.report.index
 
 # The README's generated results and docs/results/README.md, from the committed summaries and per-run tables.

@@ -129,3 +129,31 @@ def test_a_solve_seen_at_a_validation_is_interval_censored_since_the_one_before(
     assert interval.low < 1.0 < interval.high and not exact.low < 1.0 < exact.high
     flat = growth_law(T, pd.Series(150.0, index=T.index), budget_steps, every)
     assert flat.low < 0 < flat.high and flat.high - flat.low > 0.1
+
+
+def test_the_growth_coverage_simulation_visits_T_as_the_harness_and_censors_as_the_report():
+    """Every T solves when the crossing lies far beyond the search: the search doubles to its max and no further; a
+    solve is seen at a validation and censored back to the one before, an unsolved run at the budget."""
+    from rnnstudy.analysis.coverage import SEARCH
+    from rnnstudy.analysis.growth_coverage import BUDGET, EXTRA, Design, simulate
+
+    design = Design(1.0, 0.3, 0.0, checks=20)
+    runs = simulate(np.random.default_rng(0), design, T_c=100 * SEARCH.max)
+    assert sorted(runs["T"].unique()) == [10, 20, 40, 80, 160, 320, 512] and runs["solved"].all() and not runs["fresh"].any()
+    every = BUDGET / design.checks
+    assert (runs["steps"] % every == 0).all() and (runs["steps"] - runs["solved_after"] == every).all()
+    runs = simulate(np.random.default_rng(0), design, T_c=30.0)
+    assert runs["fresh"].sum() >= 2 * EXTRA  # the bracket stage's seeds at the two T around the crossing
+    unsolved = runs[~runs["solved"]]
+    assert not unsolved.empty and unsolved["steps"].isna().all()
+
+
+def test_the_growth_exponent_s_interval_covers_the_truth_under_the_design(monkeypatch):
+    """Nominal 0.95 keeps >= 0.85 on 60 simulated lines (a miss of the goal 0.90 by 2 se) with seed luck on; a profile
+    cut at the 50% level instead, on the same lines, falls far below (0.44): the check sees a too-narrow interval."""
+    import rnnstudy.analysis.growth_coverage as simulated
+
+    got = simulated.coverage(simulated.Design(1.0, 0.8, 0.5), lines=60, seed=3)
+    assert got["fitted"] > 0.9 and got["coverage"] >= 0.85
+    monkeypatch.setattr(simulated, "growth_law", lambda T, s, b, r: growth_law(T, s, b, r, level=0.5))
+    assert simulated.coverage(simulated.Design(1.0, 0.8, 0.5), lines=60, seed=3)["coverage"] < 0.6

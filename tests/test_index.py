@@ -121,3 +121,17 @@ def test_every_order_a_summary_claims_holds_on_its_printed_intervals_and_no_othe
             assert spans[a][0] >= spans[b][1] * 0.99, (a, b, spans[a], spans[b])
         elif spans[a] and spans[b]:
             assert spans[a][0] < spans[b][1] * 1.01, (a, b, spans[a], spans[b])
+
+
+@pytest.mark.parametrize("folder", [p.parent.name for p in RESULTS.glob("*/summary.md")])
+def test_each_summary_s_training_time_re_derives_from_the_per_run_table(folder):
+    """The head's training time: wall_s over runs, a pack's members sharing theirs, a lower bound where any run resumed."""
+    runs = pd.read_csv(RESULTS / folder / "runs.csv", keep_default_na=False, na_values=[""])
+    head = (RESULTS / folder / "summary.md").read_text().splitlines()[0]
+    said = re.search(r"\), (at least )?([\d.]+) (s|minutes|hours) of training summed over runs( \((\d+) runs resumed)?", head)
+    assert said, head
+    seconds = float(said[2]) * {"s": 1, "minutes": 60, "hours": 3600}[said[3]]
+    derived = (runs["wall_s"] / runs["members"]).sum()
+    assert seconds == pytest.approx(derived, rel=0.01, abs=1)
+    assert bool(said[1]) == bool(said[4]) == bool(runs["resumed"].any())
+    assert not said[4] or int(said[5]) == runs["resumed"].sum()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,6 +51,23 @@ class Scenario:
     at_max: float = 0.0
 
 
+def visit(search: TSearch, seeds: int, extra: int, run: Callable[[int, range], list[tuple]]) -> list[tuple]:
+    """A simulated line's rows as a T-search stage and then the bracket stage visit its T, each point's verdict by the
+    workers' rule: ``run(T, seeds)`` gives one row per seed, its solved flag third (``extra``: the bracket seeds)."""
+    verdicts: dict[int, bool] = {}
+    rows = []
+    while (T := next_T(search, verdicts)) is not None:
+        ran = run(T, range(seeds))
+        rows += ran
+        verdicts[T] = solved(r[2] for r in ran)
+    fresh: dict[int, bool] = {}
+    while extra and (T := confirm(search, verdicts, fresh)) is not None:
+        ran = run(T, range(seeds, seeds + extra))
+        rows += ran
+        fresh[T] = solved(r[2] for r in ran)
+    return rows
+
+
 def simulate(rng: np.random.Generator, scenario: Scenario, true_t50: float, search: TSearch = SEARCH) -> pd.DataFrame:
     """One line's runs (T, seed, solved, fresh) as the T search and the bracket stage visit them."""
     luck = rng.normal(0.0, scenario.luck, scenario.seeds + scenario.extra)
@@ -58,18 +76,7 @@ def simulate(rng: np.random.Generator, scenario: Scenario, true_t50: float, sear
         p = 1.0 / (1.0 + np.exp(scenario.slope * (math.log(T) - math.log(true_t50)) - luck[seeds.start : seeds.stop]))
         return [(T, seed, bool(f), seed >= scenario.seeds) for seed, f in zip(seeds, rng.random(len(seeds)) < p)]
 
-    verdicts: dict[int, bool] = {}
-    rows = []
-    while (T := next_T(search, verdicts)) is not None:
-        ran = run(T, range(scenario.seeds))
-        rows += ran
-        verdicts[T] = solved(f for _, _, f, _ in ran)
-    fresh: dict[int, bool] = {}
-    while scenario.extra and (T := confirm(search, verdicts, fresh)) is not None:
-        ran = run(T, range(scenario.seeds, scenario.seeds + scenario.extra))
-        rows += ran
-        fresh[T] = solved(f for _, _, f, _ in ran)
-    return pd.DataFrame(rows, columns=["T", "seed", "solved", "fresh"])
+    return pd.DataFrame(visit(search, scenario.seeds, scenario.extra, run), columns=["T", "seed", "solved", "fresh"])
 
 
 def covers(estimate: T50, truth: float) -> bool:

@@ -73,7 +73,7 @@ def _overview(runs: pd.DataFrame, results: list[Path]) -> Section:
         f"cells {', '.join(CELL_LABELS[c] for c in figures.cells_present(runs['cell'].unique()))}, "
         f"tasks {', '.join(sorted(runs['task'].unique()))}, T in {{{', '.join(str(t) for t in sorted(runs['T'].unique()))}}}.",
         f"Networks (layers x units, then a linear readout at every step): {_networks(runs)}.",
-        f"Hardware: {devices}. Training time {tables.duration_text(_training_s(runs))} of device time in total ({packed}).",
+        f"Hardware: {devices}. Training time {_training_text(runs, 'of device time in total')}; {packed}.",
         f"Normalised loss is the loss divided by the memoryless baseline ({_baselines(runs)}): 1.0 means the network "
         "learned nothing a model without memory could not; "
         f"*solved* means, at a validation, {_solved_bars(runs)} (the bars these runs used).",
@@ -218,15 +218,18 @@ def _networks(runs: pd.DataFrame) -> str:
                      for c, n, h, b in shapes[["cell", "layers", "hidden", "block"]].itertuples(index=False))  # fmt: skip
 
 
-def _training_s(runs: pd.DataFrame) -> float:
-    """Seconds of training the runs took, a packed run's members sharing its time."""
-    return float(np.nansum(runs["wall_s"] / runs["members"]))
+def _training_text(runs: pd.DataFrame, what: str) -> str:
+    """The training the runs took (``what`` it is called), a packed run's members sharing its time; a lower bound where a
+    run was resumed (what a kill lost after the last checkpoint was trained again and is not counted)."""
+    text = f"{tables.duration_text(float(np.nansum(runs['wall_s'] / runs['members'])))} {what}"
+    resumed = int(runs["resumed"].sum())
+    return f"at least {text} ({resumed} runs resumed from a checkpoint)" if resumed else text
 
 
 def _summary(name: str, runs: pd.DataFrame, findings: list[str]) -> str:
     """The report's findings with what they stand on (runs, training time), for the README's generated results."""
     head = (f"`{name}`: {len(runs)} runs ({', '.join(f'{v} {k}' for k, v in sorted(runs['status'].value_counts().items()))}), "
-            f"{tables.duration_text(_training_s(runs))} of training summed over runs, per-run table `{RUNS_CSV}`.")  # fmt: skip
+            f"{_training_text(runs, 'of training summed over runs')}, per-run table `{RUNS_CSV}`.")  # fmt: skip
     return "\n".join([head, "", *(f"- {line}" for line in findings)]) + "\n"
 
 

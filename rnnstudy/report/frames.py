@@ -68,6 +68,7 @@ def _row(path: str, info: RunInfo) -> dict[str, Any]:
         "steps": info.steps,
         "steps_to_solve": info.steps_to_solve,
         "wall_s": np.nan if info.wall_s is None else info.wall_s,
+        "resumed": info.resumed_from_step is not None,
         "members": info.packed.members if info.packed else 1,
         "device": info.device,
         "seq_len": info.seq_len,

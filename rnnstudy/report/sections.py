@@ -157,17 +157,18 @@ SECTIONS: list[ReportSection] = [
     ),
     ReportSection(
         "Memory length against the training budget",
-        "Memory length is a function of the budget. A run solved within b steps if and only if it first met its bar at "
-        "or before step b, so T50 at a quarter, half, three quarters and all of each line's budget comes from the same "
-        "runs (steps to solve are resolved to the validation interval). The budget-free summary is the growth law: a "
-        "censored log-normal regression of steps to solve on T (a solve lies between the validation before it and its "
-        "own; a run that never solved is right-censored at the budget) gives median steps ~ T^alpha, alpha with its "
-        "95% profile-likelihood interval; the dashed lines are the T50 that law implies at each budget (drawn only "
-        "within 4x of the T a line visited); each alpha names the T its solves span, and where its interval lies below "
-        "what the validation grid resolves there (log((s + v) / s) / log(T range), s the earliest solve, v the "
-        "validation interval) it is reported as below that. 'Still rising' is claimed only where the full budget's 95% "
-        "interval (or bound) lies wholly above the rung below's; a line that still rises has not levelled off: its "
-        "memory length is its budget's, not the cell's.",
+        "Memory length is a function of the budget. A run solved within b steps if and only if it first met its bar "
+        "at or before step b, so T50 at a quarter, half, three quarters and all of each line's budget comes from the "
+        "same runs (steps to solve are resolved to the validation interval). The budget-free summary is the growth "
+        "law: a censored log-normal regression of steps to solve on T (a solve lies between the validation before it "
+        "and its own; a run that never solved is right-censored at the budget) gives median steps ~ T^alpha, alpha "
+        "with its 95% profile-likelihood interval (its coverage under the harness's own T search, seed luck and "
+        "validation grid is simulated in docs/results/growth_coverage.md); the dashed lines are the T50 that law "
+        "implies at each budget (drawn only within 4x of the T a line visited); each alpha names the T its solves "
+        "span, and where its interval lies below what the validation grid resolves there (log((s + v) / s) / log(T "
+        "range), s the earliest solve, v the validation interval) it is reported as below that. 'Still rising' is "
+        "claimed only where the full budget's 95% interval (or bound) lies wholly above the rung below's; a line that"
+        " still rises has not levelled off: its memory length is its budget's, not the cell's.",
         lambda i: i.ladder,
         figure(lambda d, p: budget.draw(d[0], p), "budget.png"),
         lambda d, i: [budget.table(*d)],

@@ -75,7 +75,7 @@ def memory_length(runs: pd.DataFrame, res: Results) -> pd.DataFrame:
 #: The per-run table every committed study ships (``runs.csv``): what a referee needs to re-derive each number.
 PER_RUN = ["run_id", "experiment", "stage", "task", "cell", "family", "setting", "init", "lr", "T", "seed", "status",
            "solved", "solved_after", "steps_to_solve", "budget", "val_every", "final_norm_loss", "steps", "wall_s",
-           "members"]  # fmt: skip
+           "members", "resumed"]  # fmt: skip
 
 
 def per_run(runs: pd.DataFrame) -> pd.DataFrame:
