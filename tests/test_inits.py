@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from rnnstudy.model.cells import CELLS, FORGET_GATED, GATED, RNNBASE
 from rnnstudy.model.models import RecurrentNet
 from rnnstudy.run.config import InitConfig, ModelConfig
 
@@ -20,7 +21,7 @@ def blocks(w, hidden):
     return w.detach().split(hidden)
 
 
-@pytest.mark.parametrize("cell", ["rnn_tanh", "lstm", "gru"])
+@pytest.mark.parametrize("cell", RNNBASE)
 def test_orthogonal_each_gate_block(cell):
     n = net(cell, recurrent="orthogonal", gain=1.7)
     for block in blocks(n.layers[0].weight_hh_l0, 16):
@@ -57,21 +58,25 @@ def test_forget_bias_in_one_vector_only():
     assert torch.equal(layer.bias_hh_l0.detach(), torch.zeros(64))
 
 
-@pytest.mark.parametrize("cell,bias", [("lstm", "forget"), ("lstm", "chrono"), ("gru", "chrono")])
+@pytest.mark.parametrize(
+    "cell,bias", [(c, "forget") for c in FORGET_GATED] + [(c, "chrono") for c in GATED if c in RNNBASE]
+)
 def test_effective_bias_is_the_target(cell, bias):
-    """PyTorch adds bias_ih and bias_hh: their sum, the bias the gate sees, must be the scheme's bias."""
+    """PyTorch adds bias_ih and bias_hh: their sum, the bias the gate sees, must be the scheme's bias, on the keep gate's
+    block as the cell table places it (forget in LSTM's i,f,g,o; update in GRU's r,z,n)."""
+    spec = CELLS[cell]
     layer = net(cell, hidden=8, bias=bias, forget_bias=2.5).layers[0]
-    effective = (layer.bias_ih_l0 + layer.bias_hh_l0).detach()
-    keep = effective[8:16]  # the keep gate is the second block in both orders: forget in i,f,g,o; update in r,z,n
-    others = torch.cat([effective[:8], effective[16:]])
+    effective = (layer.bias_ih_l0 + layer.bias_hh_l0).detach().split(8)
+    keep = effective[spec.keep_gate]
+    others = torch.cat([b for k, b in enumerate(effective) if k not in (spec.keep_gate, spec.write_gate)])
     if bias == "forget":
         assert torch.allclose(keep, torch.full((8,), 2.5)) and not others.any()
+        assert not effective[spec.write_gate].any()
     else:
         assert (keep >= 0).all() and keep.max() > 0.5 and (keep <= math.log(199)).all()
-        if cell == "lstm":  # b_i = -b_f, g and o gates 0
-            assert torch.equal(effective[:8], -keep) and not effective[16:].any()
-        else:  # r and n gates 0
-            assert not others.any()
+        assert not others.any()
+        if spec.write_gate is not None:  # chrono's b_i = -b_f
+            assert torch.equal(effective[spec.write_gate], -keep)
 
 
 def test_chrono_lstm():
