@@ -152,6 +152,7 @@ def test_interrupted_run_resumes_from_its_checkpoint_bit_identical(tiny):
     info = json.loads((folder / "run.json").read_text())
     assert info["resumed_from_step"] == 40 and not (folder / "checkpoints").exists()  # no empty folder left behind
     assert info["wall_s"] > trained > 0  # the sessions before the checkpoint count: steps_per_s is not inflated
+    assert info["earlier"] == ["failed: interrupted (Ctrl-C)"]
     fresh = train(cfg.model_copy(update={"out": cfg.out / "fresh"}))
     key = ["split", "metric", "step"]
     a = load(folder).metrics.sort_values(key).reset_index(drop=True)
@@ -171,7 +172,8 @@ def test_a_run_stopped_before_its_first_checkpoint_trains_again_in_its_own_folde
     assert not (folder / "checkpoints" / "last.ckpt").exists() and (folder / "metrics.parquet").exists()
     again = train(cfg)
     assert [p.name for p in (cfg.out / "t").iterdir()] == [folder.name] and again.status == "complete"
-    assert json.loads((folder / "run.json").read_text())["resumed_from_step"] is None
+    info = json.loads((folder / "run.json").read_text())
+    assert info["resumed_from_step"] is None and info["earlier"] == ["failed: interrupted (Ctrl-C)"]  # nothing lost
     fresh = train(cfg.model_copy(update={"out": cfg.out / "fresh"}))
     key = ["split", "metric", "step"]
     a = load(folder).metrics.sort_values(key).reset_index(drop=True)
@@ -208,6 +210,7 @@ def test_killed_run_resumes_bit_identical(tmp_path):
     assert [p.name for p in (tmp_path / "a" / "default").iterdir()] == [folder.name]  # continued in the same folder
     info = json.loads((folder / "run.json").read_text())
     assert info["status"] == "complete" and info["resumed_from_step"] > 0 and not (folder / "checkpoints" / "last.ckpt").exists()
+    assert info["earlier"] == ["dead"]
     fresh = subprocess.run(cli("train", *args, f"out={tmp_path}/b"), capture_output=True, text=True)
     assert fresh.returncode == 0
     a, b = load(tmp_path / "a").metrics, load(tmp_path / "b").metrics

@@ -68,6 +68,8 @@ class RunInfo(BaseModel):
     status: str
     reason: str | None = None
     resumed_from_step: int | None = None
+    #: How each earlier attempt at this run, in this folder, ended (``dead``: killed; or failed, with its reason).
+    earlier: list[str] = []
     config: RunConfig
     meta: StudyFacts = StudyFacts()
     baseline: float

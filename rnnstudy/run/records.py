@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from rnnstudy.model import inits
-from rnnstudy.names import COMPLETE, DIVERGED, FAILED, NORM_LOSS, PROBE, RUNNING, SWEEP_COMMAND_ENV, VAL
+from rnnstudy.names import COMPLETE, DEAD, DIVERGED, FAILED, NORM_LOSS, PROBE, RUNNING, SWEEP_COMMAND_ENV, VAL
 from rnnstudy.run.config import LATER_FIELDS, RunConfig
 from rnnstudy.run.device import device_name
 from rnnstudy.run.record import Packing, Provenance, RunInfo, StudyFacts
@@ -287,9 +287,13 @@ class RunRecord:
         import torch  # loaded already: the run's own TF32 state is recorded
 
         cfg = self.cfg
+        before = self.writer.info  # an unfinished attempt's record, where this one trains again in its folder
+        earlier = [*before.earlier, (DEAD if before.status == RUNNING else before.status)
+                   + (f": {before.reason}" if before.reason else "")] if before else []  # fmt: skip
         self.info = RunInfo(
             key=self.key,
             resumed_from_step=self.resumed_from,
+            earlier=earlier,
             run_id=self.run_id,
             experiment=cfg.experiment,
             name=run_name(cfg, self.meta),
