@@ -135,3 +135,14 @@ def test_each_summary_s_training_time_re_derives_from_the_per_run_table(folder):
     assert seconds == pytest.approx(derived, rel=0.01, abs=1)
     assert bool(said[1]) == bool(said[4]) == bool(runs["resumed"].any())
     assert not said[4] or int(said[5]) == runs["resumed"].sum()
+
+
+@pytest.mark.parametrize("name", list(index.SIMULATED))
+def test_each_simulated_coverage_page_is_its_rows_written_out(name):
+    """coverage.md and growth_coverage.md are their csv rows as the module writes them, statement included, one design
+    per row of the page's table."""
+    module = index.SIMULATED[name]
+    rows = pd.read_csv(RESULTS / f"{name}.csv")
+    page = (RESULTS / f"{name}.md").read_text()
+    assert page == module.markdown(rows)
+    assert len(rows) == sum(line.startswith("| ") for line in page.splitlines()) - 1  # less the header row
